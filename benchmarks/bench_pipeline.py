@@ -1,0 +1,90 @@
+"""Producer and worker throughput on a fresh embedded Valkey (temp dir, AOF everysec).
+
+Run: ``python benchmarks/bench_pipeline.py [--n 100000] [--json]``. Figures: pipelined XADD of
+pre-encoded transactions (producer), then one in-process worker draining them (read, decode,
+score, MULTI{XADD decisions, XACK, XDEL}). Median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from fraudstream.demo import quick_transactions
+from fraudstream.schema import encode
+from fraudstream.scoring import AmountPolicy, Scorer
+from fraudstream.stream.keys import StreamKeys, partition_of
+from fraudstream.stream.producer import Producer
+from fraudstream.stream.worker import Worker, WorkerOptions
+from fraudstream.valkey import EmbeddedValkey
+
+POLICY = AmountPolicy(review_amount=220, block_amount=5000, review_score=500, block_score=800)
+
+
+def one_run(client: redis.Redis, n: int, partitions: int, batch: int) -> tuple[float, float]:
+    client.flushall()
+    keys = StreamKeys("bench", partitions)
+    entries = [
+        (partition_of(t.customer_id, partitions), encode(t))
+        for t in quick_transactions(n, "bench", seed=1)
+    ]
+    t0 = time.perf_counter()
+    Producer(client, keys, batch_size=batch).send_encoded(entries)
+    produce_s = time.perf_counter() - t0
+    worker = Worker(
+        client,
+        keys,
+        Scorer(POLICY),
+        WorkerOptions(batch_size=batch, block_ms=10, lease_ttl_ms=60_000),
+    )
+    t0 = time.perf_counter()
+    stats = worker.run(burst=True, handle_signals=False)
+    work_s = time.perf_counter() - t0
+    assert stats.processed == n, stats
+    return n / produce_s, n / work_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedValkey(Path(tmp))
+        info = server.ensure()
+        try:
+            client = redis.Redis(host=info.host, port=info.port, password=info.password)
+            runs = [
+                one_run(client, args.n, args.partitions, args.batch) for _ in range(args.repeat)
+            ]
+        finally:
+            server.stop()
+    result = {
+        "n": args.n,
+        "batch": args.batch,
+        "partitions": args.partitions,
+        "produce_tps": round(statistics.median(r[0] for r in runs)),
+        "worker_tps": round(statistics.median(r[1] for r in runs)),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"{args.n:,} transactions, batches of {args.batch}, {args.partitions} partitions, "
+        f"median of {args.repeat}:"
+    )
+    print(f"  producer (pipelined XADD, one blob per entry)  {result['produce_tps']:>9,} tx/s")
+    print(f"  one worker (read+decode+score+commit+ack)       {result['worker_tps']:>9,} tx/s")
+
+
+if __name__ == "__main__":
+    main()

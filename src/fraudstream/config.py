@@ -1,0 +1,188 @@
+"""Settings: defaults <- ``fraudstream.toml`` <- ``FRAUDSTREAM_*`` environment <- CLI flags.
+
+This is the only module that reads the environment or the config file, and only when the CLI
+(or an app factory) calls `load_settings`. Library code receives a frozen `Settings` or plain
+arguments, so tests pass values in instead of patching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from fraudstream.errors import ConfigError
+
+ENV_PREFIX = "FRAUDSTREAM_"
+CONFIG_FILE = "fraudstream.toml"
+SECRET_FIELDS = frozenset({"api_key", "valkey_url"})
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every tunable of fraudstream, typed, with the default a laptop should use."""
+
+    data_dir: str = ".fraudstream"
+    """Where the embedded Valkey keeps its data, password and pid/port files."""
+    valkey_url: str = ""
+    """``redis://…`` of an external Redis >= 7 / Valkey >= 7.2; empty = embedded server."""
+    valkey_host: str = "127.0.0.1"
+    """Interface the embedded server binds to (loopback unless you mean otherwise)."""
+    valkey_port: int = 0
+    """Port of the embedded server; 0 = pick a free one at first start and keep it."""
+    valkey_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    stream_prefix: str = "tx"
+    """Streams are ``{prefix}.in.{p}``, ``{prefix}.decisions``, ``{prefix}.deadletter``."""
+    partitions: int = 16
+    """Input partitions; one customer always lands on the same one. Bounds parallelism."""
+    batch_size: int = 500
+    block_ms: int = 500
+    claim_idle_ms: int = 30_000
+    """Pending entries idle this long belong to a dead consumer and are claimed."""
+    lease_ttl_ms: int = 10_000
+    """A worker that does not renew its partition leases for this long loses them."""
+    decisions_maxlen: int = 1_000_000
+    """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
+    review_amount: float = 220.0
+    block_amount: float = 5_000.0
+    review_score: int = 500
+    block_score: int = 800
+    api_key: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def __post_init__(self) -> None:
+        _check(self.partitions >= 1, "partitions", f"must be >= 1, got {self.partitions}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(0 <= self.valkey_port <= 65535, "valkey_port", f"not a port: {self.valkey_port}")
+        _check(
+            0 < self.review_amount <= self.block_amount,
+            "review_amount",
+            f"must be > 0 and <= block_amount ({self.block_amount}), got {self.review_amount}",
+        )
+        _check(
+            0 < self.review_score <= self.block_score <= 1000,
+            "review_score",
+            f"need 0 < review_score <= block_score <= 1000, got {self.review_score}"
+            f" / {self.block_score}",
+        )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {problem}")
+
+
+FIELDS: tuple[str, ...] = Settings.__struct_fields__
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the four layers into one validated `Settings`.
+
+    Args:
+        config_file: a TOML file; ``None`` reads ``./fraudstream.toml`` if it exists.
+        environ: the environment to read ``FRAUDSTREAM_*`` from; ``None`` = ``os.environ``.
+        overrides: values from CLI flags; ``None`` values are ignored (flag not given).
+
+    Raises:
+        ConfigError: an unknown key (with a suggestion) or a value of the wrong type.
+    """
+    env = os.environ if environ is None else environ
+    if config_file is None:
+        explicit = env.get(ENV_PREFIX + "CONFIG")
+        config_file = Path(explicit) if explicit else Path(CONFIG_FILE)
+        required = bool(explicit)
+    else:
+        required = True
+    merged: dict[str, Any] = {}
+    merged.update(_from_file(config_file, required=required))
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(merged)
+
+
+def _from_file(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise ConfigError("config", f"file not found: {path}")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+    for key in data:
+        _known(key, where=str(path))
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        if name.startswith(ENV_PREFIX + "TEST_"):
+            continue  # reserved for the test-suite's own knobs
+        key = name[len(ENV_PREFIX) :].lower()
+        _known(key, where=name)
+        out[key] = value
+    return out
+
+
+def _known(key: str, *, where: str) -> None:
+    if key in FIELDS:
+        return
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(key, f"unknown setting in {where}{hint}")
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if " - at `$." in message:
+            problem, _, path = message.rpartition(" - at `$.")
+            raise ConfigError(path.rstrip("`"), problem) from None
+        key, _, problem = message.partition(": ")
+        raise ConfigError(key if problem else "settings", problem or message) from None
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a ``redis://user:pass@host`` URL."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def public_view(settings: Settings) -> dict[str, Any]:
+    """The effective settings with secrets masked, for `fraudstream config show`."""
+    out: dict[str, Any] = msgspec.structs.asdict(settings)
+    if out["api_key"]:
+        out["api_key"] = "****"
+    out["valkey_url"] = mask_url(out["valkey_url"])
+    return out
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The settings as ``FRAUDSTREAM_*`` variables, so a child process (a worker started by
+    the demo) sees exactly the parent's effective configuration."""
+    out: dict[str, str] = {}
+    for key, value in msgspec.structs.asdict(settings).items():
+        out[ENV_PREFIX + key.upper()] = str(value)
+    return out

@@ -1,0 +1,233 @@
+"""`fraudstream demo`: the whole path on one laptop, measured.
+
+Starts (or reuses) the embedded Valkey, runs worker processes, produces transactions at a
+target rate (with a few malformed ones, to show the dead-letter path), follows the decisions
+stream, and reports throughput, end-to-end latency (enqueue -> decision) and outcomes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import redis
+
+from fraudstream.config import Settings, to_environ
+from fraudstream.errors import StreamError
+from fraudstream.schema import Transaction, decode_decision, encode
+from fraudstream.stream.keys import PAYLOAD, StreamKeys, partition_of
+from fraudstream.stream.producer import Producer
+
+
+@dataclass
+class DemoReport:
+    run_id: str
+    workers: int
+    target_tps: float
+    produced: int = 0
+    malformed_sent: int = 0
+    decided: int = 0
+    dead_letters: int = 0
+    elapsed_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.decided / self.elapsed_s if self.elapsed_s else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workers": self.workers,
+            "target_tps": self.target_tps,
+            "transactions": self.produced,
+            "malformed_sent": self.malformed_sent,
+            "decisions": self.decided,
+            "dead_letters": self.dead_letters,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_tps": round(self.throughput, 1),
+            "latency_ms": {
+                "p50": round(self.percentile(50), 2),
+                "p95": round(self.percentile(95), 2),
+                "p99": round(self.percentile(99), 2),
+                "max": round(max(self.latencies_ms, default=0.0), 2),
+            },
+            "outcomes": dict(sorted(self.outcomes.items())),
+        }
+
+
+def quick_transactions(n: int, run_id: str, seed: int) -> list[Transaction]:
+    """A small seeded stream of plausible card payments (lognormal amounts, 2,000 customers)."""
+    rng = np.random.default_rng(seed)
+    customers = rng.integers(0, 2_000, n)
+    terminals = rng.integers(0, 5_000, n)
+    amounts = np.round(rng.lognormal(3.5, 1.0, n), 2).clip(0.01)
+    start = datetime.now(UTC)
+    return [
+        Transaction(
+            transaction_id=f"{run_id}-{i}",
+            timestamp=start + timedelta(milliseconds=i),
+            customer_id=str(customers[i]),
+            terminal_id=str(terminals[i]),
+            merchant_id=str(terminals[i]),
+            amount=float(amounts[i]),
+            currency="EUR",
+            channel="card_present",
+        )
+        for i in range(n)
+    ]
+
+
+class DemoRun:
+    """One demo run against the configured server."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        *,
+        workers: int,
+        tps: float,
+        duration: float,
+        bad_ratio: float,
+        seed: int,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.keys = StreamKeys(settings.stream_prefix, settings.partitions)
+        self.duration = duration
+        self.bad_ratio = bad_ratio
+        self.seed = seed
+        self.report = DemoReport(run_id=secrets.token_hex(4), workers=workers, target_tps=tps)
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def run(self, on_progress: Callable[[int, int], None] | None = None) -> DemoReport:
+        start_decisions = _last_id(self.client, self.keys.decisions)
+        start_dead = _last_id(self.client, self.keys.deadletter)
+        self._start_workers()
+        try:
+            self._wait_for_workers()
+            t0 = time.monotonic()
+            producer = threading.Thread(target=self._produce, daemon=True)
+            producer.start()
+            self._follow(start_decisions, producer, on_progress)
+            self.report.elapsed_s = time.monotonic() - t0
+            self.report.dead_letters = self._count_dead(start_dead)
+        finally:
+            self._stop_workers()
+        return self.report
+
+    def _start_workers(self) -> None:
+        env = {**os.environ, **to_environ(self.settings)}
+        for _ in range(self.report.workers):
+            self._procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "fraudstream", "worker", "--quiet"], env=env
+                )
+            )
+
+    def _wait_for_workers(self, timeout: float = 30.0) -> None:
+        """Produce only once every worker holds its share of partitions, so the figures
+        measure the pipeline, not interpreter start-up."""
+        deadline = time.monotonic() + timeout
+        leases = [self.keys.lease(p) for p in range(self.keys.partitions)]
+        while time.monotonic() < deadline:
+            owners: list[bytes | None] = self.client.mget(leases)  # type: ignore[assignment]
+            if None not in owners and len(set(owners)) >= min(
+                self.report.workers, self.keys.partitions
+            ):
+                return
+            if any(proc.poll() is not None for proc in self._procs):
+                raise StreamError("a demo worker exited at start-up (see its error above)")
+            time.sleep(0.1)
+        raise StreamError(f"workers did not take their partitions within {timeout:g}s")
+
+    def _stop_workers(self) -> None:
+        for proc in self._procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def _produce(self) -> None:
+        """Paced by credit: at each tick send what the target rate says is due."""
+        tps = self.report.target_tps
+        total = int(tps * self.duration)
+        txs = quick_transactions(total, self.report.run_id, self.seed)
+        rng = np.random.default_rng(self.seed + 1)
+        bad = set(np.flatnonzero(rng.random(total) < self.bad_ratio).tolist())
+        entries = [
+            (
+                partition_of(tx.customer_id, self.keys.partitions),
+                _malformed(tx) if i in bad else encode(tx),
+            )
+            for i, tx in enumerate(txs)
+        ]
+        producer = Producer(self.client, self.keys, batch_size=self.settings.batch_size)
+        t0 = time.monotonic()
+        sent = 0
+        while sent < total:
+            due = min(total, int(tps * (time.monotonic() - t0)) + 1)
+            if due > sent:
+                producer.send_encoded(entries[sent:due])
+                sent = due
+            time.sleep(0.005)
+        self.report.malformed_sent = len(bad)
+        self.report.produced = total - len(bad)
+
+    def _follow(
+        self,
+        last: bytes,
+        producer: threading.Thread,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        prefix = self.report.run_id + "-"
+        expected = int(self.report.target_tps * self.duration)
+        deadline = time.monotonic() + self.duration + 60
+        while time.monotonic() < deadline:
+            reply: Any = self.client.xread({self.keys.decisions: last}, count=5000, block=200)
+            for _, messages in reply or []:
+                for entry_id, fields in messages:
+                    last = entry_id
+                    self._record(decode_decision(fields[PAYLOAD]), prefix)
+            if on_progress:
+                on_progress(self.report.decided, expected)
+            if not producer.is_alive() and self.report.decided >= self.report.produced:
+                break
+
+    def _record(self, decision: Any, prefix: str) -> None:
+        if not decision.transaction_id.startswith(prefix):
+            return
+        self.report.decided += 1
+        self.report.latencies_ms.append(decision.latency_ms)
+        self.report.outcomes[decision.outcome] = self.report.outcomes.get(decision.outcome, 0) + 1
+
+    def _count_dead(self, start: bytes) -> int:
+        entries: Any = self.client.xrange(self.keys.deadletter, min=b"(" + start, max="+")
+        return sum(self.report.run_id.encode() in f.get(b"payload", b"") for _, f in entries)
+
+
+def _malformed(tx: Transaction) -> bytes:
+    """A payload a broken upstream might send: the amount went negative."""
+    return encode(tx).replace(b'"amount":', b'"amount":-', 1)
+
+
+def _last_id(client: redis.Redis, stream: str) -> bytes:
+    entries: Any = client.xrevrange(stream, count=1)
+    return entries[0][0] if entries else b"0-0"

@@ -1,0 +1,38 @@
+"""One error root, a subclass per subsystem.
+
+Every error fraudstream raises on purpose derives from `FraudstreamError`, so the CLI and the
+API can turn any of them into a one-line message (or one HTTP status) without a traceback.
+Messages name the field and the value: ``amount: must be > 0, got -3``.
+"""
+
+from __future__ import annotations
+
+
+class FraudstreamError(Exception):
+    """Root of every deliberate fraudstream error."""
+
+
+class ConfigError(FraudstreamError):
+    """A setting is missing, malformed or contradictory."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+class SchemaError(FraudstreamError):
+    """A record does not match its schema; `field` names where (``""`` for the whole record)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+
+class ValkeyError(FraudstreamError):
+    """The Valkey server could not be started, reached or stopped."""
+
+
+class StreamError(FraudstreamError):
+    """A stream operation failed in a way the worker cannot absorb."""

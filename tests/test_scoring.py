@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fraudstream.schema import Transaction
+from fraudstream.scoring import AmountPolicy, Scorer
+
+POLICY = AmountPolicy(review_amount=220, block_amount=5000, review_score=500, block_score=800)
+
+
+def _tx(i: int, amount: float) -> Transaction:
+    return Transaction(
+        transaction_id=f"t{i}",
+        timestamp=datetime(2020, 1, 1, tzinfo=UTC),
+        customer_id="c",
+        terminal_id="t",
+        merchant_id="m",
+        amount=amount,
+        currency="EUR",
+        channel="card_present",
+    )
+
+
+amounts = st.floats(min_value=0.01, max_value=1e7, allow_nan=False)
+
+
+@given(amounts, amounts)
+def test_score_is_monotone_in_amount(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert 0 <= POLICY.score(lo) <= POLICY.score(hi) <= 1000
+
+
+@given(amounts)
+def test_outcome_follows_the_limits(amount: float) -> None:
+    outcome = POLICY.outcome(POLICY.score(amount))
+    if amount >= 5000:
+        assert outcome == "block"
+    elif amount >= 220:
+        assert outcome == "review"
+    elif POLICY.score(amount) < 500:
+        assert outcome == "approve"
+
+
+def test_batch_keeps_order_ids_and_reasons() -> None:
+    txs = [_tx(0, 10.0), _tx(1, 300.0), _tx(2, 9000.0)]
+    decisions = Scorer(POLICY).score_batch(txs, arrived_at=[0.0, 0.0, 0.0])
+    assert [d.transaction_id for d in decisions] == ["t0", "t1", "t2"]
+    assert [d.outcome for d in decisions] == ["approve", "review", "block"]
+    assert decisions[0].reasons == []
+    assert decisions[1].reasons == ["amount_over_review_limit: 300.00 >= 220.00"]
+    assert decisions[2].reasons[0].startswith("amount_over_block_limit")
+    assert all(d.latency_ms > 0 for d in decisions)  # arrived at the epoch: a long time ago
+    assert decisions[0].rules_version == "amount-limits:220/5000"

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fraudstream.config import Settings
+from fraudstream.schema import Transaction, decode_decision, decode_transaction, encode
+from fraudstream.scoring import AmountPolicy, Scorer
+from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys, partition_of
+from fraudstream.stream.leases import LeaseManager
+from fraudstream.stream.producer import Producer
+from fraudstream.stream.worker import Worker, WorkerOptions
+
+
+def _txs(n: int, customers: int = 50, start: int = 0) -> list[Transaction]:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    return [
+        Transaction(
+            transaction_id=f"tx{i}",
+            timestamp=t0 + timedelta(seconds=i),
+            customer_id=f"c{i % customers}",
+            terminal_id=f"t{i % 7}",
+            merchant_id="m",
+            amount=float(1 + (i * 37) % 400),
+            currency="EUR",
+            channel="card_present",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def _keys(settings: Settings) -> StreamKeys:
+    return StreamKeys(settings.stream_prefix, settings.partitions)
+
+
+def _worker(client: redis.Redis, settings: Settings, consumer: str = "w1") -> Worker:
+    options = WorkerOptions(
+        batch_size=64,
+        block_ms=settings.block_ms,
+        claim_idle_ms=settings.claim_idle_ms,
+        lease_ttl_ms=settings.lease_ttl_ms,
+    )
+    return Worker(
+        client,
+        _keys(settings),
+        Scorer(AmountPolicy.from_settings(settings)),
+        options,
+        consumer=consumer,
+    )
+
+
+def _decisions(client: redis.Redis, settings: Settings) -> list[Any]:
+    entries: Any = client.xrange(_keys(settings).decisions)
+    return [decode_decision(fields[PAYLOAD]) for _, fields in entries]
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=512))
+def test_partition_is_stable_and_in_range(customer: str, partitions: int) -> None:
+    p = partition_of(customer, partitions)
+    assert 0 <= p < partitions
+    assert p == partition_of(customer, partitions)
+
+
+def test_producer_keeps_each_customer_on_one_partition_in_order(
+    client: redis.Redis, settings: Settings
+) -> None:
+    keys = _keys(settings)
+    Producer(client, keys, batch_size=16).send(_txs(200, customers=9))
+    seen: dict[str, int] = {}
+    for p in range(keys.partitions):
+        entries: Any = client.xrange(keys.input(p))
+        ids = []
+        for _, fields in entries:
+            tx = decode_transaction(fields[PAYLOAD])
+            assert seen.setdefault(tx.customer_id, p) == p
+            ids.append(int(tx.transaction_id[2:]))
+        assert ids == sorted(ids)
+    assert len(seen) == 9
+
+
+def test_end_to_end_every_transaction_gets_one_decision(
+    client: redis.Redis, settings: Settings
+) -> None:
+    txs = _txs(500)
+    Producer(client, _keys(settings), batch_size=100).send(txs)
+    stats = _worker(client, settings).run(burst=True, handle_signals=False)
+    decisions = _decisions(client, settings)
+    assert sorted(d.transaction_id for d in decisions) == sorted(t.transaction_id for t in txs)
+    assert stats.processed == 500 and stats.dead_lettered == 0
+    by_id = {d.transaction_id: d for d in decisions}
+    policy = AmountPolicy.from_settings(settings)
+    for tx in txs:
+        assert by_id[tx.transaction_id].score == policy.score(tx.amount)
+    for p in range(settings.partitions):  # acked and removed: nothing pending, nothing left
+        assert client.xpending(_keys(settings).input(p), GROUP)["pending"] == 0
+        assert client.xlen(_keys(settings).input(p)) == 0
+
+
+def test_poison_messages_go_to_dead_letter_with_reason(
+    client: redis.Redis, settings: Settings
+) -> None:
+    keys = _keys(settings)
+    good = _txs(20)
+    negative = encode(_txs(1, start=100)[0]).replace(b'"amount":', b'"amount":-', 1)
+    poison = [(0, b"not json at all"), (1, negative), (2, b'{"transaction_id": "x"}')]
+    Producer(client, keys).send_encoded(
+        [(partition_of(t.customer_id, keys.partitions), encode(t)) for t in good[:10]]
+        + poison
+        + [(partition_of(t.customer_id, keys.partitions), encode(t)) for t in good[10:]]
+    )
+    _worker(client, settings).run(burst=True, handle_signals=False)
+    assert len(_decisions(client, settings)) == 20  # the good ones around the poison survive
+    dead: Any = client.xrange(keys.deadletter)
+    reasons = {fields[b"payload"]: fields for _, fields in dead}
+    assert set(reasons) == {p for _, p in poison}
+    assert reasons[b"not json at all"][b"reason"].startswith(b"not valid JSON")
+    assert reasons[negative][b"field"] == b"amount"
+    assert reasons[negative][b"reason"] == b"amount: must be > 0, got -101"
+    assert reasons[b'{"transaction_id": "x"}'][b"reason"].endswith(b"required field is missing")
+    for fields in reasons.values():
+        assert fields[b"stream"].startswith(b"tx.in.") and fields[b"entry_id"]
+
+
+def test_two_concurrent_workers_lose_and_double_nothing(
+    client: redis.Redis, settings: Settings, valkey_url: str
+) -> None:
+    txs = _txs(3000, customers=200)
+    Producer(client, _keys(settings)).send(txs)
+    w1 = _worker(redis.Redis.from_url(valkey_url), settings, "w1")
+    w2 = _worker(redis.Redis.from_url(valkey_url), settings, "w2")
+    threads = [
+        threading.Thread(target=w.run, kwargs={"burst": True, "handle_signals": False})
+        for w in (w1, w2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    ids = [d.transaction_id for d in _decisions(client, settings)]
+    assert len(ids) == len(set(ids)) == 3000
+    assert w1.stats.processed + w2.stats.processed == 3000
+
+
+def test_pending_entries_of_a_dead_consumer_are_claimed(
+    client: redis.Redis, settings: Settings
+) -> None:
+    keys = _keys(settings)
+    Producer(client, keys).send(_txs(40))
+    w = _worker(client, settings)
+    w.bootstrap()
+    for p in range(keys.partitions):  # a consumer reads everything, then dies before acking
+        client.xreadgroup(GROUP, "dead-consumer", {keys.input(p): ">"})
+    assert (
+        sum(client.xpending(keys.input(p), GROUP)["pending"] for p in range(keys.partitions)) == 40
+    )
+    threading.Event().wait(settings.claim_idle_ms / 1000 + 0.2)
+    stats = w.run(burst=True, handle_signals=False)
+    assert stats.claimed == 40
+    assert len({d.transaction_id for d in _decisions(client, settings)}) == 40
+
+
+def test_leases_converge_to_fair_shares(client: redis.Redis, settings: Settings) -> None:
+    keys = _keys(settings)
+    a = LeaseManager(client, keys, "a", ttl_ms=5000)
+    b = LeaseManager(client, keys, "b", ttl_ms=5000)
+    assert a.rebalance() == set(range(4))  # alone: takes everything
+    assert b.rebalance() == set()  # nothing free yet
+    a.rebalance()  # sees two live workers: sheds down to its share
+    b.rebalance()
+    assert len(a.owned) == len(b.owned) == 2 and not a.owned & b.owned
+    assert client.get(keys.lease(min(b.owned))) == b"b"
+    b.release_all()  # b leaves: a takes its partitions back
+    a.rebalance()
+    assert a.owned == set(range(4))
+
+
+def test_a_lost_lease_is_dropped(client: redis.Redis, settings: Settings) -> None:
+    keys = _keys(settings)
+    a = LeaseManager(client, keys, "a", ttl_ms=5000)
+    a.rebalance()
+    client.set(keys.lease(0), "intruder")  # as if a's lease expired and another took it
+    a.rebalance()
+    assert 0 not in a.owned and client.get(keys.lease(0)) == b"intruder"

@@ -1,0 +1,112 @@
+"""The worker as users run it: a separate process, stopped by signals or killed outright."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from fraudstream.config import Settings
+from fraudstream.schema import decode_decision
+from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
+from fraudstream.stream.producer import Producer
+from test_stream import _txs, _worker
+
+pytestmark = pytest.mark.slow
+
+
+def _spawn(valkey_url: str, settings: Settings, *extra: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "FRAUDSTREAM_VALKEY_URL": valkey_url,
+        "FRAUDSTREAM_PARTITIONS": str(settings.partitions),
+        "FRAUDSTREAM_LEASE_TTL_MS": "1500",
+        "FRAUDSTREAM_CLAIM_IDLE_MS": "500",
+        "FRAUDSTREAM_BLOCK_MS": "100",
+        "FRAUDSTREAM_DATA_DIR": settings.data_dir,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraudstream", "worker", "--batch-size", "50", *extra],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _decided_ids(client: redis.Redis, keys: StreamKeys) -> list[str]:
+    entries: Any = client.xrange(keys.decisions)
+    return [decode_decision(f[PAYLOAD]).transaction_id for _, f in entries]
+
+
+def _wait_for_decisions(client: redis.Redis, keys: StreamKeys, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while client.xlen(keys.decisions) < n:
+        assert time.monotonic() < deadline, "worker made no progress"
+        time.sleep(0.02)
+
+
+def _pending(client: redis.Redis, keys: StreamKeys) -> int:
+    return sum(int(client.xpending(s, GROUP)["pending"]) for s in keys.inputs())
+
+
+def _finish_and_check(client: redis.Redis, settings: Settings, total: int) -> None:
+    """A fresh worker finishes the stream; then every id was decided exactly once."""
+    _worker(client, settings, "finisher").run(burst=True, handle_signals=False)
+    ids = _decided_ids(client, StreamKeys(settings.stream_prefix, settings.partitions))
+    assert len(ids) == total, f"{total - len(set(ids))} lost, {len(ids) - len(set(ids))} doubled"
+    assert len(set(ids)) == total
+
+
+def test_sigterm_mid_stream_finishes_the_batch_and_loses_nothing(
+    client: redis.Redis, settings: Settings, valkey_url: str
+) -> None:
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    total = 30_000
+    Producer(client, keys).send(_txs(total, customers=300))
+    proc = _spawn(valkey_url, settings)
+    _wait_for_decisions(client, keys, 1_000)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr.decode()
+    done = client.xlen(keys.decisions)
+    assert 1_000 <= done < total  # it really stopped mid-stream
+    assert _pending(client, keys) == 0  # the batch in hand was finished and acked
+    assert not client.exists(*[keys.lease(p) for p in range(keys.partitions)])  # leases freed
+    _finish_and_check(client, settings, total)
+
+
+def test_kill_9_mid_stream_is_recovered_by_another_worker(
+    client: redis.Redis, settings: Settings, valkey_url: str
+) -> None:
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    total = 30_000
+    Producer(client, keys).send(_txs(total, customers=300))
+    proc = _spawn(valkey_url, settings)
+    _wait_for_decisions(client, keys, 1_000)
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert client.xlen(keys.decisions) < total
+    _finish_and_check(client, settings, total)
+
+
+def test_worker_rejects_bad_settings_in_one_line(valkey_url: str) -> None:
+    env = {**os.environ, "FRAUDSTREAM_VALKEY_URL": valkey_url, "FRAUDSTREAM_BATCH_SIZ": "5"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudstream", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert (
+        "batch_siz: unknown setting in FRAUDSTREAM_BATCH_SIZ (did you mean 'batch_size'?)"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
