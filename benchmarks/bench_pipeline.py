@@ -1,7 +1,7 @@
 """Producer and worker throughput on a fresh embedded Valkey (temp dir, AOF everysec).
 
 Run: ``python benchmarks/bench_pipeline.py [--n 100000] [--json]``. Figures: pipelined XADD of
-pre-encoded transactions (producer), then one in-process worker draining them (read, decode,
+simulated transactions, pre-encoded (producer), then one in-process worker draining them (read, decode,
 score, MULTI{XADD decisions, XACK, XDEL}). Median of ``--repeat`` runs.
 """
 
@@ -16,26 +16,24 @@ from pathlib import Path
 
 import redis
 
-from fraudstream.demo import quick_transactions
-from fraudstream.schema import encode
+from fraudstream.generate import GenerateOptions, encode_rows, load_history, select
 from fraudstream.scoring import AmountPolicy, Scorer
-from fraudstream.stream.keys import StreamKeys, partition_of
+from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
 from fraudstream.valkey import EmbeddedValkey
 
+HISTORY, _ = load_history(None, seed=1)
 POLICY = AmountPolicy(review_amount=220, block_amount=5000, review_score=500, block_score=800)
 
 
 def one_run(client: redis.Redis, n: int, partitions: int, batch: int) -> tuple[float, float]:
     client.flushall()
     keys = StreamKeys("bench", partitions)
-    entries = [
-        (partition_of(t.customer_id, partitions), encode(t))
-        for t in quick_transactions(n, "bench", seed=1)
-    ]
+    picked = select(HISTORY, n, GenerateOptions(run_id="bench"))
+    entries = [(s, b) for _, s, b in encode_rows(picked, HISTORY.head(0), keys, False, batch)]
     t0 = time.perf_counter()
-    Producer(client, keys, batch_size=batch).send_encoded(entries)
+    Producer(client, keys, batch_size=batch).send_to_streams(entries)
     produce_s = time.perf_counter() - t0
     worker = Worker(
         client,

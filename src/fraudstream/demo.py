@@ -1,8 +1,9 @@
 """`fraudstream demo`: the whole path on one laptop, measured.
 
-Starts (or reuses) the embedded Valkey, runs worker processes, produces transactions at a
-target rate (with a few malformed ones, to show the dead-letter path), follows the decisions
-stream, and reports throughput, end-to-end latency (enqueue -> decision) and outcomes.
+Starts (or reuses) the embedded Valkey, runs worker processes, sends simulated transactions
+(the simulator's full profile) at a target rate with a few malformed ones, to show the
+dead-letter path, follows the decisions stream, and reports throughput, end-to-end latency
+(enqueue -> decision) and outcomes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,10 @@ import redis
 
 from fraudstream.config import Settings, to_environ
 from fraudstream.errors import StreamError
-from fraudstream.schema import Transaction, decode_decision, encode
-from fraudstream.stream.keys import PAYLOAD, StreamKeys, partition_of
+from fraudstream.generate import GenerateOptions, encode_rows, load_history, select
+from fraudstream.generate import run as run_generator
+from fraudstream.schema import decode_decision
+from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.producer import Producer
 
 
@@ -36,6 +38,9 @@ class DemoReport:
     target_tps: float
     produced: int = 0
     malformed_sent: int = 0
+    frauds_sent: int = 0
+    backlog: int = 0
+    """Transactions already waiting in the input streams: workers score them first."""
     decided: int = 0
     dead_letters: int = 0
     elapsed_s: float = 0.0
@@ -56,6 +61,8 @@ class DemoReport:
             "target_tps": self.target_tps,
             "transactions": self.produced,
             "malformed_sent": self.malformed_sent,
+            "frauds_sent": self.frauds_sent,
+            "backlog_before": self.backlog,
             "decisions": self.decided,
             "dead_letters": self.dead_letters,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -68,28 +75,6 @@ class DemoReport:
             },
             "outcomes": dict(sorted(self.outcomes.items())),
         }
-
-
-def quick_transactions(n: int, run_id: str, seed: int) -> list[Transaction]:
-    """A small seeded stream of plausible card payments (lognormal amounts, 2,000 customers)."""
-    rng = np.random.default_rng(seed)
-    customers = rng.integers(0, 2_000, n)
-    terminals = rng.integers(0, 5_000, n)
-    amounts = np.round(rng.lognormal(3.5, 1.0, n), 2).clip(0.01)
-    start = datetime.now(UTC)
-    return [
-        Transaction(
-            transaction_id=f"{run_id}-{i}",
-            timestamp=start + timedelta(milliseconds=i),
-            customer_id=str(customers[i]),
-            terminal_id=str(terminals[i]),
-            merchant_id=str(terminals[i]),
-            amount=float(amounts[i]),
-            currency="EUR",
-            channel="card_present",
-        )
-        for i in range(n)
-    ]
 
 
 class DemoRun:
@@ -116,6 +101,7 @@ class DemoRun:
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def run(self, on_progress: Callable[[int, int], None] | None = None) -> DemoReport:
+        self.report.backlog = self.backlog()
         start_decisions = _last_id(self.client, self.keys.decisions)
         start_dead = _last_id(self.client, self.keys.deadletter)
         self._start_workers()
@@ -130,6 +116,12 @@ class DemoRun:
         finally:
             self._stop_workers()
         return self.report
+
+    def backlog(self) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.keys.inputs():
+            pipe.xlen(stream)
+        return int(sum(pipe.execute()))
 
     def _start_workers(self) -> None:
         env = {**os.environ, **to_environ(self.settings)}
@@ -166,30 +158,29 @@ class DemoRun:
                 proc.kill()
 
     def _produce(self) -> None:
-        """Paced by credit: at each tick send what the target rate says is due."""
-        tps = self.report.target_tps
-        total = int(tps * self.duration)
-        txs = quick_transactions(total, self.report.run_id, self.seed)
+        """Simulated traffic (a small full-profile world) at the target rate, a few payloads
+        broken on purpose."""
+        options = GenerateOptions(
+            tps=self.report.target_tps,
+            duration=self.duration,
+            run_id=self.report.run_id,
+            seed=self.seed,
+            batch_size=self.settings.batch_size,
+        )
+        transactions, labels = load_history(None, seed=self.seed)
+        picked = select(transactions, options.rows_needed(), options)
+        rows = encode_rows(picked, labels, self.keys, False, options.batch_size)
         rng = np.random.default_rng(self.seed + 1)
-        bad = set(np.flatnonzero(rng.random(total) < self.bad_ratio).tolist())
-        entries = [
-            (
-                partition_of(tx.customer_id, self.keys.partitions),
-                _malformed(tx) if i in bad else encode(tx),
-            )
-            for i, tx in enumerate(txs)
+        bad = rng.random(len(rows)) < self.bad_ratio
+        rows = [
+            (t, stream, _malformed(blob)) if broken else (t, stream, blob)
+            for (t, stream, blob), broken in zip(rows, bad, strict=True)
         ]
         producer = Producer(self.client, self.keys, batch_size=self.settings.batch_size)
-        t0 = time.monotonic()
-        sent = 0
-        while sent < total:
-            due = min(total, int(tps * (time.monotonic() - t0)) + 1)
-            if due > sent:
-                producer.send_encoded(entries[sent:due])
-                sent = due
-            time.sleep(0.005)
-        self.report.malformed_sent = len(bad)
-        self.report.produced = total - len(bad)
+        stats = run_generator(producer, rows, options)
+        self.report.malformed_sent = int(bad[: stats.sent].sum())
+        self.report.frauds_sent = int(picked.head(stats.sent)["is_fraud"].sum())
+        self.report.produced = stats.sent - self.report.malformed_sent
 
     def _follow(
         self,
@@ -223,9 +214,9 @@ class DemoRun:
         return sum(self.report.run_id.encode() in f.get(b"payload", b"") for _, f in entries)
 
 
-def _malformed(tx: Transaction) -> bytes:
+def _malformed(blob: bytes) -> bytes:
     """A payload a broken upstream might send: the amount went negative."""
-    return encode(tx).replace(b'"amount":', b'"amount":-', 1)
+    return blob.replace(b'"amount":', b'"amount":-', 1)
 
 
 def _last_id(client: redis.Redis, stream: str) -> bytes:

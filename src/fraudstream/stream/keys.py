@@ -45,6 +45,11 @@ class StreamKeys:
         return f"{self.prefix}.deadletter"
 
     @property
+    def labels(self) -> str:
+        """Late ground truth (chargebacks, review verdicts), one stream for all partitions."""
+        return f"{self.prefix}.labels"
+
+    @property
     def workers(self) -> str:
         """Sorted set: consumer name -> last heartbeat (ms)."""
         return f"{self.prefix}.workers"

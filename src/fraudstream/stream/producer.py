@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from fraudstream.schema import Transaction, encode
+from fraudstream.schema import Label, Transaction, encode
 from fraudstream.stream.keys import PAYLOAD, StreamKeys, partition_of
 
 
@@ -32,8 +32,16 @@ class Producer:
     def send_encoded(self, entries: Iterable[tuple[int, bytes]]) -> int:
         """Send pre-encoded ``(partition, json_bytes)`` entries (the generator's fast path,
         and the way to inject a malformed payload in tests)."""
+        return self.send_to_streams((self.keys.input(p), payload) for p, payload in entries)
+
+    def send_labels(self, labels: Iterable[Label]) -> int:
+        """Labels (chargebacks) go to one stream, ``{prefix}.labels``."""
+        return self.send_to_streams((self.keys.labels, encode(label)) for label in labels)
+
+    def send_to_streams(self, entries: Iterable[tuple[str, bytes]]) -> int:
+        """Send ``(stream, json_bytes)`` entries, one pipeline per ``batch_size``."""
         sent = 0
-        batch: list[tuple[int, bytes]] = []
+        batch: list[tuple[str, bytes]] = []
         for entry in entries:
             batch.append(entry)
             if len(batch) >= self.batch_size:
@@ -43,9 +51,9 @@ class Producer:
             sent += self._flush(batch)
         return sent
 
-    def _flush(self, batch: Sequence[tuple[int, bytes]]) -> int:
+    def _flush(self, batch: Sequence[tuple[str, bytes]]) -> int:
         pipe = self.client.pipeline(transaction=False)
-        for partition, payload in batch:
-            pipe.xadd(self.keys.input(partition), {PAYLOAD: payload})
+        for stream, payload in batch:
+            pipe.xadd(stream, {PAYLOAD: payload})
         pipe.execute()
         return len(batch)
