@@ -1,8 +1,8 @@
 """Producer and worker throughput on a fresh embedded Valkey (temp dir, AOF everysec).
 
-Run: ``python benchmarks/bench_pipeline.py [--n 100000] [--json]``. Figures: pipelined XADD of
-simulated transactions, pre-encoded (producer), then one in-process worker draining them (read, decode,
-score, MULTI{XADD decisions, XACK, XDEL}). Median of ``--repeat`` runs.
+Run: ``python benchmarks/bench_pipeline.py [--n 100000] [--json]``. Figures: pipelined XADD
+of simulated transactions, pre-encoded (producer), then one in-process worker draining them
+(read, decode, score, MULTI{XADD decisions, XACK, XDEL}). Median of ``--repeat`` runs.
 """
 
 from __future__ import annotations

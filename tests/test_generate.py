@@ -13,7 +13,7 @@ import redis
 from fraudstream.errors import ConfigError
 from fraudstream.generate import GenerateOptions, encode_rows, run, select
 from fraudstream.schema import decode_label, decode_transaction
-from fraudstream.simulate import SimulationConfig, simulate, write_history
+from fraudstream.simulate import SimulationConfig, simulate
 from fraudstream.stream.keys import StreamKeys, partition_of
 from fraudstream.stream.producer import Producer
 
@@ -53,7 +53,7 @@ def test_labels_follow_their_transactions(history: tuple[pl.DataFrame, pl.DataFr
     picked = select(transactions, transactions.height, GenerateOptions(run_id="r3"))
     rows = encode_rows(picked, labels, KEYS, True, 100)
     assert [t for t, _, _ in rows] == sorted(t for t, _, _ in rows)
-    sent_at = {}
+    sent_at: dict[str, float] = {}
     n_labels = 0
     for t, stream, blob in rows:
         if stream == KEYS.labels:
