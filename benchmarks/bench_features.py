@@ -1,0 +1,267 @@
+"""Feature engine figures: online throughput beside the round-trip floor, state memory, backfill.
+
+    python benchmarks/bench_features.py            # simulated history, embedded Valkey
+    python benchmarks/bench_features.py --json     # the same figures as one JSON object
+
+Online: a simulated history (the ``full`` profile: both channels, labels days later) replayed
+in event-time order through `FeatureEngine.compute_batch` in batches of ``--batch``, labels
+delivered between batches. Beside it, the *floor*: the very same keys read (``MGET``) and
+commands written (``MULTI … EXEC``) by sampled batches, replayed on another database with no
+feature work, which is what any design doing this I/O would pay. Server time comes from
+``INFO commandstats`` (``EXEC`` counts the commands inside it again, so it is roughly twice
+the real figure). Every 7 simulated days the replay calls `FeatureEngine.sweep` (untimed):
+it deletes the blocks whose TTL would have fired in real time. Memory: ``MEMORY USAGE`` of
+every key, per active customer and per terminal, after 30 days and at the end. Backfill:
+`backfill` over a Handbook-size history (5,000 customers, 10,000 terminals, 183 days).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import redis
+
+from fraudstream.features import FeatureEngine, backfill, default_feature_set
+from fraudstream.features.wire import Wire
+from fraudstream.schema import Label, Transaction
+from fraudstream.valkey import EmbeddedValkey
+
+TX_FIELDS = set(Transaction.__struct_fields__)
+LABEL_FIELDS = set(Label.__struct_fields__)
+
+
+def history(
+    customers: int, terminals: int, days: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    try:
+        from fraudstream.simulate import SimulationConfig, simulate
+    except ImportError:
+        from fraudstream.features.sample import synthetic_history
+
+        tx, labels = synthetic_history(
+            n_customers=customers, n_terminals=terminals, n_days=days, seed=seed
+        )
+        return tx, labels, "synthetic"
+    config = SimulationConfig(
+        n_customers=customers, n_terminals=terminals, n_days=days, profile="full", seed=seed
+    )
+    result = simulate(config)
+    return result.transactions, result.labels, "simulator(full)"
+
+
+def to_records(frame: pl.DataFrame, fields: set[str], kind: type[Any]) -> list[Any]:
+    cols = [c for c in frame.columns if c in fields]
+    rows = frame.select(cols).to_dicts()
+    return [msgspec.convert({k: v for k, v in r.items() if v is not None}, kind) for r in rows]
+
+
+def command_usec(client: redis.Redis) -> tuple[float, int]:
+    stats = client.info("commandstats")
+    return (
+        sum(float(v["usec"]) for v in stats.values()),
+        sum(int(v["calls"]) for v in stats.values()),
+    )
+
+
+def memory(client: redis.Redis, namespace: str) -> dict[str, float]:
+    """Bytes per entity by kind (customer blob; all tile blocks and stamps of one terminal)."""
+    per_kind: dict[str, int] = defaultdict(int)
+    entities: dict[str, set[str]] = defaultdict(set)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    for key, used in zip(keys, pipe.execute(), strict=True):
+        tag = key.split(b"{", 1)[1].split(b"}", 1)[0].decode()
+        kind = {"c": "customer", "t": "terminal", "k": "card", "d": "device", "i": "ip"}.get(
+            tag.split(":", 1)[0], "other"
+        )
+        per_kind[kind] += int(used or 0)
+        entities[kind].add(tag)
+    out: dict[str, float] = {"keys": float(len(keys))}
+    for kind, total in per_kind.items():
+        out[f"{kind}_bytes_each"] = round(total / max(1, len(entities[kind])), 1)
+        out[f"{kind}_entities"] = float(len(entities[kind]))
+    out["used_memory_mb"] = round(int(client.info("memory")["used_memory"]) / 2**20, 1)
+    return out
+
+
+def floor(client: redis.Redis, samples: list[tuple[list[str], list[tuple[Any, ...]]]]) -> float:
+    """Seconds per batch for the same I/O with no feature work, on database 1."""
+    other = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            **{**client.connection_pool.connection_kwargs, "db": 1}
+        )
+    )
+    wire = Wire(other)
+    started = time.perf_counter()
+    for keys, commands in samples:
+        other.mget(keys)
+        wire.run(commands, atomic=True)
+    spent = (time.perf_counter() - started) / max(1, len(samples))
+    other.flushdb()
+    other.close()
+    return spent
+
+
+def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    tx, labels, source = history(args.customers, args.terminals, args.days, args.seed)
+    tx = tx.sort("timestamp", maintain_order=True)
+    labels = labels.sort("reported_at", maintain_order=True)
+    txs = to_records(tx, TX_FIELDS, Transaction)
+    labs = to_records(labels, LABEL_FIELDS, Label)
+    engine = FeatureEngine(client, default_feature_set(), clock=lambda: 4e9)
+    day30 = tx["timestamp"][0].timestamp() + 30 * 86400
+    usec0, calls0 = command_usec(client)
+    spent = labels_spent = 0.0
+    samples: list[tuple[list[str], list[tuple[Any, ...]]]] = []
+    li = 0
+    swept = 0
+    next_sweep = tx["timestamp"][0].timestamp() + 7 * 86400
+    mem30: dict[str, float] = {}
+    for start in range(0, len(txs), args.batch):
+        batch = txs[start : start + args.batch]
+        first = batch[0].timestamp
+        due = []
+        while li < len(labs) and labs[li].reported_at <= first:
+            due.append(labs[li])
+            li += 1
+        t0 = time.perf_counter()
+        engine.apply_labels(due)
+        t1 = time.perf_counter()
+        engine.record_io = start // args.batch % 50 == 0
+        engine.compute_batch(batch)
+        spent += time.perf_counter() - t1
+        labels_spent += t1 - t0
+        if engine.record_io and engine.last_io:
+            samples.append(engine.last_io)
+        if first.timestamp() >= next_sweep:
+            # What the blocks' TTLs do in real time; a replay outruns the wall clock.
+            swept += engine.sweep()
+            next_sweep += 7 * 86400
+        if not mem30 and first.timestamp() >= day30:
+            swept += engine.sweep()
+            mem30 = memory(client, engine.namespace)
+    usec1, calls1 = command_usec(client)
+    n = len(txs)
+    floor_s = floor(client, samples)
+    batches = -(-n // args.batch)
+    return {
+        "history": source,
+        "transactions": n,
+        "labels": len(labs),
+        "customers": args.customers,
+        "days": args.days,
+        "batch": args.batch,
+        "features": len(engine.names),
+        "tx_per_s": round(n / spent),
+        "us_per_tx": round(spent / n * 1e6, 1),
+        "floor_tx_per_s": round(args.batch / floor_s),
+        "floor_us_per_tx": round(floor_s / args.batch * 1e6, 1),
+        "server_us_per_tx": round((usec1 - usec0) / n, 1),
+        "server_commands_per_batch": round((calls1 - calls0) / batches, 1),
+        "client_phase_us_per_tx": {k: round(v / n * 1e6, 1) for k, v in engine.timings.items()},
+        "labels_us_each": round(labels_spent / max(1, len(labs)) * 1e6, 1),
+        "memory_day30": mem30,
+        "swept_keys": swept + engine.sweep(),
+        "memory_end": memory(client, engine.namespace),
+        "stats": dict(vars(engine.stats)),
+    }
+
+
+def offline(args: argparse.Namespace) -> dict[str, Any]:
+    tx, labels, source = history(args.backfill_customers, args.backfill_customers * 2, 183, 1)
+    started = time.perf_counter()
+    features = backfill(tx, labels)
+    spent = time.perf_counter() - started
+    return {
+        "history": source,
+        "transactions": tx.height,
+        "seconds": round(spent, 1),
+        "tx_per_s": round(tx.height / spent),
+        "columns": features.width - 1,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--terminals", type=int, default=4000)
+    parser.add_argument("--days", type=int, default=183)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--backfill-customers", type=int, default=5000)
+    parser.add_argument("--skip-backfill", action="store_true")
+    parser.add_argument("--url", default="", help="an external server (default: embedded)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        if args.url:
+            client = redis.Redis.from_url(args.url)
+        else:
+            server = EmbeddedValkey(Path(tmp))
+            info = server.ensure()
+            client = redis.Redis(host=info.host, port=info.port, password=info.password)
+        try:
+            client.flushall()
+            client.config_resetstat()
+            result: dict[str, Any] = {"online": online(client, args)}
+        finally:
+            client.close()
+            if server is not None:
+                server.stop()
+    if not args.skip_backfill:
+        result["backfill"] = offline(args)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+        return
+    report(result)
+
+
+def report(result: dict[str, Any]) -> None:
+    o = result["online"]
+    print(
+        f"online  {o['history']}: {o['transactions']:,} tx, {o['customers']:,} customers, "
+        f"{o['days']} days, batches of {o['batch']}, {o['features']} features"
+    )
+    print(f"  engine        {o['tx_per_s']:>9,} tx/s   {o['us_per_tx']:>6} µs/tx")
+    print(
+        f"  I/O floor     {o['floor_tx_per_s']:>9,} tx/s   {o['floor_us_per_tx']:>6} µs/tx"
+        "   (same MGET + MULTI/EXEC, no feature work)"
+    )
+    print(
+        f"  server        {o['server_us_per_tx']:>6} µs/tx   "
+        f"{o['server_commands_per_batch']} commands/batch"
+    )
+    phases = "  ".join(f"{k} {v}" for k, v in o["client_phase_us_per_tx"].items())
+    print(f"  client µs/tx  {phases}")
+    print(f"  labels        {o['labels_us_each']} µs each ({o['labels']:,})")
+    for when in ("memory_day30", "memory_end"):
+        m = o[when]
+        print(
+            f"  {when:<13} customer {m.get('customer_bytes_each', 0):,.0f} B  "
+            f"terminal {m.get('terminal_bytes_each', 0):,.0f} B  "
+            f"card {m.get('card_bytes_each', 0):,.0f} B  ip {m.get('ip_bytes_each', 0):,.0f} B  "
+            f"device {m.get('device_bytes_each', 0):,.0f} B  used {m.get('used_memory_mb')} MB"
+        )
+    if "backfill" in result:
+        b = result["backfill"]
+        print(
+            f"backfill {b['history']}: {b['transactions']:,} tx in {b['seconds']} s "
+            f"({b['tx_per_s']:,} tx/s), {b['columns']} features"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Online features with offline backfill: one definition, two exact implementations.
+
+- `definitions`: what to compute (`Aggregate`, `Derived`, `FeatureSet`, `default_feature_set`).
+- `layout`: how state is tiled and stored (customer blob, shared BITFIELD blocks).
+- `kernels`: the floating-point arithmetic both paths share (so they agree bit for bit).
+- `online`: `FeatureEngine` (Valkey: one read + one write round trip per batch).
+- `offline`: `backfill` (vectorised over a whole history).
+- `sample`: a small synthetic history for tests and benchmarks.
+
+Semantics, in short:
+
+Windows are tiled. A window of ``w`` over tiles of ``t`` (hourly for ``…h`` windows, daily
+for ``…d``) is the ``w / t`` tiles ending with the transaction's own tile: the transaction
+and everything processed before it in those tiles. So ``customer_tx_count_1h`` counts the
+current clock hour so far (0-60 min of history), ``…_24h`` the current hour and the 23
+before (23-24 h), ``…_7d`` today so far and the 6 previous UTC days. The edge error is at
+most one tile, always on the old side, and the backfill reproduces it exactly. A delay of
+``d`` shifts the window to end ``d + 1`` tiles earlier: ``terminal_risk_7d_delay7d`` on day
+``D`` covers days ``D-14 … D-8``, counting the frauds whose label was reported by the
+transaction's own time (the Handbook's ``[t - delay - w, t - delay)``, tiled).
+
+Amounts are integer cents in state, timestamps integer microseconds, so sums are exact and
+order-independent; ratios, means and deviations are computed by `kernels` from those exact
+inputs in both paths.
+
+Point in time and order: a transaction sees the state built by the transactions processed
+before it (earlier batches, and earlier ones of its own batch) and itself, then updates it.
+The backfill processes a history in ``(timestamp, input row)`` order.
+
+Idempotency: the customer blob keeps the 64-bit hashes of its last ``history`` transaction
+ids; a transaction found there (or earlier in the batch) is scored but changes nothing. The
+batch's writes go in one ``MULTI``/``EXEC``, so a crash leaves all or nothing of a batch.
+Labels are applied once per transaction id (a marker key set ``NX`` by the label function).
+
+Concurrency: shared entities (card, terminal, merchant, device, IP) take commutative
+``BITFIELD INCRBY`` only, so any number of workers can update them. The customer blob has a
+single writer (partitions are keyed by customer); the engine ``WATCH``es the batch's customer
+keys, so a second writer makes ``EXEC`` fail, nothing of that batch is written, and
+`FeatureStoreError` is raised. On a cluster every key of an entity shares the hash tag
+``{c:ID}`` / ``{t:ID}`` …; the ``MGET`` and the ``MULTI`` must then be split per node (not done
+here: the code takes a single-node client).
+
+Lateness: a transaction older than the engine's watermark minus ``lateness_s`` is scored
+against the current state but not stored (`EngineStats.late`); within it, it lands in its own
+tile. A label whose transaction's tile has left the ring is ignored (`EngineStats.labels_late`);
+the backfill drops the same labels.
+"""
+
+from __future__ import annotations
+
+from fraudstream.features.definitions import (
+    Aggregate,
+    Derived,
+    FeatureSet,
+    default_feature_set,
+)
+from fraudstream.features.offline import backfill
+from fraudstream.features.online import EngineStats, FeatureEngine
+from fraudstream.features.wire import FeatureStoreError
+
+__all__ = [
+    "Aggregate",
+    "Derived",
+    "EngineStats",
+    "FeatureEngine",
+    "FeatureSet",
+    "FeatureStoreError",
+    "backfill",
+    "default_feature_set",
+]

@@ -1,0 +1,313 @@
+"""Feature definitions as data: what to compute, never how.
+
+A `FeatureSet` is a tuple of `Aggregate` (an aggregation of an entity's transactions over a
+tiled window, optionally delayed and filtered) and `Derived` features (fixed formulas over the
+transaction, the customer's bounded history and the terminal's known frauds). The same set
+compiles to the online engine (`fraudstream.features.online`) and to the offline backfill
+(`fraudstream.features.offline`); names are generated from the definition:
+
+>>> Aggregate("customer", "count", "7d").name
+'customer_tx_count_7d'
+>>> Aggregate("terminal", "risk", "30d", delay="7d").name
+'terminal_risk_30d_delay7d'
+>>> Aggregate("card", "sum", "1h", where="ecommerce").name
+'card_amount_sum_1h_ecommerce'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from fraudstream.errors import ConfigError
+
+Entity = Literal["customer", "card", "terminal", "merchant", "device", "ip"]
+ENTITIES: dict[str, str] = {
+    "customer": "customer_id",
+    "card": "card_id",
+    "terminal": "terminal_id",
+    "merchant": "merchant_id",
+    "device": "device_id",
+    "ip": "ip",
+}
+"""Entity -> the transaction field holding its id."""
+OWNED: frozenset[str] = frozenset({"customer"})
+"""Entities with a single writer (partitions are keyed by customer): state kept as one blob."""
+LABELLED: frozenset[str] = frozenset({"terminal"})
+"""Entities whose fraud labels are counted (a `Label` names the terminal, not the merchant)."""
+
+Agg = Literal["count", "sum", "mean", "std", "fraud_count", "risk"]
+AGG_NAMES: dict[str, str] = {
+    "count": "tx_count",
+    "sum": "amount_sum",
+    "mean": "amount_mean",
+    "std": "amount_std",
+    "fraud_count": "fraud_count",
+    "risk": "risk",
+}
+AGG_COUNTERS: dict[str, tuple[str, ...]] = {
+    "count": ("n",),
+    "sum": ("s",),
+    "mean": ("n", "s"),
+    "std": ("n", "s", "q"),
+    "fraud_count": ("f",),
+    "risk": ("n", "f"),
+}
+"""Per-tile counters an aggregation needs: n = transactions, s = amount in cents,
+q = sum of squared cents (owned entities only), f = frauds known so far (labelled only)."""
+Where = Literal["card_present", "ecommerce"]
+
+_DURATION = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[mhd])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+HOUR, DAY = 3600, 86400
+
+
+def parse_duration(text: str, *, key: str = "window") -> int:
+    """Seconds in ``"10m"``, ``"1h"``, ``"30d"``.
+
+    >>> parse_duration("7d")
+    604800
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(key, f"not a duration like 10m / 1h / 30d, got {text!r}")
+    return int(match["n"]) * _UNIT_SECONDS[match["unit"]]
+
+
+def default_tile(window: str) -> int:
+    """Tile (bucket) length for a window: daily for ``"…d"``, hourly for ``"…h"``, 10 minutes
+    (or one, if the window is not a multiple of ten) for ``"…m"``.
+
+    >>> default_tile("24h"), default_tile("1d")
+    (3600, 86400)
+    """
+    unit = window[-1:]
+    if unit == "d":
+        return DAY
+    if unit == "h":
+        return HOUR
+    return 600 if parse_duration(window) % 600 == 0 else 60
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """An aggregation of one entity's transactions over a tiled window.
+
+    The window is ``ceil(window / tile)`` whole tiles. Without a delay it ends with the tile of
+    the transaction (the transaction itself and every earlier one in those tiles count, so the
+    window covers between ``window - tile`` and ``window`` of real time); with a delay of ``d``
+    tiles it ends ``d + 1`` tiles earlier (the Handbook's ``[t - delay - w, t - delay)``, tiled).
+    """
+
+    entity: Entity
+    agg: Agg
+    window: str
+    delay: str | None = None
+    where: Where | None = None
+    """Count only transactions of this channel (the feature is still computed for all)."""
+    tile: str | None = None
+    """Override the tile length (default: `default_tile`)."""
+
+    def __post_init__(self) -> None:
+        if self.entity not in ENTITIES:
+            raise ConfigError("entity", f"unknown entity {self.entity!r} ({_one_of(ENTITIES)})")
+        if self.agg not in AGG_NAMES:
+            raise ConfigError("agg", f"unknown aggregation {self.agg!r} ({_one_of(AGG_NAMES)})")
+        if "q" in AGG_COUNTERS[self.agg] and self.entity not in OWNED:
+            raise ConfigError("agg", f"{self.agg} needs an owned entity, got {self.entity!r}")
+        if "f" in AGG_COUNTERS[self.agg] and self.entity not in LABELLED:
+            raise ConfigError("agg", f"{self.agg} needs a labelled entity, got {self.entity!r}")
+        if self.where not in (None, "card_present", "ecommerce"):
+            raise ConfigError("where", f"must be card_present or ecommerce, got {self.where!r}")
+        if self.window_s % self.tile_s or (self.delay and self.delay_s % self.tile_s):
+            raise ConfigError("window", f"{self.name}: window and delay must be whole tiles")
+
+    @property
+    def window_s(self) -> int:
+        return parse_duration(self.window)
+
+    @property
+    def delay_s(self) -> int:
+        return parse_duration(self.delay, key="delay") if self.delay else 0
+
+    @property
+    def tile_s(self) -> int:
+        return parse_duration(self.tile, key="tile") if self.tile else default_tile(self.window)
+
+    @property
+    def tiles(self) -> int:
+        return self.window_s // self.tile_s
+
+    @property
+    def lag(self) -> int:
+        """Tiles between the transaction's tile and the window's last tile."""
+        return self.delay_s // self.tile_s + 1 if self.delay else 0
+
+    @property
+    def span(self) -> int:
+        """Most recent tiles (the transaction's included) the window can touch."""
+        return self.lag + self.tiles
+
+    @property
+    def family(self) -> tuple[str, int, str | None]:
+        """Features sharing (entity, tile, filter) share one tiled state."""
+        return (self.entity, self.tile_s, self.where)
+
+    @property
+    def name(self) -> str:
+        parts = [self.entity, AGG_NAMES[self.agg], self.window]
+        if self.delay:
+            parts.append(f"delay{self.delay}")
+        if self.where:
+            parts.append(self.where)
+        return "_".join(parts)
+
+
+DerivedKind = Literal[
+    "amount",
+    "is_weekend",
+    "is_night",
+    "amount_ratio_mean",
+    "amount_zscore",
+    "amount_ratio_median_prev",
+    "amount_ratio_max_prev",
+    "seconds_since_last_tx",
+    "distance_from_home",
+    "distance_from_last",
+    "speed_from_last_kmh",
+    "impossible_travel",
+    "days_since_first_fraud",
+    "days_since_last_fraud",
+]
+_DERIVED_ENTITY: dict[str, str] = {
+    "amount": "tx",
+    "is_weekend": "tx",
+    "is_night": "tx",
+    "days_since_first_fraud": "terminal",
+    "days_since_last_fraud": "terminal",
+}
+WINDOWED_DERIVED = frozenset(
+    {"amount_ratio_mean", "amount_zscore", "amount_ratio_median_prev", "amount_ratio_max_prev"}
+)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A fixed formula; ``window`` where the kind takes one (e.g. the 30 d of a z-score).
+
+    >>> Derived("amount_ratio_median_prev", "60d").name
+    'customer_amount_ratio_median_prev_60d'
+    >>> Derived("is_night").name
+    'tx_is_night'
+    """
+
+    kind: DerivedKind
+    window: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in DerivedKind.__args__:  # type: ignore[attr-defined]
+            raise ConfigError("kind", f"unknown derived feature {self.kind!r}")
+        if (self.window is None) == (self.kind in WINDOWED_DERIVED):
+            need = "needs" if self.kind in WINDOWED_DERIVED else "takes no"
+            raise ConfigError("window", f"{self.kind} {need} a window")
+        if self.window is not None and parse_duration(self.window) % DAY:
+            raise ConfigError("window", f"{self.kind}: window must be whole days")
+
+    @property
+    def name(self) -> str:
+        entity = _DERIVED_ENTITY.get(self.kind, "customer")
+        return "_".join(p for p in (entity, self.kind, self.window) if p)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """An ordered set of feature definitions plus the knobs of the derived formulas."""
+
+    aggregates: tuple[Aggregate, ...]
+    derived: tuple[Derived, ...] = ()
+    history: int = 64
+    """Bound of the per-customer history (last N transactions) behind the robust amount
+    features and the home location: ~24 bytes per entry in the customer blob."""
+    impossible_speed_kmh: float = 500.0
+    min_travel_km: float = 20.0
+    """Travel shorter than this is never impossible (GPS noise, neighbouring terminals)."""
+    home_cell_deg: float = 0.1
+    home_cell_grid: float = 5.0
+    """Home is the most frequent cell of this size (degrees, or Handbook grid units)."""
+
+    def __post_init__(self) -> None:
+        names = self.names
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError("features", f"duplicate feature names: {sorted(dup)}")
+        if not 1 <= self.history <= 1024:
+            raise ConfigError("history", f"must be in [1, 1024], got {self.history}")
+        for d in self.derived:
+            agg = self._needs_aggregate(d)
+            if agg is not None and agg not in self.aggregates:
+                raise ConfigError("derived", f"{d.name} needs the aggregate {agg.name}")
+
+    @staticmethod
+    def _needs_aggregate(d: Derived) -> Aggregate | None:
+        if d.kind in ("amount_ratio_mean", "amount_zscore") and d.window:
+            return Aggregate("customer", "std", d.window)
+        return None
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.aggregates] + [d.name for d in self.derived]
+
+    def families(self) -> dict[tuple[str, int, str | None], list[Aggregate]]:
+        out: dict[tuple[str, int, str | None], list[Aggregate]] = {}
+        for a in self.aggregates:
+            out.setdefault(a.family, []).append(a)
+        return out
+
+    def history_windows_s(self) -> list[int]:
+        return sorted(
+            {parse_duration(d.window) for d in self.derived if d.window and "prev" in d.kind}
+        )
+
+
+def _one_of(options: dict[str, str]) -> str:
+    return "one of " + ", ".join(options)
+
+
+def default_feature_set() -> FeatureSet:
+    """The Handbook's baseline features plus velocity, amount-vs-usual, terminal compromise
+    and travel features (see the module docs of `fraudstream.features`)."""
+    aggs: list[Aggregate] = []
+    for w in ("1d", "7d", "30d"):
+        aggs += [Aggregate("customer", "count", w), Aggregate("customer", "mean", w)]
+    for w in ("1d", "7d", "30d"):
+        aggs += [
+            Aggregate("terminal", "count", w, delay="7d"),
+            Aggregate("terminal", "risk", w, delay="7d"),
+        ]
+    entities: tuple[Entity, ...] = ("customer", "card", "device", "ip")
+    for entity in entities:
+        for w in ("1h", "24h"):
+            aggs += [Aggregate(entity, "count", w), Aggregate(entity, "sum", w)]
+    aggs.append(Aggregate("customer", "std", "30d"))
+    for w in ("30d", "60d"):
+        aggs += [Aggregate("terminal", "fraud_count", w), Aggregate("terminal", "risk", w)]
+    derived = [
+        Derived("amount"),
+        Derived("is_weekend"),
+        Derived("is_night"),
+        Derived("amount_ratio_mean", "30d"),
+        Derived("amount_zscore", "30d"),
+        Derived("amount_ratio_median_prev", "30d"),
+        Derived("amount_ratio_median_prev", "60d"),
+        Derived("amount_ratio_max_prev", "30d"),
+        Derived("amount_ratio_max_prev", "60d"),
+        Derived("seconds_since_last_tx"),
+        Derived("distance_from_home"),
+        Derived("distance_from_last"),
+        Derived("speed_from_last_kmh"),
+        Derived("impossible_travel"),
+        Derived("days_since_first_fraud"),
+        Derived("days_since_last_fraud"),
+    ]
+    return FeatureSet(tuple(aggs), tuple(derived))

@@ -1,0 +1,228 @@
+"""The arithmetic both paths share: from exact raw inputs to feature values.
+
+Online and offline gather the same *raw inputs* differently (Valkey state + batch vs. sorted
+history), but those inputs are exact: integer counts, integer cents, microsecond timestamps,
+the same previous-transaction matrix. Every floating-point operation after that happens here,
+once, in numpy, so the two paths agree bit for bit rather than to a tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fraudstream.features.definitions import AGG_COUNTERS, Derived, parse_duration
+from fraudstream.features.layout import US, Plan
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+NONE_TS = np.iinfo(np.int64).min
+"""Timestamp meaning "never" (no previous transaction, no known fraud)."""
+GRID, LATLON = 1, 2
+EARTH_KM = 6371.0088
+DAY_US, HOUR_US = 86_400 * US, 3_600 * US
+
+
+@dataclass
+class RawInputs:
+    """Exact inputs for a set of transactions (rows in the caller's order)."""
+
+    ts: I64
+    cents: I64
+    amount: F64
+    loc_sys: NDArray[np.uint8]
+    loc_a: F64
+    loc_b: F64
+    sums: dict[str, dict[str, I64]]
+    """Aggregate name -> counter -> window sum."""
+    present: dict[str, NDArray[np.bool_]]
+    """Entity -> the transaction has an id for it."""
+    prev_ts: I64
+    """(n, history): the previous transactions of the customer, newest first; NONE_TS pads."""
+    prev_cents: I64
+    prev_cell: I64
+    last_loc_sys: NDArray[np.uint8]
+    last_loc_a: F64
+    last_loc_b: F64
+    last_loc_ts: I64
+    fraud_first: I64
+    fraud_last: I64
+
+
+def to_cents(amount: F64) -> I64:
+    return np.rint(np.asarray(amount, dtype=np.float64) * 100.0).astype(np.int64)
+
+
+def cells(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
+    """Home-cell id of each location (0 = no location)."""
+    fs = plan.features
+    out = np.zeros(len(sys), dtype=np.int64)
+    grid = sys == GRID
+    gi = np.clip(np.floor(a[grid] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+    gj = np.clip(np.floor(b[grid] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+    out[grid] = 1 + gi * 65536 + gj
+    ll = sys == LATLON
+    li = np.clip(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 0, 32767).astype(np.int64)
+    lj = np.clip(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 0, 65535).astype(np.int64)
+    out[ll] = (1 << 31) + li * 65536 + lj
+    return out
+
+
+def _cell_center(plan: Plan, cell: I64) -> tuple[NDArray[np.uint8], F64, F64]:
+    fs = plan.features
+    sys = np.where(cell >= (1 << 31), LATLON, np.where(cell > 0, GRID, 0)).astype(np.uint8)
+    a = np.full(len(cell), np.nan)
+    b = np.full(len(cell), np.nan)
+    g = sys == GRID
+    a[g] = ((cell[g] - 1) // 65536 - 16384 + 0.5) * fs.home_cell_grid
+    b[g] = ((cell[g] - 1) % 65536 - 16384 + 0.5) * fs.home_cell_grid
+    ll = sys == LATLON
+    a[ll] = ((cell[ll] - (1 << 31)) // 65536 + 0.5) * fs.home_cell_deg - 90.0
+    b[ll] = ((cell[ll] - (1 << 31)) % 65536 + 0.5) * fs.home_cell_deg - 180.0
+    return sys, a, b
+
+
+def distance(
+    sys1: NDArray[np.uint8], a1: F64, b1: F64, sys2: NDArray[np.uint8], a2: F64, b2: F64
+) -> F64:
+    """Kilometres (haversine) between lat/lon points, grid units between grid points, NaN
+    when either point is missing or the two use different systems."""
+    out = np.full(len(sys1), np.nan)
+    g = (sys1 == GRID) & (sys2 == GRID)
+    out[g] = np.hypot(a1[g] - a2[g], b1[g] - b2[g])
+    ll = (sys1 == LATLON) & (sys2 == LATLON)
+    p1, p2 = np.radians(a1[ll]), np.radians(a2[ll])
+    dp, dl = p2 - p1, np.radians(b2[ll] - b1[ll])
+    h = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    out[ll] = 2 * EARTH_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    return out
+
+
+def sorted_masked(values: I64, mask: NDArray[np.bool_]) -> tuple[I64, I64]:
+    """Each row sorted with the masked-out entries last; and how many entries are kept."""
+    big = np.iinfo(np.int64).max
+    return np.sort(np.where(mask, values, big), axis=1), mask.sum(axis=1)
+
+
+def row_median_max(values: I64, mask: NDArray[np.bool_]) -> tuple[F64, F64]:
+    """Median and max of each row's kept entries (NaN for none)."""
+    srt, cnt = sorted_masked(values, mask)
+    rows = np.arange(len(cnt))
+    lo = np.clip((cnt - 1) // 2, 0, None)
+    hi = np.clip(cnt // 2, 0, srt.shape[1] - 1)
+    top = np.clip(cnt - 1, 0, None)
+    med = np.where(cnt > 0, (srt[rows, lo] + srt[rows, hi]) / 2.0, np.nan)
+    mx = np.where(cnt > 0, srt[rows, top].astype(np.float64), np.nan)
+    return med, mx
+
+
+def row_mode(values: I64, mask: NDArray[np.bool_]) -> I64:
+    """Most frequent kept value per row (ties: the smallest), 0 for an empty row."""
+    srt, cnt = sorted_masked(values, mask)
+    n, k = srt.shape
+    if k == 0:
+        return np.zeros(n, dtype=np.int64)
+    pos = np.broadcast_to(np.arange(k), (n, k))
+    new = np.ones((n, k), dtype=bool)
+    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+    run = np.where(pos < cnt[:, None], pos - start + 1, 0)
+    best = run.argmax(axis=1)
+    return np.where(cnt > 0, srt[np.arange(n), best], 0)
+
+
+def finalize(plan: Plan, raw: RawInputs) -> F64:
+    """The feature matrix (n, len(plan.names)), float64, columns in `plan.names` order."""
+    fs = plan.features
+    n = len(raw.ts)
+    cols: list[F64] = []
+    for agg in fs.aggregates:
+        cols.append(_aggregate_value(agg.agg, raw.sums[agg.name], raw.present[agg.entity], n))
+    cache: dict[str, F64] = {}
+    for d in fs.derived:
+        cols.append(_derived(plan, d, raw, cache))
+    return np.column_stack(cols) if cols else np.zeros((n, 0))
+
+
+def _aggregate_value(agg: str, sums: dict[str, I64], present: NDArray[np.bool_], n: int) -> F64:
+    counts = sums.get("n", np.zeros(n, dtype=np.int64)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if agg == "count":
+            out = counts
+        elif agg == "sum":
+            out = sums["s"] / 100.0
+        elif agg == "mean":
+            out = np.where(counts > 0, sums["s"] / np.maximum(counts, 1) / 100.0, 0.0)
+        elif agg == "std":
+            out = _std_cents(sums) / 100.0
+        elif agg == "fraud_count":
+            out = sums["f"].astype(np.float64)
+        else:
+            out = np.where(counts > 0, sums["f"] / np.maximum(counts, 1), 0.0)
+    assert set(AGG_COUNTERS[agg]) <= set(sums) | {"n"}
+    return np.where(present, out, np.nan)
+
+
+def _std_cents(sums: dict[str, I64]) -> F64:
+    n = sums["n"].astype(np.float64)
+    s = sums["s"].astype(np.float64)
+    q = sums["q"].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = (q - s * s / np.maximum(n, 1)) / np.maximum(n - 1, 1)
+    return np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)), 0.0)
+
+
+def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F64:
+    fs = plan.features
+    kind = d.kind
+    if kind == "amount":
+        return raw.amount.copy()
+    if kind == "is_weekend":
+        return (((raw.ts // DAY_US) + 3) % 7 >= 5).astype(np.float64)
+    if kind == "is_night":
+        return ((raw.ts // HOUR_US) % 24 <= 6).astype(np.float64)
+    if kind in ("amount_ratio_mean", "amount_zscore"):
+        sums = raw.sums[f"customer_amount_std_{d.window}"]
+        n = sums["n"].astype(np.float64)
+        s = sums["s"].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = s / np.maximum(n, 1)
+            if kind == "amount_ratio_mean":
+                return np.where(s > 0, raw.cents / mean, np.nan)
+            std = _std_cents(sums)
+            return np.where(std > 0, (raw.cents - mean) / std, 0.0)
+    if kind in ("amount_ratio_median_prev", "amount_ratio_max_prev"):
+        assert d.window is not None
+        key = f"hist{d.window}"
+        if key + "med" not in cache:
+            since = raw.ts - parse_duration(d.window) * US
+            mask = (raw.prev_ts != NONE_TS) & (raw.prev_ts >= since[:, None])
+            cache[key + "med"], cache[key + "max"] = row_median_max(raw.prev_cents, mask)
+        ref = cache[key + ("med" if "median" in kind else "max")]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(ref > 0, raw.amount / (ref / 100.0), np.nan)
+    if kind == "seconds_since_last_tx":
+        last = raw.prev_ts[:, 0] if raw.prev_ts.shape[1] else np.full(len(raw.ts), NONE_TS)
+        return np.where(last != NONE_TS, (raw.ts - last) / US, np.nan)
+    if kind == "distance_from_home":
+        mask = (raw.prev_ts != NONE_TS) & (raw.prev_cell > 0)
+        home_sys, ha, hb = _cell_center(plan, row_mode(raw.prev_cell, mask))
+        return distance(raw.loc_sys, raw.loc_a, raw.loc_b, home_sys, ha, hb)
+    if kind in ("distance_from_last", "speed_from_last_kmh", "impossible_travel"):
+        dist = distance(
+            raw.loc_sys, raw.loc_a, raw.loc_b, raw.last_loc_sys, raw.last_loc_a, raw.last_loc_b
+        )
+        if kind == "distance_from_last":
+            return dist
+        known = raw.last_loc_ts != NONE_TS
+        elapsed = np.where(known, raw.ts - np.where(known, raw.last_loc_ts, 0), US)
+        speed: F64 = dist / (np.maximum(elapsed, US) / HOUR_US)
+        if kind == "speed_from_last_kmh":
+            return speed
+        fast = (speed > fs.impossible_speed_kmh) & (dist > fs.min_travel_km)
+        return np.asarray(fast, dtype=np.float64)
+    stamp = raw.fraud_first if kind == "days_since_first_fraud" else raw.fraud_last
+    known = stamp != NONE_TS
+    return np.where(known, (raw.ts - np.where(known, stamp, 0)) / DAY_US, np.nan)

@@ -1,0 +1,179 @@
+"""How a `FeatureSet` is laid out in state: tiled families, the customer blob, shared blocks.
+
+A *family* is the tiled state of one (entity, tile length, channel filter): per tile, the
+counters its aggregates need (`AGG_COUNTERS`). Owned families (the customer) live in one
+fixed-size blob per customer, a ring of ``span + lateness + 1`` tiles, read with one ``MGET``
+and written with one ``SET`` (guarded by ``WATCH``). Shared families (card, terminal, merchant,
+device, ip) live in *blocks*: strings of ``L`` tiles (``L`` a power of two > span + lateness),
+one big-endian int64 *word* per tile packing two counters (``n | s << 24`` or ``n | f << 32``),
+updated with one ``BITFIELD … INCRBY`` per block and batch (commutative, so concurrent workers
+never lose a count) and read with the same ``MGET``. A window never touches more than two
+blocks; a block expires once no window can reach it (TTL set when it is created), so an entity
+holds at most three live blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from fraudstream.features.definitions import (
+    AGG_COUNTERS,
+    OWNED,
+    Aggregate,
+    FeatureSet,
+)
+
+COUNTERS = ("n", "s", "q", "f")
+WIDTH = {"n": 4, "s": 8, "q": 8, "f": 4}
+"""Bytes per counter per tile in the customer blob (count, frauds: int32; cents: int64)."""
+SHIFT = {"s": 24, "f": 32}
+"""In a shared block, ``s`` or ``f`` rides above ``n`` in one int64 word: per tile up to
+16.7 M transactions and 5.5 G in cents, or 4.3 G transactions and 2.1 G frauds."""
+KEY_TAG = {
+    "customer": "c",
+    "card": "k",
+    "terminal": "t",
+    "merchant": "m",
+    "device": "d",
+    "ip": "i",
+}
+US = 1_000_000
+Q_CLIP_CENTS = 10_000_000
+"""Squared cents are summed in int64: each amount is clipped at 100,000.00 for q only, so a
+30-day window overflows only beyond ~92,000 such transactions."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """The tiled state shared by the aggregates of one (entity, tile, filter)."""
+
+    index: int
+    entity: str
+    tile_s: int
+    where: str | None
+    counters: tuple[str, ...]
+    span: int
+    """Most recent tiles any of its windows touches (the transaction's own included)."""
+    slots: int
+    """Ring length (owned) or block length (shared) in tiles."""
+    aggregates: tuple[Aggregate, ...]
+
+    @property
+    def owned(self) -> bool:
+        return self.entity in OWNED
+
+    @property
+    def tile_us(self) -> int:
+        return self.tile_s * US
+
+    @cached_property
+    def tag(self) -> str:
+        tile = f"{self.tile_s // 86400}d" if self.tile_s % 86400 == 0 else f"{self.tile_s}s"
+        return tile + (f"_{self.where}" if self.where else "")
+
+    @cached_property
+    def words(self) -> tuple[tuple[str, ...], ...]:
+        """Shared blocks: the counters packed in each int64 word (low one first)."""
+        rest = list(self.counters)
+        out: list[tuple[str, ...]] = []
+        if "n" in rest:
+            high = next((c for c in ("s", "f") if c in rest), None)
+            out.append(("n", high) if high else ("n",))
+            rest = [c for c in rest if c not in out[0]]
+        out += [(c,) for c in rest]
+        return tuple(out)
+
+    @cached_property
+    def block_bytes(self) -> int:
+        return self.slots * 8 * len(self.words)
+
+    def word_of(self, counter: str) -> tuple[int, int]:
+        """(word index, bit shift) of a counter in a shared block."""
+        for w, members in enumerate(self.words):
+            if counter in members:
+                return w, SHIFT[counter] if members.index(counter) else 0
+        raise KeyError(counter)
+
+    def bit_offset(self, counter: str, slot: int) -> int:
+        return (self.word_of(counter)[0] * self.slots + slot) * 64
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A `FeatureSet` compiled for a given allowed lateness."""
+
+    features: FeatureSet
+    families: tuple[Family, ...]
+    lateness_s: int
+    blob: np.dtype[np.void]
+
+    @property
+    def names(self) -> list[str]:
+        return self.features.names
+
+    @property
+    def owned(self) -> list[Family]:
+        return [f for f in self.families if f.owned]
+
+    @property
+    def shared(self) -> list[Family]:
+        return [f for f in self.families if not f.owned]
+
+    def family_of(self, agg: Aggregate) -> Family:
+        for fam in self.families:
+            if agg in fam.aggregates:
+                return fam
+        raise KeyError(agg.name)
+
+
+def compile_plan(features: FeatureSet, *, lateness_s: int = 3600) -> Plan:
+    families: list[Family] = []
+    for i, ((entity, tile_s, where), aggs) in enumerate(features.families().items()):
+        counters = tuple(c for c in COUNTERS if any(c in AGG_COUNTERS[a.agg] for a in aggs))
+        span = max(a.span for a in aggs)
+        late = math.ceil(lateness_s / tile_s)
+        slots = span + late + 1
+        if entity not in OWNED:
+            slots = 1 << (slots - 1).bit_length()
+        families.append(Family(i, entity, tile_s, where, counters, span, slots, tuple(aggs)))
+    plan_families = tuple(families)
+    return Plan(features, plan_families, lateness_s, _blob_dtype(features, plan_families))
+
+
+def _blob_dtype(features: FeatureSet, families: tuple[Family, ...]) -> np.dtype[np.void]:
+    """The customer blob: a fixed little-endian record, so a batch of blobs decodes with one
+    ``numpy.frombuffer`` and every field is a column over the batch."""
+    fields: list[tuple[str, str] | tuple[str, str, tuple[int, ...]]] = [
+        ("version", "<u2"),
+        ("seq", "<u4"),
+        ("head", "<u4"),
+        ("loc_sys", "<u1"),
+        ("loc_a", "<f8"),
+        ("loc_b", "<f8"),
+        ("loc_ts", "<i8"),
+    ]
+    for fam in families:
+        if not fam.owned:
+            continue
+        fields.append((f"r{fam.index}_tile", "<i4", (fam.slots,)))
+        for c in fam.counters:
+            fields.append((f"r{fam.index}_{c}", f"<i{WIDTH[c]}", (fam.slots,)))
+    k = (features.history,)
+    fields += [("h_ts", "<i8", k), ("h_cents", "<i8", k), ("h_cell", "<u4", k), ("h_id", "<u8", k)]
+    return np.dtype(fields)
+
+
+BLOB_VERSION = 1
+
+
+def empty_blobs(plan: Plan, n: int) -> np.ndarray:
+    """Fresh state for ``n`` customers never seen."""
+    out = np.zeros(n, dtype=plan.blob)
+    out["version"] = BLOB_VERSION
+    for fam in plan.owned:
+        out[f"r{fam.index}_tile"] = -1
+    return out

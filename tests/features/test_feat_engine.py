@@ -1,0 +1,235 @@
+"""The online engine's contract: point in time, idempotent, bounded, loud on bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import redis
+
+from fraudstream.errors import ConfigError, SchemaError
+from fraudstream.features import (
+    Aggregate,
+    FeatureEngine,
+    FeatureSet,
+    FeatureStoreError,
+    backfill,
+    default_feature_set,
+)
+from fraudstream.features.online import _BatchRun
+from fraudstream.features.sample import synthetic_history
+from fraudstream.schema import Label, Transaction
+
+T0 = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
+FIXED_CLOCK = T0.timestamp() + 400 * 86400
+
+
+def tx(i: int, *, minutes: float = 0, customer: str = "c1", **kw: Any) -> Transaction:
+    fields: dict[str, Any] = {
+        "transaction_id": f"t{i}",
+        "timestamp": T0 + timedelta(minutes=minutes),
+        "customer_id": customer,
+        "terminal_id": kw.pop("terminal_id", "T1"),
+        "merchant_id": "M1",
+        "amount": kw.pop("amount", 10.0 + i),
+        "currency": "EUR",
+        "channel": "card_present",
+        "card_id": "K1",
+        "x": 10.0,
+        "y": 20.0,
+    }
+    fields.update(kw)
+    return Transaction(**fields)
+
+
+def engine(client: redis.Redis, **kw: Any) -> FeatureEngine:
+    return FeatureEngine(client, default_feature_set(), clock=lambda: FIXED_CLOCK, **kw)
+
+
+def snapshot(client: redis.Redis) -> dict[Any, Any]:
+    return {k: client.dump(k) for k in sorted(client.keys("*"))}
+
+
+def col(e: FeatureEngine, out: np.ndarray, name: str) -> list[float]:
+    return [float(v) for v in out[:, e.names.index(name)]]
+
+
+@pytest.mark.integration
+def test_includes_itself_and_earlier_ones_of_the_batch(client: redis.Redis) -> None:
+    e = engine(client)
+    out = e.compute_batch([tx(1), tx(2, minutes=5), tx(3, minutes=6, customer="c2")])
+    assert col(e, out, "customer_tx_count_1h") == [1, 2, 1]
+    assert col(e, out, "card_tx_count_1h") == [1, 2, 3]
+    assert col(e, out, "customer_amount_sum_24h") == [11.0, 23.0, 13.0]
+    assert col(e, out, "customer_seconds_since_last_tx")[1] == 300.0
+    later = e.compute_batch([tx(4, minutes=30)])
+    assert col(e, later, "customer_tx_count_1h") == [3]
+
+
+@pytest.mark.integration
+def test_a_batch_equals_one_transaction_at_a_time(client: redis.Redis) -> None:
+    history, _ = synthetic_history(n_customers=40, n_terminals=20, n_days=5, seed=11)
+    txs = [
+        Transaction(**{k: v for k, v in r.items() if v is not None and k != "is_fraud"})
+        for r in history.iter_rows(named=True)
+    ]
+    whole = engine(client, namespace="a").compute_batch(txs)
+    one = engine(client, namespace="b")
+    single = np.vstack([one.compute_batch([t]) for t in txs])
+    assert np.array_equal(whole, single, equal_nan=True)
+
+
+@pytest.mark.integration
+def test_the_same_transactions_twice_change_nothing(client: redis.Redis) -> None:
+    e = engine(client)
+    batch = [
+        tx(1),
+        tx(2, minutes=1),
+        tx(
+            3,
+            minutes=2,
+            customer="c2",
+            channel="ecommerce",
+            ip="1.2.3.4",
+            device_id="D1",
+            x=None,
+            y=None,
+        ),
+    ]
+    e.compute_batch(batch)
+    before = snapshot(client)
+    e.compute_batch(batch + [batch[0]])
+    assert snapshot(client) == before
+    assert e.stats.duplicates == 4 and e.stats.processed == 3
+
+
+@pytest.mark.integration
+def test_labels_count_once_and_only_from_their_report(client: redis.Redis) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1, terminal_id="T9")])
+    label = Label(
+        transaction_id="t1",
+        is_fraud=True,
+        reported_at=T0 + timedelta(days=2),
+        terminal_id="T9",
+        tx_timestamp=T0,
+    )
+    e.apply_labels([label, label])
+    assert (e.stats.labels_applied, e.stats.labels_duplicate) == (1, 1)
+    e.apply_labels([label])
+    assert e.stats.labels_duplicate == 2
+    out = e.compute_batch([tx(2, minutes=60 * 24 * 9, terminal_id="T9")])
+    assert col(e, out, "terminal_tx_count_7d_delay7d") == [1.0]
+    assert col(e, out, "terminal_risk_7d_delay7d") == [1.0]
+    assert col(e, out, "terminal_days_since_first_fraud") == [9.0]
+
+
+@pytest.mark.integration
+def test_bad_input_is_a_schema_error_and_writes_nothing(client: redis.Redis) -> None:
+    e = FeatureEngine(client, clock=lambda: T0.timestamp(), max_future_skew_s=60)
+    with pytest.raises(SchemaError) as err:
+        e.compute_batch([tx(1), tx(2, minutes=5)])
+    assert err.value.field == "timestamp" and "future" in str(err.value)
+    assert client.dbsize() == 0
+    with pytest.raises(SchemaError) as err:
+        e.apply_labels([Label(transaction_id="t1", is_fraud=True, reported_at=T0)])
+    assert err.value.field == "terminal_id"
+
+
+def test_definitions_are_checked() -> None:
+    with pytest.raises(ConfigError) as err:
+        Aggregate("shoe", "count", "1d")  # type: ignore[arg-type]
+    assert err.value.key == "entity" and "shoe" in str(err.value)
+    with pytest.raises(ConfigError):
+        Aggregate("ip", "std", "1d")
+    with pytest.raises(ConfigError):
+        Aggregate("customer", "count", "90m", tile="1h")
+    with pytest.raises(ConfigError):
+        FeatureSet((Aggregate("card", "count", "1h"), Aggregate("card", "count", "1h")))
+
+
+@pytest.mark.integration
+def test_late_events_are_scored_but_not_stored(client: redis.Redis) -> None:
+    e = engine(client, lateness_s=600)
+    e.compute_batch([tx(1, minutes=120)])
+    before = snapshot(client)
+    out = e.compute_batch([tx(2, minutes=60)])
+    assert e.stats.late == 1
+    assert snapshot(client) == before
+    assert col(e, out, "customer_tx_count_1h") == [0.0]
+    e.compute_batch([tx(3, minutes=115)])
+    assert e.stats.late == 1
+
+
+@pytest.mark.integration
+def test_a_concurrent_writer_of_a_customer_aborts_the_batch(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1)])
+    decode = _BatchRun._decode
+
+    def racing_decode(self: _BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
+        old = client.get(e.customer_key("c1"))
+        assert isinstance(old, bytes)
+        client.set(e.customer_key("c1"), old[:-1] + b"\x01")
+        return decode(self, values, layout)
+
+    monkeypatch.setattr(_BatchRun, "_decode", racing_decode)
+    before = snapshot(client)
+    with pytest.raises(FeatureStoreError, match="another writer"):
+        e.compute_batch([tx(2, minutes=1, customer="c2"), tx(3, minutes=1)])
+    after = snapshot(client)
+    changed = [k for k in after if after[k] != before.get(k)]
+    assert changed == [e.customer_key("c1").encode()]
+
+
+@pytest.mark.integration
+def test_state_stays_bounded(client: redis.Redis) -> None:
+    e = engine(client)
+    for day in range(0, 400, 3):
+        e.compute_batch(
+            [
+                tx(
+                    day,
+                    minutes=day * 1440.0,
+                    channel="ecommerce",
+                    ip="9.9.9.9",
+                    device_id="D",
+                    x=None,
+                    y=None,
+                )
+            ]
+        )
+    assert e.sweep() > 0
+    sizes = {len(client.get(k) or b"") for k in client.keys("fs:{c:*")}
+    assert sizes == {e.plan.blob.itemsize}
+    assert e.plan.blob.itemsize <= 4096
+    for tag in ("t:T1", "i:9.9.9.9", "d:D", "k:K1"):
+        assert len(client.keys(f"fs:{{{tag}}}:*")) <= 3, tag
+    assert all(0 < client.ttl(k) for k in client.keys("fs:*"))
+
+
+@pytest.mark.integration
+def test_customer_state_is_readable(client: redis.Redis) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1), tx(2, minutes=3)])
+    state = e.customer_state("c1")
+    assert state["exists"] is True and state["transactions_seen"] == 2
+    history = state["history"]
+    assert isinstance(history, list) and [h["amount"] for h in history] == [12.0, 11.0]
+    assert e.customer_state("nobody") == {"customer_id": "nobody", "exists": False}
+
+
+def test_backfill_names_the_missing_column() -> None:
+    frame = pl.DataFrame({"transaction_id": ["a"], "customer_id": ["c"]})
+    with pytest.raises(SchemaError) as err:
+        backfill(frame, pl.DataFrame())
+    assert err.value.field == "timestamp"
+    history, _ = synthetic_history(n_customers=5, n_terminals=5, n_days=2)
+    broken = history.with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("timestamp"))
+    with pytest.raises(SchemaError, match="timestamp"):
+        backfill(broken, None)
