@@ -48,6 +48,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """A worker that does not renew its partition leases for this long loses them."""
     decisions_maxlen: int = 1_000_000
     """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
+    feature_namespace: str = "fs"
+    """Prefix of the online feature state keys."""
+    feature_lateness_s: int = 3600
+    """Events older than the customer's latest minus this are scored but not stored."""
+    feature_max_future_skew_s: float = 300.0
+    """A transaction dated further ahead of the wall clock than this is rejected."""
+    feature_ttl_s: int = 7_776_000
+    """Idle feature state expires after this (90 days)."""
     review_amount: float = 220.0
     block_amount: float = 5_000.0
     review_score: int = 500

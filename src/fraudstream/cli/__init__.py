@@ -1,0 +1,21 @@
+"""`fraudstream …` commands. Heavy imports live inside commands so `--help` stays instant."""
+
+from __future__ import annotations
+
+import sys
+
+from fraudstream.cli import admin, data, features, pipeline, rules  # noqa: F401  (commands register)
+from fraudstream.cli.app import app
+from fraudstream.cli.common import err_console
+from fraudstream.errors import FraudstreamError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: every deliberate error is one line on stderr, exit status 2."""
+    try:
+        app()
+    except FraudstreamError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

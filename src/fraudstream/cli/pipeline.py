@@ -1,0 +1,174 @@
+"""Running the pipeline: demo, worker, produce."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fraudstream.cli.app import app
+from fraudstream.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    connect,
+    console,
+    err_console,
+    settings_from,
+)
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of traffic to produce.", min=1)] = 20,
+    tps: Annotated[float, typer.Option(help="Target transactions per second.", min=1)] = 2000,
+    workers: Annotated[int, typer.Option(help="Worker processes to run.", min=1)] = 2,
+    bad_ratio: Annotated[
+        float, typer.Option(help="Share of malformed messages to inject.", min=0, max=1)
+    ] = 0.001,
+    seed: Annotated[int, typer.Option(help="Random seed of the generated traffic.")] = 7,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the whole pipeline on the embedded server and print a summary."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fraudstream.demo import DemoRun
+
+    settings = settings_from(config)
+    client = connect(settings)
+    run = DemoRun(
+        settings,
+        client,
+        workers=workers,
+        tps=tps,
+        duration=duration,
+        bad_ratio=bad_ratio,
+        seed=seed,
+    )
+    if as_json:
+        report = run.run()
+        print(json.dumps(report.as_dict()))
+        return
+    console.print(
+        f"[bold]fraudstream demo[/] run {run.report.run_id}: {tps:g} tx/s for "
+        f"{duration:g}s, {workers} worker(s), {settings.partitions} partitions"
+    )
+    if backlog := run.backlog():
+        console.print(
+            f"[yellow]note:[/] {backlog:,} transactions already wait in the input "
+            "streams; the workers score them first, and the latency shows it"
+        )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("decisions", total=int(tps * duration))
+        report = run.run(on_progress=lambda done, total: progress.update(task, completed=done))
+        progress.update(task, completed=report.decided + report.dead_letters)
+    console.print(_demo_table(report.as_dict()))
+
+
+def _demo_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"demo run {summary['run_id']}", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    lat = summary["latency_ms"]
+    rows = [
+        ("transactions (valid)", f"{summary['transactions']:,}"),
+        ("decisions", f"{summary['decisions']:,}"),
+        ("dead letters", f"{summary['dead_letters']:,} of {summary['malformed_sent']:,} sent"),
+        ("frauds in the traffic", f"{summary['frauds_sent']:,}"),
+        ("workers", str(summary["workers"])),
+        ("elapsed", f"{summary['elapsed_s']:.1f} s"),
+        ("throughput", f"{summary['throughput_tps']:,.0f} tx/s (target {summary['target_tps']:g})"),
+        ("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"),
+        ("latency max", f"{lat['max']:.1f} ms"),
+    ]
+    total = max(summary["decisions"], 1)
+    rows += [
+        (f"outcome {k}", f"{v:,} ({100 * v / total:.2f} %)") for k, v in summary["outcomes"].items()
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def worker(
+    batch_size: Annotated[
+        int | None, typer.Option(help="Messages per read.", min=1, envvar="FRAUDSTREAM_BATCH_SIZE")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once there is nothing left to read.")] = False,
+    max_messages: Annotated[int | None, typer.Option(help="Exit after this many.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Consume the input partitions, score, write decisions (stop with Ctrl-C / SIGTERM)."""
+    from fraudstream.scoring import AmountPolicy, Scorer
+    from fraudstream.stream.keys import StreamKeys
+    from fraudstream.stream.worker import Worker, WorkerOptions
+
+    settings = settings_from(config, batch_size=batch_size)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    options = WorkerOptions(
+        batch_size=settings.batch_size,
+        block_ms=settings.block_ms,
+        claim_idle_ms=settings.claim_idle_ms,
+        lease_ttl_ms=settings.lease_ttl_ms,
+        decisions_maxlen=settings.decisions_maxlen,
+    )
+    w = Worker(
+        connect(settings),
+        StreamKeys(settings.stream_prefix, settings.partitions),
+        Scorer(AmountPolicy.from_settings(settings)),
+        options,
+    )
+    if not quiet:
+        err_console.print(
+            f"worker {w.consumer}: {settings.partitions} partitions, batch {settings.batch_size}"
+        )
+    stats = w.run(max_messages=max_messages, burst=burst)
+    if not quiet:
+        err_console.print(
+            f"worker {w.consumer} stopped: {stats.processed:,} processed, "
+            f"{stats.dead_lettered:,} dead letters, {stats.claimed:,} claimed"
+        )
+
+
+@app.command()
+def produce(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON lines, CSV or Parquet; our column names or the Fraud Detection Handbook's.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Validate transactions from a file and send them to the input stream."""
+    from fraudstream.ingest import read_transactions
+    from fraudstream.stream.keys import StreamKeys
+    from fraudstream.stream.producer import Producer
+
+    settings = settings_from(config)
+    transactions, rejected = read_transactions(path)
+    for where, error in rejected[:20]:
+        err_console.print(f"[yellow]skipped[/] {path.name}:{where}: {error}")
+    producer = Producer(
+        connect(settings),
+        StreamKeys(settings.stream_prefix, settings.partitions),
+        batch_size=settings.batch_size,
+    )
+    sent = producer.send(transactions)
+    console.print(f"sent {sent:,} transactions, rejected {len(rejected):,}")
+    if rejected:
+        raise typer.Exit(1)

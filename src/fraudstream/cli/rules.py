@@ -1,0 +1,218 @@
+"""Rules and lists: validate, publish, inspect, test and backtest rule sets; manage lists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from fraudstream.cli.app import app
+from fraudstream.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    connect,
+    console,
+    err_console,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    from fraudstream.rules import RuleSchema
+
+rules_app = typer.Typer(no_args_is_help=True, help="Analyst rules: validate, publish, test.")
+lists_app = typer.Typer(no_args_is_help=True, help="Named allow/deny lists in Valkey.")
+app.add_typer(rules_app, name="rules")
+app.add_typer(lists_app, name="lists")
+
+RulesFile = Annotated[Path, typer.Argument(help="A YAML rule set.", exists=True, dir_okay=False)]
+
+
+def rule_schema() -> RuleSchema:
+    """The names a rule may use: transaction fields, the live features, the model scores."""
+    from fraudstream.features import default_feature_set
+    from fraudstream.rules import RuleSchema
+
+    return RuleSchema.build(default_feature_set().names)
+
+
+@rules_app.command("validate")
+def rules_validate(path: RulesFile) -> None:
+    """Check a rule set; every problem is printed as file:line:col."""
+    from fraudstream.rules import validate_ruleset
+
+    errors = validate_ruleset(path.read_text(), rule_schema(), source=str(path))
+    for error in errors:
+        err_console.print(str(error), highlight=False, soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
+    console.print(f"{path}: valid")
+
+
+@rules_app.command("publish")
+def rules_publish(
+    path: RulesFile,
+    message: Annotated[str, typer.Option(help="Why this version.")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Store a rule set as a new version and make it active (workers reload within seconds)."""
+    from fraudstream.rules.registry import RuleRegistry
+
+    registry = RuleRegistry(connect(settings_from(config)), rule_schema())
+    version = registry.publish(path.read_text(), message=message)
+    console.print(f"published and activated rules version {version}")
+
+
+@rules_app.command("list")
+def rules_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Published versions, newest first; the active one is marked."""
+    import datetime as dt
+
+    from fraudstream.rules.registry import RuleRegistry
+
+    versions = RuleRegistry(connect(settings_from(config)), rule_schema()).versions()
+    if as_json:
+        print(json.dumps([v.__dict__ for v in versions]))
+        return
+    table = Table("version", "published", "active", "message")
+    for v in versions:
+        when = dt.datetime.fromtimestamp(v.published_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(v.version, when, "●" if v.active else "", v.message)
+    console.print(table)
+
+
+@rules_app.command("activate")
+def rules_activate(version: str, config: ConfigOpt = None) -> None:
+    """Make a published version the active one (e.g. to roll back)."""
+    from fraudstream.rules.registry import RuleRegistry
+
+    RuleRegistry(connect(settings_from(config)), rule_schema()).activate(version)
+    console.print(f"rules version {version} is active")
+
+
+@rules_app.command("diff")
+def rules_diff(old: str, new: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """What changed between two published versions."""
+    from fraudstream.rules.registry import RuleRegistry
+
+    diff = RuleRegistry(connect(settings_from(config)), rule_schema()).diff(old, new)
+    print(json.dumps(diff.to_dict()) if as_json else diff.text)
+
+
+@rules_app.command("test")
+def rules_test(
+    transaction: Annotated[
+        Path, typer.Argument(help="One transaction as JSON, features and model.score optional.")
+    ],
+    rules_file: Annotated[
+        Path | None, typer.Option("--rules", help="A YAML rule set (default: the active one).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Evaluate one transaction: which rules hit, and the value of every sub-expression."""
+    from fraudstream.rules import columns_from_records, explain, load_ruleset
+    from fraudstream.rules.lists import Lists
+    from fraudstream.rules.registry import RuleRegistry
+
+    schema = rule_schema()
+    client = connect(settings_from(config))
+    if rules_file is not None:
+        ruleset = load_ruleset(rules_file, schema)
+    else:
+        ruleset = RuleRegistry(client, schema).active()[1]
+    record = json.loads(transaction.read_text())
+    columns = columns_from_records([record], schema)
+    memberships = Lists(client).memberships(ruleset, columns)
+    for item in explain(ruleset, columns, memberships):
+        mark = "[green]hit[/]" if item.hit else "[dim]no[/]"
+        extra = " (shadow)" if item.shadow else "" if item.enabled else " (disabled)"
+        console.print(f"{mark} {item.rule_id} → {item.outcome}{extra}")
+        for text, value in item.values:
+            console.print(f"      {text} = {value!r}", highlight=False)
+
+
+@rules_app.command("backtest")
+def rules_backtest(
+    path: RulesFile,
+    history: Annotated[
+        Path, typer.Option(help="transactions.parquet from `fraudstream simulate`.", exists=True)
+    ],
+    date_from: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD.")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD.")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Compare against this rule set file.", exists=True)
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a labelled history through a rule set: hits, precision, recall, amount caught."""
+    from fraudstream.cli.data import features_for_history
+    from fraudstream.rules import load_ruleset
+    from fraudstream.rules.backtest import backtest
+
+    schema = rule_schema()
+    ruleset = load_ruleset(path, schema)
+    base = load_ruleset(baseline, schema) if baseline is not None else None
+    frame = features_for_history(history, date_from, date_to)
+    report = backtest(ruleset, frame, base)
+    if as_json:
+        print(json.dumps(report.to_dict(), default=str))
+        return
+    for table in report.tables():
+        console.print(table)
+
+
+@lists_app.command("add")
+def lists_add(
+    name: str,
+    values: Annotated[list[str], typer.Argument(help="Entries (IPs, CIDR ranges, e-mails, …).")],
+    kind: Annotated[str, typer.Option(help="ip, email, domain or string (new lists).")] = "string",
+    ttl: Annotated[float | None, typer.Option(help="Seconds until these entries expire.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add entries to a list (created with --kind if new)."""
+    from fraudstream.rules.lists import Lists
+
+    lists = Lists(connect(settings_from(config)))
+    if lists.kind(name) is None:
+        lists.create(name, kind)  # type: ignore[arg-type]  # validated by Lists.create
+    added = lists.add(name, values, ttl=ttl)
+    console.print(f"{name}: {added} added, {lists.size(name)} entries")
+
+
+@lists_app.command("remove")
+def lists_remove(name: str, values: list[str], config: ConfigOpt = None) -> None:
+    """Remove entries from a list."""
+    from fraudstream.rules.lists import Lists
+
+    removed = Lists(connect(settings_from(config))).remove(name, values)
+    console.print(f"{name}: {removed} removed")
+
+
+@lists_app.command("show")
+def lists_show(
+    name: Annotated[str | None, typer.Argument(help="A list (default: all lists).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Show the lists, or the entries of one list."""
+    from fraudstream.rules.lists import Lists
+
+    lists = Lists(connect(settings_from(config)))
+    if name is None:
+        table = Table("list", "kind", "entries")
+        for n in lists.names():
+            table.add_row(n, str(lists.kind(n)), f"{lists.size(n):,}")
+        console.print(table)
+        return
+    for entry in lists.entries(name):
+        console.print(str(entry), highlight=False)
+
+
+@lists_app.command("delete")
+def lists_delete(name: str, config: ConfigOpt = None) -> None:
+    """Delete a whole list."""
+    from fraudstream.rules.lists import Lists
+
+    Lists(connect(settings_from(config))).delete(name)
+    console.print(f"{name}: deleted")

@@ -1,0 +1,72 @@
+"""`fraudstream rules …` and `fraudstream lists …` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+RULES = """\
+mode: all_matched
+rules:
+  - id: big_amount
+    description: large amount
+    when: amount > 220
+    outcome: review
+  - id: blocked_ip
+    description: IP on the blocklist
+    when: ip in list("ip_blocklist")
+    outcome: block
+"""
+
+
+def _run(*args: str, valkey_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if valkey_url:
+        env["FRAUDSTREAM_VALKEY_URL"] = valkey_url
+    return subprocess.run(
+        [sys.executable, "-m", "fraudstream", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_validate_reports_file_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RULES.replace("amount > 220", "amout > 220"))
+    result = _run("rules", "validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:5:11: rule 'big_amount': unknown name 'amout'" in result.stderr
+    assert "did you mean 'amount'" in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(RULES)
+    assert _run("rules", "validate", str(good)).returncode == 0
+
+
+def test_publish_list_and_test_a_transaction(
+    tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    published = _run("rules", "publish", str(path), "--message", "first", valkey_url=valkey_url)
+    assert published.returncode == 0, published.stderr
+    version = published.stdout.split()[-1]
+    listed = json.loads(_run("rules", "list", "--json", valkey_url=valkey_url).stdout)
+    assert [(v["version"], v["active"], v["message"]) for v in listed] == [(version, True, "first")]
+    added = _run(
+        "lists", "add", "ip_blocklist", "10.0.0.0/8", "--kind", "ip", valkey_url=valkey_url
+    )
+    assert added.returncode == 0, added.stderr
+    tx = tmp_path / "tx.json"
+    tx.write_text(json.dumps({"amount": 50.0, "ip": "10.1.2.3", "channel": "ecommerce"}))
+    tested = _run("rules", "test", str(tx), valkey_url=valkey_url)
+    assert tested.returncode == 0, tested.stderr
+    lines = tested.stdout.splitlines()
+    assert any(line.startswith("hit blocked_ip") for line in lines)
+    assert any(line.startswith("no big_amount") for line in lines)
