@@ -48,6 +48,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """A worker that does not renew its partition leases for this long loses them."""
     decisions_maxlen: int = 1_000_000
     """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
+    features_enabled: bool = True
+    """Compute online features in the scorer (off: the amount policy alone)."""
+    rules_enabled: bool = True
+    """Evaluate the active rule set (the shipped defaults until one is published)."""
     feature_namespace: str = "fs"
     """Prefix of the online feature state keys."""
     feature_lateness_s: int = 3600

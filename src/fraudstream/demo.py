@@ -164,6 +164,7 @@ class DemoRun:
             tps=self.report.target_tps,
             duration=self.duration,
             run_id=self.report.run_id,
+            isolate=True,
             seed=self.seed,
             batch_size=self.settings.batch_size,
         )

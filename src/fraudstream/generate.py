@@ -26,6 +26,7 @@ from fraudstream.simulate.traffic import Pacer, PacerStats
 from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.producer import Producer
 
+ENTITY_COLUMNS = ("customer_id", "card_id", "device_id", "terminal_id", "merchant_id")
 Row = tuple[float, str, bytes]
 """(event time in epoch seconds, destination stream, JSON blob)."""
 
@@ -45,6 +46,9 @@ class GenerateOptions:
     """Replay event time compressed this much instead of pacing at ``tps``."""
     run_id: str = "run"
     labels: bool = False
+    isolate: bool = False
+    """Prefix every entity id (customer, card, device, terminal, merchant) with the run id, so
+    a run replaying history already sent starts from fresh feature state."""
     seed: int = 0
     batch_size: int = 500
     max_rows: int = 2_000_000
@@ -113,8 +117,9 @@ def select(transactions: pl.DataFrame, n: int, options: GenerateOptions) -> pl.D
             [_draw(frauds, n_fraud, options.seed), _draw(genuine, n - n_fraud, options.seed + 1)]
         ).sample(fraction=1.0, shuffle=True, seed=options.seed)
         picked = mixed.with_columns(mixed["timestamp"].sort())
+    renamed = ["transaction_id", *(ENTITY_COLUMNS if options.isolate else ())]
     return picked.with_columns(
-        (pl.lit(options.run_id + "-") + pl.col("transaction_id")).alias("transaction_id")
+        (pl.lit(options.run_id + "-") + pl.col(c)).alias(c) for c in renamed if c in picked.columns
     )
 
 
@@ -169,7 +174,7 @@ def _partitions(customers: pl.Series, keys: StreamKeys) -> list[int]:
 
 
 def _label_rows(picked: pl.DataFrame, labels: pl.DataFrame, keys: StreamKeys) -> list[Row]:
-    """Labels of the sent frauds, their ids renamed like the transactions."""
+    """Labels of the sent frauds, their ids (and entities) renamed like the transactions."""
     sent = picked.select(
         pl.col("transaction_id").alias("sent_id"),
         pl.col("transaction_id")
@@ -177,11 +182,15 @@ def _label_rows(picked: pl.DataFrame, labels: pl.DataFrame, keys: StreamKeys) ->
         .str.replace(r"~\d+$", "")
         .alias("transaction_id"),
         pl.col("timestamp").alias("sent_ts"),
+        pl.col("customer_id").alias("sent_customer"),
+        pl.col("terminal_id").alias("sent_terminal"),
     )
     joined = (
         sent.join(labels, on="transaction_id")
         .with_columns(
             pl.col("sent_id").alias("transaction_id"),
+            pl.col("sent_customer").alias("customer_id"),
+            pl.col("sent_terminal").alias("terminal_id"),
             (pl.col("reported_at") - pl.col("tx_timestamp") + pl.col("sent_ts")).alias(
                 "reported_at"
             ),

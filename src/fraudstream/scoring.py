@@ -1,8 +1,8 @@
 """The Scorer: the one code path from transactions to decisions (API and workers alike).
 
-Today it has one stage, an amount policy: the score rises piecewise-linearly with the amount so
-that the review limit maps to the review score and the block limit to the block score. Later
-stages (features, rules, models) plug in behind the same `score_batch` call.
+Stages: online features, a base score, analyst rules, the policy. Until a model is trained and
+activated, the base score is an amount policy: it rises piecewise-linearly with the amount so
+that the review limit maps to the review score and the block limit to the block score.
 """
 
 from __future__ import annotations
@@ -11,9 +11,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
 
 from fraudstream.config import Settings
-from fraudstream.schema import Decision, Outcome, Transaction
+from fraudstream.rules import RuleContext, RuleSet, evaluate_columns, transaction_columns
+from fraudstream.rules.policy import Thresholds, Verdict, decide
+from fraudstream.schema import Decision, Label, Outcome, Transaction
+
+if TYPE_CHECKING:
+    import redis
+
+    from fraudstream.features import FeatureEngine
+    from fraudstream.rules.lists import Lists
+    from fraudstream.rules.registry import RuleWatcher
 
 
 @dataclass(frozen=True)
@@ -71,12 +84,50 @@ class AmountPolicy:
 
 
 class Scorer:
-    """Transactions in, decisions out, in batches."""
+    """Transactions in, decisions out, in batches: features -> rules -> score -> policy.
+
+    Every stage but the amount policy is optional, so the same class serves a bare
+    pipeline test and a full worker. The stages:
+
+    1. **features** (`FeatureEngine`): point-in-time features, one read and one write round
+       trip per batch; transactions it rejects (e.g. dated in the future) never get here,
+       see `validate`.
+    2. **base score**: the amount policy's score, until a model takes its place.
+    3. **rules** (`RuleWatcher` + `Lists`): the active rule set, reloaded between batches,
+       evaluated vectorised over the batch's transaction fields, features and base score.
+    4. **policy**: the rules' additions, floors and outcomes applied to the score, then the
+       review/block thresholds; reasons = the amount reason + every rule that hit.
+    """
 
     model_version = "none"
 
-    def __init__(self, policy: AmountPolicy) -> None:
+    def __init__(
+        self,
+        policy: AmountPolicy,
+        *,
+        features: FeatureEngine | None = None,
+        rules: RuleWatcher | None = None,
+        lists: Lists | None = None,
+    ) -> None:
         self.policy = policy
+        self.features = features
+        self.rules = rules
+        self.lists = lists
+        self.thresholds = Thresholds(policy.review_score, policy.block_score)
+
+    def validate(self, tx: Transaction) -> None:
+        """Checks beyond the schema that the stages need (e.g. event time not in the future).
+
+        Raises:
+            SchemaError: naming the field; the caller dead-letters the transaction.
+        """
+        if self.features is not None:
+            self.features.check(tx)
+
+    def apply_labels(self, labels: Sequence[Label]) -> None:
+        """Late ground truth: updates label-dependent features (terminal risk)."""
+        if self.features is not None and labels:
+            self.features.apply_labels(labels)
 
     def score_batch(
         self, transactions: Sequence[Transaction], arrived_at: Sequence[float] | None = None
@@ -87,24 +138,90 @@ class Scorer:
             transactions: validated transactions, in the order they were received.
             arrived_at: per transaction, the epoch seconds at which it entered fraudstream
                 (stream enqueue time or HTTP arrival); defaults to now. Sets ``latency_ms``.
+
+        Raises:
+            FeatureStoreError: the feature state could not be read or written; nothing of the
+                batch was stored, so the caller may retry it.
         """
+        if not transactions:
+            return []
+        features = self.features.compute_batch(transactions) if self.features else None
+        base = np.array([self.policy.score(tx.amount) for tx in transactions], dtype=np.float64)
+        verdicts = self._rules(transactions, features, base)
         now = time.time()
         decided_at = datetime.fromtimestamp(now, UTC)
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
-        policy = self.policy
-        decisions = []
-        for tx, arrived in zip(transactions, arrivals, strict=True):
-            score = policy.score(tx.amount)
-            decisions.append(
-                Decision(
-                    transaction_id=tx.transaction_id,
-                    score=score,
-                    outcome=policy.outcome(score),
-                    reasons=policy.reasons(tx.amount),
-                    model_version=self.model_version,
-                    rules_version=policy.version,
-                    latency_ms=max(0.0, (now - arrived) * 1000),
-                    decided_at=decided_at,
-                )
+        rules_version = self._rules_version()
+        return [
+            Decision(
+                transaction_id=tx.transaction_id,
+                score=verdict.score,
+                outcome=verdict.outcome,
+                reasons=self.policy.reasons(tx.amount) + verdict.reasons,
+                model_version=self.model_version,
+                rules_version=rules_version,
+                latency_ms=max(0.0, (now - arrived) * 1000),
+                decided_at=decided_at,
             )
-        return decisions
+            for tx, verdict, arrived in zip(transactions, verdicts, arrivals, strict=True)
+        ]
+
+    def _rules(
+        self,
+        transactions: Sequence[Transaction],
+        features: NDArray[np.float64] | None,
+        base: NDArray[np.float64],
+    ) -> list[Verdict]:
+        ruleset = self._ruleset()
+        if ruleset is None:
+            return [Verdict(int(score), self.policy.outcome(int(score)), []) for score in base]
+        columns = transaction_columns(transactions, ruleset.columns)
+        if features is not None and self.features is not None:
+            wanted = set(ruleset.columns)
+            for j, name in enumerate(self.features.names):
+                if name in wanted:
+                    columns[name] = features[:, j]
+        columns["model_score"] = base
+        memberships = self.lists.memberships(ruleset, columns) if self.lists else {}
+        result = evaluate_columns(ruleset, RuleContext(columns, memberships, n=len(base)))
+        return [
+            decide(r, float(score), self.thresholds)
+            for r, score in zip(result.results(), base, strict=True)
+        ]
+
+    def _ruleset(self) -> RuleSet | None:
+        if self.rules is None:
+            return None
+        self.rules.maybe_reload()
+        return self.rules.ruleset
+
+    def _rules_version(self) -> str:
+        ruleset = self._ruleset() if self.rules is not None else None
+        if ruleset is None:
+            return self.policy.version
+        return f"{ruleset.version}+{self.policy.version}"
+
+
+def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
+    """The scorer a worker runs: the stages the settings enable, on ``client``."""
+    from fraudstream.features import FeatureEngine
+    from fraudstream.rules import RuleSchema, default_ruleset
+    from fraudstream.rules.lists import Lists
+    from fraudstream.rules.registry import RuleRegistry, RuleWatcher
+
+    features = None
+    if settings.features_enabled:
+        features = FeatureEngine(
+            client,
+            namespace=settings.feature_namespace,
+            lateness_s=settings.feature_lateness_s,
+            max_future_skew_s=settings.feature_max_future_skew_s,
+            ttl_s=settings.feature_ttl_s,
+        )
+    rules = lists = None
+    if settings.rules_enabled:
+        schema = RuleSchema.build(features.names if features else [])
+        fallback = default_ruleset(schema) if features else None
+        rules = RuleWatcher(RuleRegistry(client, schema), fallback=fallback)
+        lists = Lists(client)
+    return Scorer(AmountPolicy.from_settings(settings), features=features, rules=rules, lists=lists)

@@ -111,7 +111,7 @@ def worker(
     config: ConfigOpt = None,
 ) -> None:
     """Consume the input partitions, score, write decisions (stop with Ctrl-C / SIGTERM)."""
-    from fraudstream.scoring import AmountPolicy, Scorer
+    from fraudstream.scoring import build_scorer
     from fraudstream.stream.keys import StreamKeys
     from fraudstream.stream.worker import Worker, WorkerOptions
 
@@ -124,21 +124,25 @@ def worker(
         lease_ttl_ms=settings.lease_ttl_ms,
         decisions_maxlen=settings.decisions_maxlen,
     )
-    w = Worker(
-        connect(settings),
-        StreamKeys(settings.stream_prefix, settings.partitions),
-        Scorer(AmountPolicy.from_settings(settings)),
-        options,
-    )
+    client = connect(settings)
+    scorer = build_scorer(settings, client)
+    w = Worker(client, StreamKeys(settings.stream_prefix, settings.partitions), scorer, options)
     if not quiet:
+        stages = [
+            name
+            for name, on in (("features", scorer.features), ("rules", scorer.rules))
+            if on is not None
+        ]
         err_console.print(
             f"worker {w.consumer}: {settings.partitions} partitions, batch {settings.batch_size}"
+            f", stages: {', '.join(stages + ['amount policy'])}"
         )
     stats = w.run(max_messages=max_messages, burst=burst)
     if not quiet:
         err_console.print(
             f"worker {w.consumer} stopped: {stats.processed:,} processed, "
-            f"{stats.dead_lettered:,} dead letters, {stats.claimed:,} claimed"
+            f"{stats.dead_lettered:,} dead letters, {stats.claimed:,} claimed, "
+            f"{stats.labels:,} labels, {stats.retried_batches:,} batches retried"
         )
 
 

@@ -23,7 +23,15 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from fraudstream.errors import SchemaError
-from fraudstream.schema import Decision, Transaction, decode_transaction, encode
+from fraudstream.features.wire import FeatureStoreError
+from fraudstream.schema import (
+    Decision,
+    Label,
+    Transaction,
+    decode_label,
+    decode_transaction,
+    encode,
+)
 from fraudstream.scoring import Scorer
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import LeaseManager
@@ -40,6 +48,8 @@ class WorkerStats:
     dead_lettered: int = 0
     batches: int = 0
     claimed: int = 0
+    labels: int = 0
+    retried_batches: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -99,6 +109,10 @@ class Worker:
                     elif burst and self.drained():
                         break
                     backoff = 0.1
+                except FeatureStoreError as exc:
+                    self.stats.retried_batches += 1
+                    log.warning("batch left pending for retry: %s", exc)
+                    time.sleep(min(backoff, 1.0))
                 except redis.ConnectionError as exc:
                     log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
                     time.sleep(backoff)
@@ -110,8 +124,9 @@ class Worker:
         return self.stats
 
     def bootstrap(self) -> None:
-        """Create the consumer group on every partition (from the start of each stream)."""
-        for stream in self.keys.inputs():
+        """Create the consumer group on every partition and on the labels stream (from the
+        start of each stream)."""
+        for stream in [*self.keys.inputs(), self.keys.labels]:
             try:
                 self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
@@ -141,14 +156,13 @@ class Worker:
             self.process(claimed)
 
     def read(self) -> list[Entry]:
-        owned = sorted(self.leases.owned)
-        if not owned:
-            time.sleep(self.options.block_ms / 1000)
-            return []
+        # Labels are not partitioned: any worker may apply one (applying is idempotent).
+        streams: dict[Any, Any] = {self.keys.input(p): ">" for p in sorted(self.leases.owned)}
+        streams[self.keys.labels] = ">"
         reply: Any = self.client.xreadgroup(
             GROUP,
             self.consumer,
-            {self.keys.input(p): ">" for p in owned},
+            streams,
             count=self.options.batch_size,
             block=self.options.block_ms,
         )
@@ -163,46 +177,59 @@ class Worker:
         """True when no input entry is left anywhere: processed entries are deleted, so an
         input stream's length is exactly what is unread or pending."""
         pipe = self.client.pipeline(transaction=False)
-        for stream in self.keys.inputs():
+        for stream in [*self.keys.inputs(), self.keys.labels]:
             pipe.xlen(stream)
         return not any(pipe.execute())
 
     def claim_stale(self) -> list[Entry]:
+        """Entries of our partitions (and of the shared labels stream) that a consumer left
+        pending for longer than ``claim_idle_ms``: it died, we take them over."""
+        streams = [self.keys.input(p) for p in sorted(self.leases.owned)] + [self.keys.labels]
         pipe = self.client.pipeline(transaction=False)
-        owned = sorted(self.leases.owned)
-        for p in owned:
+        for stream in streams:
             pipe.xautoclaim(
-                self.keys.input(p),
+                stream,
                 GROUP,
                 self.consumer,
                 min_idle_time=self.options.claim_idle_ms,
                 start_id="0-0",
                 count=self.options.batch_size,
             )
-        entries: list[Entry] = []
         replies: list[Any] = pipe.execute()
-        for p, reply in zip(owned, replies, strict=True):
-            stream = self.keys.input(p)
-            entries.extend((stream, i, f) for i, f in reply[1] if f is not None)
-        return entries
+        return [
+            (stream, entry_id, fields)
+            for stream, reply in zip(streams, replies, strict=True)
+            for entry_id, fields in reply[1]
+            if fields is not None
+        ]
 
     # --- one batch --------------------------------------------------------------------------
 
     def process(self, entries: list[Entry]) -> None:
-        """Decode, score, then write decisions + dead letters + acks in one MULTI/EXEC."""
+        """Decode, apply labels, score, then write decisions + dead letters + acks in one
+        MULTI/EXEC. If the feature store fails, nothing is acked: the batch stays pending
+        and is retried (by us, or by whoever owns the partition next)."""
         good: list[Transaction] = []
         arrived: list[float] = []
+        labels: list[Label] = []
         dead: list[dict[FieldT, EncodableT]] = []
         for stream, entry_id, fields in entries:
             payload = fields.get(PAYLOAD, b"")
             try:
-                good.append(decode_transaction(payload))
+                if stream == self.keys.labels:
+                    labels.append(decode_label(payload))
+                    continue
+                tx = decode_transaction(payload)
+                self.scorer.validate(tx)
+                good.append(tx)
                 arrived.append(_enqueued_at(entry_id))
             except SchemaError as exc:
                 dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
+        self.scorer.apply_labels(labels)
         decisions = self.scorer.score_batch(good, arrived) if good else []
         self._commit(entries, decisions, dead)
         self._count(decisions, len(dead))
+        self.stats.labels += len(labels)
 
     def _commit(
         self, entries: list[Entry], decisions: list[Decision], dead: list[dict[FieldT, EncodableT]]
