@@ -64,7 +64,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     block_amount: float = 5_000.0
     review_score: int = 500
     block_score: int = 800
+    api_host: str = "127.0.0.1"
+    """Interface `fraudstream serve` listens on (loopback unless you mean otherwise)."""
+    api_port: int = 8000
     api_key: str = ""
+    """Key of the HTTP API; empty = one generated once into ``data_dir/api.key``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def __post_init__(self) -> None:

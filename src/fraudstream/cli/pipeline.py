@@ -176,3 +176,25 @@ def produce(
     console.print(f"sent {sent:,} transactions, rejected {len(rejected):,}")
     if rejected:
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the HTTP scoring API (POST /v1/score, POST /v1/labels) with an API key."""
+    import uvicorn
+
+    from fraudstream.api import create_app
+    from fraudstream.api.auth import ensure_api_key
+
+    settings = settings_from(config, api_host=host, api_port=port)
+    key, key_file = ensure_api_key(settings.api_key, settings.data_path)
+    app_ = create_app(settings, connect(settings), key)
+    where = f"in {key_file}" if key_file else "from FRAUDSTREAM_API_KEY"
+    err_console.print(
+        f"serving on http://{settings.api_host}:{settings.api_port} (API key {where})"
+    )
+    uvicorn.run(app_, host=settings.api_host, port=settings.api_port, log_level="warning")
