@@ -175,3 +175,38 @@ def test_a_key_is_generated_when_none_is_configured(
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
+
+
+def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("X-API-Key", KEY)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_lists_managed_over_the_api_feed_the_default_rules(server: str) -> None:
+    status, body = _call(
+        server,
+        "POST",
+        "/v1/lists/ip_blocklist",
+        {"values": ["203.0.113.0/24"], "kind": "ip", "ttl": 3600},
+    )
+    assert status == 200 and body == {"added": 1, "size": 1}
+    status, decision = _post(server, "/v1/score", _tx(20, ip="203.0.113.9"))
+    assert status == 200 and decision["outcome"] == "block"
+    assert "rule:ip_blocklist" in decision["reasons"]
+    status, listed = _call(server, "GET", "/v1/lists/ip_blocklist")
+    assert status == 200 and listed["kind"] == "ip"
+    assert [e["value"] for e in listed["entries"]] == ["203.0.113.0/24"]
+    assert listed["entries"][0]["expires_at"] is not None
+    status, body = _call(server, "DELETE", "/v1/lists/ip_blocklist", {"values": ["203.0.113.0/24"]})
+    assert status == 200 and body == {"removed": 1}
+    status, decision = _post(server, "/v1/score", _tx(21, ip="203.0.113.9"))
+    assert "rule:ip_blocklist" not in decision["reasons"]
+    status, body = _call(server, "POST", "/v1/lists/ip_blocklist", {"values": "1.2.3.4"})
+    assert status == 422 and body["error"]["field"] == "values"
+    assert _call(server, "GET", "/v1/lists/nope")[0] == 404

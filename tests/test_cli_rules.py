@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -70,3 +73,59 @@ def test_publish_list_and_test_a_transaction(
     lines = tested.stdout.splitlines()
     assert any(line.startswith("hit blocked_ip") for line in lines)
     assert any(line.startswith("no big_amount") for line in lines)
+
+
+def test_rule_published_during_generate_changes_outcomes_within_seconds(
+    tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    env = {**os.environ, "FRAUDSTREAM_VALKEY_URL": valkey_url, "FRAUDSTREAM_BLOCK_MS": "100"}
+    worker = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--quiet"], env=env)
+    generate = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraudstream",
+            "generate",
+            "--tps",
+            "300",
+            "--duration",
+            "8",
+            "--run-id",
+            "live",
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while client.xlen("tx.decisions") < 200:  # traffic flows and is scored
+            assert time.monotonic() < deadline, "no decisions"
+            time.sleep(0.1)
+        rules = tmp_path / "block.yaml"
+        rules.write_text(
+            "rules:\n  - id: freeze\n    description: incident\n"
+            "    when: amount > 0\n    outcome: block\n"
+        )
+        publishing_at = time.time()
+        assert _run("rules", "publish", str(rules), valkey_url=valkey_url).returncode == 0
+        published_at = time.time()
+        generate.communicate(timeout=60)
+        assert generate.returncode == 0
+        time.sleep(1.0)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+        generate.kill()
+    entries: Any = client.xrange("tx.decisions")
+    decisions = [json.loads(f[b"d"]) for _, f in entries]
+    late = [
+        d
+        for d in decisions
+        if datetime.fromisoformat(d["decided_at"]).timestamp() > published_at + 2
+    ]
+    early = [
+        d for d in decisions if datetime.fromisoformat(d["decided_at"]).timestamp() < publishing_at
+    ]
+    assert late and all("rule:freeze" in d["reasons"] and d["outcome"] == "block" for d in late)
+    assert early and not any("rule:freeze" in d["reasons"] for d in early)

@@ -135,3 +135,23 @@ def test_future_timestamp_goes_to_dead_letter_naming_the_field(
     assert len(dead) == 1
     fields = dead[0][1]
     assert fields[b"field"] == b"timestamp" and b"in the future" in fields[b"reason"]
+
+
+def test_shadow_rule_is_logged_but_never_decides(
+    client: redis.Redis, settings: Settings, history: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    worker = _worker(client, settings)
+    schema = RuleSchema.build(worker.scorer.features.names)  # type: ignore[union-attr]
+    RuleRegistry(client, schema).publish(
+        "rules:\n  - id: would_block_all\n    description: trial\n    when: amount > 0\n"
+        "    outcome: block\n    score: {floor: 1000}\n    shadow: true\n"
+    )
+    picked = _send(client, settings, history[0].head(200), run_id="shadow")
+    worker.run(burst=True, handle_signals=False)
+    decisions = _decisions(client)
+    assert len(decisions) == 200
+    assert all(d.shadow == ["rule:would_block_all"] for d in decisions.values())
+    policy_only = [d for d in decisions.values() if d.outcome == "block"]
+    big = int((picked["amount"] >= settings.block_amount).sum())
+    assert len(policy_only) == big  # the shadow rule changed no outcome
+    assert not any("rule:would_block_all" in d.reasons for d in decisions.values())

@@ -69,6 +69,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     """From the moment the transaction entered fraudstream (stream enqueue or HTTP request)
     to the decision."""
     decided_at: AwareDatetime
+    shadow: list[str] = []
+    """What shadow rules (``rule:<id>``) and shadow models said; logged, never deciding."""
 
 
 class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -162,8 +162,9 @@ class Scorer:
                 rules_version=rules_version,
                 latency_ms=max(0.0, (now - arrived) * 1000),
                 decided_at=decided_at,
+                shadow=shadow,
             )
-            for tx, verdict, arrived in zip(transactions, verdicts, arrivals, strict=True)
+            for tx, (verdict, shadow), arrived in zip(transactions, verdicts, arrivals, strict=True)
         ]
 
     def _rules(
@@ -171,10 +172,11 @@ class Scorer:
         transactions: Sequence[Transaction],
         features: NDArray[np.float64] | None,
         base: NDArray[np.float64],
-    ) -> list[Verdict]:
+    ) -> list[tuple[Verdict, list[str]]]:
+        """Per transaction: the policy's verdict and what the shadow rules said."""
         ruleset = self._ruleset()
         if ruleset is None:
-            return [Verdict(int(score), self.policy.outcome(int(score)), []) for score in base]
+            return [(Verdict(int(s), self.policy.outcome(int(s)), []), []) for s in base]
         columns = transaction_columns(transactions, ruleset.columns)
         if features is not None and self.features is not None:
             wanted = set(ruleset.columns)
@@ -185,7 +187,7 @@ class Scorer:
         memberships = self.lists.memberships(ruleset, columns) if self.lists else {}
         result = evaluate_columns(ruleset, RuleContext(columns, memberships, n=len(base)))
         return [
-            decide(r, float(score), self.thresholds)
+            (decide(r, float(score), self.thresholds), [f"rule:{i}" for i in r.shadow_hits])
             for r, score in zip(result.results(), base, strict=True)
         ]
 

@@ -4,6 +4,7 @@ Routes:
 - ``POST /v1/score``: one transaction (JSON, our schema) -> its `Decision`, also appended to
   the decisions stream like a worker's;
 - ``POST /v1/labels``: one label -> ``tx.labels`` (the workers apply it), 202;
+- ``GET|POST|DELETE /v1/lists/{name}``: read, add to, remove from an allow/deny list;
 - ``GET /healthz``: liveness, the only route without the API key.
 
 Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named, anything
@@ -15,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,11 +30,15 @@ from fraudstream.api.auth import ApiKeyMiddleware
 from fraudstream.api.batcher import MicroBatcher
 from fraudstream.config import Settings
 from fraudstream.errors import FraudstreamError, SchemaError
-from fraudstream.schema import decode_label, decode_transaction, encode
+from fraudstream.rules import ListError
+from fraudstream.rules.lists import Lists
+from fraudstream.schema import decode_label, decode_transaction, encode, schema_error
 from fraudstream.scoring import build_scorer
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 
 JSON = "application/json"
+LIST_PAGE = 1000
+"""Entries returned by ``GET /v1/lists/{name}`` (the CLI streams all of them)."""
 
 
 def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlette:
@@ -65,11 +71,39 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    lists = Lists(client)
+
+    async def list_entries(request: Request) -> Response:
+        name = request.path_params["name"]
+        if lists.kind(name) is None:
+            return JSONResponse(
+                {"error": {"field": "name", "message": f"no list {name!r}"}}, status_code=404
+            )
+        entries = [
+            {"value": e.value, "expires_at": e.expires_at}
+            for e, _ in zip(lists.entries(name), range(LIST_PAGE), strict=False)
+        ]
+        return JSONResponse(
+            {"name": name, "kind": lists.kind(name), "size": lists.size(name), "entries": entries}
+        )
+
+    async def list_change(request: Request) -> Response:
+        name = request.path_params["name"]
+        change = _decode(await request.body(), ListChange)
+        if request.method == "DELETE":
+            return JSONResponse({"removed": lists.remove(name, change.values)})
+        if lists.kind(name) is None:
+            lists.create(name, change.kind)
+        added = lists.add(name, change.values, ttl=change.ttl)
+        return JSONResponse({"added": added, "size": lists.size(name)})
+
     return Starlette(
         routes=[
             Route("/v1/score", score, methods=["POST"]),
             Route("/v1/labels", labels, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/v1/lists/{name}", list_entries, methods=["GET"]),
+            Route("/v1/lists/{name}", list_change, methods=["POST", "DELETE"]),
         ],
         middleware=[Middleware(ApiKeyMiddleware, api_key=api_key)],
         exception_handlers={FraudstreamError: _error},  # type: ignore[dict-item]
@@ -77,9 +111,28 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
     )
 
 
+class ListChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST`` (add) and ``DELETE`` (remove) on ``/v1/lists/{name}``."""
+
+    values: list[str]
+    kind: Literal["ip", "email", "domain", "string"] = "string"
+    """For a list created by this request."""
+    ttl: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Seconds until the added entries expire; none = permanent."""
+
+
+def _decode(body: bytes, type_: type[ListChange]) -> ListChange:
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.MsgspecError as exc:
+        raise schema_error(exc) from None
+
+
 async def _error(request: Request, exc: FraudstreamError) -> Response:
     body: dict[str, Any] = {"message": str(exc)}
     if isinstance(exc, SchemaError):
         body["field"] = exc.field
+        return JSONResponse({"error": body}, status_code=422)
+    if isinstance(exc, ListError):
         return JSONResponse({"error": body}, status_code=422)
     return JSONResponse({"error": body}, status_code=503)
