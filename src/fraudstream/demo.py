@@ -46,6 +46,7 @@ class DemoReport:
     elapsed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
+    rule_hits: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -74,6 +75,7 @@ class DemoReport:
                 "max": round(max(self.latencies_ms, default=0.0), 2),
             },
             "outcomes": dict(sorted(self.outcomes.items())),
+            "rule_hits": dict(sorted(self.rule_hits.items(), key=lambda kv: -kv[1])),
         }
 
 
@@ -209,6 +211,10 @@ class DemoRun:
         self.report.decided += 1
         self.report.latencies_ms.append(decision.latency_ms)
         self.report.outcomes[decision.outcome] = self.report.outcomes.get(decision.outcome, 0) + 1
+        for reason in decision.reasons + decision.shadow:
+            if reason.startswith("rule:"):
+                key = reason + (" (shadow)" if reason in decision.shadow else "")
+                self.report.rule_hits[key] = self.report.rule_hits.get(key, 0) + 1
 
     def _count_dead(self, start: bytes) -> int:
         entries: Any = self.client.xrange(self.keys.deadletter, min=b"(" + start, max="+")

@@ -95,6 +95,7 @@ def _demo_table(summary: dict[str, Any]) -> Table:
     rows += [
         (f"outcome {k}", f"{v:,} ({100 * v / total:.2f} %)") for k, v in summary["outcomes"].items()
     ]
+    rows += [(hit, f"{n:,}") for hit, n in list(summary["rule_hits"].items())[:6]]
     for row in rows:
         table.add_row(*row)
     return table
