@@ -21,7 +21,7 @@ from fraudstream.errors import ConfigError
 
 ENV_PREFIX = "FRAUDSTREAM_"
 CONFIG_FILE = "fraudstream.toml"
-SECRET_FIELDS = frozenset({"api_key", "valkey_url"})
+SECRET_FIELDS = frozenset({"api_key", "valkey_url", "model_registry_key"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,6 +50,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
     features_enabled: bool = True
     """Compute online features in the scorer (off: the amount policy alone)."""
+    models_enabled: bool = True
+    model_registry_key: str = ""
+    """HMAC key signing model artifacts (64 hex chars); empty = ``data_dir/registry.key``,
+    created on first use. Workers on other hosts need the same key."""
+    """Score with the active model of the registry (the amount policy until one is active)."""
     rules_enabled: bool = True
     """Evaluate the active rule set (the shipped defaults until one is published)."""
     feature_namespace: str = "fs"
@@ -189,8 +194,9 @@ def mask_url(url: str) -> str:
 def public_view(settings: Settings) -> dict[str, Any]:
     """The effective settings with secrets masked, for `fraudstream config show`."""
     out: dict[str, Any] = msgspec.structs.asdict(settings)
-    if out["api_key"]:
-        out["api_key"] = "****"
+    for key in ("api_key", "model_registry_key"):
+        if out[key]:
+            out[key] = "****"
     out["valkey_url"] = mask_url(out["valkey_url"])
     return out
 

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from fraudstream.config import Settings
 from fraudstream.rules import RuleContext, RuleSet, evaluate_columns, transaction_columns
+from fraudstream.rules.evaluate import RuleResult
 from fraudstream.rules.policy import Thresholds, Verdict, decide
 from fraudstream.schema import Decision, Label, Outcome, Transaction
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import redis
 
     from fraudstream.features import FeatureEngine
+    from fraudstream.models import ModelBundle, ModelWatcher
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleWatcher
 
@@ -83,6 +85,18 @@ class AmountPolicy:
         return []
 
 
+@dataclass(frozen=True)
+class BaseScores:
+    """The base score stage's output for a batch."""
+
+    scores: NDArray[np.float64]
+    reasons: list[list[str]]
+    version: str
+    thresholds: Thresholds
+    shadow: list[list[str]]
+    model: ModelBundle | None = None
+
+
 class Scorer:
     """Transactions in, decisions out, in batches: features -> rules -> score -> policy.
 
@@ -92,14 +106,15 @@ class Scorer:
     1. **features** (`FeatureEngine`): point-in-time features, one read and one write round
        trip per batch; transactions it rejects (e.g. dated in the future) never get here,
        see `validate`.
-    2. **base score**: the amount policy's score, until a model takes its place.
+    2. **base score**: the active model's calibrated 0–1000 score (and its thresholds and
+       reason codes) when a model is active; otherwise the amount policy's score. A shadow
+       model is scored on the same batch and logged in ``Decision.shadow``.
     3. **rules** (`RuleWatcher` + `Lists`): the active rule set, reloaded between batches,
        evaluated vectorised over the batch's transaction fields, features and base score.
     4. **policy**: the rules' additions, floors and outcomes applied to the score, then the
-       review/block thresholds; reasons = the amount reason + every rule that hit.
+       review/block thresholds; reasons = the model's reason codes (or the amount reason) +
+       every rule that hit.
     """
-
-    model_version = "none"
 
     def __init__(
         self,
@@ -108,11 +123,13 @@ class Scorer:
         features: FeatureEngine | None = None,
         rules: RuleWatcher | None = None,
         lists: Lists | None = None,
+        models: ModelWatcher | None = None,
     ) -> None:
         self.policy = policy
         self.features = features
         self.rules = rules
         self.lists = lists
+        self.models = models
         self.thresholds = Thresholds(policy.review_score, policy.block_score)
 
     def validate(self, tx: Transaction) -> None:
@@ -146,8 +163,9 @@ class Scorer:
         if not transactions:
             return []
         features = self.features.compute_batch(transactions) if self.features else None
-        base = np.array([self.policy.score(tx.amount) for tx in transactions], dtype=np.float64)
-        verdicts = self._rules(transactions, features, base)
+        base = self._base(transactions, features)
+        verdicts = self._rules(transactions, features, base.scores, base.thresholds)
+        self._explain_flagged(base, features, verdicts)
         now = time.time()
         decided_at = datetime.fromtimestamp(now, UTC)
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
@@ -157,26 +175,75 @@ class Scorer:
                 transaction_id=tx.transaction_id,
                 score=verdict.score,
                 outcome=verdict.outcome,
-                reasons=self.policy.reasons(tx.amount) + verdict.reasons,
-                model_version=self.model_version,
+                reasons=base.reasons[i] + verdict.reasons,
+                model_version=base.version,
                 rules_version=rules_version,
                 latency_ms=max(0.0, (now - arrived) * 1000),
                 decided_at=decided_at,
-                shadow=shadow,
+                shadow=shadow + base.shadow[i],
             )
-            for tx, (verdict, shadow), arrived in zip(transactions, verdicts, arrivals, strict=True)
+            for i, (tx, (verdict, shadow), arrived) in enumerate(
+                zip(transactions, verdicts, arrivals, strict=True)
+            )
         ]
+
+    def _base(
+        self, transactions: Sequence[Transaction], features: NDArray[np.float64] | None
+    ) -> BaseScores:
+        n = len(transactions)
+        model = shadow = None
+        if self.models is not None and features is not None:
+            self.models.maybe_reload()
+            model, shadow = self.models.active, self.models.shadow
+        shadow_notes: list[list[str]] = [[] for _ in range(n)]
+        if shadow is not None and features is not None:
+            shadow_notes = [
+                [f"model:{shadow.version}={s}"] for s in shadow.score(features).tolist()
+            ]
+        if model is None or features is None:
+            scores = np.array([self.policy.score(tx.amount) for tx in transactions], dtype=float)
+            reasons = [self.policy.reasons(tx.amount) for tx in transactions]
+            return BaseScores(scores, reasons, "none", self.thresholds, shadow_notes)
+        points = model.thresholds
+        thresholds = Thresholds(round(points["review"]), round(points["block"]))
+        scores = model.score(features).astype(np.float64)
+        reasons = [[] for _ in range(n)]
+        # Contributions cost ~1 ms a row (TreeSHAP over every tree): explain the transactions
+        # the model itself flags; `_explain_flagged` adds those the rules flag.
+        flagged = np.flatnonzero(scores >= thresholds.review)
+        if flagged.size:
+            for i, codes in zip(flagged.tolist(), model.explain(features[flagged]), strict=True):
+                reasons[i] = codes
+        return BaseScores(scores, reasons, model.version, thresholds, shadow_notes, model)
+
+    @staticmethod
+    def _explain_flagged(
+        base: BaseScores,
+        features: NDArray[np.float64] | None,
+        verdicts: list[tuple[Verdict, list[str]]],
+    ) -> None:
+        """Model reason codes for transactions the rules (not the model) sent to review/block."""
+        if base.model is None or features is None:
+            return
+        rows = [
+            i for i, (v, _) in enumerate(verdicts) if v.outcome != "approve" and not base.reasons[i]
+        ]
+        if rows:
+            for i, codes in zip(rows, base.model.explain(features[rows]), strict=True):
+                base.reasons[i] = codes
 
     def _rules(
         self,
         transactions: Sequence[Transaction],
         features: NDArray[np.float64] | None,
         base: NDArray[np.float64],
+        thresholds: Thresholds,
     ) -> list[tuple[Verdict, list[str]]]:
         """Per transaction: the policy's verdict and what the shadow rules said."""
         ruleset = self._ruleset()
         if ruleset is None:
-            return [(Verdict(int(s), self.policy.outcome(int(s)), []), []) for s in base]
+            empty = RuleResult()
+            return [(decide(empty, float(s), thresholds), []) for s in base]
         columns = transaction_columns(transactions, ruleset.columns)
         if features is not None and self.features is not None:
             wanted = set(ruleset.columns)
@@ -187,7 +254,7 @@ class Scorer:
         memberships = self.lists.memberships(ruleset, columns) if self.lists else {}
         result = evaluate_columns(ruleset, RuleContext(columns, memberships, n=len(base)))
         return [
-            (decide(r, float(score), self.thresholds), [f"rule:{i}" for i in r.shadow_hits])
+            (decide(r, float(score), thresholds), [f"rule:{i}" for i in r.shadow_hits])
             for r, score in zip(result.results(), base, strict=True)
         ]
 
@@ -206,7 +273,8 @@ class Scorer:
 
 def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
     """The scorer a worker runs: the stages the settings enable, on ``client``."""
-    from fraudstream.features import FeatureEngine
+    from fraudstream.features import FeatureEngine, default_feature_set
+    from fraudstream.models import ModelRegistry, ModelWatcher, resolve_key
     from fraudstream.rules import RuleSchema, default_ruleset
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleRegistry, RuleWatcher
@@ -220,10 +288,22 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
             max_future_skew_s=settings.feature_max_future_skew_s,
             ttl_s=settings.feature_ttl_s,
         )
+    models = None
+    if features is not None and settings.models_enabled:
+        registry = ModelRegistry(
+            client, resolve_key(settings.model_registry_key, settings.data_path)
+        )
+        models = ModelWatcher(registry, default_feature_set())
     rules = lists = None
     if settings.rules_enabled:
         schema = RuleSchema.build(features.names if features else [])
         fallback = default_ruleset(schema) if features else None
         rules = RuleWatcher(RuleRegistry(client, schema), fallback=fallback)
         lists = Lists(client)
-    return Scorer(AmountPolicy.from_settings(settings), features=features, rules=rules, lists=lists)
+    return Scorer(
+        AmountPolicy.from_settings(settings),
+        features=features,
+        rules=rules,
+        lists=lists,
+        models=models,
+    )

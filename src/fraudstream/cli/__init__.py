@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from fraudstream.cli import admin, data, features, pipeline, rules  # noqa: F401  (commands register)
+from fraudstream.cli import (  # noqa: F401  (the modules register their commands)
+    admin,
+    data,
+    features,
+    models,
+    pipeline,
+    rules,
+)
 from fraudstream.cli.app import app
 from fraudstream.cli.common import err_console
 from fraudstream.errors import FraudstreamError

@@ -1,0 +1,269 @@
+"""Models: train, evaluate, and manage versions in the registry."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fraudstream.cli.app import app
+from fraudstream.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    connect,
+    console,
+    err_console,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from fraudstream.config import Settings
+    from fraudstream.models import ModelRegistry, TrainOptions
+
+models_app = typer.Typer(no_args_is_help=True, help="Model versions: list, activate, shadow.")
+app.add_typer(models_app, name="models")
+
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="History: Parquet/CSV in our columns or the Handbook's "
+        "(TX_FRAUD gives the labels), or a `simulate` output folder.",
+        exists=True,
+    ),
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="labels.parquet (default: beside the data; else TX_FRAUD / is_fraud "
+        "known --label-delay-days after the transaction)."
+    ),
+]
+TrainEndOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Last training day, YYYY-MM-DD (default: 2018-07-31 on "
+        "Handbook dates, else from the data's end)."
+    ),
+]
+TrainDaysOpt = Annotated[
+    int, typer.Option(help="Training window in days (7 = the Handbook).", min=1)
+]
+DelayOpt = Annotated[int, typer.Option(help="Delay period dropped between train and test.", min=0)]
+TestDaysOpt = Annotated[int, typer.Option(help="Test period in days.", min=1)]
+
+
+def _registry(settings: Settings) -> ModelRegistry:
+    from fraudstream.models import ModelRegistry, resolve_key
+
+    return ModelRegistry(
+        connect(settings), resolve_key(settings.model_registry_key, settings.data_path)
+    )
+
+
+def _options(
+    train_end: str | None, train_days: int, delay_days: int, test_days: int
+) -> TrainOptions:
+    from fraudstream.models import TrainOptions
+
+    end = None
+    if train_end is not None:
+        try:
+            end = date.fromisoformat(train_end)
+        except ValueError:
+            raise typer.BadParameter(
+                f"not a date: {train_end!r}", param_hint="--train-end"
+            ) from None
+    return TrainOptions(
+        train_end=end, train_days=train_days, delay_days=delay_days, test_days=test_days
+    )
+
+
+def _load(data: Path, labels: Path | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    import polars as pl
+
+    from fraudstream.models import load_history
+
+    history = load_history(data)
+    beside = (data if data.is_dir() else data.parent) / "labels.parquet"
+    path = labels or (beside if beside.exists() else None)
+    return history, pl.read_parquet(path) if path is not None else None
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    labels: LabelsOpt = None,
+    train_end: TrainEndOpt = None,
+    train_days: TrainDaysOpt = 56,
+    delay_days: DelayOpt = 7,
+    test_days: TestDaysOpt = 7,
+    activate: Annotated[bool, typer.Option(help="Make the new version active.")] = True,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the gradient-boosted model and the anomaly detector under the delay protocol,
+    store the version in the registry, and print its test-period figures."""
+    from fraudstream.models import evaluate, summary_table
+    from fraudstream.models import train as fit_model
+
+    settings = settings_from(config)
+    registry = _registry(settings)
+    options = _options(train_end, train_days, delay_days, test_days)
+    history, label_frame = _load(data, labels)
+    if as_json:
+        trained = fit_model(history, label_frame, options)
+    else:
+        with console.status("training") as status:
+            trained = fit_model(history, label_frame, options, status.update)
+    version = registry.save(trained, activate=activate)
+    metrics = evaluate(trained, None, None, options)
+    if as_json:
+        print(json.dumps({"version": version, "active": activate, **metrics}, default=str))
+        return
+    console.print(summary_table(metrics, title=f"model {version} on its test period"))
+    console.print(f"stored model {version}" + (" (active)" if activate else ""))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data: DataOpt,
+    labels: LabelsOpt = None,
+    version: Annotated[str | None, typer.Option(help="Model version (default: active).")] = None,
+    train_end: TrainEndOpt = None,
+    train_days: TrainDaysOpt = 56,
+    delay_days: DelayOpt = 7,
+    test_days: TestDaysOpt = 7,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the Markdown + PNG report (default: reports/<version>)."),
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Evaluate a stored model on a labelled history: AUC, AP, Card Precision@100, …"""
+    from fraudstream.models import evaluate_detailed, summary_table, write_report
+
+    settings = settings_from(config)
+    registry = _registry(settings)
+    chosen = version or registry.active_version()
+    if chosen is None:
+        raise typer.BadParameter("no active model: train one or name it", param_hint="--version")
+    bundle = registry.load(chosen)
+    history, label_frame = _load(data, labels)
+    options = _options(train_end, train_days, delay_days, test_days)
+    evaluation = evaluate_detailed(bundle, history, label_frame, options)
+    out = write_report(evaluation, bundle, report or Path("reports") / chosen)
+    if as_json:
+        print(json.dumps({**evaluation.metrics, "report": str(out)}, default=str))
+        return
+    console.print(summary_table(evaluation.metrics, title=f"model {chosen}"))
+    console.print(f"report: {out}")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Stored versions, newest first, with their test figures."""
+    versions = _registry(settings_from(config)).versions()
+    if as_json:
+        print(json.dumps([v.__dict__ for v in versions], default=str))
+        return
+    table = Table("version", "created", "role", "AUC", "AP", "CP@100", "threshold")
+    for v in versions:
+        role = "active" if v.active else "shadow" if v.shadow else ""
+        m: dict[str, Any] = v.metrics or {}
+        table.add_row(
+            v.version,
+            v.created_at[:19],
+            role,
+            *(
+                f"{m[k]:.3f}" if k in m else ""
+                for k in ("auc_roc", "average_precision", "card_precision_at_100")
+            ),
+            f"{v.threshold:.0f}",
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(version: str, config: ConfigOpt = None) -> None:
+    """A version's metadata (features, training window, data hash, metrics, thresholds)."""
+    print(json.dumps(_registry(settings_from(config)).meta(version), indent=2, default=str))
+
+
+@models_app.command("activate")
+def models_activate(version: str, config: ConfigOpt = None) -> None:
+    """Make a version active; running workers switch between batches."""
+    _registry(settings_from(config)).activate(version)
+    console.print(f"model {version} is active")
+
+
+@models_app.command("rollback")
+def models_rollback(config: ConfigOpt = None) -> None:
+    """Return to the previously active version."""
+    version = _registry(settings_from(config)).rollback()
+    console.print(f"model {version} is active again")
+
+
+@models_app.command("shadow")
+def models_shadow(
+    version: Annotated[str | None, typer.Argument(help="Version to shadow; omit to stop.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score a version beside the active one on every batch, logged, never deciding."""
+    _registry(settings_from(config)).shadow(version)
+    console.print(f"shadow model: {version}" if version else "no shadow model")
+
+
+@models_app.command("delete")
+def models_delete(version: str, config: ConfigOpt = None) -> None:
+    """Delete a version (not the active one)."""
+    _registry(settings_from(config)).delete(version)
+    console.print(f"model {version} deleted")
+
+
+@models_app.command("export")
+def models_export(version: str, path: Path, config: ConfigOpt = None) -> None:
+    """Write a version (signed artifact + metadata) to a file."""
+    out = _registry(settings_from(config)).export(version, path)
+    console.print(f"wrote {out}")
+
+
+@models_app.command("import")
+def models_import(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], config: ConfigOpt = None
+) -> None:
+    """Load a version exported by a registry with the same key (others are refused)."""
+    version = _registry(settings_from(config)).import_file(path)
+    console.print(f"imported model {version}")
+
+
+@models_app.command("compare")
+def models_compare(
+    a: str,
+    b: str,
+    data: DataOpt,
+    labels: LabelsOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Two versions on the same labelled test period: agreement and metric deltas (b − a)."""
+    from fraudstream.models import compare
+
+    registry = _registry(settings_from(config))
+    history, label_frame = _load(data, labels)
+    result = compare(registry.load(a), registry.load(b), history, label_frame)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    table = Table("figure", "value", title=f"{a} vs {b}")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    err_console.print("deltas are b − a")

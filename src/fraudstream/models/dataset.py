@@ -1,0 +1,254 @@
+"""From a history (+ labels) to model-ready matrices under the time-based protocol.
+
+- `load_history`: Parquet/CSV in our schema or the Handbook's column names.
+- `labels_for`: the given labels, or ``is_fraud`` / ``TX_FRAUD`` reported ``label_delay_days``
+  after each fraud (the Handbook's assumption: every fraud is known one delay period later).
+- `build_dataset`: point-in-time features from the offline backfill, the target and the
+  ground truth (scenario, amount) aligned on the transactions.
+- `split`: training rows (labels as known when the model is trained), and the test rows
+  cleaned as the Handbook does (customers known to be compromised are taken out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from fraudstream.features import FeatureSet, backfill, default_feature_set
+from fraudstream.models.errors import ModelError
+from fraudstream.models.protocol import Protocol
+from fraudstream.schema import HANDBOOK_COLUMNS
+
+F64 = NDArray[np.float64]
+HANDBOOK_TRUTH = {"TX_FRAUD": "is_fraud", "TX_FRAUD_SCENARIO": "fraud_scenario"}
+WARMUP_DAYS = 68
+"""Longest feature window (60 d) plus the terminal delay (7 d) plus one tile."""
+
+
+def load_history(path: Path) -> pl.DataFrame:
+    """A history file (or a folder holding ``transactions.parquet``) in our column names.
+
+    Handbook files are renamed (`fraudstream.schema.HANDBOOK_COLUMNS`), their integer ids
+    become strings, naive times are taken as UTC and ``TX_FRAUD`` becomes ``is_fraud``.
+
+    Raises:
+        ModelError: the file is missing or of an unknown type.
+    """
+    if path.is_dir():
+        path = path / "transactions.parquet"
+    if not path.exists():
+        raise ModelError(f"data: no such file {path}")
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        frame = pl.read_parquet(path)
+    elif suffix == ".csv":
+        frame = pl.read_csv(path, try_parse_dates=True, infer_schema_length=10_000)
+    else:
+        raise ModelError(f"data: unsupported file type {suffix!r} (use .parquet or .csv)")
+    return normalize_history(frame)
+
+
+def normalize_history(frame: pl.DataFrame) -> pl.DataFrame:
+    """Our column names and types (ids as strings, UTC timestamps, boolean ``is_fraud``)."""
+    renames = {**HANDBOOK_COLUMNS, **HANDBOOK_TRUTH}
+    frame = frame.rename({k: v for k, v in renames.items() if k in frame.columns})
+    frame = frame.drop([c for c in frame.columns if c.startswith(("Unnamed", "TX_TIME_"))])
+    missing = [
+        c
+        for c in ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
+        if c not in frame.columns
+    ]
+    if missing:
+        raise ModelError(f"data: required column {missing[0]!r} is missing")
+    ts = frame.schema["timestamp"]
+    stamp = pl.col("timestamp")
+    if ts == pl.String:
+        stamp = stamp.str.to_datetime(time_zone="UTC")
+    elif isinstance(ts, pl.Datetime) and ts.time_zone is None:
+        stamp = stamp.dt.replace_time_zone("UTC")
+    elif isinstance(ts, pl.Datetime):
+        stamp = stamp.dt.convert_time_zone("UTC")
+    frame = frame.with_columns(
+        stamp.dt.cast_time_unit("us").alias("timestamp"),
+        *(pl.col(c).cast(pl.String) for c in ("transaction_id", "customer_id", "terminal_id")),
+        pl.col("amount").cast(pl.Float64),
+    )
+    if "merchant_id" not in frame.columns:
+        frame = frame.with_columns(pl.col("terminal_id").alias("merchant_id"))
+    if "is_fraud" in frame.columns:
+        frame = frame.with_columns(pl.col("is_fraud").cast(pl.Int8).cast(pl.Boolean))
+    return frame
+
+
+def labels_for(
+    history: pl.DataFrame, labels: pl.DataFrame | None, *, label_delay_days: float = 7.0
+) -> pl.DataFrame:
+    """Fraud labels: ``labels`` if given, else one per ``is_fraud`` row reported
+    ``label_delay_days`` after the transaction.
+
+    Raises:
+        ModelError: neither labels nor an ``is_fraud`` column.
+    """
+    if labels is not None:
+        out = labels.with_columns(pl.col("transaction_id").cast(pl.String))
+        if "is_fraud" in out.columns:
+            out = out.filter(pl.col("is_fraud"))
+        else:
+            out = out.with_columns(pl.lit(True).alias("is_fraud"))
+        if "reported_at" not in out.columns:
+            raise ModelError("labels: required column 'reported_at' is missing")
+        return out
+    if "is_fraud" not in history.columns:
+        raise ModelError("labels: no labels given and the history has no is_fraud / TX_FRAUD")
+    delay = timedelta(days=label_delay_days)
+    return history.filter(pl.col("is_fraud")).select(
+        "transaction_id",
+        pl.lit(True).alias("is_fraud"),
+        (pl.col("timestamp") + delay).alias("reported_at"),
+        "customer_id",
+        "terminal_id",
+        pl.col("timestamp").alias("tx_timestamp"),
+    )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Transactions with features, target and ground truth, in time order.
+
+    ``frame`` columns: ``transaction_id``, ``timestamp``, ``day``, ``customer_id``,
+    ``amount``, ``fraud`` (ground truth, any report time), ``reported_at`` (of its label,
+    null when genuine), ``scenario`` (0 genuine or unknown), then ``feature_names``.
+    """
+
+    frame: pl.DataFrame
+    feature_names: list[str]
+
+    def matrix(self, frame: pl.DataFrame | None = None) -> F64:
+        """The features of ``frame`` (default: all rows) as a C-ordered float64 matrix."""
+        src = self.frame if frame is None else frame
+        return np.ascontiguousarray(src.select(self.feature_names).to_numpy().astype(np.float64))
+
+
+def build_dataset(
+    history: pl.DataFrame,
+    labels: pl.DataFrame,
+    *,
+    definitions: FeatureSet | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+    lateness_s: int = 3600,
+    features: pl.DataFrame | None = None,
+) -> Dataset:
+    """Backfill the features of ``history`` (point in time: labels count only once reported)
+    and keep the rows dated ``first_day..last_day`` (features still see the earlier history).
+
+    ``features`` (``transaction_id`` + feature columns, e.g. a saved backfill of the same
+    history and labels) skips the backfill.
+    """
+    definitions = definitions or default_feature_set()
+    day = pl.col("timestamp").dt.date()
+    if last_day is not None:
+        history = history.filter(day <= last_day)
+    if first_day is not None:
+        history = history.filter(day >= first_day - timedelta(days=WARMUP_DAYS))
+    if features is None:
+        features = backfill(history, labels, definitions, lateness_s=lateness_s)
+    truth = labels.select(
+        "transaction_id",
+        pl.col("reported_at"),
+        *(
+            [pl.col("fraud_scenario").cast(pl.Int8).alias("_lscen")]
+            if "fraud_scenario" in labels.columns
+            else []
+        ),
+    ).unique("transaction_id", keep="first")
+    base = history.select(
+        "transaction_id",
+        "timestamp",
+        day.alias("day"),
+        "customer_id",
+        "amount",
+        *([pl.col("fraud_scenario").cast(pl.Int8)] if "fraud_scenario" in history.columns else []),
+    ).unique("transaction_id", keep="first", maintain_order=True)
+    frame = base.join(truth, on="transaction_id", how="left").join(
+        features, on="transaction_id", how="left"
+    )
+    scen = pl.col("fraud_scenario") if "fraud_scenario" in frame.columns else pl.lit(None, pl.Int8)
+    lscen = pl.col("_lscen") if "_lscen" in frame.columns else pl.lit(None, pl.Int8)
+    frame = frame.with_columns(
+        pl.col("reported_at").is_not_null().alias("fraud"),
+        pl.coalesce(scen, lscen, pl.lit(0, pl.Int8)).cast(pl.Int8).alias("scenario"),
+    ).with_columns(pl.when(pl.col("fraud")).then(pl.col("scenario")).otherwise(0).alias("scenario"))
+    if first_day is not None:
+        frame = frame.filter(pl.col("day") >= first_day)
+    columns = [
+        "transaction_id",
+        "timestamp",
+        "day",
+        "customer_id",
+        "amount",
+        "fraud",
+        "reported_at",
+        "scenario",
+    ]
+    names = definitions.names
+    return Dataset(frame.select([*columns, *names]).sort("timestamp", maintain_order=True), names)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of one protocol: ``train`` (target ``y``: fraud label reported before the
+    test starts) and ``test`` (after hygiene; target ``y`` = ground truth)."""
+
+    protocol: Protocol
+    train: pl.DataFrame
+    test: pl.DataFrame
+    removed_known: int
+    """Test transactions dropped because their customer was known to be compromised."""
+
+
+def split(dataset: Dataset, protocol: Protocol, *, known_lookback_days: int | None = 7) -> Split:
+    """The protocol's training rows and its cleaned test rows.
+
+    Test-set hygiene (the Handbook's): on test day ``t``, customers with a fraud dated
+    before ``t - delay`` (from ``known_lookback_days`` before the delay period onwards;
+    ``None`` = the whole training window) are known compromised and their transactions
+    are removed: a real team would already have blocked those cards. The default, 7, is the
+    Handbook's training week, so the test set does not change with the training length.
+
+    Raises:
+        ModelError: a window has no rows, or the training window has no fraud.
+    """
+    f = dataset.frame
+    day = pl.col("day")
+    cutoff = _midnight(protocol.test_start)
+    train = f.filter((day >= protocol.train_start) & (day <= protocol.train_end)).with_columns(
+        (pl.col("fraud") & (pl.col("reported_at") < cutoff)).alias("y")
+    )
+    test = f.filter((day >= protocol.test_start) & (day <= protocol.test_end))
+    for name, part in (("training", train), ("test", test)):
+        if part.height == 0:
+            raise ModelError(f"protocol: the {name} window has no transactions ({protocol})")
+    if not train["y"].any():
+        raise ModelError(f"protocol: no known fraud in the training window ({protocol})")
+    lookback = protocol.train_days if known_lookback_days is None else known_lookback_days
+    known_from = protocol.train_end - timedelta(days=lookback - 1)
+    frauds = (
+        f.filter(pl.col("fraud") & (day >= known_from))
+        .group_by("customer_id")
+        .agg(day.min().alias("_first_fraud"))
+    )
+    delay = timedelta(days=protocol.delay_days)
+    test = test.join(frauds, on="customer_id", how="left")
+    known = pl.col("_first_fraud").is_not_null() & (pl.col("_first_fraud") < day - delay)
+    kept = test.filter(~known).drop("_first_fraud").with_columns(pl.col("fraud").alias("y"))
+    return Split(protocol, train, kept, test.height - kept.height)
+
+
+def _midnight(day: date) -> pl.Expr:
+    return pl.lit(day).cast(pl.Datetime("us", "UTC"))

@@ -1,0 +1,17 @@
+"""Errors of the models subsystem, under `fraudstream.errors.FraudstreamError`."""
+
+from __future__ import annotations
+
+from fraudstream.errors import FraudstreamError
+
+
+class ModelError(FraudstreamError):
+    """A model could not be trained, evaluated, stored, verified or loaded.
+
+    ``str(error)`` is one line naming what and why, e.g.
+    ``model 3f2a…: signature check failed (wrong registry key, or the artifact was altered)``.
+    """
+
+
+class SignatureError(ModelError):
+    """An artifact's HMAC does not verify: it is refused, never deserialised."""
