@@ -33,7 +33,11 @@ unit: $(VENV)/.installed-dev
 
 test: lint typecheck unit
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
