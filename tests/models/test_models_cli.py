@@ -1,0 +1,53 @@
+"""`fraudstream train` then `evaluate` on a Handbook-format CSV with nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from fraudstream.simulate import SimulationResult, write_history
+
+
+def _run(*args: str, cwd: Path, valkey_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FRAUDSTREAM_VALKEY_URL": valkey_url}
+    return subprocess.run(
+        [sys.executable, "-m", "fraudstream", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def test_train_then_evaluate_a_handbook_csv(
+    tmp_path: Path, history: SimulationResult, valkey_url: str, client: redis.Redis
+) -> None:
+    write_history(history, tmp_path / "sim", formats=("csv",))
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "sim" / "transactions_handbook.csv").rename(work / "X.csv")
+    trained = _run(
+        "train", "--data", "X.csv", "--train-days", "21", "--json", cwd=work, valkey_url=valkey_url
+    )
+    assert trained.returncode == 0, trained.stderr
+    t = json.loads(trained.stdout)
+    assert t["active"] is True and 0.5 < t["auc_roc"] <= 1.0
+    evaluated = _run("evaluate", "--data", "X.csv", "--json", cwd=work, valkey_url=valkey_url)
+    assert evaluated.returncode == 0, evaluated.stderr
+    e = json.loads(evaluated.stdout)
+    assert e["model_version"] == t["version"]
+    for key in ("auc_roc", "average_precision", "card_precision_at_100"):
+        assert abs(e[key] - t[key]) < 1e-3, key  # same model, same test week, same figures
+    report = work / e["report"]
+    assert report.exists()
+    assert {p.name for p in report.parent.glob("*.png")} >= {"roc.png", "pr.png"}
+    listed = _run("models", "list", "--json", cwd=work, valkey_url=valkey_url)
+    assert [v["version"] for v in json.loads(listed.stdout)] == [t["version"]]
+    missing = _run("evaluate", "--data", "nope.csv", cwd=work, valkey_url=valkey_url)
+    assert missing.returncode == 2 and "nope.csv" in missing.stderr
