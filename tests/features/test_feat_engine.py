@@ -19,7 +19,7 @@ from fraudstream.features import (
     backfill,
     default_feature_set,
 )
-from fraudstream.features.online import _BatchRun
+from fraudstream.features.batch import BatchRun
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
@@ -170,15 +170,15 @@ def test_a_concurrent_writer_of_a_customer_aborts_the_batch(
 ) -> None:
     e = engine(client)
     e.compute_batch([tx(1)])
-    decode = _BatchRun._decode
+    decode = BatchRun._decode
 
-    def racing_decode(self: _BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
+    def racing_decode(self: BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
         old = client.get(e.customer_key("c1"))
         assert isinstance(old, bytes)
         client.set(e.customer_key("c1"), old[:-1] + b"\x01")
         return decode(self, values, layout)
 
-    monkeypatch.setattr(_BatchRun, "_decode", racing_decode)
+    monkeypatch.setattr(BatchRun, "_decode", racing_decode)
     before = snapshot(client)
     with pytest.raises(FeatureStoreError, match="another writer"):
         e.compute_batch([tx(2, minutes=1, customer="c2"), tx(3, minutes=1)])
@@ -221,6 +221,9 @@ def test_customer_state_is_readable(client: redis.Redis) -> None:
     assert state["exists"] is True and state["transactions_seen"] == 2
     history = state["history"]
     assert isinstance(history, list) and [h["amount"] for h in history] == [12.0, 11.0]
+    seen = state["first_seen"]
+    assert isinstance(seen, dict)
+    assert seen["merchant"] == {"values": 1, "mode": "exact", "rotated": False}
     assert e.customer_state("nobody") == {"customer_id": "nobody", "exists": False}
 
 
@@ -233,3 +236,36 @@ def test_backfill_names_the_missing_column() -> None:
     broken = history.with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("timestamp"))
     with pytest.raises(SchemaError, match="timestamp"):
         backfill(broken, None)
+
+
+@pytest.mark.integration
+def test_first_seen_is_point_in_time_within_a_batch(client: redis.Redis) -> None:
+    e = engine(client)
+    batch = [
+        tx(1, merchant_id="M1", product_category="books"),
+        tx(2, minutes=1, merchant_id="M2", product_category="books"),
+        tx(3, minutes=2, merchant_id="M1"),
+        tx(4, minutes=3, customer="c2", merchant_id="M1", product_category="books"),
+    ]
+    out = e.compute_batch(batch)
+    assert col(e, out, "is_first_seen_merchant") == [1.0, 1.0, 0.0, 1.0]
+    category = col(e, out, "is_first_seen_product_category")
+    assert category[:2] == [1.0, 0.0] and np.isnan(category[2]) and category[3] == 1.0
+    assert np.isnan(col(e, out, "is_first_seen_ip")).all()
+    again = e.compute_batch([tx(5, minutes=4, merchant_id="M2", ip="1.2.3.4")])
+    assert col(e, again, "is_first_seen_merchant") == [0.0]
+    assert col(e, again, "is_first_seen_ip") == [1.0]
+
+
+@pytest.mark.integration
+def test_duplicates_and_late_events_teach_nothing(client: redis.Redis) -> None:
+    e = engine(client, lateness_s=600)
+    e.compute_batch([tx(1, minutes=120, device_id="D1")])
+    before = snapshot(client)
+    out = e.compute_batch([tx(1, minutes=121, device_id="D2"), tx(2, minutes=60, device_id="D3")])
+    assert col(e, out, "is_first_seen_device") == [1.0, 1.0]
+    assert snapshot(client) == before
+    later = e.compute_batch(
+        [tx(3, minutes=122, device_id="D2"), tx(4, minutes=123, device_id="D3")]
+    )
+    assert col(e, later, "is_first_seen_device") == [1.0, 1.0]

@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 import redis
 
-from fraudstream.features import FeatureEngine, backfill, default_feature_set
+from fraudstream.features import Aggregate, FeatureEngine, FeatureSet, backfill, default_feature_set
+from fraudstream.features.definitions import FirstSeen
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
@@ -63,15 +64,17 @@ def replay_batches(
         i = j
 
 
-def run_online(engine: FeatureEngine, history: pl.DataFrame, labels: pl.DataFrame) -> np.ndarray:
+def run_online(
+    engine: FeatureEngine, history: pl.DataFrame, labels: pl.DataFrame, batch: int = BATCH
+) -> np.ndarray:
     txs = transactions(history)
     out = np.full((len(txs), len(engine.names)), np.nan)
     sizes = []
-    for rows, due in replay_batches(history, labels, BATCH):
+    for rows, due in replay_batches(history, labels, batch):
         engine.apply_labels(due)
         out[rows] = engine.compute_batch([txs[r] for r in rows])
         sizes.append(len(rows))
-    assert max(sizes) == BATCH
+    assert max(sizes) == batch
     return out
 
 
@@ -117,3 +120,45 @@ def test_online_equals_backfill_on_simulated_history(client: redis.Redis) -> Non
         j = engine.names.index(name)
         assert np.nanmax(offline[:, j]) > 0, name
     assert_same(engine.names, online, offline)
+
+
+TINY = FeatureSet(
+    (Aggregate("customer", "count", "1h"),),
+    first_seen=(
+        FirstSeen("merchant", words=1, fp_rate=0.3),
+        FirstSeen("product_category", words=1, fp_rate=0.2),
+        FirstSeen("device", words=2),
+        FirstSeen("ip", words=1, fp_rate=0.3),
+    ),
+)
+"""Filters small enough that the synthetic history fills them: exact sets turn into Bloom
+filters, generations rotate, and false positives happen."""
+
+
+def exact_first_seen(history: pl.DataFrame, field: str) -> np.ndarray:
+    """1 where the customer never used the value before (processing order), NaN where none."""
+    frame = history.with_row_index("_i").sort("timestamp", "_i")
+    first = frame.select(
+        "_i",
+        pl.when(pl.col(field).is_null())
+        .then(None)
+        .otherwise((pl.int_range(pl.len()).over("customer_id", field) == 0).cast(pl.Float64))
+        .alias("f"),
+    ).sort("_i")
+    return first["f"].to_numpy().astype(np.float64)
+
+
+@pytest.mark.integration
+def test_online_equals_backfill_with_full_filters(client: redis.Redis) -> None:
+    history, labels = synthetic_history(n_customers=150, n_terminals=120, n_days=31, seed=9)
+    e = FeatureEngine(client, TINY, clock=lambda: 2e9)
+    online = run_online(e, history, labels, batch=100)
+    offline = backfill(history, labels, TINY).drop("transaction_id").to_numpy()
+    assert_same(e.names, online, offline)
+    false_pos: dict[str, int] = {}
+    for spec in TINY.first_seen:
+        got = offline[:, e.names.index(spec.name)]
+        truth = exact_first_seen(history, spec.field)
+        assert np.array_equal(np.isnan(got), np.isnan(truth)), spec.name
+        false_pos[spec.what] = int(((got == 0) & (truth == 1)).sum())
+    assert false_pos["merchant"] > 0 and false_pos["ip"] > 0, false_pos

@@ -3,7 +3,9 @@
 - `definitions`: what to compute (`Aggregate`, `Derived`, `FeatureSet`, `default_feature_set`).
 - `layout`: how state is tiled and stored (customer blob, shared BITFIELD blocks).
 - `kernels`: the floating-point arithmetic both paths share (so they agree bit for bit).
-- `online`: `FeatureEngine` (Valkey: one read + one write round trip per batch).
+- `seen`: first-seen sets (exact, then Bloom filters), one `replay` both paths call.
+- `online`: `FeatureEngine` (Valkey: one read + one write round trip per batch), with
+  `batch` (keys, read, point-in-time compute) and `write` (blob updates, block increments).
 - `offline`: `backfill` (vectorised over a whole history).
 - `sample`: a small synthetic history for tests and benchmarks.
 
@@ -22,6 +24,14 @@ transaction's own time (the Handbook's ``[t - delay - w, t - delay)``, tiled).
 Amounts are integer cents in state, timestamps integer microseconds, so sums are exact and
 order-independent; ratios, means and deviations are computed by `kernels` from those exact
 inputs in both paths.
+
+First seen (`FirstSeen`): ``is_first_seen_merchant`` … is 1.0 when the customer has not
+used the value in its earlier transactions (earlier ones of its own batch included), 0.0 when
+it has, NaN when the transaction lacks the field. "Earlier" is bounded: the customer blob
+keeps two generations of ``words`` 64-bit words per field, an exact set of value hashes while
+small, then a Bloom filter; a value unused for about ``capacity`` distinct others is
+forgotten, and a new value reads as seen with probability below ``fp_rate``. The backfill
+replays the same sets, so it reproduces the Bloom false positives exactly.
 
 Point in time and order: a transaction sees the state built by the transactions processed
 before it (earlier batches, and earlier ones of its own batch) and itself, then updates it.
@@ -52,6 +62,7 @@ from fraudstream.features.definitions import (
     Aggregate,
     Derived,
     FeatureSet,
+    FirstSeen,
     default_feature_set,
 )
 from fraudstream.features.offline import backfill
@@ -65,6 +76,7 @@ __all__ = [
     "FeatureEngine",
     "FeatureSet",
     "FeatureStoreError",
+    "FirstSeen",
     "backfill",
     "default_feature_set",
 ]

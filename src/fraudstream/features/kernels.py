@@ -8,7 +8,7 @@ once, in numpy, so the two paths agree bit for bit rather than to a tolerance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +18,7 @@ from fraudstream.features.layout import US, Plan
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
+Bools = NDArray[np.bool_]
 NONE_TS = np.iinfo(np.int64).min
 """Timestamp meaning "never" (no previous transaction, no known fraud)."""
 GRID, LATLON = 1, 2
@@ -49,6 +50,10 @@ class RawInputs:
     last_loc_ts: I64
     fraud_first: I64
     fraud_last: I64
+    first_seen: dict[str, Bools] = field(default_factory=dict)
+    """`FirstSeen` name -> first-seen flag (meaningful where the field is present)."""
+    seen_present: dict[str, Bools] = field(default_factory=dict)
+    """`FirstSeen` name -> the transaction has the field."""
 
 
 def to_cents(amount: F64) -> I64:
@@ -143,6 +148,9 @@ def finalize(plan: Plan, raw: RawInputs) -> F64:
     cache: dict[str, F64] = {}
     for d in fs.derived:
         cols.append(_derived(plan, d, raw, cache))
+    for seen in fs.first_seen:
+        flag = raw.first_seen[seen.name].astype(np.float64)
+        cols.append(np.where(raw.seen_present[seen.name], flag, np.nan))
     return np.column_stack(cols) if cols else np.zeros((n, 0))
 
 

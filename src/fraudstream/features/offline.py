@@ -26,10 +26,11 @@ from fraudstream.features.kernels import (
     to_cents,
 )
 from fraudstream.features.layout import Q_CLIP_CENTS, Family, Plan, compile_plan
+from fraudstream.features.seen import SeenState, replay, value_hashes
 
 I64 = NDArray[np.int64]
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
-OPTIONAL_STR = ("merchant_id", "channel", "card_id", "device_id", "ip")
+OPTIONAL_STR = ("merchant_id", "channel", "card_id", "device_id", "ip", "product_category")
 OPTIONAL_F64 = ("lat", "lon", "x", "y")
 CHUNK = 131_072
 _KEY = 1 << 40
@@ -89,6 +90,7 @@ def backfill(
     pool_cell = cells(plan, sys, a, b)[order]
     last_idx = _previous_located(sys[order] > 0, sorted_cust)[pos]
 
+    first_seen, seen_present = _first_seen(plan, frame, cust)
     out = np.empty((n, len(plan.names)), order="F")
     amount = frame["amount"].to_numpy()
     k = plan.features.history
@@ -118,6 +120,8 @@ def backfill(
             last_loc_ts=np.where(has_last, ts[li_src], NONE_TS),
             fraud_first=first[rows],
             fraud_last=last[rows],
+            first_seen={name: v[rows] for name, v in first_seen.items()},
+            seen_present={name: v[rows] for name, v in seen_present.items()},
         )
         out[rows] = finalize(plan, raw)
     columns = {name: out[:, j] for j, name in enumerate(plan.names)}
@@ -142,6 +146,7 @@ def prepare_history(history: pl.DataFrame) -> pl.DataFrame:
             frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(col))
     frame = frame.with_columns(
         *(pl.col(c).cast(pl.String) for c in ("transaction_id", *ENTITIES.values())),
+        pl.col("product_category").cast(pl.String),
         _epoch_us(pl.col("timestamp")).alias("ts"),
         pl.col("channel").fill_null("card_present"),
         pl.col("amount").cast(pl.Float64),
@@ -271,6 +276,29 @@ def _label_codes(labels: pl.DataFrame, fam: Family) -> pl.DataFrame:
     return labels.filter(accepted & (pl.col("terminal_code") >= 0)).rename(
         {"terminal_code": "code"}
     )
+
+
+def _first_seen(
+    plan: Plan, frame: pl.DataFrame, cust: I64
+) -> tuple[dict[str, NDArray[np.bool_]], dict[str, NDArray[np.bool_]]]:
+    """First-seen flags in processing order, through the online engine's own `replay`."""
+    flags: dict[str, NDArray[np.bool_]] = {}
+    present: dict[str, NDArray[np.bool_]] = {}
+    customers = int(cust.max()) + 1 if len(cust) else 0
+    for spec in plan.features.first_seen:
+        column = frame[spec.field]
+        uniq = column.drop_nulls().unique(maintain_order=True)
+        code = column.replace_strict(
+            uniq, pl.int_range(uniq.len(), eager=True), default=-1, return_dtype=pl.Int64
+        ).to_numpy()
+        has = code >= 0
+        idx = np.flatnonzero(has)
+        hashes = value_hashes(uniq.to_list())
+        state = SeenState.empty(spec, customers)
+        first = np.zeros(len(cust), dtype=bool)
+        first[idx] = replay(spec, state, cust[idx], hashes[code[idx]], np.ones(len(idx), bool))
+        flags[spec.name], present[spec.name] = first, has
+    return flags, present
 
 
 def _locations(

@@ -1,11 +1,11 @@
 """A small synthetic history for feature tests and benchmarks (no simulator needed).
 
 It is not a fraud model (see `fraudstream.simulate` for that): it exercises what the feature
-engine must get right. Both channels; grid and lat/lon customers; several cards per customer;
-devices and IPs shared between customers; bursts of transactions minutes apart (several of one
-customer in one batch, and the same entity twice in one tile); equal timestamps; far-away
-terminals minutes later (impossible travel); compromised terminals; labels reported hours to
-days later, some genuine, some repeated.
+engine must get right. Both channels; product categories (some missing); grid and lat/lon
+customers; several cards per customer; devices and IPs shared between customers; bursts of
+transactions minutes apart (several of one customer in one batch, and the same entity twice
+in one tile); equal timestamps; far-away terminals minutes later (impossible travel);
+compromised terminals; labels reported hours to days later, some genuine, some repeated.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def synthetic_history(
             "currency": "EUR",
             "channel": np.where(ecommerce, "ecommerce", "card_present"),
             "card_id": np.char.add("c", card.astype(str)),
+            "product_category": _category(ecommerce, merchant, terminal),
             "ip": _only(ecommerce, np.char.add("10.0.0.", ip.astype(str))),
             "device_id": _only(ecommerce, np.char.add("d", device.astype(str))),
             "lat": np.where(ll, 45.0 + y / 100.0, np.nan),
@@ -106,6 +107,13 @@ def synthetic_history(
     )
     tx = tx.sort("timestamp", maintain_order=True)
     return tx, _labels(tx, rng)
+
+
+def _category(ecommerce: np.ndarray, merchant: np.ndarray, terminal: np.ndarray) -> pl.Series:
+    """One of 12 categories per merchant or terminal; every 11th terminal reports none."""
+    code = np.where(ecommerce, merchant % 12, (terminal * 7) % 12)
+    names = pl.Series(np.char.add("cat", code.astype(str)))
+    return names.set(pl.Series(~ecommerce & (terminal % 11 == 0)), None)
 
 
 def _only(mask: np.ndarray, values: np.ndarray) -> pl.Series:

@@ -1,0 +1,378 @@
+"""One batch through the online engine: its keys, the read, and the point-in-time compute.
+
+`BatchRun` gathers the state a batch needs (customer blobs, shared tile blocks, known-fraud
+stamps) with one ``MGET``, then computes every feature vectorised over the batch: window sums
+from stored tiles plus the earlier transactions of the same batch (`_pairs`), the customer's
+bounded history, first-seen sets (`fraudstream.features.seen`), then `kernels.finalize`. The
+writes are built by `fraudstream.features.write` (its `Writer` is a base of `BatchRun`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fraudstream.features.definitions import ENTITIES
+from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize
+from fraudstream.features.layout import SHIFT, Family, Plan, empty_blobs
+from fraudstream.features.seen import SeenState, replay
+from fraudstream.features.wire import FeatureStoreError
+from fraudstream.features.write import BLOCK_KEY, Writer
+
+if TYPE_CHECKING:
+    from fraudstream.features.online import FeatureEngine
+
+I64 = NDArray[np.int64]
+
+
+@dataclass
+class Batch:
+    """Columns of one batch of transactions."""
+
+    ts: I64
+    cents: I64
+    amount: NDArray[np.float64]
+    channel: NDArray[np.object_]
+    ids: dict[str, list[str | None]]
+    txid: NDArray[np.uint64]
+    loc_sys: NDArray[np.uint8]
+    loc_a: NDArray[np.float64]
+    loc_b: NDArray[np.float64]
+
+
+def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> np.ndarray:
+    size = plan.blob.itemsize
+    template = empty_blobs(plan, 1).tobytes()
+    parts = []
+    for raw in raws:
+        if raw is None:
+            parts.append(template)
+        elif len(raw) != size:
+            raise FeatureStoreError(
+                f"customer state has {len(raw)} bytes, expected {size} "
+                "(written by another feature set? use another namespace)"
+            )
+        else:
+            parts.append(raw)
+    return np.frombuffer(b"".join(parts), dtype=plan.blob).copy()
+
+
+def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
+    """Every counter of every block row (BITFIELD words are big-endian int64)."""
+    out: dict[str, I64] = {}
+    size = fam.slots * 8
+    for w, members in enumerate(fam.words):
+        raw = np.ascontiguousarray(mat[:, w * size : (w + 1) * size])
+        word = raw.view(">i8").astype(np.int64)
+        if len(members) == 1:
+            out[members[0]] = word
+        else:
+            shift = SHIFT[members[1]]
+            out[members[0]] = word & ((1 << shift) - 1)
+            out[members[1]] = word >> shift
+    return out
+
+
+def _pairs(codes: I64) -> tuple[I64, I64]:
+    """All (later, earlier) positions with the same code (codes < 0 never pair)."""
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    later: list[I64] = []
+    earlier: list[I64] = []
+    k = 1
+    while k < len(sc):
+        same = (sc[k:] == sc[:-k]) & (sc[k:] >= 0)
+        if not same.any():
+            break
+        later.append(order[k:][same])
+        earlier.append(order[:-k][same])
+        k += 1
+    if not later:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    return np.concatenate(later), np.concatenate(earlier)
+
+
+class BatchRun(Writer):
+    """One `compute_batch`: read, compute, write (split out to keep each step small)."""
+
+    def __init__(self, engine: FeatureEngine, batch: Batch) -> None:
+        self.e = engine
+        self.plan = engine.plan
+        self.b = batch
+        self.n = len(batch.ts)
+        self.codes: dict[str, I64] = {}
+        self.uniq: dict[str, list[str]] = {}
+        wanted = {s.what for s in self.plan.features.first_seen}
+        for entity in [*ENTITIES, *sorted(wanted - set(ENTITIES))]:
+            index: dict[str, int] = {}
+            codes = np.array(
+                [-1 if v is None else index.setdefault(v, len(index)) for v in batch.ids[entity]],
+                dtype=np.int64,
+            )
+            self.codes[entity] = codes
+            self.uniq[entity] = list(index)
+        self._pairs: dict[str, tuple[I64, I64]] = {}
+        self._layout: dict[str, Any] = {}
+        self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
+
+    def run(self) -> NDArray[np.float64]:
+        e = self.e
+        t = time.perf_counter()
+        keys, layout = self._keys()
+        self._layout = layout
+        t = e._tick("keys", t)
+        with e._wire.session() as session:
+            read: list[tuple[Any, ...]] = [("MGET", *keys)]
+            if e._cas:
+                read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
+            values = list(session.run(read)[-1])
+            t = e._tick("read", t)
+            blobs, blocks, known = self._decode(values, layout)
+            valid = self._valid(blobs)
+            raw = self._raw(blobs, blocks, known, valid)
+            features = finalize(self.plan, raw)
+            e._tick("compute", t)
+            self._write(session, blobs, values, valid)
+        if e.record_io:
+            e.last_io = (keys, self._commands)
+        return features
+
+    # --- read ------------------------------------------------------------------------------
+
+    def _keys(self) -> tuple[list[str], dict[str, Any]]:
+        e, b = self.e, self.b
+        keys = [e.customer_key(c) for c in self.uniq["customer"]]
+        layout: dict[str, Any] = {"blocks": {}}
+        for fam in self.plan.shared:
+            code = self.codes[fam.entity]
+            tile = b.ts // fam.tile_us
+            blocks = np.stack([(tile - fam.span + 1) // fam.slots, tile // fam.slots], axis=1)
+            has = code >= 0
+            combo = code[has, None] * BLOCK_KEY + blocks[has]
+            uniq, inverse = np.unique(combo, return_inverse=True)
+            rows = np.full((self.n, 2), -1, dtype=np.int64)
+            rows[has] = inverse.reshape(-1, 2)
+            prefix = self.prefixes(fam)
+            start = len(keys)
+            codes, numbers = (uniq // BLOCK_KEY).tolist(), (uniq % BLOCK_KEY).tolist()
+            keys += [prefix[c] + str(k) for c, k in zip(codes, numbers, strict=True)]
+            layout["blocks"][fam.index] = (start, uniq, rows)
+        layout["kf_start"] = len(keys)
+        if e._wants_known_fraud():
+            keys += [e.known_fraud_key(t) for t in self.uniq["terminal"]]
+        return keys, layout
+
+    def _decode(
+        self, values: list[Any], layout: dict[str, Any]
+    ) -> tuple[np.ndarray, dict[int, dict[str, I64]], tuple[I64, I64]]:
+        nc = len(self.uniq["customer"])
+        blobs = decode_blobs(self.plan, values[:nc])
+        blocks: dict[int, dict[str, I64]] = {}
+        for fam in self.plan.shared:
+            start, uniq, _ = layout["blocks"][fam.index]
+            raw = values[start : start + len(uniq)]
+            size = fam.block_bytes
+            buf = b"".join([(r or b"").ljust(size, b"\0")[:size] for r in raw]) + bytes(size)
+            mat = np.frombuffer(buf, dtype=np.uint8).reshape(len(raw) + 1, size)
+            blocks[fam.index] = _unpack(mat, fam)
+        nt = len(self.uniq["terminal"])
+        first = np.full(nt, NONE_TS, dtype=np.int64)
+        last = np.full(nt, NONE_TS, dtype=np.int64)
+        if self.e._wants_known_fraud():
+            for j, v in enumerate(values[layout["kf_start"] : layout["kf_start"] + nt]):
+                if v:
+                    a, _, z = v.partition(b":")
+                    first[j], last[j] = int(a), int(z)
+        code = self.codes["terminal"]
+        return blobs, blocks, (first[code], last[code])
+
+    def _valid(self, blobs: np.ndarray) -> NDArray[np.bool_]:
+        """Not a duplicate (of the customer's recent history or earlier in the batch), not
+        late; advances the watermark."""
+        b, e = self.b, self.e
+        cust = self.codes["customer"]
+        k = self.plan.features.history
+        ring = blobs["h_id"][cust]
+        filled = np.arange(k)[None, :] < np.minimum(blobs["head"][cust], k)[:, None]
+        dup = ((ring == b.txid[:, None]) & filled).any(axis=1)
+        _, first = np.unique(b.txid, return_index=True)
+        repeat = np.ones(self.n, dtype=bool)
+        repeat[first] = False
+        dup |= repeat
+        marks = np.maximum.accumulate(np.concatenate([[e._watermark], b.ts]))
+        late = b.ts < marks[:-1] - e.lateness_us
+        e._watermark = int(marks[-1])
+        e.stats.duplicates += int(dup.sum())
+        e.stats.late += int((late & ~dup).sum())
+        valid: NDArray[np.bool_] = ~dup & ~late
+        return valid
+
+    # --- compute ---------------------------------------------------------------------------
+
+    def _grid(
+        self, fam: Family, blobs: np.ndarray, blocks: dict[int, dict[str, I64]], valid: Any
+    ) -> dict[str, I64]:
+        """Per transaction, the counters of the ``span`` tiles ending with its own, as it
+        sees them: stored state + earlier valid transactions of the batch + itself."""
+        s = fam.span
+        tile = self.b.ts // fam.tile_us
+        tiles = tile[:, None] - s + 1 + np.arange(s)[None, :]
+        code = self.codes[fam.entity]
+        if fam.owned:
+            rows = np.maximum(code, 0)
+            slot = tiles % fam.slots
+            held = blobs[f"r{fam.index}_tile"][rows[:, None], slot] == tiles
+            grid = {
+                c: np.where(held, blobs[f"r{fam.index}_{c}"][rows[:, None], slot], 0).astype(
+                    np.int64
+                )
+                for c in fam.counters
+            }
+        else:
+            _, _, idx = self._layout["blocks"][fam.index]
+            missing = len(blocks[fam.index][fam.counters[0]]) - 1
+            first_blk = (tile - s + 1) // fam.slots
+            use_first = (tiles // fam.slots) == first_blk[:, None]
+            row = np.where(use_first, idx[:, 0:1], idx[:, 1:2])
+            row = np.where(row < 0, missing, row)
+            grid = {c: blocks[fam.index][c][row, tiles % fam.slots] for c in fam.counters}
+        contrib = self._contrib(fam, valid)
+        later, earlier = self._pair_cache(fam.entity)
+        off = tile[earlier] - (tile[later] - s + 1)
+        keep = (off >= 0) & (off < s) & valid[earlier]
+        for c in fam.counters:
+            if c == "f":
+                continue
+            np.add.at(grid[c], (later[keep], off[keep]), contrib[c][earlier[keep]])
+            grid[c][:, s - 1] += contrib[c]
+        return grid
+
+    def _pair_cache(self, entity: str) -> tuple[I64, I64]:
+        if entity not in self._pairs:
+            self._pairs[entity] = _pairs(self.codes[entity])
+        return self._pairs[entity]
+
+    def _raw(
+        self,
+        blobs: np.ndarray,
+        blocks: dict[int, dict[str, I64]],
+        known: tuple[I64, I64],
+        valid: NDArray[np.bool_],
+    ) -> RawInputs:
+        b = self.b
+        sums: dict[str, dict[str, I64]] = {}
+        for fam in self.plan.families:
+            grid = self._grid(fam, blobs, blocks, valid)
+            for agg in fam.aggregates:
+                hi = fam.span - agg.lag
+                sums[agg.name] = {c: grid[c][:, hi - agg.tiles : hi].sum(axis=1) for c in grid}
+        prev_ts, prev_cents, prev_cell, last = self._history(blobs, valid)
+        first_seen, seen_present = self._first_seen(blobs, valid)
+        return RawInputs(
+            ts=b.ts,
+            cents=b.cents,
+            amount=b.amount,
+            loc_sys=b.loc_sys,
+            loc_a=b.loc_a,
+            loc_b=b.loc_b,
+            sums=sums,
+            present={e: self.codes[e] >= 0 for e in ENTITIES},
+            prev_ts=prev_ts,
+            prev_cents=prev_cents,
+            prev_cell=prev_cell,
+            last_loc_sys=last[0].astype(np.uint8),
+            last_loc_a=last[1],
+            last_loc_b=last[2],
+            last_loc_ts=last[3].astype(np.int64),
+            fraud_first=known[0],
+            fraud_last=known[1],
+            first_seen=first_seen,
+            seen_present=seen_present,
+        )
+
+    def _first_seen(
+        self, blobs: np.ndarray, valid: NDArray[np.bool_]
+    ) -> tuple[dict[str, NDArray[np.bool_]], dict[str, NDArray[np.bool_]]]:
+        """First-seen flags (batch order within each customer), updating the blobs' sets
+        with the valid transactions."""
+        flags: dict[str, NDArray[np.bool_]] = {}
+        present: dict[str, NDArray[np.bool_]] = {}
+        cust = self.codes["customer"]
+        for j, spec in enumerate(self.plan.features.first_seen):
+            code = self.codes[spec.what]
+            has = code >= 0
+            idx = np.flatnonzero(has)
+            hashes = self.e._hashes.lookup(self.uniq[spec.what])
+            count = blobs[f"s{j}_n"].astype(np.int64)
+            state = SeenState(blobs[f"s{j}_cur"], blobs[f"s{j}_prev"], count)
+            first = np.zeros(self.n, dtype=bool)
+            first[idx] = replay(spec, state, cust[idx], hashes[code[idx]], valid[idx])
+            blobs[f"s{j}_n"] = state.count
+            flags[spec.name], present[spec.name] = first, has
+        return flags, present
+
+    def _customer_runs(self, valid: NDArray[np.bool_]) -> tuple[I64, I64, I64]:
+        """Valid transactions grouped by customer (batch order inside a group), each group's
+        start, and per transaction how many valid ones of its customer precede it."""
+        cust = self.codes["customer"]
+        vb = np.flatnonzero(valid)
+        vb = vb[np.argsort(cust[vb], kind="stable")]
+        nc = len(self.uniq["customer"])
+        starts = np.searchsorted(cust[vb], np.arange(nc), side="left")
+        before = np.zeros(self.n, dtype=np.int64)
+        later, earlier = self._pair_cache("customer")
+        np.add.at(before, later, valid[earlier].astype(np.int64))
+        return vb, starts, before
+
+    def _history(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> tuple[Any, Any, Any, Any]:
+        b, k = self.b, self.plan.features.history
+        cust = self.codes["customer"]
+        vb, starts, before = self._customer_runs(valid)
+        self._runs = (vb, starts, before)
+        cols = np.arange(k)[None, :]
+        in_batch = cols < before[:, None]
+        if len(vb):
+            bi = vb[np.clip(starts[cust][:, None] + before[:, None] - 1 - cols, 0, len(vb) - 1)]
+        else:
+            bi = np.zeros((self.n, k), dtype=np.int64)
+        head = blobs["head"][cust].astype(np.int64)
+        age = cols - before[:, None]
+        in_ring = ~in_batch & (age < np.minimum(head, k)[:, None])
+        ri = (head[:, None] - 1 - age) % k
+        rows = cust[:, None]
+        cell_now = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)
+        bi_ok = np.where(in_batch, bi, 0)
+        prev_ts = np.where(
+            in_batch, b.ts[bi_ok], np.where(in_ring, blobs["h_ts"][rows, ri], NONE_TS)
+        )
+        prev_cents = np.where(
+            in_batch, b.cents[bi_ok], np.where(in_ring, blobs["h_cents"][rows, ri], 0)
+        )
+        prev_cell = np.where(
+            in_batch,
+            cell_now[bi_ok],
+            np.where(in_ring, blobs["h_cell"][rows, ri].astype(np.int64), 0),
+        )
+        return prev_ts, prev_cents, prev_cell, self._last_location(blobs, vb, starts, before)
+
+    def _last_location(self, blobs: np.ndarray, vb: I64, starts: I64, before: I64) -> Any:
+        b = self.b
+        cust = self.codes["customer"]
+        located = b.loc_sys[vb] > 0
+        acc = np.maximum.accumulate(np.where(located, np.arange(len(vb)), -1)) if len(vb) else vb
+        p = starts[cust] + before - 1
+        has = (before > 0) & (acc[np.clip(p, 0, None)] >= starts[cust]) if len(vb) else before < 0
+        src = vb[acc[np.clip(p, 0, None)]] if len(vb) else np.zeros(self.n, dtype=np.int64)
+        src = np.where(has, src, 0)
+        bl = blobs[cust]
+        sys = np.where(has, b.loc_sys[src], bl["loc_sys"])
+        a = np.where(has, b.loc_a[src], np.where(bl["loc_sys"] > 0, bl["loc_a"], np.nan))
+        bb = np.where(has, b.loc_b[src], np.where(bl["loc_sys"] > 0, bl["loc_b"], np.nan))
+        ts = np.where(has, b.ts[src], np.where(bl["loc_sys"] > 0, bl["loc_ts"], NONE_TS))
+        return sys, a, bb, ts

@@ -1,0 +1,185 @@
+"""The write half of a batch: the customer blobs updated and the shared-block increments.
+
+Everything goes in one ``MULTI … EXEC`` (after the read's ``WATCH``): one ``SET`` per customer
+touched, one ``BITFIELD INCRBY`` per shared tile block touched (every increment of the batch
+to that block, summed per tile), an ``EXPIRE`` for a block read as absent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fraudstream.features.kernels import cells
+from fraudstream.features.layout import KEY_TAG, Q_CLIP_CENTS, US, Family
+from fraudstream.features.wire import FeatureStoreError, Session, WatchConflict, first_error
+
+if TYPE_CHECKING:
+    from fraudstream.features.batch import Batch
+    from fraudstream.features.layout import Plan
+    from fraudstream.features.online import FeatureEngine
+
+I64 = NDArray[np.int64]
+BLOCK_KEY = 1 << 32
+"""(entity code, block) packed in one int64 for `numpy.unique`."""
+
+
+def block_ttl(fam: Family, block: int, lateness_s: int, now_us: int) -> int:
+    """Seconds (of event time from ``now_us``) until no window can reach the block."""
+    end_us = ((block + 1) * fam.slots + fam.span) * fam.tile_us + lateness_s * US
+    return max(1, int((end_us - now_us) // US) + 1)
+
+
+class Writer:
+    """Write steps of `fraudstream.features.batch.BatchRun` (its base class)."""
+
+    e: FeatureEngine
+    plan: Plan
+    b: Batch
+    codes: dict[str, I64]
+    n: int
+    uniq: dict[str, list[str]]
+    _layout: dict[str, Any]
+    _runs: tuple[I64, I64, I64]
+    _commands: list[tuple[Any, ...]]
+
+    def prefixes(self, fam: Family) -> list[str]:
+        """Block key of each distinct entity of the batch, without the block number."""
+        ns, tag = self.e.namespace, KEY_TAG[fam.entity]
+        return [f"{ns}:{{{tag}:{v}}}:{fam.tag}:" for v in self.uniq[fam.entity]]
+
+    def _contrib(self, fam: Family, valid: NDArray[np.bool_]) -> dict[str, I64]:
+        b = self.b
+        w = valid & (self.codes[fam.entity] >= 0)
+        if fam.where:
+            w &= b.channel == fam.where
+        wi = w.astype(np.int64)
+        out = {"n": wi, "s": wi * b.cents, "f": np.zeros(self.n, dtype=np.int64)}
+        out["q"] = wi * np.minimum(b.cents, Q_CLIP_CENTS) ** 2
+        return out
+
+    # --- write -----------------------------------------------------------------------------
+
+    def _write(
+        self, session: Session, blobs: np.ndarray, values: list[Any], valid: NDArray[np.bool_]
+    ) -> None:
+        self._commands: list[tuple[Any, ...]] = []
+        if not valid.any():
+            return
+        t = time.perf_counter()
+        commands: list[tuple[Any, ...]] = []
+        touched = self._update_blobs(blobs, valid)
+        e = self.e
+        rows = np.flatnonzero(touched).tolist()
+        size = self.plan.blob.itemsize
+        packed = blobs[rows].tobytes()
+        names = self.uniq["customer"]
+        for j, u in enumerate(rows):
+            new = packed[j * size : (j + 1) * size]
+            commands.append(("SET", e.customer_key(names[u]), new, "EX", e.ttl_s))
+        for fam in self.plan.shared:
+            commands += self._block_commands(fam, values, valid)
+        self._commands = commands
+        t = e._tick("encode", t)
+        try:
+            replies = session.run(commands, atomic=True)
+        except WatchConflict:
+            raise FeatureStoreError(
+                "customer state changed by another writer during the batch; nothing was "
+                "written (two workers own one partition?)"
+            ) from None
+        e._tick("write", t)
+        if (err := first_error(replies)) is not None:
+            raise FeatureStoreError(f"writing feature state failed: {err}")
+        e.stats.processed += int(valid.sum())
+
+    def _update_blobs(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        b = self.b
+        cust = self.codes["customer"]
+        vb = np.flatnonzero(valid)
+        rows = cust[vb]
+        for fam in self.plan.owned:
+            tile = (b.ts[vb] // fam.tile_us).astype(np.int64)
+            slot = tile % fam.slots
+            tiles = blobs[f"r{fam.index}_tile"]
+            before_tiles = tiles.copy()
+            np.maximum.at(tiles, (rows, slot), tile)
+            moved = tiles != before_tiles
+            contrib = self._contrib(fam, valid)
+            current = tiles[rows, slot] == tile
+            for c in fam.counters:
+                arr = blobs[f"r{fam.index}_{c}"]
+                arr[moved] = 0
+                np.add.at(arr, (rows[current], slot[current]), contrib[c][vb][current])
+        k = self.plan.features.history
+        vbs, starts, before = self._runs
+        head = blobs["head"].astype(np.int64)
+        pos = (head[rows] + before[vb]) % k
+        blobs["h_ts"][rows, pos] = b.ts[vb]
+        blobs["h_cents"][rows, pos] = b.cents[vb]
+        blobs["h_cell"][rows, pos] = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)[vb]
+        blobs["h_id"][rows, pos] = b.txid[vb]
+        counts = np.bincount(rows, minlength=len(blobs))
+        blobs["head"] = (head + counts).astype(np.uint32)
+        located = vb[b.loc_sys[vb] > 0]
+        blobs["loc_sys"][cust[located]] = b.loc_sys[located]
+        blobs["loc_a"][cust[located]] = b.loc_a[located]
+        blobs["loc_b"][cust[located]] = b.loc_b[located]
+        blobs["loc_ts"][cust[located]] = b.ts[located]
+        touched = counts > 0
+        blobs["seq"][touched] += 1
+        return touched
+
+    def _block_commands(
+        self, fam: Family, values: list[Any], valid: NDArray[np.bool_]
+    ) -> list[tuple[Any, ...]]:
+        """One ``BITFIELD`` per touched block with every increment of the batch (summed per
+        tile; overflow wraps, BITFIELD's default); a block read as absent also gets its TTL.
+        Arguments are laid out with numpy, one Python tuple per block."""
+        start, uniq, rows = self._layout["blocks"][fam.index]
+        contrib = self._contrib(fam, valid)
+        counted = [c for c in fam.counters if c != "f"]
+        use = np.flatnonzero(contrib["n"] > 0)
+        if not counted or not len(use):
+            return []
+        slots = fam.slots
+        combo = rows[use, 1] * slots + (self.b.ts[use] // fam.tile_us) % slots
+        cells, inverse = np.unique(combo, return_inverse=True)
+        totals = {
+            c: np.bincount(inverse, weights=contrib[c][use]).astype(np.int64) for c in counted
+        }
+        first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
+        prefix = self.prefixes(fam)
+        words = []
+        for w, members in enumerate(fam.words):
+            value = np.zeros(len(cells), dtype=np.int64)
+            for c in members:
+                if c != "f":
+                    value += totals[c] << fam.word_of(c)[1]
+            if members != ("f",):
+                words.append((w * slots * 64, value.tolist()))
+        width = 4 * len(words)
+        tokens = np.empty((len(cells), width), dtype=object)
+        slot_of = cells % slots
+        for i, (base, increments) in enumerate(words):
+            tokens[:, 4 * i] = "INCRBY"
+            tokens[:, 4 * i + 1] = "i64"
+            tokens[:, 4 * i + 2] = (base + slot_of * 64).tolist()
+            tokens[:, 4 * i + 3] = increments
+        flat = tokens.ravel().tolist()
+        row_of = cells // slots
+        bounds = [0, *(np.flatnonzero(np.diff(row_of)) + 1).tolist(), len(cells)]
+        out: list[tuple[Any, ...]] = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            row = int(row_of[lo])
+            code, block = divmod(int(uniq[row]), BLOCK_KEY)
+            key = prefix[code] + str(block)
+            out.append(("BITFIELD", key, *flat[lo * width : hi * width]))
+            if values[start + row] is None:
+                ttl = block_ttl(fam, block, self.plan.lateness_s, int(first_ts[row]))
+                out.append(("EXPIRE", key, ttl))
+        return out
