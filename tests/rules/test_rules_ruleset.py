@@ -219,12 +219,13 @@ def test_shipped_defaults_compile_against_the_live_features() -> None:
         "ip_blocklist",
         "far_from_home_high_value",
         "amount_vs_profile",
+        "first_time_category_high_value",
         "impossible_travel",
         "card_testing_velocity",
     } <= ids
     assert {ref.list_name for ref in rs.lists} >= {"ip_blocklist", "disposable_domains"}
     used = {c for c in rs.columns if c in live}
-    assert used and used <= set(EXPECTED_FEATURES), "defaults read only the expected features"
+    assert used == set(EXPECTED_FEATURES), "defaults read exactly the expected features"
 
 
 def test_defaults_fail_loudly_when_a_feature_is_missing() -> None:

@@ -26,9 +26,9 @@ EXPECTED_FEATURES: dict[str, Type] = {
 ``customer_*`` / ``card_*`` names follow `fraudstream.features.definitions` as of writing
 (``customer_amount_ratio_mean_30d`` = amount / the customer's 30-day mean amount;
 ``customer_distance_from_home`` in km (or grid units); ``customer_speed_from_last_kmh`` the
-speed implied since the previous transaction). ``is_first_seen_product_category`` (true when
-the customer has never bought in this category, e-commerce Bloom-filter flow) is not produced
-by the feature engine yet."""
+speed implied since the previous transaction; ``is_first_seen_product_category`` true when the
+customer never bought in this category before, from the per-customer exact set / Bloom filter
+of the feature engine)."""
 
 DEFAULT_LISTS: dict[str, str] = {
     "ip_blocklist": "ip",
