@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ import redis
 
 from fraudstream.config import Settings
 from fraudstream.errors import ValkeyError
+from fraudstream.keyfile import read_or_create, write_private
 
 START_TIMEOUT_S = 10.0
 
@@ -148,15 +148,9 @@ class EmbeddedValkey:
             ) from None
 
     def _password(self, *, create: bool) -> str:
-        if self._passfile.exists():
-            return self._passfile.read_text().strip()
-        if not create:
-            return ""
-        password = secrets.token_urlsafe(24)
-        fd = os.open(self._passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
-        return password
+        if create:
+            return read_or_create(self._passfile, 24)
+        return self._passfile.read_text().strip() if self._passfile.exists() else ""
 
     def _launch(self, binary: Path, port: int, password: str) -> None:
         conf = self.dir / "valkey.conf"
@@ -174,9 +168,7 @@ class EmbeddedValkey:
             f'requirepass "{password}"',
         ]
         # A 0600 config file rather than argv, so the password never shows up in `ps`.
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        write_private(conf, "\n".join(lines) + "\n")
         result = subprocess.run(
             [str(binary), str(conf)], capture_output=True, text=True, check=False
         )

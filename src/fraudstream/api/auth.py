@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
-import secrets
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fraudstream.keyfile import read_or_create
 
 PUBLIC_PATHS = frozenset({"/healthz"})
 
@@ -67,11 +67,4 @@ def ensure_api_key(configured: str, data_dir: Path) -> tuple[str, Path | None]:
     if configured:
         return configured, None
     path = data_dir / "api.key"
-    if path.exists():
-        return path.read_text().strip(), path
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
-    return key, path
+    return read_or_create(path), path

@@ -19,8 +19,6 @@ a fetch, HMAC check and parse only when a pointer moved.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 import redis
 
 from fraudstream.features import FeatureSet
+from fraudstream.keyfile import read_or_create
 from fraudstream.models import artifact
 from fraudstream.models.bundle import ModelBundle
 from fraudstream.models.errors import ModelError
@@ -46,14 +45,9 @@ def registry_key(data_dir: Path, *, create: bool = True) -> bytes:
         ModelError: no key file and ``create`` is false, or the file is too short.
     """
     path = data_dir / KEY_FILE
-    if not path.exists():
-        if not create:
-            raise ModelError(f"registry key: {path} does not exist")
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_hex(32).encode())
-    return artifact.check_key(path.read_bytes().strip())
+    if not path.exists() and not create:
+        raise ModelError(f"registry key: {path} does not exist")
+    return artifact.check_key(read_or_create(path).encode())
 
 
 def resolve_key(configured: str, data_dir: Path) -> bytes:
