@@ -129,6 +129,13 @@ def test_demo_json_accounts_for_every_message(
     assert sum(report["outcomes"].values()) == report["decisions"]
     lat = report["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert report["model_version"] != "none"  # the first run trains and activates a model
+    assert set(report["model_metrics"]) == {"auc_roc", "average_precision", "card_precision_at_100"}
+    assert 0 <= report["frauds_flagged"] <= min(report["frauds_sent"], report["flagged"])
+    again = _run("demo", "--duration", "1", "--tps", "200", "--workers", "1", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["model_version"] == report["model_version"] and not second["model_metrics"]
 
 
 def test_valkey_start_status_stop(tmp_path: Path) -> None:

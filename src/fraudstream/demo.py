@@ -39,7 +39,13 @@ class DemoReport:
     produced: int = 0
     malformed_sent: int = 0
     frauds_sent: int = 0
+    flagged: int = 0
+    """Decisions that were review or block."""
+    frauds_flagged: int = 0
     backlog: int = 0
+    model_version: str = "none"
+    model_metrics: dict[str, float] = field(default_factory=dict)
+    """Test-week figures of a model the demo trained (empty when it reused one)."""
     """Transactions already waiting in the input streams: workers score them first."""
     decided: int = 0
     dead_letters: int = 0
@@ -63,7 +69,11 @@ class DemoReport:
             "transactions": self.produced,
             "malformed_sent": self.malformed_sent,
             "frauds_sent": self.frauds_sent,
+            "flagged": self.flagged,
+            "frauds_flagged": self.frauds_flagged,
             "backlog_before": self.backlog,
+            "model_version": self.model_version,
+            "model_metrics": self.model_metrics,
             "decisions": self.decided,
             "dead_letters": self.dead_letters,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -101,6 +111,7 @@ class DemoRun:
         self.seed = seed
         self.report = DemoReport(run_id=secrets.token_hex(4), workers=workers, target_tps=tps)
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._fraud_ids: set[str] = set()
 
     def run(self, on_progress: Callable[[int, int], None] | None = None) -> DemoReport:
         self.report.backlog = self.backlog()
@@ -118,6 +129,39 @@ class DemoRun:
         finally:
             self._stop_workers()
         return self.report
+
+    def ensure_model(self, progress: Callable[[str], None] | None = None) -> str:
+        """The active model, or one trained now on a small simulated history and activated
+        (first run only: ~1,000 customers over 90 days, 28 training days)."""
+        from fraudstream.models import ModelRegistry, TrainOptions, evaluate, resolve_key, train
+        from fraudstream.simulate import SimulationConfig, simulate
+
+        registry = ModelRegistry(
+            self.client, resolve_key(self.settings.model_registry_key, self.settings.data_path)
+        )
+        active = registry.active_version()
+        if active is None:
+            say = progress or (lambda _msg: None)
+            say("simulating a training history")
+            world = simulate(
+                SimulationConfig(
+                    n_customers=1_000,
+                    n_terminals=2_000,
+                    n_days=90,
+                    profile="full",
+                    seed=self.seed + 100,
+                )
+            )
+            options = TrainOptions(train_days=28)
+            trained = train(world.transactions, world.labels, options, say)
+            active = registry.save(trained, activate=True)
+            metrics = evaluate(trained, None, None, options)
+            self.report.model_metrics = {
+                k: round(float(metrics[k]), 3)
+                for k in ("auc_roc", "average_precision", "card_precision_at_100")
+            }
+        self.report.model_version = active
+        return active
 
     def backlog(self) -> int:
         pipe = self.client.pipeline(transaction=False)
@@ -179,10 +223,13 @@ class DemoRun:
             (t, stream, _malformed(blob)) if broken else (t, stream, blob)
             for (t, stream, blob), broken in zip(rows, bad, strict=True)
         ]
+        frauds = picked.filter(picked["is_fraud"])["transaction_id"].to_list()
+        self._fraud_ids.update(frauds)  # before sending: decisions are counted as they come
         producer = Producer(self.client, self.keys, batch_size=self.settings.batch_size)
         stats = run_generator(producer, rows, options)
         self.report.malformed_sent = int(bad[: stats.sent].sum())
-        self.report.frauds_sent = int(picked.head(stats.sent)["is_fraud"].sum())
+        sent = picked.head(stats.sent)
+        self.report.frauds_sent = int(sent["is_fraud"].sum())
         self.report.produced = stats.sent - self.report.malformed_sent
 
     def _follow(
@@ -211,6 +258,9 @@ class DemoRun:
         self.report.decided += 1
         self.report.latencies_ms.append(decision.latency_ms)
         self.report.outcomes[decision.outcome] = self.report.outcomes.get(decision.outcome, 0) + 1
+        if decision.outcome != "approve":
+            self.report.flagged += 1
+            self.report.frauds_flagged += decision.transaction_id in self._fraud_ids
         for reason in decision.reasons + decision.shadow:
             if reason.startswith("rule:"):
                 key = reason + (" (shadow)" if reason in decision.shadow else "")

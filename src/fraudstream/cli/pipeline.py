@@ -30,6 +30,9 @@ def demo(
         float, typer.Option(help="Share of malformed messages to inject.", min=0, max=1)
     ] = 0.001,
     seed: Annotated[int, typer.Option(help="Random seed of the generated traffic.")] = 7,
+    train: Annotated[
+        bool, typer.Option(help="Train and activate a model first if none is active.")
+    ] = True,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -50,9 +53,25 @@ def demo(
         seed=seed,
     )
     if as_json:
+        if train:
+            run.ensure_model()
         report = run.run()
         print(json.dumps(report.as_dict()))
         return
+    if train:
+        with console.status("model: checking the registry") as status:
+            version = run.ensure_model(lambda msg: status.update(f"model: {msg}"))
+        trained = run.report.model_metrics
+        console.print(
+            f"model {version} "
+            + (
+                "trained on a simulated history and activated: test week AUC "
+                f"{trained['auc_roc']:.3f}, AP {trained['average_precision']:.3f}, CP@100 "
+                f"{trained['card_precision_at_100']:.3f}"
+                if trained
+                else "(already active)"
+            )
+        )
     console.print(
         f"[bold]fraudstream demo[/] run {run.report.run_id}: {tps:g} tx/s for "
         f"{duration:g}s, {workers} worker(s), {settings.partitions} partitions"
@@ -85,7 +104,13 @@ def _demo_table(summary: dict[str, Any]) -> Table:
         ("decisions", f"{summary['decisions']:,}"),
         ("dead letters", f"{summary['dead_letters']:,} of {summary['malformed_sent']:,} sent"),
         ("frauds in the traffic", f"{summary['frauds_sent']:,}"),
+        (
+            "frauds flagged (review/block)",
+            f"{summary['frauds_flagged']:,} of {summary['frauds_sent']:,}; "
+            f"{summary['flagged']:,} flagged in all",
+        ),
         ("workers", str(summary["workers"])),
+        ("model", summary["model_version"]),
         ("elapsed", f"{summary['elapsed_s']:.1f} s"),
         ("throughput", f"{summary['throughput_tps']:,.0f} tx/s (target {summary['target_tps']:g})"),
         ("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"),
