@@ -265,7 +265,8 @@ class Scorer:
         return self.rules.ruleset
 
     def _rules_version(self) -> str:
-        ruleset = self._ruleset() if self.rules is not None else None
+        """The rule set this batch ran (already reloaded by `_rules`; no second GET)."""
+        ruleset = self.rules.ruleset if self.rules is not None else None
         if ruleset is None:
             return self.policy.version
         return f"{ruleset.version}+{self.policy.version}"
