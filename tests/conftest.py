@@ -7,9 +7,14 @@ the suite at an external server instead.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -54,3 +59,45 @@ def settings(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Settings:
         lease_ttl_ms=3000,
         claim_idle_ms=1000,
     )
+
+
+LiveChange = Callable[[Mapping[str, str], Callable[[], None]], tuple[float, float, list[Any]]]
+
+
+@pytest.fixture
+def live_change(client: redis.Redis) -> LiveChange:
+    """Run a worker and `fraudstream generate` as subprocesses; once decisions flow, call
+    ``change()``; when the traffic ends return (time before change, time after it, decisions).
+
+    For tests of what a running system does when something is published mid-stream.
+    """
+
+    def run(env: Mapping[str, str], change: Callable[[], None]) -> tuple[float, float, list[Any]]:
+        full = {**os.environ, **env, "FRAUDSTREAM_BLOCK_MS": "100"}
+        cli = [sys.executable, "-m", "fraudstream"]
+        worker = subprocess.Popen([*cli, "worker", "--quiet"], env=full)
+        generate = subprocess.Popen(
+            [*cli, "generate", "--tps", "300", "--duration", "8", "--run-id", "live", "--json"],
+            env=full,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while client.xlen("tx.decisions") < 200:  # traffic flows and is scored
+                assert time.monotonic() < deadline, "no decisions"
+                time.sleep(0.1)
+            before = time.time()
+            change()
+            after = time.time()
+            generate.communicate(timeout=60)
+            assert generate.returncode == 0
+            time.sleep(1.0)
+        finally:
+            worker.terminate()
+            worker.communicate(timeout=30)
+            generate.kill()
+            generate.communicate()
+        entries: Any = client.xrange("tx.decisions")
+        return before, after, [json.loads(fields[b"d"]) for _, fields in entries]
+
+    return run

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,49 +76,20 @@ def test_publish_list_and_test_a_transaction(
 
 
 def test_rule_published_during_generate_changes_outcomes_within_seconds(
-    tmp_path: Path, valkey_url: str, client: redis.Redis
+    tmp_path: Path, valkey_url: str, live_change: Callable[..., tuple[float, float, list[Any]]]
 ) -> None:
-    env = {**os.environ, "FRAUDSTREAM_VALKEY_URL": valkey_url, "FRAUDSTREAM_BLOCK_MS": "100"}
-    worker = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--quiet"], env=env)
-    generate = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudstream",
-            "generate",
-            "--tps",
-            "300",
-            "--duration",
-            "8",
-            "--run-id",
-            "live",
-            "--json",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
+    rules = tmp_path / "block.yaml"
+    rules.write_text(
+        "rules:\n  - id: freeze\n    description: incident\n"
+        "    when: amount > 0\n    outcome: block\n"
     )
-    try:
-        deadline = time.monotonic() + 60
-        while client.xlen("tx.decisions") < 200:  # traffic flows and is scored
-            assert time.monotonic() < deadline, "no decisions"
-            time.sleep(0.1)
-        rules = tmp_path / "block.yaml"
-        rules.write_text(
-            "rules:\n  - id: freeze\n    description: incident\n"
-            "    when: amount > 0\n    outcome: block\n"
-        )
-        publishing_at = time.time()
+
+    def publish() -> None:
         assert _run("rules", "publish", str(rules), valkey_url=valkey_url).returncode == 0
-        published_at = time.time()
-        generate.communicate(timeout=60)
-        assert generate.returncode == 0
-        time.sleep(1.0)
-    finally:
-        worker.terminate()
-        worker.communicate(timeout=30)
-        generate.kill()
-    entries: Any = client.xrange("tx.decisions")
-    decisions = [json.loads(f[b"d"]) for _, f in entries]
+
+    publishing_at, published_at, decisions = live_change(
+        {"FRAUDSTREAM_VALKEY_URL": valkey_url}, publish
+    )
     late = [
         d
         for d in decisions

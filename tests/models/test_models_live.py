@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,57 +18,30 @@ KEY = "a-shared-registry-key-of-enough-bytes"
 
 
 def test_activation_during_generate_switches_the_running_worker(
-    tmp_path: Path, valkey_url: str, client: redis.Redis, trained: TrainedModel
+    tmp_path: Path,
+    valkey_url: str,
+    client: redis.Redis,
+    trained: TrainedModel,
+    live_change: Callable[..., tuple[float, float, list[Any]]],
 ) -> None:
     registry = ModelRegistry(client, KEY.encode())
     version = registry.save(trained)
     env = {
-        **os.environ,
         "FRAUDSTREAM_VALKEY_URL": valkey_url,
-        "FRAUDSTREAM_BLOCK_MS": "100",
         "FRAUDSTREAM_MODEL_REGISTRY_KEY": KEY,
         "FRAUDSTREAM_DATA_DIR": str(tmp_path),
     }
-    worker = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--quiet"], env=env)
-    generate = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudstream",
-            "generate",
-            "--tps",
-            "300",
-            "--duration",
-            "8",
-            "--run-id",
-            "live",
-            "--json",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while client.xlen("tx.decisions") < 200:
-            assert time.monotonic() < deadline, "no decisions"
-            time.sleep(0.1)
-        activating_at = time.time()
-        activated = subprocess.run(
+
+    def activate() -> None:
+        done = subprocess.run(
             [sys.executable, "-m", "fraudstream", "models", "activate", version],
-            env=env,
+            env={**os.environ, **env},
             capture_output=True,
             text=True,
         )
-        assert activated.returncode == 0, activated.stderr
-        activated_at = time.time()
-        generate.communicate(timeout=60)
-        time.sleep(1.0)
-    finally:
-        worker.terminate()
-        worker.communicate(timeout=30)
-        generate.kill()
-    entries: Any = client.xrange("tx.decisions")
-    decisions = [json.loads(f[b"d"]) for _, f in entries]
+        assert done.returncode == 0, done.stderr
+
+    activating_at, activated_at, decisions = live_change(env, activate)
     ids = [d["transaction_id"] for d in decisions]
     assert len(ids) == len(set(ids)), "nothing scored twice across the switch"
 
