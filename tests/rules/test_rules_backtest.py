@@ -8,13 +8,11 @@ import pytest
 from rich.console import Console
 
 from fraudstream.rules import (
-    EXPECTED_FEATURES,
     RuleEvaluationError,
-    RuleSchema,
-    Type,
     parse_ruleset,
 )
 from fraudstream.rules.backtest import backtest
+from rulekit import SCHEMA
 
 HISTORY = pl.DataFrame(
     {
@@ -45,14 +43,6 @@ rules:
     when: amount > 200
     outcome: block
 """
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
 
 
 def test_rule_and_set_figures() -> None:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from fraudstream.rules import (
-    EXPECTED_FEATURES,
     RuleContext,
     RuleEvaluationError,
     RuleSchema,
@@ -19,26 +18,7 @@ from fraudstream.rules import (
     transaction_columns,
 )
 from fraudstream.schema import transaction_from_record
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
-
-
-def batch(**columns: list[Any]) -> dict[str, Any]:
-    """Columns from lists: numbers (None = null) become floats, strings object arrays."""
-    out: dict[str, Any] = {}
-    for name, values in columns.items():
-        if any(isinstance(v, str) for v in values):
-            out[name] = np.array(values, dtype=object)
-        else:
-            out[name] = np.array([np.nan if v is None else float(v) for v in values])
-    return out
-
+from rulekit import batch
 
 COLUMNS = batch(
     amount=[2000, 50, None, 10],
@@ -50,11 +30,6 @@ COLUMNS = batch(
     is_first_seen_product_category=[1, 0, None, 1],
     model_score=[900, 100, None, 500],
 )
-
-
-@pytest.fixture
-def schema() -> RuleSchema:
-    return SCHEMA
 
 
 def run(schema: RuleSchema, text: str, **memberships: Any) -> list[bool]:

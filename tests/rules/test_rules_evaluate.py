@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
 
 import numpy as np
-import pytest
 
 from fraudstream.rules import (
-    EXPECTED_FEATURES,
     RuleResult,
     RuleSchema,
     Thresholds,
-    Type,
     decide,
     decide_batch,
     evaluate_batch,
@@ -21,30 +17,7 @@ from fraudstream.rules import (
     explain,
     parse_ruleset,
 )
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
-
-
-def batch(**columns: list[Any]) -> dict[str, Any]:
-    """Columns from lists: numbers (None = null) become floats, strings object arrays."""
-    out: dict[str, Any] = {}
-    for name, values in columns.items():
-        if any(isinstance(v, str) for v in values):
-            out[name] = np.array(values, dtype=object)
-        else:
-            out[name] = np.array([np.nan if v is None else float(v) for v in values])
-    return out
-
-
-@pytest.fixture
-def schema() -> RuleSchema:
-    return SCHEMA
+from rulekit import batch
 
 
 def ruleset_text(mode: str) -> str:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
 from fraudstream.rules import (
-    EXPECTED_FEATURES,
     ListError,
-    RuleSchema,
-    Type,
     evaluate_batch,
     parse_ruleset,
 )
 from fraudstream.rules.lists import ListEntry, Lists
+from rulekit import SCHEMA, batch
 
 pytestmark = pytest.mark.integration
 
@@ -33,25 +30,6 @@ rules:
     when: ip not in list("ip_blocklist") and device_id in list("devices")
     outcome: review
 """
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
-
-
-def batch(**columns: list[Any]) -> dict[str, Any]:
-    """Columns from lists: numbers (None = null) become floats, strings object arrays."""
-    out: dict[str, Any] = {}
-    for name, values in columns.items():
-        if any(isinstance(v, str) for v in values):
-            out[name] = np.array(values, dtype=object)
-        else:
-            out[name] = np.array([np.nan if v is None else float(v) for v in values])
-    return out
 
 
 def test_exact_values_with_kinds(client: redis.Redis) -> None:

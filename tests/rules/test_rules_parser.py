@@ -7,27 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudstream.rules import (
-    EXPECTED_FEATURES,
     RuleError,
     RuleSchema,
     RuleSyntaxError,
-    Type,
     compile_rule,
 )
 from fraudstream.rules.grammar import parse, position
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
-
-
-@pytest.fixture
-def schema() -> RuleSchema:
-    return SCHEMA
 
 
 def test_parses_the_issue_examples(schema: RuleSchema) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from fraudstream.rules import EXPECTED_FEATURES, RegistryError, RuleSchema, Type, UnknownNameError
+from fraudstream.rules import RegistryError, RuleSchema, UnknownNameError
 from fraudstream.rules.registry import RuleRegistry, RuleWatcher, diff_texts
 from fraudstream.rules.ruleset import content_version
+from rulekit import SCHEMA
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +30,6 @@ rules:
     when: customer.tx_count_1h > 10
     outcome: review
 """
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
 
 
 def test_publish_activate_and_list(client: redis.Redis) -> None:

@@ -13,7 +13,6 @@ from fraudstream.rules import (
     RuleSchema,
     RuleSetError,
     RuleSyntaxError,
-    Type,
     UnknownNameError,
     default_ruleset,
     load_ruleset,
@@ -21,19 +20,6 @@ from fraudstream.rules import (
     validate_ruleset,
 )
 from fraudstream.rules.ruleset import default_ruleset_text
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
-
-
-@pytest.fixture
-def schema() -> RuleSchema:
-    return SCHEMA
 
 
 def doc(text: str) -> str:

@@ -12,13 +12,11 @@ import time
 import pytest
 
 from fraudstream.rules import (
-    EXPECTED_FEATURES,
     Limits,
     RuleError,
     RuleLimitError,
     RuleSchema,
     RuleSyntaxError,
-    Type,
     UnknownNameError,
     compile_rule,
 )
@@ -61,19 +59,6 @@ HOSTILE = [
     "amount in list(amount)",
     "amount and list",
 ]
-
-FEATURES: dict[str, Type] = {
-    **EXPECTED_FEATURES,
-    "customer_avg_amount_30d": Type.NUMBER,
-    "terminal_risk_7d_delay7d": Type.NUMBER,
-    "is_first_seen_device": Type.BOOL,
-}
-SCHEMA = RuleSchema.build(FEATURES)
-
-
-@pytest.fixture
-def schema() -> RuleSchema:
-    return SCHEMA
 
 
 @pytest.mark.parametrize("text", HOSTILE)
