@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import redis
 
+from featkit import FIXED_CLOCK, T0, tx
 from fraudstream.errors import ConfigError, SchemaError
 from fraudstream.features import (
     Aggregate,
@@ -22,27 +23,6 @@ from fraudstream.features import (
 from fraudstream.features.batch import BatchRun
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
-
-T0 = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
-FIXED_CLOCK = T0.timestamp() + 400 * 86400
-
-
-def tx(i: int, *, minutes: float = 0, customer: str = "c1", **kw: Any) -> Transaction:
-    fields: dict[str, Any] = {
-        "transaction_id": f"t{i}",
-        "timestamp": T0 + timedelta(minutes=minutes),
-        "customer_id": customer,
-        "terminal_id": kw.pop("terminal_id", "T1"),
-        "merchant_id": "M1",
-        "amount": kw.pop("amount", 10.0 + i),
-        "currency": "EUR",
-        "channel": "card_present",
-        "card_id": "K1",
-        "x": 10.0,
-        "y": 20.0,
-    }
-    fields.update(kw)
-    return Transaction(**fields)
 
 
 def engine(client: redis.Redis, **kw: Any) -> FeatureEngine:
@@ -207,7 +187,8 @@ def test_state_stays_bounded(client: redis.Redis) -> None:
     assert e.sweep() > 0
     sizes = {len(client.get(k) or b"") for k in client.keys("fs:{c:*")}
     assert sizes == {e.plan.blob.itemsize}
-    assert e.plan.blob.itemsize <= 4096
+    # The target: at most 4 KB of server memory per customer, key and allocator included.
+    assert int(client.memory_usage(e.customer_key("c1"), samples=0) or 0) <= 4096
     for tag in ("t:T1", "i:9.9.9.9", "d:D", "k:K1"):
         assert len(client.keys(f"fs:{{{tag}}}:*")) <= 3, tag
     assert all(0 < client.ttl(k) for k in client.keys("fs:*"))

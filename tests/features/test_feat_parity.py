@@ -17,6 +17,7 @@ import redis
 
 from fraudstream.features import Aggregate, FeatureEngine, FeatureSet, backfill, default_feature_set
 from fraudstream.features.definitions import FirstSeen
+from fraudstream.features.profiles import load_profiles
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
@@ -111,14 +112,27 @@ def test_online_equals_backfill_on_simulated_history(client: redis.Redis) -> Non
     result = simulate(config)
     history, labels = result.transactions, result.labels
     assert set(history["channel"].unique()) == {"card_present", "ecommerce"}
+    # Static profiles for all but a tenth of the customers (those read as "no profile").
+    profiles = result.customers.filter(pl.col("customer_id").cast(pl.Int64) % 10 != 3)
+    load_profiles(client, profiles)
     engine = FeatureEngine(client, default_feature_set(), clock=lambda: 2e9)
     online = run_online(engine, history, labels)
-    offline = backfill(history, labels).drop("transaction_id").to_numpy()
+    offline = backfill(history, labels, profiles=profiles).drop("transaction_id").to_numpy()
     assert engine.stats.labels_applied > 100
     assert engine.stats.duplicates == engine.stats.late == 0
-    for name in ("terminal_risk_7d_delay7d", "ip_tx_count_1h", "customer_impossible_travel"):
+    for name in (
+        "terminal_risk_7d_delay7d",
+        "ip_tx_count_1h",
+        "customer_impossible_travel",
+        "customer_profile_segment",
+        "customer_distance_from_profile_home",
+        "customer_is_preferred_card",
+    ):
         j = engine.names.index(name)
         assert np.nanmax(offline[:, j]) > 0, name
+    unprofiled = (history["customer_id"].cast(pl.Int64) % 10 == 3).to_numpy()
+    segment = online[:, engine.names.index("customer_profile_segment")]
+    assert np.isnan(segment[unprofiled]).all() and not np.isnan(segment[~unprofiled]).any()
     assert_same(engine.names, online, offline)
 
 

@@ -42,6 +42,15 @@ def features_backfill(
     labels: Annotated[
         Path | None, typer.Option(help="labels.parquet (default: beside the history, if there).")
     ] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(
+            help="Customer profiles (e.g. customers.parquet) for the static features, as "
+            "loaded online with 'features load-profiles'.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compute every feature of every transaction, point in time, as the workers would."""
@@ -55,15 +64,54 @@ def features_backfill(
     labels = labels or history.with_name("labels.parquet")
     label_frame = pl.read_parquet(labels) if labels.exists() else None
     frame = pl.read_parquet(history)
+    profile_frame = pl.read_parquet(profiles) if profiles else None
     with console.status(f"backfilling {frame.height:,} transactions"):
         t0 = time.perf_counter()
-        features = backfill(frame, label_frame, lateness_s=settings.feature_lateness_s)
+        features = backfill(
+            frame,
+            label_frame,
+            lateness_s=settings.feature_lateness_s,
+            profiles=profile_frame,
+        )
         seconds = time.perf_counter() - t0
     features.write_parquet(out)
     console.print(
         f"wrote {features.height:,} rows × {features.width - 1} features to {out} "
         f"in {seconds:.1f} s"
     )
+
+
+@features_app.command("load-profiles")
+def features_load_profiles(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Parquet or CSV of customer profiles: customer_id and any of segment, "
+            "home_lat/home_lon or x/y, preferred_card or card_ids (e.g. the simulator's "
+            "customers.parquet).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Load (replace) static customer profiles for the online static features."""
+    import polars as pl
+    from rich.progress import Progress
+
+    from fraudstream.features.profiles import load_profiles
+
+    settings = settings_from(config)
+    frame = pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("loading profiles", total=frame.height)
+        written = load_profiles(
+            connect(settings),
+            frame,
+            namespace=settings.feature_namespace,
+            progress=lambda n: progress.advance(task, n),
+        )
+    console.print(f"loaded {written:,} customer profiles from {path}")
 
 
 @features_app.command("show")

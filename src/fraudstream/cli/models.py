@@ -55,6 +55,15 @@ TrainEndOpt = Annotated[
 TrainDaysOpt = Annotated[
     int, typer.Option(help="Training window in days (7 = the Handbook).", min=1)
 ]
+ProfilesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Customer profiles (e.g. customers.parquet) for the static features; load the "
+        "same ones online ('features load-profiles') before serving the model.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
 DelayOpt = Annotated[int, typer.Option(help="Delay period dropped between train and test.", min=0)]
 TestDaysOpt = Annotated[int, typer.Option(help="Test period in days.", min=1)]
 
@@ -96,6 +105,14 @@ def _load(data: Path, labels: Path | None) -> tuple[pl.DataFrame, pl.DataFrame |
     return history, pl.read_parquet(path) if path is not None else None
 
 
+def _profiles(path: Path | None) -> pl.DataFrame | None:
+    import polars as pl
+
+    if path is None:
+        return None
+    return pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
+
+
 @app.command()
 def train(
     data: DataOpt,
@@ -105,6 +122,7 @@ def train(
     delay_days: DelayOpt = 7,
     test_days: TestDaysOpt = 7,
     activate: Annotated[bool, typer.Option(help="Make the new version active.")] = True,
+    profiles: ProfilesOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -117,11 +135,14 @@ def train(
     registry = _registry(settings)
     options = _options(train_end, train_days, delay_days, test_days)
     history, label_frame = _load(data, labels)
+    profile_frame = _profiles(profiles)
     if as_json:
-        trained = fit_model(history, label_frame, options)
+        trained = fit_model(history, label_frame, options, profiles=profile_frame)
     else:
         with console.status("training") as status:
-            trained = fit_model(history, label_frame, options, status.update)
+            trained = fit_model(
+                history, label_frame, options, status.update, profiles=profile_frame
+            )
     version = registry.save(trained, activate=activate)
     metrics = evaluate(trained, None, None, options)
     if as_json:
@@ -144,6 +165,7 @@ def evaluate_command(
         Path | None,
         typer.Option(help="Folder for the Markdown + PNG report (default: reports/<version>)."),
     ] = None,
+    profiles: ProfilesOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -158,7 +180,9 @@ def evaluate_command(
     bundle = registry.load(chosen)
     history, label_frame = _load(data, labels)
     options = _options(train_end, train_days, delay_days, test_days)
-    evaluation = evaluate_detailed(bundle, history, label_frame, options)
+    evaluation = evaluate_detailed(
+        bundle, history, label_frame, options, profiles=_profiles(profiles)
+    )
     out = write_report(evaluation, bundle, report or Path("reports") / chosen)
     if as_json:
         print(json.dumps({**evaluation.metrics, "report": str(out)}, default=str))

@@ -18,8 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.features.definitions import ENTITIES
-from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize
-from fraudstream.features.layout import SHIFT, Family, Plan, empty_blobs
+from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
+from fraudstream.features.layout import BLOB_VERSION, SHIFT, US, Family, Plan, empty_blobs
+from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.seen import SeenState, replay
 from fraudstream.features.wire import FeatureStoreError
 from fraudstream.features.write import BLOCK_KEY, Writer
@@ -59,7 +60,14 @@ def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> np.ndarray:
             )
         else:
             parts.append(raw)
-    return np.frombuffer(b"".join(parts), dtype=plan.blob).copy()
+    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob).copy()
+    if len(blobs) and (blobs["version"] != BLOB_VERSION).any():
+        found = int(blobs["version"][blobs["version"] != BLOB_VERSION][0])
+        raise FeatureStoreError(
+            f"customer state has layout version {found}, this engine writes {BLOB_VERSION} "
+            "(left by another release? use another namespace)"
+        )
+    return blobs
 
 
 def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
@@ -136,6 +144,7 @@ class BatchRun(Writer):
             blobs, blocks, known = self._decode(values, layout)
             valid = self._valid(blobs)
             raw = self._raw(blobs, blocks, known, valid)
+            raw.static = self._static(values, layout)
             features = finalize(self.plan, raw)
             e._tick("compute", t)
             self._write(session, blobs, values, valid)
@@ -148,7 +157,9 @@ class BatchRun(Writer):
     def _keys(self) -> tuple[list[str], dict[str, Any]]:
         e, b = self.e, self.b
         keys = [e.customer_key(c) for c in self.uniq["customer"]]
-        layout: dict[str, Any] = {"blocks": {}}
+        layout: dict[str, Any] = {"blocks": {}, "profiles": len(keys)}
+        if self.plan.features.uses_profiles:
+            keys += [profile_key(e.namespace, c) for c in self.uniq["customer"]]
         for fam in self.plan.shared:
             code = self.codes[fam.entity]
             tile = b.ts // fam.tile_us
@@ -191,6 +202,16 @@ class BatchRun(Writer):
                     first[j], last[j] = int(a), int(z)
         code = self.codes["terminal"]
         return blobs, blocks, (first[code], last[code])
+
+    def _static(self, values: list[Any], layout: dict[str, Any]) -> StaticInputs | None:
+        if not self.plan.features.uses_profiles:
+            return None
+        nc, start = len(self.uniq["customer"]), layout["profiles"]
+        records = decode_profiles(values[start : start + nc])[self.codes["customer"]]
+        code = self.codes["card"]
+        hashes = self.e._hashes.lookup(self.uniq["card"])
+        card = np.where(code >= 0, hashes[np.maximum(code, 0)] if len(hashes) else 0, 0)
+        return StaticInputs.of(records, card.astype(np.uint64))
 
     def _valid(self, blobs: np.ndarray) -> NDArray[np.bool_]:
         """Not a duplicate (of the customer's recent history or earlier in the batch), not
@@ -272,7 +293,7 @@ class BatchRun(Writer):
             for agg in fam.aggregates:
                 hi = fam.span - agg.lag
                 sums[agg.name] = {c: grid[c][:, hi - agg.tiles : hi].sum(axis=1) for c in grid}
-        prev_ts, prev_cents, prev_cell, last = self._history(blobs, valid)
+        prev_ts, prev_cents, prev_cell, last_ts, last = self._history(blobs, valid)
         first_seen, seen_present = self._first_seen(blobs, valid)
         return RawInputs(
             ts=b.ts,
@@ -286,6 +307,7 @@ class BatchRun(Writer):
             prev_ts=prev_ts,
             prev_cents=prev_cents,
             prev_cell=prev_cell,
+            last_ts=last_ts,
             last_loc_sys=last[0].astype(np.uint8),
             last_loc_a=last[1],
             last_loc_b=last[2],
@@ -330,7 +352,9 @@ class BatchRun(Writer):
         np.add.at(before, later, valid[earlier].astype(np.int64))
         return vb, starts, before
 
-    def _history(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> tuple[Any, Any, Any, Any]:
+    def _history(
+        self, blobs: np.ndarray, valid: NDArray[np.bool_]
+    ) -> tuple[Any, Any, Any, Any, Any]:
         b, k = self.b, self.plan.features.history
         cust = self.codes["customer"]
         vb, starts, before = self._customer_runs(valid)
@@ -348,18 +372,21 @@ class BatchRun(Writer):
         rows = cust[:, None]
         cell_now = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)
         bi_ok = np.where(in_batch, bi, 0)
-        prev_ts = np.where(
-            in_batch, b.ts[bi_ok], np.where(in_ring, blobs["h_ts"][rows, ri], NONE_TS)
-        )
+        kept_ts, kept_cents = history_entry(b.ts, b.cents)
+        ring_ts = blobs["h_ts"][rows, ri].astype(np.int64) * US
+        prev_ts = np.where(in_batch, kept_ts[bi_ok], np.where(in_ring, ring_ts, NONE_TS))
         prev_cents = np.where(
-            in_batch, b.cents[bi_ok], np.where(in_ring, blobs["h_cents"][rows, ri], 0)
+            in_batch, kept_cents[bi_ok], np.where(in_ring, blobs["h_cents"][rows, ri], 0)
         )
         prev_cell = np.where(
             in_batch,
             cell_now[bi_ok],
             np.where(in_ring, blobs["h_cell"][rows, ri].astype(np.int64), 0),
         )
-        return prev_ts, prev_cents, prev_cell, self._last_location(blobs, vb, starts, before)
+        stored_last = np.where(head > 0, blobs["last_ts"][cust], NONE_TS)
+        last_ts = np.where(before > 0, b.ts[bi_ok[:, 0]], stored_last)
+        last_loc = self._last_location(blobs, vb, starts, before)
+        return prev_ts, prev_cents, prev_cell, last_ts, last_loc
 
     def _last_location(self, blobs: np.ndarray, vb: I64, starts: I64, before: I64) -> Any:
         b = self.b

@@ -182,7 +182,12 @@ DerivedKind = Literal[
     "impossible_travel",
     "days_since_first_fraud",
     "days_since_last_fraud",
+    "profile_segment",
+    "distance_from_profile_home",
+    "is_preferred_card",
 ]
+PROFILE_KINDS = frozenset({"profile_segment", "distance_from_profile_home", "is_preferred_card"})
+"""Static features: read from the customer's profile (`fraudstream.features.profiles`)."""
 _DERIVED_ENTITY: dict[str, str] = {
     "amount": "tx",
     "is_weekend": "tx",
@@ -307,7 +312,8 @@ class FeatureSet:
     derived: tuple[Derived, ...] = ()
     history: int = 64
     """Bound of the per-customer history (last N transactions) behind the robust amount
-    features and the home location: ~24 bytes per entry in the customer blob."""
+    features, the home location and idempotency: 20 bytes per entry in the customer blob
+    (time in whole seconds, amount, home cell, transaction-id hash)."""
     impossible_speed_kmh: float = 500.0
     min_travel_km: float = 20.0
     """Travel shorter than this is never impossible (GPS noise, neighbouring terminals)."""
@@ -347,6 +353,10 @@ class FeatureSet:
         for a in self.aggregates:
             out.setdefault(a.family, []).append(a)
         return out
+
+    @property
+    def uses_profiles(self) -> bool:
+        return any(d.kind in PROFILE_KINDS for d in self.derived)
 
     def history_windows_s(self) -> list[int]:
         return sorted(
@@ -393,6 +403,9 @@ def default_feature_set() -> FeatureSet:
         Derived("impossible_travel"),
         Derived("days_since_first_fraud"),
         Derived("days_since_last_fraud"),
+        Derived("profile_segment"),
+        Derived("distance_from_profile_home"),
+        Derived("is_preferred_card"),
     ]
     # Sized on the simulator's 183 days (distinct values per customer, p99 / max): merchants
     # 166 / 186, IPs 31 / 39, devices 7 / 8, categories 10 / 10 (see `FirstSeen`).

@@ -9,12 +9,16 @@ once, in numpy, so the two paths agree bit for bit rather than to a tolerance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.definitions import AGG_COUNTERS, Derived, parse_duration
-from fraudstream.features.layout import US, Plan
+from fraudstream.features.definitions import AGG_COUNTERS, PROFILE_KINDS, Derived, parse_duration
+from fraudstream.features.layout import HISTORY_CENTS_MAX, US, Plan
+
+if TYPE_CHECKING:
+    from fraudstream.features.profiles import StaticInputs
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -41,19 +45,30 @@ class RawInputs:
     present: dict[str, NDArray[np.bool_]]
     """Entity -> the transaction has an id for it."""
     prev_ts: I64
-    """(n, history): the previous transactions of the customer, newest first; NONE_TS pads."""
+    """(n, history): the previous transactions of the customer, newest first, as the history
+    keeps them (`history_entry`); NONE_TS pads."""
     prev_cents: I64
     prev_cell: I64
+    last_ts: I64
+    """Exact time of the customer's previous transaction (processing order); NONE_TS if none."""
     last_loc_sys: NDArray[np.uint8]
     last_loc_a: F64
     last_loc_b: F64
     last_loc_ts: I64
     fraud_first: I64
     fraud_last: I64
+    static: StaticInputs | None = None
+    """The customers' profiles (None: the feature set reads none)."""
     first_seen: dict[str, Bools] = field(default_factory=dict)
     """`FirstSeen` name -> first-seen flag (meaningful where the field is present)."""
     seen_present: dict[str, Bools] = field(default_factory=dict)
     """`FirstSeen` name -> the transaction has the field."""
+
+
+def history_entry(ts: I64, cents: I64) -> tuple[I64, I64]:
+    """What the bounded customer history keeps of transactions: the time floored to the
+    second (in µs) and the amount clipped at `HISTORY_CENTS_MAX` (see the blob layout)."""
+    return ts // US * US, np.minimum(cents, HISTORY_CENTS_MAX)
 
 
 def to_cents(amount: F64) -> I64:
@@ -212,7 +227,7 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(ref > 0, raw.amount / (ref / 100.0), np.nan)
     if kind == "seconds_since_last_tx":
-        last = raw.prev_ts[:, 0] if raw.prev_ts.shape[1] else np.full(len(raw.ts), NONE_TS)
+        last = raw.last_ts
         return np.where(last != NONE_TS, (raw.ts - last) / US, np.nan)
     if kind == "distance_from_home":
         mask = (raw.prev_ts != NONE_TS) & (raw.prev_cell > 0)
@@ -231,6 +246,20 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
             return speed
         fast = (speed > fs.impossible_speed_kmh) & (dist > fs.min_travel_km)
         return np.asarray(fast, dtype=np.float64)
+    if kind in PROFILE_KINDS:
+        return _static(kind, raw)
     stamp = raw.fraud_first if kind == "days_since_first_fraud" else raw.fraud_last
     known = stamp != NONE_TS
     return np.where(known, (raw.ts - np.where(known, stamp, 0)) / DAY_US, np.nan)
+
+
+def _static(kind: str, raw: RawInputs) -> F64:
+    st = raw.static
+    if st is None:
+        return np.full(len(raw.ts), np.nan)
+    if kind == "profile_segment":
+        return np.where(st.segment >= 0, st.segment.astype(np.float64), np.nan)
+    if kind == "distance_from_profile_home":
+        return distance(raw.loc_sys, raw.loc_a, raw.loc_b, st.home_sys, st.home_a, st.home_b)
+    known = (st.preferred_card != 0) & (st.card != 0)
+    return np.where(known, (st.card == st.preferred_card).astype(np.float64), np.nan)

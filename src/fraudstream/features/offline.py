@@ -23,9 +23,11 @@ from fraudstream.features.kernels import (
     RawInputs,
     cells,
     finalize,
+    history_entry,
     to_cents,
 )
 from fraudstream.features.layout import Q_CLIP_CENTS, Family, Plan, compile_plan
+from fraudstream.features.profiles import StaticInputs, empty_profiles, profile_records
 from fraudstream.features.seen import SeenState, replay, value_hashes
 
 I64 = NDArray[np.int64]
@@ -42,6 +44,7 @@ def backfill(
     definitions: FeatureSet | None = None,
     *,
     lateness_s: int = 3600,
+    profiles: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Features of every transaction of ``history`` as the online engine computes them.
 
@@ -53,6 +56,8 @@ def backfill(
             ``terminal_id`` / ``tx_timestamp`` are taken from ``history``.
         definitions: the feature set (default: `default_feature_set`).
         lateness_s: must equal the online engine's (it sizes the tile rings).
+        profiles: customer profiles (`fraudstream.features.profiles`), as loaded online;
+            without them the static features are NaN.
 
     Returns:
         ``transaction_id`` plus one float64 column per feature, rows in input order.
@@ -87,10 +92,12 @@ def backfill(
     sorted_cust = cust[order]
     seg_start = np.searchsorted(sorted_cust, cust, side="left")
     pool_ts, pool_cents = ts[order], cents[order]
+    kept_ts, kept_cents = history_entry(pool_ts, pool_cents)
     pool_cell = cells(plan, sys, a, b)[order]
     last_idx = _previous_located(sys[order] > 0, sorted_cust)[pos]
 
     first_seen, seen_present = _first_seen(plan, frame, cust)
+    static = _static_inputs(plan, frame, profiles)
     out = np.empty((n, len(plan.names)), order="F")
     amount = frame["amount"].to_numpy()
     k = plan.features.history
@@ -111,15 +118,19 @@ def backfill(
             loc_b=b[rows],
             sums={name: {c: v[rows] for c, v in cs.items()} for name, cs in sums.items()},
             present={e: codes[e][rows] >= 0 for e in ENTITIES},
-            prev_ts=np.where(ok, pool_ts[idx], NONE_TS),
-            prev_cents=np.where(ok, pool_cents[idx], 0),
+            prev_ts=np.where(ok, kept_ts[idx], NONE_TS),
+            prev_cents=np.where(ok, kept_cents[idx], 0),
             prev_cell=np.where(ok, pool_cell[idx], 0),
+            last_ts=np.where(ok[:, 0], pool_ts[idx[:, 0]], NONE_TS),
             last_loc_sys=np.where(has_last, sys[li_src], 0).astype(np.uint8),
             last_loc_a=np.where(has_last, a[li_src], np.nan),
             last_loc_b=np.where(has_last, b[li_src], np.nan),
             last_loc_ts=np.where(has_last, ts[li_src], NONE_TS),
             fraud_first=first[rows],
             fraud_last=last[rows],
+            static=None
+            if static is None
+            else StaticInputs(**{k: v[rows] for k, v in vars(static).items()}),
             first_seen={name: v[rows] for name, v in first_seen.items()},
             seen_present={name: v[rows] for name, v in seen_present.items()},
         )
@@ -127,6 +138,32 @@ def backfill(
     columns = {name: out[:, j] for j, name in enumerate(plan.names)}
     result = pl.DataFrame(columns).with_columns(frame["transaction_id"], frame["_row"])
     return result.sort("_row").select(["transaction_id", *plan.names])
+
+
+def _static_inputs(
+    plan: Plan, frame: pl.DataFrame, profiles: pl.DataFrame | None
+) -> StaticInputs | None:
+    """Each transaction's customer profile and card hash, as the online engine reads them."""
+    if not plan.features.uses_profiles:
+        return None
+    n = frame.height
+    if profiles is None:
+        return StaticInputs.none(n)
+    ids, records = profile_records(profiles)
+    index = pl.DataFrame({"customer_id": ids, "_p": np.arange(len(ids))})
+    at = frame.select(pl.col("customer_id").cast(pl.String)).join(
+        index, on="customer_id", how="left", maintain_order="left"
+    )["_p"]
+    chosen = np.concatenate([records, empty_profiles(1)])[at.fill_null(len(ids)).to_numpy()]
+    card = np.zeros(n, dtype=np.uint64)
+    if "card_id" in frame.columns:
+        cards = frame["card_id"].cast(pl.String)
+        uniq = cards.drop_nulls().unique(maintain_order=True)
+        lookup = dict(zip(uniq.to_list(), value_hashes(uniq.to_list()).tolist(), strict=True))
+        card = np.array(
+            [lookup.get(c, 0) if c is not None else 0 for c in cards.to_list()], dtype=np.uint64
+        )
+    return StaticInputs.of(chosen, card)
 
 
 def prepare_history(history: pl.DataFrame) -> pl.DataFrame:

@@ -34,6 +34,7 @@ from fraudstream.features.batch import Batch, BatchRun, decode_blobs
 from fraudstream.features.definitions import ENTITIES, FeatureSet, default_feature_set
 from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
+from fraudstream.features.profiles import decode_profiles, profile_key
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import LABEL_FUNCTION, FeatureStoreError, Wire, first_error
 from fraudstream.features.write import block_ttl
@@ -273,11 +274,20 @@ class FeatureEngine:
 
     # --- inspection ------------------------------------------------------------------------
 
+    def profile(self, customer_id: str) -> dict[str, object] | None:
+        """The customer's static profile as loaded (None: no profile)."""
+        raw = self.client.get(profile_key(self.namespace, customer_id))
+        if not isinstance(raw, bytes):
+            return None
+        return _profile_view(decode_profiles([raw])[0])
+
     def customer_state(self, customer_id: str) -> dict[str, object]:
         """The live state of one customer, decoded (for ``fraudstream features show``)."""
         raw = self.client.get(self.customer_key(customer_id))
+        profile = self.profile(customer_id)
         if not isinstance(raw, bytes):
-            return {"customer_id": customer_id, "exists": False}
+            absent: dict[str, object] = {"customer_id": customer_id, "exists": False}
+            return absent if profile is None else {**absent, "profile": profile}
         blob = decode_blobs(self.plan, [raw])[0]
         k = self.plan.features.history
         head = int(blob["head"])
@@ -288,9 +298,10 @@ class FeatureEngine:
             "bytes": len(raw),
             "writes": int(blob["seq"]),
             "transactions_seen": head,
+            "last_transaction": _iso(int(blob["last_ts"])) if head else None,
             "history": [
                 {
-                    "timestamp": _iso(int(blob["h_ts"][j])),
+                    "timestamp": _iso(int(blob["h_ts"][j]) * US),
                     "amount": int(blob["h_cents"][j]) / 100,
                     "cell": int(blob["h_cell"][j]),
                 }
@@ -315,6 +326,7 @@ class FeatureEngine:
                 )
             }
         out["tiles"] = tiles
+        out["profile"] = profile
         out["first_seen"] = {
             spec.what: {
                 "values": int(blob[f"s{j}_n"]),
@@ -324,6 +336,18 @@ class FeatureEngine:
             for j, spec in enumerate(self.plan.features.first_seen)
         }
         return out
+
+
+def _profile_view(record: np.void) -> dict[str, object]:
+    home = None
+    if record["home_sys"]:
+        system = "latlon" if record["home_sys"] == LATLON else "grid"
+        home = {"system": system, "a": float(record["home_a"]), "b": float(record["home_b"])}
+    return {
+        "segment": int(record["segment"]) if record["segment"] >= 0 else None,
+        "home": home,
+        "preferred_card": "set" if record["card"] else None,
+    }
 
 
 def _iso(us: int) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.kernels import cells
+from fraudstream.features.kernels import cells, history_entry
 from fraudstream.features.layout import KEY_TAG, Q_CLIP_CENTS, US, Family
 from fraudstream.features.wire import FeatureStoreError, Session, WatchConflict, first_error
 
@@ -31,6 +31,15 @@ def block_ttl(fam: Family, block: int, lateness_s: int, now_us: int) -> int:
     """Seconds (of event time from ``now_us``) until no window can reach the block."""
     end_us = ((block + 1) * fam.slots + fam.span) * fam.tile_us + lateness_s * US
     return max(1, int((end_us - now_us) // US) + 1)
+
+
+def _last_per(group: I64, index: I64, groups: int) -> tuple[I64, I64]:
+    """The groups present and, for each, its largest ``index`` (the last in batch order):
+    a fancy assignment with repeated indices keeps no defined winner, this does."""
+    last = np.full(groups, -1, dtype=np.int64)
+    np.maximum.at(last, group, index)
+    who = np.flatnonzero(last >= 0)
+    return who, last[who]
 
 
 class Writer:
@@ -118,17 +127,21 @@ class Writer:
         vbs, starts, before = self._runs
         head = blobs["head"].astype(np.int64)
         pos = (head[rows] + before[vb]) % k
-        blobs["h_ts"][rows, pos] = b.ts[vb]
-        blobs["h_cents"][rows, pos] = b.cents[vb]
+        kept_ts, kept_cents = history_entry(b.ts[vb], b.cents[vb])
+        blobs["h_ts"][rows, pos] = kept_ts // US
+        blobs["h_cents"][rows, pos] = kept_cents
         blobs["h_cell"][rows, pos] = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)[vb]
         blobs["h_id"][rows, pos] = b.txid[vb]
         counts = np.bincount(rows, minlength=len(blobs))
         blobs["head"] = (head + counts).astype(np.uint32)
+        who, last = _last_per(rows, vb, len(blobs))
+        blobs["last_ts"][who] = b.ts[last]
         located = vb[b.loc_sys[vb] > 0]
-        blobs["loc_sys"][cust[located]] = b.loc_sys[located]
-        blobs["loc_a"][cust[located]] = b.loc_a[located]
-        blobs["loc_b"][cust[located]] = b.loc_b[located]
-        blobs["loc_ts"][cust[located]] = b.ts[located]
+        who, last = _last_per(cust[located], located, len(blobs))
+        blobs["loc_sys"][who] = b.loc_sys[last]
+        blobs["loc_a"][who] = b.loc_a[last]
+        blobs["loc_b"][who] = b.loc_b[last]
+        blobs["loc_ts"][who] = b.ts[last]
         touched = counts > 0
         blobs["seq"][touched] += 1
         return touched

@@ -143,12 +143,15 @@ def build_dataset(
     last_day: date | None = None,
     lateness_s: int = 3600,
     features: pl.DataFrame | None = None,
+    profiles: pl.DataFrame | None = None,
 ) -> Dataset:
     """Backfill the features of ``history`` (point in time: labels count only once reported)
     and keep the rows dated ``first_day..last_day`` (features still see the earlier history).
 
     ``features`` (``transaction_id`` + feature columns, e.g. a saved backfill of the same
-    history and labels) skips the backfill.
+    history and labels) skips the backfill; ``profiles`` feeds the static features (the
+    same profiles must then be loaded online, or the served model sees NaN where it learnt
+    values).
     """
     definitions = definitions or default_feature_set()
     day = pl.col("timestamp").dt.date()
@@ -157,7 +160,7 @@ def build_dataset(
     if first_day is not None:
         history = history.filter(day >= first_day - timedelta(days=WARMUP_DAYS))
     if features is None:
-        features = backfill(history, labels, definitions, lateness_s=lateness_s)
+        features = backfill(history, labels, definitions, lateness_s=lateness_s, profiles=profiles)
     truth = labels.select(
         "transaction_id",
         pl.col("reported_at"),

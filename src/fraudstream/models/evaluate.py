@@ -57,10 +57,18 @@ def evaluate(
     dataset: Dataset | None = None,
     protocol: Protocol | None = None,
     definitions: FeatureSet | None = None,
+    profiles: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The metrics dict of `evaluate_detailed` (what ``evaluate --json`` prints)."""
     return evaluate_detailed(
-        model, history, labels, options, dataset=dataset, protocol=protocol, definitions=definitions
+        model,
+        history,
+        labels,
+        options,
+        dataset=dataset,
+        protocol=protocol,
+        definitions=definitions,
+        profiles=profiles,
     ).metrics
 
 
@@ -73,6 +81,7 @@ def evaluate_detailed(
     dataset: Dataset | None = None,
     protocol: Protocol | None = None,
     definitions: FeatureSet | None = None,
+    profiles: pl.DataFrame | None = None,
 ) -> Evaluation:
     """Score the protocol's test window and compute every metric.
 
@@ -98,6 +107,7 @@ def evaluate_detailed(
             definitions=definitions or default_feature_set(),
             first_day=_first_needed_day(protocol, options.known_lookback_days),
             last_day=protocol.test_end,
+            profiles=profiles,
         )
     parts = split(dataset, protocol, known_lookback_days=options.known_lookback_days)
     test = parts.test

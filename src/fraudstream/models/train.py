@@ -130,8 +130,10 @@ def train(
     progress: Progress | None = None,
     *,
     definitions: FeatureSet | None = None,
+    profiles: pl.DataFrame | None = None,
 ) -> TrainedModel:
-    """Train on ``history`` (our columns, see `dataset.load_history`) under the protocol.
+    """Train on ``history`` (our columns, see `dataset.load_history`) under the protocol;
+    ``profiles`` (customer profiles) feed the static features.
 
     Raises:
         ModelError: the data does not cover the protocol, or has no fraud to learn from.
@@ -147,6 +149,7 @@ def train(
         definitions=definitions,
         first_day=protocol.train_start,
         last_day=protocol.test_end,
+        profiles=profiles,
     )
     return fit(dataset, protocol, options, say, definitions=definitions)
 

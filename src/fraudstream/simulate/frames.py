@@ -165,8 +165,14 @@ def _str_ids(values: IntArray) -> pl.Series:
     return pl.Series(values, dtype=pl.Int64).cast(pl.String)
 
 
+SEGMENT_BOUNDS = np.array([35.0, 70.0])
+"""``segment`` by usual amount (the Handbook draws it from 5-100): 0 everyday (< 35),
+1 standard (< 70), 2 high spender."""
+
+
 def customers_frame(customers: Customers, ids: Identities | None) -> pl.DataFrame:
-    """Customer profiles with the Handbook's fields (and the ``full`` profile's identities)."""
+    """Customer profiles with the Handbook's fields, a ``segment`` (`SEGMENT_BOUNDS`), and
+    the ``full`` profile's identities (the first of ``card_ids`` is the preferred card)."""
     n = len(customers)
     frame = pl.DataFrame(
         {
@@ -174,6 +180,7 @@ def customers_frame(customers: Customers, ids: Identities | None) -> pl.DataFram
             "x": customers.x,
             "y": customers.y,
             "mean_amount": customers.mean_amount,
+            "segment": np.searchsorted(SEGMENT_BOUNDS, customers.mean_amount, side="right"),
             "std_amount": customers.std_amount,
             "mean_nb_tx_per_day": customers.mean_nb_tx_per_day,
             "nb_terminals": customers.nb_terminals,

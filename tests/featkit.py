@@ -1,0 +1,29 @@
+"""Transactions for the feature-engine tests: one customer at a fixed place and time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fraudstream.schema import Transaction
+
+T0 = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
+FIXED_CLOCK = T0.timestamp() + 400 * 86400
+
+
+def tx(i: int, *, minutes: float = 0, customer: str = "c1", **kw: Any) -> Transaction:
+    fields: dict[str, Any] = {
+        "transaction_id": f"t{i}",
+        "timestamp": T0 + timedelta(minutes=minutes),
+        "customer_id": customer,
+        "terminal_id": kw.pop("terminal_id", "T1"),
+        "merchant_id": "M1",
+        "amount": kw.pop("amount", 10.0 + i),
+        "currency": "EUR",
+        "channel": "card_present",
+        "card_id": "K1",
+        "x": 10.0,
+        "y": 20.0,
+    }
+    fields.update(kw)
+    return Transaction(**fields)
