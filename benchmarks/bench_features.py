@@ -7,10 +7,12 @@ Online: a simulated history (the ``full`` profile: both channels, labels days la
 in event-time order through `FeatureEngine.compute_batch` in batches of ``--batch``, labels
 delivered between batches. Beside it, the *floor*: the very same keys read (``MGET``) and
 commands written (``MULTI … EXEC``) by sampled batches, replayed on another database with no
-feature work, which is what any design doing this I/O would pay. Server time comes from
-``INFO commandstats`` (``EXEC`` counts the commands inside it again, so it is roughly twice
-the real figure). Every 7 simulated days the replay calls `FeatureEngine.sweep` (untimed):
-it deletes the blocks whose TTL would have fired in real time. Memory: ``MEMORY USAGE`` of
+feature work, which is what any design doing this I/O would pay. Where the time goes: the
+client's CPU (``time.process_time`` around each batch) and the server's (``INFO cpu`` around
+each batch: parsing, queueing, executing, replying, feeding the AOF), and the floor once more
+with the AOF off, which is what durability costs. Every 7 simulated days the replay calls
+`FeatureEngine.sweep` (untimed): it deletes the blocks whose TTL would have fired in real
+time. Memory: ``MEMORY USAGE`` of
 every key, per active customer and per terminal, after 30 days and at the end. Backfill:
 `backfill` over a Handbook-size history (5,000 customers, 10,000 terminals, 183 days), and
 the first-seen flags it computes (the online engine's, exactly) against exact sets.
@@ -65,12 +67,15 @@ def to_records(frame: pl.DataFrame, fields: set[str], kind: type[Any]) -> list[A
     return [msgspec.convert({k: v for k, v in r.items() if v is not None}, kind) for r in rows]
 
 
-def command_usec(client: redis.Redis) -> tuple[float, int]:
-    stats = client.info("commandstats")
-    return (
-        sum(float(v["usec"]) for v in stats.values()),
-        sum(int(v["calls"]) for v in stats.values()),
-    )
+def command_calls(client: redis.Redis) -> int:
+    return sum(int(v["calls"]) for v in client.info("commandstats").values())
+
+
+def server_cpu(client: redis.Redis) -> float:
+    """CPU seconds the server process has used (``INFO cpu``): parsing, queueing, executing,
+    replying and feeding the AOF, which ``commandstats`` only partly sees."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def memory(client: redis.Redis, namespace: str) -> dict[str, float]:
@@ -96,22 +101,44 @@ def memory(client: redis.Redis, namespace: str) -> dict[str, float]:
     return out
 
 
-def floor(client: redis.Redis, samples: list[tuple[list[str], list[tuple[Any, ...]]]]) -> float:
-    """Seconds per batch for the same I/O with no feature work, on database 1."""
+def floor(
+    client: redis.Redis, samples: list[tuple[list[str], list[tuple[Any, ...]]]]
+) -> tuple[float, float]:
+    """(wall, server CPU) seconds per batch for the same I/O with no feature work, on
+    database 1: the ``WATCH`` + ``MGET`` and the ``MULTI … EXEC`` the engine sent."""
     other = redis.Redis(
         connection_pool=redis.ConnectionPool(
             **{**client.connection_pool.connection_kwargs, "db": 1}
         )
     )
     wire = Wire(other)
+    cpu0 = server_cpu(client)
     started = time.perf_counter()
-    for keys, commands in samples:
-        other.mget(keys)
-        wire.run(commands, atomic=True)
+    with wire.session() as session:
+        for keys, commands in samples:
+            customers = sum(1 for c in commands if c[0] == "SET")
+            session.run([("WATCH", *keys[:customers]), ("MGET", *keys)])
+            session.run(commands, atomic=True)
     spent = (time.perf_counter() - started) / max(1, len(samples))
+    cpu = (server_cpu(client) - cpu0) / max(1, len(samples))
     other.flushdb()
     other.close()
-    return spent
+    return spent, cpu
+
+
+def floor_without_aof(
+    client: redis.Redis, samples: list[tuple[list[str], list[tuple[Any, ...]]]]
+) -> tuple[float, float] | None:
+    """The floor again with the AOF off: what durability costs (None if CONFIG is denied)."""
+    try:
+        before = str(client.config_get("appendonly")["appendonly"])
+        client.config_set("appendonly", "no")
+    except redis.ResponseError:
+        return None
+    try:
+        return floor(client, samples)
+    finally:
+        client.config_set("appendonly", before)
 
 
 def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
@@ -122,8 +149,8 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
     labs = to_records(labels, LABEL_FIELDS, Label)
     engine = FeatureEngine(client, default_feature_set(), clock=lambda: 4e9)
     day30 = tx["timestamp"][0].timestamp() + 30 * 86400
-    usec0, calls0 = command_usec(client)
-    spent = labels_spent = 0.0
+    calls0 = command_calls(client)
+    spent = labels_spent = client_cpu = batch_cpu = 0.0
     samples: list[tuple[list[str], list[tuple[Any, ...]]]] = []
     li = 0
     swept = 0
@@ -138,10 +165,13 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
             li += 1
         t0 = time.perf_counter()
         engine.apply_labels(due)
-        t1 = time.perf_counter()
         engine.record_io = start // args.batch % 50 == 0
+        s0 = server_cpu(client)
+        t1, c1 = time.perf_counter(), time.process_time()
         engine.compute_batch(batch)
         spent += time.perf_counter() - t1
+        client_cpu += time.process_time() - c1
+        batch_cpu += server_cpu(client) - s0
         labels_spent += t1 - t0
         if engine.record_io and engine.last_io:
             samples.append(engine.last_io)
@@ -152,10 +182,12 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
         if not mem30 and first.timestamp() >= day30:
             swept += engine.sweep()
             mem30 = memory(client, engine.namespace)
-    usec1, calls1 = command_usec(client)
+    calls1 = command_calls(client)
     n = len(txs)
-    floor_s = floor(client, samples)
+    floor_s, floor_cpu = floor(client, samples)
+    no_aof = floor_without_aof(client, samples)
     batches = -(-n // args.batch)
+    per_tx = 1e6 / args.batch
     return {
         "history": source,
         "transactions": n,
@@ -167,8 +199,14 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
         "tx_per_s": round(n / spent),
         "us_per_tx": round(spent / n * 1e6, 1),
         "floor_tx_per_s": round(args.batch / floor_s),
-        "floor_us_per_tx": round(floor_s / args.batch * 1e6, 1),
-        "server_us_per_tx": round((usec1 - usec0) / n, 1),
+        "floor_us_per_tx": round(floor_s * per_tx, 1),
+        "floor_server_cpu_us_per_tx": round(floor_cpu * per_tx, 1),
+        "floor_no_aof_us_per_tx": None if no_aof is None else round(no_aof[0] * per_tx, 1),
+        "floor_no_aof_server_cpu_us_per_tx": (
+            None if no_aof is None else round(no_aof[1] * per_tx, 1)
+        ),
+        "client_cpu_us_per_tx": round(client_cpu / n * 1e6, 1),
+        "server_cpu_us_per_tx": round(batch_cpu / n * 1e6, 1),
         "server_commands_per_batch": round((calls1 - calls0) / batches, 1),
         "client_phase_us_per_tx": {k: round(v / n * 1e6, 1) for k, v in engine.timings.items()},
         "labels_us_each": round(labels_spent / max(1, len(labs)) * 1e6, 1),
@@ -267,12 +305,20 @@ def report(result: dict[str, Any]) -> None:
         f"  I/O floor     {o['floor_tx_per_s']:>9,} tx/s   {o['floor_us_per_tx']:>6} µs/tx"
         "   (same MGET + MULTI/EXEC, no feature work)"
     )
+    if o["floor_no_aof_us_per_tx"] is not None:
+        print(
+            f"  floor, no AOF {round(1e6 / o['floor_no_aof_us_per_tx']):>9,}"
+            f" tx/s   {o['floor_no_aof_us_per_tx']:>6} µs/tx   (what durability costs)"
+        )
     print(
-        f"  server        {o['server_us_per_tx']:>6} µs/tx   "
+        f"  CPU µs/tx     client {o['client_cpu_us_per_tx']}   server "
+        f"{o['server_cpu_us_per_tx']} (the floor's: "
+        f"{o['floor_server_cpu_us_per_tx']}, without AOF "
+        f"{o['floor_no_aof_server_cpu_us_per_tx']})   "
         f"{o['server_commands_per_batch']} commands/batch"
     )
     phases = "  ".join(f"{k} {v}" for k, v in o["client_phase_us_per_tx"].items())
-    print(f"  client µs/tx  {phases}")
+    print(f"  client phases {phases}   (wall µs/tx)")
     print(f"  labels        {o['labels_us_each']} µs each ({o['labels']:,})")
     for when in ("memory_day30", "memory_end"):
         m = o[when]
