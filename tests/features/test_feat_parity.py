@@ -9,6 +9,7 @@ card, device or terminal.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -176,3 +177,48 @@ def test_online_equals_backfill_with_full_filters(client: redis.Redis) -> None:
         assert np.array_equal(np.isnan(got), np.isnan(truth)), spec.name
         false_pos[spec.what] = int(((got == 0) & (truth == 1)).sum())
     assert false_pos["merchant"] > 0 and false_pos["ip"] > 0, false_pos
+
+
+EXTREMES = FeatureSet(
+    (
+        Aggregate("customer", "min", "24h"),
+        Aggregate("customer", "max", "7d"),
+        Aggregate("customer", "max", "2d", delay="1d"),
+        Aggregate("customer", "distinct", "24h", of="merchant"),
+        Aggregate("customer", "distinct", "7d", of="terminal"),
+        Aggregate("customer", "distinct", "1h", of="card", where="ecommerce"),
+        Aggregate("customer", "count", "24h"),
+    )
+)
+
+
+@pytest.mark.integration
+def test_online_equals_backfill_for_min_max_distinct(client: redis.Redis) -> None:
+    from fraudstream.simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(n_customers=300, n_terminals=600, n_days=12, profile="full", seed=2)
+    result = simulate(config)
+    history, labels = result.transactions, result.labels
+    e = FeatureEngine(client, EXTREMES, clock=lambda: 2e9)
+    online = run_online(e, history, labels, batch=200)
+    offline = backfill(history, labels, EXTREMES).drop("transaction_id").to_numpy()
+    assert_same(e.names, online, offline)
+    # Against a brute force over the window's tiles for a sample of transactions.
+    frame = history.with_row_index("_i").sort("timestamp", "_i").with_row_index("_order")
+    day = pl.col("timestamp").dt.truncate("1d")
+    hour = pl.col("timestamp").dt.truncate("1h")
+    for row in frame.sample(200, seed=1).iter_rows(named=True):
+        mine = frame.filter(
+            (pl.col("customer_id") == row["customer_id"]) & (pl.col("_order") <= row["_order"])
+        )
+        t = row["timestamp"]
+        week = mine.filter(day >= t.replace(hour=0, minute=0, second=0) - timedelta(days=6))
+        got_max = online[row["_i"], e.names.index("customer_amount_max_7d")]
+        assert got_max == pytest.approx(week["amount"].max()), row
+        this_hour = t.replace(minute=0, second=0, microsecond=0)
+        day_tiles = mine.filter(hour >= this_hour - timedelta(hours=23))
+        got_min = online[row["_i"], e.names.index("customer_amount_min_24h")]
+        assert got_min == pytest.approx(day_tiles["amount"].min()), row
+        exact = day_tiles["merchant_id"].n_unique()
+        estimate = online[row["_i"], e.names.index("customer_distinct_merchant_24h")]
+        assert abs(estimate - exact) <= 0.25 * exact + 0.5, (estimate, exact)

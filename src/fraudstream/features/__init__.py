@@ -21,6 +21,14 @@ most one tile, always on the old side, and the backfill reproduces it exactly. A
 ``D`` covers days ``D-14 … D-8``, counting the frauds whose label was reported by the
 transaction's own time (the Handbook's ``[t - delay - w, t - delay)``, tiled).
 
+Aggregations: count, sum, mean, std (per entity), fraud count and risk (terminals, from
+labels), and for the customer (a single writer) min, max and ``distinct`` (approximate
+distinct merchants / terminals / cards / devices / IPs / categories: a 64-bit sketch per
+tile, OR-ed over the window, read by linear counting). Shared entities take only commutative
+counters. "last" is not an aggregation: the window includes the transaction itself, so its
+last value is the transaction's own; the previous one is ``seconds_since_last_tx`` and the
+bounded history behind the ``…_prev`` ratios.
+
 Amounts are integer cents in state, timestamps integer microseconds, so sums are exact and
 order-independent; ratios, means and deviations are computed by `kernels` from those exact
 inputs in both paths.

@@ -19,7 +19,16 @@ from numpy.typing import NDArray
 
 from fraudstream.features.definitions import ENTITIES
 from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
-from fraudstream.features.layout import BLOB_VERSION, SHIFT, US, Family, Plan, empty_blobs
+from fraudstream.features.layout import (
+    BLOB_VERSION,
+    SHIFT,
+    US,
+    Family,
+    Plan,
+    combine,
+    empty_blobs,
+    empty_value,
+)
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.seen import SeenState, replay
 from fraudstream.features.wire import FeatureStoreError
@@ -116,7 +125,8 @@ class BatchRun(Writer):
         self.n = len(batch.ts)
         self.codes: dict[str, I64] = {}
         self.uniq: dict[str, list[str]] = {}
-        wanted = {s.what for s in self.plan.features.first_seen}
+        wanted: set[str] = {s.what for s in self.plan.features.first_seen}
+        wanted |= set(self.plan.features.distinct_of)
         for entity in [*ENTITIES, *sorted(wanted - set(ENTITIES))]:
             index: dict[str, int] = {}
             codes = np.array(
@@ -250,9 +260,9 @@ class BatchRun(Writer):
             slot = tiles % fam.slots
             held = blobs[f"r{fam.index}_tile"][rows[:, None], slot] == tiles
             grid = {
-                c: np.where(held, blobs[f"r{fam.index}_{c}"][rows[:, None], slot], 0).astype(
-                    np.int64
-                )
+                c: np.where(
+                    held, blobs[f"r{fam.index}_{c}"][rows[:, None], slot], empty_value(c)
+                ).astype(np.int64)
                 for c in fam.counters
             }
         else:
@@ -270,8 +280,9 @@ class BatchRun(Writer):
         for c in fam.counters:
             if c == "f":
                 continue
-            np.add.at(grid[c], (later[keep], off[keep]), contrib[c][earlier[keep]])
-            grid[c][:, s - 1] += contrib[c]
+            op = combine(c)
+            op.at(grid[c], (later[keep], off[keep]), contrib[c][earlier[keep]])
+            grid[c][:, s - 1] = op(grid[c][:, s - 1], contrib[c])
         return grid
 
     def _pair_cache(self, entity: str) -> tuple[I64, I64]:
@@ -292,7 +303,9 @@ class BatchRun(Writer):
             grid = self._grid(fam, blobs, blocks, valid)
             for agg in fam.aggregates:
                 hi = fam.span - agg.lag
-                sums[agg.name] = {c: grid[c][:, hi - agg.tiles : hi].sum(axis=1) for c in grid}
+                sums[agg.name] = {
+                    c: combine(c).reduce(grid[c][:, hi - agg.tiles : hi], axis=1) for c in grid
+                }
         prev_ts, prev_cents, prev_cell, last_ts, last = self._history(blobs, valid)
         first_seen, seen_present = self._first_seen(blobs, valid)
         return RawInputs(

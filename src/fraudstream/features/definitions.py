@@ -12,6 +12,8 @@ compiles to the online engine (`fraudstream.features.online`) and to the offline
 'terminal_risk_30d_delay7d'
 >>> Aggregate("card", "sum", "1h", where="ecommerce").name
 'card_amount_sum_1h_ecommerce'
+>>> Aggregate("customer", "distinct", "24h", of="merchant").name
+'customer_distinct_merchant_24h'
 >>> FirstSeen("merchant").name
 'is_first_seen_merchant'
 """
@@ -40,12 +42,15 @@ OWNED: frozenset[str] = frozenset({"customer"})
 LABELLED: frozenset[str] = frozenset({"terminal"})
 """Entities whose fraud labels are counted (a `Label` names the terminal, not the merchant)."""
 
-Agg = Literal["count", "sum", "mean", "std", "fraud_count", "risk"]
+Agg = Literal["count", "sum", "mean", "std", "min", "max", "distinct", "fraud_count", "risk"]
 AGG_NAMES: dict[str, str] = {
     "count": "tx_count",
     "sum": "amount_sum",
     "mean": "amount_mean",
     "std": "amount_std",
+    "min": "amount_min",
+    "max": "amount_max",
+    "distinct": "distinct",
     "fraud_count": "fraud_count",
     "risk": "risk",
 }
@@ -54,11 +59,25 @@ AGG_COUNTERS: dict[str, tuple[str, ...]] = {
     "sum": ("s",),
     "mean": ("n", "s"),
     "std": ("n", "s", "q"),
+    "min": ("lo",),
+    "max": ("hi",),
     "fraud_count": ("f",),
     "risk": ("n", "f"),
 }
 """Per-tile counters an aggregation needs: n = transactions, s = amount in cents,
-q = sum of squared cents (owned entities only), f = frauds known so far (labelled only)."""
+q = sum of squared cents, lo / hi = smallest / largest cents (owned entities only: they are
+not commutative increments), f = frauds known so far (labelled only); ``distinct`` keeps a
+64-bit sketch per tile of the field it counts (``d_<field>``, `Aggregate.counters`)."""
+OWNED_ONLY = frozenset({"q", "lo", "hi"})
+DISTINCT_FIELDS: dict[str, str] = {
+    "merchant": "merchant_id",
+    "terminal": "terminal_id",
+    "card": "card_id",
+    "device": "device_id",
+    "ip": "ip",
+    "product_category": "product_category",
+}
+"""What a ``distinct`` aggregate can count -> the transaction field holding it."""
 Where = Literal["card_present", "ecommerce"]
 
 _DURATION = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[mhd])$")
@@ -111,20 +130,31 @@ class Aggregate:
     """Count only transactions of this channel (the feature is still computed for all)."""
     tile: str | None = None
     """Override the tile length (default: `default_tile`)."""
+    of: str | None = None
+    """What ``distinct`` counts (a key of `DISTINCT_FIELDS`); only for ``distinct``."""
 
     def __post_init__(self) -> None:
         if self.entity not in ENTITIES:
             raise ConfigError("entity", f"unknown entity {self.entity!r} ({_one_of(ENTITIES)})")
         if self.agg not in AGG_NAMES:
             raise ConfigError("agg", f"unknown aggregation {self.agg!r} ({_one_of(AGG_NAMES)})")
-        if "q" in AGG_COUNTERS[self.agg] and self.entity not in OWNED:
+        if (self.agg == "distinct") != (self.of is not None):
+            raise ConfigError("of", "distinct needs `of` (what to count); only distinct takes it")
+        if self.of is not None and self.of not in DISTINCT_FIELDS:
+            raise ConfigError("of", f"unknown field {self.of!r} ({_one_of(DISTINCT_FIELDS)})")
+        owned_only = self.agg == "distinct" or set(self.counters) & OWNED_ONLY
+        if owned_only and self.entity not in OWNED:
             raise ConfigError("agg", f"{self.agg} needs an owned entity, got {self.entity!r}")
-        if "f" in AGG_COUNTERS[self.agg] and self.entity not in LABELLED:
+        if "f" in self.counters and self.entity not in LABELLED:
             raise ConfigError("agg", f"{self.agg} needs a labelled entity, got {self.entity!r}")
         if self.where not in (None, "card_present", "ecommerce"):
             raise ConfigError("where", f"must be card_present or ecommerce, got {self.where!r}")
         if self.window_s % self.tile_s or (self.delay and self.delay_s % self.tile_s):
             raise ConfigError("window", f"{self.name}: window and delay must be whole tiles")
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        return (f"d_{self.of}",) if self.agg == "distinct" else AGG_COUNTERS[self.agg]
 
     @property
     def window_s(self) -> int:
@@ -159,7 +189,8 @@ class Aggregate:
 
     @property
     def name(self) -> str:
-        parts = [self.entity, AGG_NAMES[self.agg], self.window]
+        what = f"distinct_{self.of}" if self.agg == "distinct" else AGG_NAMES[self.agg]
+        parts = [self.entity, what, self.window]
         if self.delay:
             parts.append(f"delay{self.delay}")
         if self.where:
@@ -353,6 +384,11 @@ class FeatureSet:
         for a in self.aggregates:
             out.setdefault(a.family, []).append(a)
         return out
+
+    @property
+    def distinct_of(self) -> list[str]:
+        """What the ``distinct`` aggregates count, each once."""
+        return sorted({a.of for a in self.aggregates if a.of is not None})
 
     @property
     def uses_profiles(self) -> bool:

@@ -22,15 +22,37 @@ from functools import cached_property
 import numpy as np
 
 from fraudstream.features.definitions import (
-    AGG_COUNTERS,
     OWNED,
     Aggregate,
     FeatureSet,
 )
 
-COUNTERS = ("n", "s", "q", "f")
-WIDTH = {"n": 4, "s": 8, "q": 8, "f": 4}
-"""Bytes per counter per tile in the customer blob (count, frauds: int32; cents: int64)."""
+COUNTERS = ("n", "s", "q", "f", "lo", "hi")
+"""Counter order in state; ``d_<field>`` sketches (``distinct``) follow, sorted."""
+WIDTH = {"n": 4, "s": 8, "q": 8, "f": 4, "lo": 8, "hi": 8}
+"""Bytes per counter per tile in the customer blob (count, frauds: int32; cents and the
+64-bit distinct sketches: int64)."""
+EMPTY_LO = np.iinfo(np.int64).max
+EMPTY = {"lo": EMPTY_LO, "hi": -1}
+"""A tile's value before any transaction: the identity of the counter's combination (0 for
+sums and sketches, see `combine`)."""
+
+
+def empty_value(counter: str) -> int:
+    return EMPTY.get(counter, 0)
+
+
+def combine(counter: str) -> np.ufunc:
+    """How two values of a counter merge (per tile, and tiles into a window)."""
+    if counter == "lo":
+        return np.minimum
+    if counter == "hi":
+        return np.maximum
+    if counter.startswith("d_"):
+        return np.bitwise_or
+    return np.add
+
+
 SHIFT = {"s": 24, "f": 32}
 """In a shared block, ``s`` or ``f`` rides above ``n`` in one int64 word: per tile up to
 16.7 M transactions and 5.5 G in cents, or 4.3 G transactions and 2.1 G frauds."""
@@ -142,7 +164,10 @@ class Plan:
 def compile_plan(features: FeatureSet, *, lateness_s: int = 3600) -> Plan:
     families: list[Family] = []
     for i, ((entity, tile_s, where), aggs) in enumerate(features.families().items()):
-        counters = tuple(c for c in COUNTERS if any(c in AGG_COUNTERS[a.agg] for a in aggs))
+        used = {c for a in aggs for c in a.counters}
+        counters = tuple(c for c in COUNTERS if c in used) + tuple(
+            sorted(c for c in used if c.startswith("d_"))
+        )
         span = max(a.span for a in aggs)
         late = math.ceil(lateness_s / tile_s)
         slots = span + late + 1
@@ -171,7 +196,7 @@ def _blob_dtype(features: FeatureSet, families: tuple[Family, ...]) -> np.dtype[
             continue
         fields.append((f"r{fam.index}_tile", "<i4", (fam.slots,)))
         for c in fam.counters:
-            fields.append((f"r{fam.index}_{c}", f"<i{WIDTH[c]}", (fam.slots,)))
+            fields.append((f"r{fam.index}_{c}", f"<i{WIDTH.get(c, 8)}", (fam.slots,)))
     k = (features.history,)
     # h_ts in whole seconds (u32, until 2106), h_cents clipped at HISTORY_CENTS_MAX: 20 bytes
     # an entry instead of 28. The previous transaction's exact time is ``last_ts``.
@@ -194,4 +219,7 @@ def empty_blobs(plan: Plan, n: int) -> np.ndarray:
     out["version"] = BLOB_VERSION
     for fam in plan.owned:
         out[f"r{fam.index}_tile"] = -1
+        for c in fam.counters:
+            if empty_value(c):
+                out[f"r{fam.index}_{c}"] = empty_value(c)
     return out

@@ -15,7 +15,13 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
-from fraudstream.features.definitions import ENTITIES, Aggregate, FeatureSet, default_feature_set
+from fraudstream.features.definitions import (
+    DISTINCT_FIELDS,
+    ENTITIES,
+    Aggregate,
+    FeatureSet,
+    default_feature_set,
+)
 from fraudstream.features.kernels import (
     GRID,
     LATLON,
@@ -24,9 +30,17 @@ from fraudstream.features.kernels import (
     cells,
     finalize,
     history_entry,
+    sketch_bits,
     to_cents,
 )
-from fraudstream.features.layout import Q_CLIP_CENTS, Family, Plan, compile_plan
+from fraudstream.features.layout import (
+    Q_CLIP_CENTS,
+    Family,
+    Plan,
+    combine,
+    compile_plan,
+    empty_value,
+)
 from fraudstream.features.profiles import StaticInputs, empty_profiles, profile_records
 from fraudstream.features.seen import SeenState, replay, value_hashes
 
@@ -81,8 +95,10 @@ def backfill(
     )
 
     sums: dict[str, dict[str, I64]] = {}
+    sketches = {what: _sketch(frame, what) for what in plan.features.distinct_of}
     for fam in plan.families:
         _family_sums(fam, ts, cents, channel, codes[fam.entity], label_frame, codes, sums)
+        _family_extremes(fam, ts, cents, channel, codes[fam.entity], sketches, sums)
     sys, a, b = _locations(frame)
     cust = codes["customer"]
     first, last = _known_fraud(plan, label_frame, codes["terminal"], ts)
@@ -234,6 +250,22 @@ def _codes(frame: pl.DataFrame, column: str) -> I64:
     return ranks.to_series().to_numpy() - 1
 
 
+def _entity_order(
+    fam: Family, ts: I64, channel: NDArray[np.object_], code: I64
+) -> tuple[I64, I64, I64, NDArray[np.bool_]]:
+    """Transactions grouped by entity, then tile (processing order inside a tile): the
+    order, its (entity, tile) keys, each transaction's place in it, and whether it counts
+    (has the entity, passes the channel filter), in that order."""
+    tile = ts // fam.tile_us
+    weight = (code >= 0) & ((channel == fam.where) if fam.where else True)
+    order = np.argsort(code, kind="stable")
+    keys = code[order] * _KEY + tile[order]
+    pos = np.empty(len(ts), dtype=np.int64)
+    pos[order] = np.arange(len(ts))
+    counted: NDArray[np.bool_] = weight[order]
+    return order, keys, pos, counted
+
+
 def _family_sums(
     fam: Family,
     ts: I64,
@@ -245,13 +277,8 @@ def _family_sums(
     sums: dict[str, dict[str, I64]],
 ) -> None:
     n = len(ts)
-    tile = ts // fam.tile_us
-    weight = (code >= 0) & ((channel == fam.where) if fam.where else True)
-    order = np.argsort(code, kind="stable")
-    keys = code[order] * _KEY + tile[order]
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = np.arange(n)
-    w = weight[order].astype(np.int64)
+    order, keys, pos, counted = _entity_order(fam, ts, channel, code)
+    w = counted.astype(np.int64)
     prefix = {
         "n": np.concatenate([[0], np.cumsum(w)]),
         "s": np.concatenate([[0], np.cumsum(w * cents[order])]),
@@ -268,9 +295,74 @@ def _family_sums(
         for c in fam.counters:
             if c == "f":
                 out[c] = _label_counts(fam, agg, labels, codes["terminal"], ts)
-            else:
+            elif c in prefix:
                 out[c] = (prefix[c][right] - prefix[c][left])[pos]
-        sums[agg.name] = out
+        sums[agg.name] = out  # min / max / distinct: `_family_extremes`
+
+
+def _sketch(frame: pl.DataFrame, what: str) -> I64:
+    """Each transaction's ``distinct`` sketch bit for ``what`` (0 where it lacks the field)."""
+    values = frame[DISTINCT_FIELDS[what]].cast(pl.String)
+    uniq = values.drop_nulls().unique(maintain_order=True)
+    bits = sketch_bits(value_hashes(uniq.to_list()))
+    index = pl.DataFrame({"_v": uniq, "_b": bits})
+    joined = pl.DataFrame({"_v": values}).join(index, on="_v", how="left", maintain_order="left")
+    return joined["_b"].fill_null(0).to_numpy().astype(np.int64)
+
+
+def _family_extremes(
+    fam: Family,
+    ts: I64,
+    cents: I64,
+    channel: NDArray[np.object_],
+    code: I64,
+    sketches: dict[str, I64],
+    sums: dict[str, dict[str, I64]],
+) -> None:
+    """The min / max / distinct counters of each window, as the online tiles combine them:
+    the transaction's own tile up to itself, plus the whole earlier tiles of the window."""
+    counters = [c for c in fam.counters if c in ("lo", "hi") or c.startswith("d_")]
+    if not counters:
+        return
+    n = len(ts)
+    order, keys, pos, w = _entity_order(fam, ts, channel, code)
+    start = np.searchsorted(keys, keys, side="left")
+    for c in counters:
+        empty = empty_value(c)
+        raw = sketches[c[2:]] if c.startswith("d_") else cents
+        v = np.where(w, raw[order], empty)
+        prefix = _prefix_combine(c, v, start)
+        for agg in fam.aggregates:
+            if c not in agg.counters:
+                continue
+            op = combine(c)
+            out = np.full(n, empty, dtype=np.int64)
+            for d in range(agg.lag, agg.lag + agg.tiles):
+                if d == 0:
+                    out = op(out, prefix)
+                    continue
+                j = np.searchsorted(keys, keys - d, side="right") - 1
+                hit = (j >= 0) & (keys[np.maximum(j, 0)] == keys - d)
+                out = op(out, np.where(hit, prefix[np.maximum(j, 0)], empty))
+            sums.setdefault(agg.name, {})[c] = out[pos]
+
+
+def _prefix_combine(counter: str, v: I64, start: I64) -> I64:
+    """Each element combined with the earlier ones of its group (``start``: group's first)."""
+    frame = pl.DataFrame({"g": start, "v": v})
+    if counter == "lo":
+        return frame.select(pl.col("v").cum_min().over("g"))["v"].to_numpy()
+    if counter == "hi":
+        return frame.select(pl.col("v").cum_max().over("g"))["v"].to_numpy()
+    # Sketch words hold one bit each: OR-ing a prefix = summing each bit's first occurrence.
+    first = np.zeros(len(v), dtype=bool)
+    _, idx = np.unique(np.stack([start, v]), axis=1, return_index=True)
+    first[idx] = True
+    bits = np.where(first & (v != 0), v, 0).view(np.uint64)
+    total = np.cumsum(bits, dtype=np.uint64)
+    before = np.concatenate([[np.uint64(0)], total])[start]
+    out: I64 = (total - before).view(np.int64)
+    return out
 
 
 def _label_counts(fam: Family, agg: Aggregate, labels: pl.DataFrame, code: I64, ts: I64) -> I64:

@@ -31,7 +31,12 @@ from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
 from fraudstream.features.batch import Batch, BatchRun, decode_blobs
-from fraudstream.features.definitions import ENTITIES, FeatureSet, default_feature_set
+from fraudstream.features.definitions import (
+    DISTINCT_FIELDS,
+    ENTITIES,
+    FeatureSet,
+    default_feature_set,
+)
 from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
@@ -159,6 +164,9 @@ class FeatureEngine:
         for seen in self.plan.features.first_seen:
             if seen.what not in ids:
                 ids[seen.what] = [getattr(tx, seen.field) for tx in txs]
+        for what in self.plan.features.distinct_of:
+            if what not in ids:
+                ids[what] = [getattr(tx, DISTINCT_FIELDS[what]) for tx in txs]
         sys = np.zeros(len(txs), dtype=np.uint8)
         a = np.full(len(txs), np.nan)
         b = np.full(len(txs), np.nan)
@@ -208,6 +216,8 @@ class FeatureEngine:
             SchemaError: a fraud label without ``terminal_id`` / ``tx_timestamp``, or
                 reported before its transaction.
         """
+        if not self._labelled and not self._wants_known_fraud():
+            return  # no feature of this set reads labels
         commands = []
         for label in labels:
             if not label.is_fraud:

@@ -13,8 +13,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.kernels import cells, history_entry
-from fraudstream.features.layout import KEY_TAG, Q_CLIP_CENTS, US, Family
+from fraudstream.features.kernels import cells, history_entry, sketch_bits
+from fraudstream.features.layout import (
+    EMPTY_LO,
+    KEY_TAG,
+    Q_CLIP_CENTS,
+    US,
+    Family,
+    combine,
+    empty_value,
+)
 from fraudstream.features.wire import FeatureStoreError, Session, WatchConflict, first_error
 
 if TYPE_CHECKING:
@@ -68,7 +76,18 @@ class Writer:
         wi = w.astype(np.int64)
         out = {"n": wi, "s": wi * b.cents, "f": np.zeros(self.n, dtype=np.int64)}
         out["q"] = wi * np.minimum(b.cents, Q_CLIP_CENTS) ** 2
+        out["lo"] = np.where(w, b.cents, EMPTY_LO)
+        out["hi"] = np.where(w, b.cents, -1)
+        for c in fam.counters:
+            if c.startswith("d_"):
+                out[c] = np.where(w, self.sketch(c[2:]), 0)
         return out
+
+    def sketch(self, what: str) -> I64:
+        """Per transaction, its ``distinct`` sketch bit for ``what`` (0 if it lacks it)."""
+        code = self.codes[what]
+        bits = sketch_bits(self.e._hashes.lookup(self.uniq[what]))
+        return np.where(code >= 0, bits[np.maximum(code, 0)] if len(bits) else 0, 0)
 
     # --- write -----------------------------------------------------------------------------
 
@@ -121,8 +140,9 @@ class Writer:
             current = tiles[rows, slot] == tile
             for c in fam.counters:
                 arr = blobs[f"r{fam.index}_{c}"]
-                arr[moved] = 0
-                np.add.at(arr, (rows[current], slot[current]), contrib[c][vb][current])
+                arr[moved] = empty_value(c)
+                at = (rows[current], slot[current])
+                combine(c).at(arr, at, contrib[c][vb][current].astype(arr.dtype))
         k = self.plan.features.history
         vbs, starts, before = self._runs
         head = blobs["head"].astype(np.int64)
