@@ -143,7 +143,7 @@ class BatchRun(Writer):
         e = self.e
         t = time.perf_counter()
         keys, layout = self._keys()
-        self._layout = layout
+        self._layout, self._read_keys = layout, keys
         t = e._tick("keys", t)
         with e._wire.session() as session:
             read: list[tuple[Any, ...]] = [("MGET", *keys)]

@@ -62,6 +62,7 @@ class Writer:
     _layout: dict[str, Any]
     _runs: tuple[I64, I64, I64]
     _commands: list[tuple[Any, ...]]
+    _read_keys: list[str]
 
     def prefixes(self, fam: Family) -> list[str]:
         """Block key of each distinct entity of the batch, without the block number."""
@@ -104,10 +105,11 @@ class Writer:
         rows = np.flatnonzero(touched).tolist()
         size = self.plan.blob.itemsize
         packed = blobs[rows].tobytes()
-        names = self.uniq["customer"]
-        for j, u in enumerate(rows):
-            new = packed[j * size : (j + 1) * size]
-            commands.append(("SET", e.customer_key(names[u]), new, "EX", e.ttl_s))
+        keys, ttl = self._read_keys, e.ttl_s  # the customer keys lead the read's keys
+        commands += [
+            ("SET", keys[u], packed[j * size : (j + 1) * size], "EX", ttl)
+            for j, u in enumerate(rows)
+        ]
         for fam in self.plan.shared:
             commands += self._block_commands(fam, values, valid)
         self._commands = commands
@@ -171,7 +173,8 @@ class Writer:
     ) -> list[tuple[Any, ...]]:
         """One ``BITFIELD`` per touched block with every increment of the batch (summed per
         tile; overflow wraps, BITFIELD's default); a block read as absent also gets its TTL.
-        Arguments are laid out with numpy, one Python tuple per block."""
+        The block keys are the ones the read used; arguments are laid out with numpy and
+        turned into Python objects once, then sliced per block."""
         start, uniq, rows = self._layout["blocks"][fam.index]
         contrib = self._contrib(fam, valid)
         counted = [c for c in fam.counters if c != "f"]
@@ -184,35 +187,35 @@ class Writer:
         totals = {
             c: np.bincount(inverse, weights=contrib[c][use]).astype(np.int64) for c in counted
         }
-        first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
-        prefix = self.prefixes(fam)
-        words = []
+        slot_of = cells % slots
+        columns: list[list[Any]] = []
         for w, members in enumerate(fam.words):
+            if members == ("f",):
+                continue
             value = np.zeros(len(cells), dtype=np.int64)
             for c in members:
                 if c != "f":
                     value += totals[c] << fam.word_of(c)[1]
-            if members != ("f",):
-                words.append((w * slots * 64, value.tolist()))
-        width = 4 * len(words)
-        tokens = np.empty((len(cells), width), dtype=object)
-        slot_of = cells % slots
-        for i, (base, increments) in enumerate(words):
-            tokens[:, 4 * i] = "INCRBY"
-            tokens[:, 4 * i + 1] = "i64"
-            tokens[:, 4 * i + 2] = (base + slot_of * 64).tolist()
-            tokens[:, 4 * i + 3] = increments
-        flat = tokens.ravel().tolist()
+            columns += [
+                ["INCRBY"] * len(cells),
+                ["i64"] * len(cells),
+                (w * slots * 64 + slot_of * 64).tolist(),
+                value.tolist(),
+            ]
+        flat = [token for cell in zip(*columns, strict=True) for token in cell]
+        width = len(columns)
         row_of = cells // slots
         bounds = [0, *(np.flatnonzero(np.diff(row_of)) + 1).tolist(), len(cells)]
+        first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
+        keys, stamps, rows_list = self._read_keys, first_ts.tolist(), row_of.tolist()
+        numbers = (uniq % BLOCK_KEY).tolist()
         out: list[tuple[Any, ...]] = []
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            row = int(row_of[lo])
-            code, block = divmod(int(uniq[row]), BLOCK_KEY)
-            key = prefix[code] + str(block)
+            row = rows_list[lo]
+            key = keys[start + row]
             out.append(("BITFIELD", key, *flat[lo * width : hi * width]))
             if values[start + row] is None:
-                ttl = block_ttl(fam, block, self.plan.lateness_s, int(first_ts[row]))
+                ttl = block_ttl(fam, numbers[row], self.plan.lateness_s, stamps[row])
                 out.append(("EXPIRE", key, ttl))
         return out
