@@ -25,7 +25,7 @@ from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
 
-def engine(client: redis.Redis, **kw: Any) -> FeatureEngine:
+def engine(client: redis.Redis | redis.RedisCluster, **kw: Any) -> FeatureEngine:
     return FeatureEngine(client, default_feature_set(), clock=lambda: FIXED_CLOCK, **kw)
 
 
@@ -250,3 +250,31 @@ def test_duplicates_and_late_events_teach_nothing(client: redis.Redis) -> None:
         [tx(3, minutes=122, device_id="D2"), tx(4, minutes=123, device_id="D3")]
     )
     assert col(e, later, "is_first_seen_device") == [1.0, 1.0]
+
+
+@pytest.mark.integration
+def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_stored(
+    cluster_client: redis.RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    e = engine(cluster_client)
+    other = engine(cluster_client)
+    e.compute_batch([tx(1)])
+    decode = BatchRun._decode
+
+    def racing_decode(self: BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
+        if self.e is e:  # another worker stores c1 between this batch's read and write
+            other.compute_batch([tx(9, minutes=0.5)])
+        return decode(self, values, layout)
+
+    monkeypatch.setattr(BatchRun, "_decode", racing_decode)
+    with pytest.raises(FeatureStoreError, match="1 customer"):
+        e.compute_batch([tx(2, minutes=1, customer="c2"), tx(3, minutes=1)])
+    monkeypatch.setattr(BatchRun, "_decode", decode)
+    assert e.customer_state("c1")["transactions_seen"] == 2  # t1 and the other's t9
+    assert e.customer_state("c2")["transactions_seen"] == 1
+    # The retry stores c1's transaction once; c2's is recognised as already applied.
+    out = e.compute_batch([tx(2, minutes=1, customer="c2"), tx(3, minutes=1)])
+    assert e.customer_state("c1")["transactions_seen"] == 3
+    assert e.customer_state("c2")["transactions_seen"] == 1
+    assert col(e, out, "terminal_tx_count_1d_delay7d") == [0.0, 0.0]
+    assert col(e, out, "card_tx_count_1h") == [3.0, 4.0]

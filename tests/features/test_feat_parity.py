@@ -222,3 +222,21 @@ def test_online_equals_backfill_for_min_max_distinct(client: redis.Redis) -> Non
         exact = day_tiles["merchant_id"].n_unique()
         estimate = online[row["_i"], e.names.index("customer_distinct_merchant_24h")]
         assert abs(estimate - exact) <= 0.25 * exact + 0.5, (estimate, exact)
+
+
+@pytest.mark.integration
+def test_online_equals_backfill_on_a_cluster(
+    cluster_client: redis.RedisCluster, cluster_nodes: list[int]
+) -> None:
+    history, labels = synthetic_history(n_customers=200, n_terminals=150, n_days=31, seed=11)
+    engine = FeatureEngine(cluster_client, default_feature_set(), clock=lambda: 2e9)
+    assert engine.cluster
+    online = run_online(engine, history, labels, batch=200)
+    offline = backfill(history, labels).drop("transaction_id").to_numpy()
+    assert engine.stats.labels_applied > 20
+    assert_same(engine.names, online, offline)
+    sizes = [redis.Redis(port=port).dbsize() for port in cluster_nodes]
+    assert min(sizes) > 0.2 * max(sizes), sizes  # spread over the nodes by hash tag
+    assert engine.sweep() > 0 and sum(redis.Redis(port=p).dbsize() for p in cluster_nodes) < sum(
+        sizes
+    )

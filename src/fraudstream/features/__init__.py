@@ -54,12 +54,18 @@ Concurrency: shared entities (card, terminal, merchant, device, IP) take commuta
 ``BITFIELD INCRBY`` only, so any number of workers can update them. The customer blob has a
 single writer (partitions are keyed by customer); the engine ``WATCH``es the batch's customer
 keys, so a second writer makes ``EXEC`` fail, nothing of that batch is written, and
-`FeatureStoreError` is raised. Every key of an entity shares a hash tag (``{c:ID}``,
-``{t:ID}`` …), so an entity lives in one cluster slot; but a cluster refuses a multi-key
-command or a ``MULTI`` spanning slots, so there the batch's ``MGET`` would be split per slot
-and its all-or-nothing write would become per-entity writes (a crash between them could then
-under- or double-count a shared entity on redelivery). Not built: the engine takes a
-single-node client (a primary, with replicas for failover).
+`FeatureStoreError` is raised.
+
+Cluster: every key of an entity shares a hash tag (``{c:ID}``, ``{t:ID}`` …), so an entity
+lives in one slot, and the engine takes a `redis.cluster.RedisCluster` as well. A cluster
+runs no multi-key command or ``MULTI`` across slots, so there a batch reads with one ``GET``
+per key (pipelined per node) and writes in two steps: each customer's state with a
+compare-and-set on its ``seq`` (the ``fs_put`` function; a customer changed by another
+writer keeps its state, its transactions count nowhere and `FeatureStoreError` is raised),
+then the shared increments of the transactions whose customer was stored. A retry finds the
+stored ones already applied. What a single node gives and a cluster cannot: a crash between
+the two steps loses that batch's shared increments (it never double-counts them). Tested on
+a three-node cluster: parity with the backfill, and a concurrent writer.
 
 Memory: a customer's state is one 3,547-byte blob (MEMORY USAGE 3,600 bytes with its key),
 whatever its history: tile rings 1,184 (30 daily tiles of count, cents, squared cents; 26

@@ -31,7 +31,7 @@ from fraudstream.features.layout import (
 )
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.seen import SeenState, replay
-from fraudstream.features.wire import FeatureStoreError
+from fraudstream.features.wire import FeatureStoreError, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
 if TYPE_CHECKING:
@@ -145,24 +145,43 @@ class BatchRun(Writer):
         keys, layout = self._keys()
         self._layout, self._read_keys = layout, keys
         t = e._tick("keys", t)
-        with e._wire.session() as session:
-            read: list[tuple[Any, ...]] = [("MGET", *keys)]
-            if e._cas:
-                read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
-            values = list(session.run(read)[-1])
+        if e.cluster:
+            values = self._read_cluster(keys)
             t = e._tick("read", t)
-            blobs, blocks, known = self._decode(values, layout)
-            valid = self._valid(blobs)
-            raw = self._raw(blobs, blocks, known, valid)
-            raw.static = self._static(values, layout)
-            features = finalize(self.plan, raw)
-            e._tick("compute", t)
-            self._write(session, blobs, values, valid)
+            features, blobs, valid = self._compute(values, layout, t)
+            self._write(None, blobs, values, valid)
+        else:
+            with e._wire.session() as session:
+                read: list[tuple[Any, ...]] = [("MGET", *keys)]
+                if e._cas:
+                    read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
+                values = list(session.run(read)[-1])
+                t = e._tick("read", t)
+                features, blobs, valid = self._compute(values, layout, t)
+                self._write(session, blobs, values, valid)
         if e.record_io:
             e.last_io = (keys, self._commands)
         return features
 
+    def _compute(
+        self, values: list[Any], layout: dict[str, Any], since: float
+    ) -> tuple[NDArray[np.float64], np.ndarray, NDArray[np.bool_]]:
+        blobs, blocks, known = self._decode(values, layout)
+        valid = self._valid(blobs)
+        raw = self._raw(blobs, blocks, known, valid)
+        raw.static = self._static(values, layout)
+        features = finalize(self.plan, raw)
+        self.e._tick("compute", since)
+        return features, blobs, valid
+
     # --- read ------------------------------------------------------------------------------
+
+    def _read_cluster(self, keys: list[str]) -> list[Any]:
+        """One ``GET`` per key, pipelined per node (a cluster has no cross-slot ``MGET``)."""
+        values = self.e._wire.run([("GET", key) for key in keys])
+        if (err := first_error(values)) is not None:
+            raise FeatureStoreError(f"reading feature state failed: {err}")
+        return values
 
     def _keys(self) -> tuple[list[str], dict[str, Any]]:
         e, b = self.e, self.b

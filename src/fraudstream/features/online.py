@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import redis
 from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
@@ -41,7 +40,14 @@ from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
 from fraudstream.features.seen import HashCache
-from fraudstream.features.wire import LABEL_FUNCTION, FeatureStoreError, Wire, first_error
+from fraudstream.features.wire import (
+    FUNCTIONS,
+    Client,
+    FeatureStoreError,
+    Wire,
+    first_error,
+    is_cluster,
+)
 from fraudstream.features.write import block_ttl
 from fraudstream.schema import Label, Transaction
 
@@ -91,7 +97,7 @@ class FeatureEngine:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         definitions: FeatureSet | None = None,
         *,
         namespace: str = "fs",
@@ -120,8 +126,10 @@ class FeatureEngine:
         self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
         self._hashes = HashCache()
-        if self._labelled or self._wants_known_fraud():
-            client.function_load(LABEL_FUNCTION, replace=True)
+        self.cluster = is_cluster(client)
+        """A cluster client: per-slot commands, see `Writer._write_cluster`."""
+        if self._labelled or self._wants_known_fraud() or self.cluster:
+            client.function_load(FUNCTIONS, replace=True)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -279,7 +287,11 @@ class FeatureEngine:
                 if (int(key.rsplit(b":", 1)[1]) + 1) * fam.slots <= horizon
             ]
             for lo in range(0, len(stale), 1000):
-                deleted += int(self.client.unlink(*stale[lo : lo + 1000]))
+                chunk = stale[lo : lo + 1000]
+                if self.cluster:  # one slot per command
+                    deleted += sum(self._wire.run([("UNLINK", key) for key in chunk]))
+                else:
+                    deleted += int(self.client.unlink(*chunk))
         return deleted
 
     # --- inspection ------------------------------------------------------------------------

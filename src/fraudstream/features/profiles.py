@@ -25,13 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import redis
 from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
 from fraudstream.features.kernels import GRID, LATLON
 from fraudstream.features.seen import value_hashes
-from fraudstream.features.wire import FeatureStoreError, Wire, first_error
+from fraudstream.features.wire import Client, FeatureStoreError, Wire, first_error
 
 PROFILE_VERSION = 1
 PROFILE = np.dtype(
@@ -142,7 +141,7 @@ def decode_profiles(raws: Sequence[bytes | None]) -> np.ndarray:
 
 
 def load_profiles(
-    client: redis.Redis,
+    client: Client,
     frame: pl.DataFrame,
     *,
     namespace: str = "fs",

@@ -4,8 +4,10 @@ redis-py's pipeline costs ~7-11 µs of Python per command (measured in
 ``benchmarks/bench_features.py``); a feature batch sends thousands (one ``BITFIELD`` per
 shared tile block, one ``SET`` per customer). Here commands are packed by hiredis in C and the
 replies parsed by a hiredis ``Reader`` straight from the connection's socket, on a connection
-borrowed from the client's own pool (same auth, TLS, db). Clients without a plain socket
-(e.g. a cluster client) fall back to redis-py's pipeline.
+borrowed from the client's own pool (same auth, TLS, db). A cluster client
+(`redis.cluster.RedisCluster`) takes redis-py's cluster pipeline instead, which routes each
+single-key command to its slot's node; a cluster cannot run one ``MULTI`` across slots, so
+``atomic`` is refused there (`FeatureEngine` says what the engine does on a cluster).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import hiredis
 import redis
+from redis.cluster import RedisCluster
 
 from fraudstream.errors import FraudstreamError
 
@@ -30,24 +33,47 @@ class WatchConflict(FeatureStoreError):
     """``EXEC`` found a ``WATCH``ed key changed by someone else; nothing was written."""
 
 
+Client = redis.Redis | RedisCluster
+
+
+def is_cluster(client: Client) -> bool:
+    return isinstance(client, RedisCluster)
+
+
 class Wire:
     """Send a list of commands in one write, read all replies in one pass."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
 
     def run(self, commands: Sequence[Command], *, atomic: bool = False) -> list[Any]:
-        """Replies in order; with ``atomic`` the commands run inside ``MULTI``/``EXEC``.
+        """Replies in order (errors as exception objects); with ``atomic`` the commands run
+        inside ``MULTI``/``EXEC``.
 
         Raises:
             FeatureStoreError: the connection failed or ``EXEC`` was aborted.
         """
+        if isinstance(self.client, RedisCluster):
+            if atomic:
+                raise FeatureStoreError("a cluster cannot run one transaction across slots")
+            return self._run_cluster(self.client, commands)
         with self.session() as session:
             return session.run(commands, atomic=atomic)
+
+    @staticmethod
+    def _run_cluster(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+        for command in commands:
+            pipe.execute_command(*command)
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except redis.RedisError as exc:
+            raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A connection held for several round trips (``WATCH`` … ``EXEC`` need one)."""
+        assert isinstance(self.client, redis.Redis), "a session needs a single-node client"
         pool = self.client.connection_pool
         conn = pool.get_connection()
         session = Session(conn)
@@ -116,7 +142,7 @@ def first_error(replies: Sequence[Any]) -> Exception | None:
     return None
 
 
-LABEL_FUNCTION = """#!lua name=fraudstream_features
+FUNCTIONS = """#!lua name=fraudstream_features
 -- fs_label: apply one fraud label to a terminal, once.
 --   KEYS[1]  marker key  ({t:ID}:lb:TXID)   set NX: a label already seen changes nothing
 --   KEYS[2]  known-fraud key ({t:ID}:kf)    "first_us:last_us" event times of known frauds
@@ -145,6 +171,18 @@ local function fs_label(keys, args)
   return 1
 end
 redis.register_function{function_name = 'fs_label', callback = fs_label}
+
+-- fs_put: write a customer's state if nobody changed it since it was read (the cluster path;
+-- a single node WATCHes the batch's customers instead).
+--   KEYS[1] customer key   ARGV[1] the seq bytes read (offsets 2-5; "" = the key was absent)
+--   ARGV[2] the new state  ARGV[3] TTL (s)
+-- Returns 1 if written, 0 if the state changed meanwhile (then nothing is written).
+local function fs_put(keys, args)
+  if redis.call('GETRANGE', keys[1], 2, 5) ~= args[1] then return 0 end
+  redis.call('SET', keys[1], args[2], 'EX', args[3])
+  return 1
+end
+redis.register_function{function_name = 'fs_put', callback = fs_put}
 """
 """Labels are rare (about one per hundred transactions), so a script per label is cheap;
 it makes "seen once" and the three updates atomic."""

@@ -93,23 +93,28 @@ class Writer:
     # --- write -----------------------------------------------------------------------------
 
     def _write(
-        self, session: Session, blobs: np.ndarray, values: list[Any], valid: NDArray[np.bool_]
+        self,
+        session: Session | None,
+        blobs: np.ndarray,
+        values: list[Any],
+        valid: NDArray[np.bool_],
     ) -> None:
+        """Store the batch: on one node in one ``MULTI``/``EXEC`` (``session`` holds the
+        read's ``WATCH``), on a cluster (``session`` None) in `_write_cluster`'s two steps."""
         self._commands: list[tuple[Any, ...]] = []
         if not valid.any():
             return
         t = time.perf_counter()
-        commands: list[tuple[Any, ...]] = []
-        touched = self._update_blobs(blobs, valid)
         e = self.e
-        rows = np.flatnonzero(touched).tolist()
+        rows = np.flatnonzero(self._update_blobs(blobs, valid)).tolist()
         size = self.plan.blob.itemsize
         packed = blobs[rows].tobytes()
         keys, ttl = self._read_keys, e.ttl_s  # the customer keys lead the read's keys
-        commands += [
-            ("SET", keys[u], packed[j * size : (j + 1) * size], "EX", ttl)
-            for j, u in enumerate(rows)
-        ]
+        states = [(u, packed[j * size : (j + 1) * size]) for j, u in enumerate(rows)]
+        if session is None:
+            self._write_cluster(states, values, valid, t)
+            return
+        commands: list[tuple[Any, ...]] = [("SET", keys[u], new, "EX", ttl) for u, new in states]
         for fam in self.plan.shared:
             commands += self._block_commands(fam, values, valid)
         self._commands = commands
@@ -125,6 +130,43 @@ class Writer:
         if (err := first_error(replies)) is not None:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         e.stats.processed += int(valid.sum())
+
+    def _write_cluster(
+        self,
+        states: list[tuple[int, bytes]],
+        values: list[Any],
+        valid: NDArray[np.bool_],
+        started: float,
+    ) -> None:
+        """A cluster runs no transaction across slots, so: first each customer's state with
+        a compare-and-set on its ``seq`` (``fs_put``), then the shared increments of the
+        transactions whose customer was stored. A customer changed by another writer keeps
+        its state and its transactions count nowhere (`FeatureStoreError`; a retry finds
+        the stored ones already applied). A crash between the two steps loses that batch's
+        shared increments (never double-counts them)."""
+        e, keys, ttl = self.e, self._read_keys, self.e.ttl_s
+        puts = [
+            ("FCALL", "fs_put", 1, keys[u], (values[u] or b"")[2:6], new, ttl) for u, new in states
+        ]
+        replies = e._wire.run(puts)
+        if (err := first_error(replies)) is not None:
+            raise FeatureStoreError(f"writing feature state failed: {err}")
+        lost = [u for (u, _), r in zip(states, replies, strict=True) if r != 1]
+        stored = valid & ~np.isin(self.codes["customer"], lost)
+        commands: list[tuple[Any, ...]] = []
+        for fam in self.plan.shared:
+            commands += self._block_commands(fam, values, stored)
+        self._commands = puts + commands
+        t = e._tick("encode", started)
+        if (err := first_error(e._wire.run(commands))) is not None:
+            raise FeatureStoreError(f"writing shared feature state failed: {err}")
+        e._tick("write", t)
+        e.stats.processed += int(stored.sum())
+        if lost:
+            raise FeatureStoreError(
+                f"state of {len(lost)} customer(s) changed by another writer during the batch; "
+                "their transactions were not stored (two workers own one partition?)"
+            )
 
     def _update_blobs(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
         b = self.b
