@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,9 @@ def test_sigterm_mid_stream_finishes_the_batch_and_loses_nothing(
     assert 1_000 <= done < total  # it really stopped mid-stream
     assert _pending(client, keys) == 0  # the batch in hand was finished and acked
     assert not client.exists(*[keys.lease(p) for p in range(keys.partitions)])  # leases freed
+    stored = re.search(r"features: ([\d,]+) stored, 0 duplicates, 0 too late", stderr.decode())
+    assert stored is not None, stderr.decode()
+    assert int(stored[1].replace(",", "")) == done
     _finish_and_check(client, settings, total)
 
 

@@ -170,6 +170,13 @@ def worker(
             f"{stats.dead_lettered:,} dead letters, {stats.claimed:,} claimed, "
             f"{stats.labels:,} labels, {stats.retried_batches:,} batches retried"
         )
+        if scorer.features is not None:
+            fs = scorer.features.stats
+            err_console.print(
+                f"features: {fs.processed:,} stored, {fs.duplicates:,} duplicates, "
+                f"{fs.late:,} too late to store (lateness {settings.feature_lateness_s} s), "
+                f"labels {fs.labels_applied:,} applied / {fs.labels_late:,} too late"
+            )
 
 
 @app.command()
