@@ -16,11 +16,12 @@ Kinds normalise values on write and on lookup: ``ip`` (canonical address; CIDRs 
 ``email`` and ``domain`` (lower-cased), ``string`` (as is). A list that does not exist is empty.
 
 Per batch, `Lists.prepare` builds a `MembershipQuery` whose commands go into the caller's
-pipeline (next to the feature reads), so lists cost no extra round trip:
+pipeline (next to the feature reads), so lists cost no extra round trip::
 
->>> query = lists.prepare(ruleset, columns)            # doctest: +SKIP
->>> n = query.queue(pipe); replies = pipe.execute()    # doctest: +SKIP
->>> memberships = query.resolve(replies[-n:])          # doctest: +SKIP
+    query = lists.prepare(ruleset, columns)
+    n = query.queue(pipe)
+    replies = pipe.execute()
+    memberships = query.resolve(replies[-n:])
 """
 
 from __future__ import annotations
