@@ -25,12 +25,12 @@ from fraudstream.features.layout import (
     US,
     Family,
     Plan,
-    combine,
     empty_blobs,
     empty_value,
 )
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.seen import SeenState, replay
+from fraudstream.features.windows import op_of, owned_grid, previous_same, shared_grid, window_sums
 from fraudstream.features.wire import FeatureStoreError, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
@@ -136,6 +136,7 @@ class BatchRun(Writer):
             self.codes[entity] = codes
             self.uniq[entity] = list(index)
         self._pairs: dict[str, tuple[I64, I64]] = {}
+        self._prev: dict[str, I64] = {}
         self._layout: dict[str, Any] = {}
         self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
 
@@ -265,44 +266,41 @@ class BatchRun(Writer):
 
     # --- compute ---------------------------------------------------------------------------
 
-    def _grid(
+    def _windows(
         self, fam: Family, blobs: np.ndarray, blocks: dict[int, dict[str, I64]], valid: Any
-    ) -> dict[str, I64]:
-        """Per transaction, the counters of the ``span`` tiles ending with its own, as it
-        sees them: stored state + earlier valid transactions of the batch + itself."""
-        s = fam.span
+    ) -> list[dict[str, I64]]:
+        """Per aggregate of the family, its counters over its window as each transaction
+        sees them: stored tiles + earlier valid transactions of the batch + itself
+        (`fraudstream.features.windows`)."""
         tile = self.b.ts // fam.tile_us
-        tiles = tile[:, None] - s + 1 + np.arange(s)[None, :]
-        code = self.codes[fam.entity]
+        counters = fam.counters
         if fam.owned:
-            rows = np.maximum(code, 0)
-            slot = tiles % fam.slots
-            held = blobs[f"r{fam.index}_tile"][rows[:, None], slot] == tiles
-            grid = {
-                c: np.where(
-                    held, blobs[f"r{fam.index}_{c}"][rows[:, None], slot], empty_value(c)
-                ).astype(np.int64)
-                for c in fam.counters
-            }
+            ring = np.stack([blobs[f"r{fam.index}_{c}"].astype(np.int64) for c in counters])
+            ring_tile = blobs[f"r{fam.index}_tile"].astype(np.int64)
+            empty = np.array([empty_value(c) for c in counters], dtype=np.int64)
+            rows = np.maximum(self.codes[fam.entity], 0)
+            grid = owned_grid(ring_tile, ring, rows, tile, fam.span, empty)
         else:
             _, _, idx = self._layout["blocks"][fam.index]
-            missing = len(blocks[fam.index][fam.counters[0]]) - 1
-            first_blk = (tile - s + 1) // fam.slots
-            use_first = (tiles // fam.slots) == first_blk[:, None]
-            row = np.where(use_first, idx[:, 0:1], idx[:, 1:2])
-            row = np.where(row < 0, missing, row)
-            grid = {c: blocks[fam.index][c][row, tiles % fam.slots] for c in fam.counters}
+            stored = np.stack([blocks[fam.index][c] for c in counters])
+            grid = shared_grid(stored, idx, tile, fam.span, fam.slots)
         contrib = self._contrib(fam, valid)
-        later, earlier = self._pair_cache(fam.entity)
-        off = tile[earlier] - (tile[later] - s + 1)
-        keep = (off >= 0) & (off < s) & valid[earlier]
-        for c in fam.counters:
-            if c == "f":
-                continue
-            op = combine(c)
-            op.at(grid[c], (later[keep], off[keep]), contrib[c][earlier[keep]])
-            grid[c][:, s - 1] = op(grid[c][:, s - 1], contrib[c])
-        return grid
+        out = window_sums(
+            grid,
+            tile,
+            self._previous(fam.entity),
+            np.stack([contrib[c] for c in counters]),
+            np.array([op_of(c) for c in counters], dtype=np.int64),
+            np.array([c != "f" for c in counters]),  # labels are never in the batch
+            np.array([a.lag for a in fam.aggregates], dtype=np.int64),
+            np.array([a.tiles for a in fam.aggregates], dtype=np.int64),
+        )
+        return [{c: out[a, j] for j, c in enumerate(counters)} for a in range(out.shape[0])]
+
+    def _previous(self, entity: str) -> I64:
+        if entity not in self._prev:
+            self._prev[entity] = previous_same(self.codes[entity])
+        return self._prev[entity]
 
     def _pair_cache(self, entity: str) -> tuple[I64, I64]:
         if entity not in self._pairs:
@@ -319,12 +317,9 @@ class BatchRun(Writer):
         b = self.b
         sums: dict[str, dict[str, I64]] = {}
         for fam in self.plan.families:
-            grid = self._grid(fam, blobs, blocks, valid)
-            for agg in fam.aggregates:
-                hi = fam.span - agg.lag
-                sums[agg.name] = {
-                    c: combine(c).reduce(grid[c][:, hi - agg.tiles : hi], axis=1) for c in grid
-                }
+            windows = self._windows(fam, blobs, blocks, valid)
+            for agg, values in zip(fam.aggregates, windows, strict=True):
+                sums[agg.name] = values
         prev_ts, prev_cents, prev_cell, last_ts, last = self._history(blobs, valid)
         first_seen, seen_present = self._first_seen(blobs, valid)
         return RawInputs(

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from fraudstream.features.definitions import FirstSeen
@@ -86,82 +87,81 @@ def positions(spec: FirstSeen, h: U64) -> tuple[I64, U64]:
     return pos >> 6, np.left_shift(np.uint64(1), (pos & 63).astype(np.uint64))
 
 
-def _in_filter(gen: U64, word: I64, mask: U64) -> Bools:
-    rows = np.arange(len(gen))[:, None]
-    hit: Bools = ((gen[rows, word] & mask) != 0).all(axis=1)
-    return hit
-
-
-def _step(
-    spec: FirstSeen,
-    cur: U64,
-    prev: U64,
-    count: I64,
-    h: U64,
-    insert: Bools,
-    bloom: tuple[I64, U64],
-) -> Bools:
-    """One value per row (distinct customers): whether it was seen, then insert it (in place)
-    into the current generation where ``insert`` and it is not there yet. ``bloom`` holds the
-    values' `positions`."""
-    words = spec.words
-    word, mask = bloom
-    exact = count <= words
-    listed = ((cur == h[:, None]) & (np.arange(words)[None, :] < count[:, None])).any(axis=1)
-    in_cur = np.where(exact, listed, _in_filter(cur, word, mask))
-    seen = in_cur | _in_filter(prev, word, mask)
-    add = insert & ~in_cur
-    append = np.flatnonzero(add & (count < words))
-    cur[append, count[append]] = h[append]
-    convert = np.flatnonzero(add & (count == words))
-    if len(convert):
-        old = cur[convert]
-        cur[convert] = 0
-        both = np.concatenate([old, h[convert, None]], axis=1)
-        w, m = positions(spec, both.ravel())
-        rows = np.repeat(convert, (words + 1) * spec.hashes)
-        np.bitwise_or.at(cur, (rows, w.ravel()), m.ravel())
-    dense = np.flatnonzero(add & (count > words))
-    if len(dense):
-        rows = np.repeat(dense, spec.hashes)
-        np.bitwise_or.at(cur, (rows, word[dense].ravel()), mask[dense].ravel())
-    count[add] += 1
-    full = np.flatnonzero(count >= spec.capacity)
-    if len(full):
-        prev[full] = cur[full]
-        cur[full] = 0
-        count[full] = 0
-    result: Bools = seen
-    return result
-
-
-def ranks(group: I64) -> I64:
-    """Per element, how many earlier elements share its group."""
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    start = np.searchsorted(sorted_group, sorted_group, side="left")
-    out = np.empty(len(group), dtype=np.int64)
-    out[order] = np.arange(len(group)) - start
-    return out
-
-
 def replay(spec: FirstSeen, state: SeenState, group: I64, h: U64, insert: Bools) -> Bools:
     """First-seen flags of values in processing order; ``group`` indexes ``state`` rows
-    (updated in place where ``insert``). Vectorised over groups: step ``r`` handles each
-    group's ``r``-th value, so the loop runs as many times as the busiest group has values.
-    """
+    (updated in place where ``insert``). One compiled pass in order (`_replay`); the Bloom
+    bits of every value are laid out first with numpy (`positions`)."""
     first = np.zeros(len(group), dtype=bool)
     if not len(group):
         return first
-    rank = ranks(group)
-    order = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[order], np.arange(int(rank.max()) + 2))
     word, mask = positions(spec, h)
-    for r in range(len(bounds) - 1):
-        idx = order[bounds[r] : bounds[r + 1]]
-        rows = group[idx]
-        cur, prev, count = state.cur[rows], state.prev[rows], state.count[rows]
-        seen = _step(spec, cur, prev, count, h[idx], insert[idx], (word[idx], mask[idx]))
-        state.cur[rows], state.prev[rows], state.count[rows] = cur, prev, count
-        first[idx] = ~seen
+    _replay(
+        state.cur,
+        state.prev,
+        state.count,
+        group,
+        h,
+        insert,
+        word,
+        mask,
+        spec.words,
+        spec.capacity,
+        first,
+    )
     return first
+
+
+@njit(cache=True)
+def _in_filter(gen, r, word, mask, i):  # type: ignore[no-untyped-def]
+    for j in range(word.shape[1]):
+        if gen[r, word[i, j]] & mask[i, j] == 0:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _add_bits(gen, r, word, mask, i):  # type: ignore[no-untyped-def]
+    for j in range(word.shape[1]):
+        gen[r, word[i, j]] |= mask[i, j]
+
+
+@njit(cache=True)
+def _replay(cur, prev, count, group, h, insert, word, mask, words, capacity, first):  # type: ignore[no-untyped-def]
+    """Per value: was it in the customer's current generation (exact while it holds at most
+    ``words`` values, then a Bloom filter) or the previous one (always a filter)? Then add
+    it to the current one where ``insert`` (turning the exact set into a filter when it
+    overflows) and rotate the generations at ``capacity`` values."""
+    for i in range(group.shape[0]):
+        r = group[i]
+        n = count[r]
+        if n <= words:
+            in_cur = False
+            for j in range(n):
+                if cur[r, j] == h[i]:
+                    in_cur = True
+                    break
+        else:
+            in_cur = _in_filter(cur, r, word, mask, i)
+        seen = in_cur or _in_filter(prev, r, word, mask, i)
+        first[i] = not seen
+        if not insert[i] or in_cur:
+            continue
+        if n < words:
+            cur[r, n] = h[i]
+        elif n == words:
+            old = cur[r].copy()
+            cur[r] = 0
+            for j in range(words):
+                h1 = np.int64(old[j] & np.uint64(0xFFFFFFFF))
+                h2 = np.int64((old[j] >> np.uint64(32)) | np.uint64(1))
+                for k in range(word.shape[1]):
+                    pos = (h1 + k * h2 + (k * k * k - k) // 6) & (64 * words - 1)
+                    cur[r, pos >> 6] |= np.uint64(1) << np.uint64(pos & 63)
+            _add_bits(cur, r, word, mask, i)
+        else:
+            _add_bits(cur, r, word, mask, i)
+        count[r] = n + 1
+        if n + 1 >= capacity:
+            prev[r] = cur[r]
+            cur[r] = 0
+            count[r] = 0
