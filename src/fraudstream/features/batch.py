@@ -30,7 +30,14 @@ from fraudstream.features.layout import (
 )
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.seen import SeenState, replay
-from fraudstream.features.windows import op_of, owned_grid, previous_same, shared_grid, window_sums
+from fraudstream.features.windows import (
+    op_of,
+    owned_grid,
+    previous_same,
+    recent,
+    shared_grid,
+    window_sums,
+)
 from fraudstream.features.wire import FeatureStoreError, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
@@ -382,36 +389,27 @@ class BatchRun(Writer):
     def _history(
         self, blobs: np.ndarray, valid: NDArray[np.bool_]
     ) -> tuple[Any, Any, Any, Any, Any]:
-        b, k = self.b, self.plan.features.history
+        b = self.b
         cust = self.codes["customer"]
         vb, starts, before = self._customer_runs(valid)
         self._runs = (vb, starts, before)
-        cols = np.arange(k)[None, :]
-        in_batch = cols < before[:, None]
-        if len(vb):
-            bi = vb[np.clip(starts[cust][:, None] + before[:, None] - 1 - cols, 0, len(vb) - 1)]
-        else:
-            bi = np.zeros((self.n, k), dtype=np.int64)
-        head = blobs["head"][cust].astype(np.int64)
-        age = cols - before[:, None]
-        in_ring = ~in_batch & (age < np.minimum(head, k)[:, None])
-        ri = (head[:, None] - 1 - age) % k
-        rows = cust[:, None]
-        cell_now = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)
-        bi_ok = np.where(in_batch, bi, 0)
         kept_ts, kept_cents = history_entry(b.ts, b.cents)
-        ring_ts = blobs["h_ts"][rows, ri].astype(np.int64) * US
-        prev_ts = np.where(in_batch, kept_ts[bi_ok], np.where(in_ring, ring_ts, NONE_TS))
-        prev_cents = np.where(
-            in_batch, kept_cents[bi_ok], np.where(in_ring, blobs["h_cents"][rows, ri], 0)
+        prev_ts, prev_cents, prev_cell, latest = recent(
+            self._previous("customer"),
+            valid,
+            kept_ts,
+            kept_cents,
+            cells(self.plan, b.loc_sys, b.loc_a, b.loc_b),
+            cust,
+            blobs["head"].astype(np.int64),
+            blobs["h_ts"],
+            blobs["h_cents"],
+            blobs["h_cell"],
+            US,
+            NONE_TS,
         )
-        prev_cell = np.where(
-            in_batch,
-            cell_now[bi_ok],
-            np.where(in_ring, blobs["h_cell"][rows, ri].astype(np.int64), 0),
-        )
-        stored_last = np.where(head > 0, blobs["last_ts"][cust], NONE_TS)
-        last_ts = np.where(before > 0, b.ts[bi_ok[:, 0]], stored_last)
+        stored_last = np.where(blobs["head"][cust] > 0, blobs["last_ts"][cust], NONE_TS)
+        last_ts = np.where(latest >= 0, b.ts[np.maximum(latest, 0)], stored_last)
         last_loc = self._last_location(blobs, vb, starts, before)
         return prev_ts, prev_cents, prev_cell, last_ts, last_loc
 

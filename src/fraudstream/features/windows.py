@@ -120,3 +120,40 @@ def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # typ
                     acc = _combine(ops[c], acc, grid[c, i, o])
                 out[a, c, i] = acc
     return out
+
+
+@njit(cache=True)
+def recent(prev, valid, kept_ts, kept_cents, cell, cust, head, h_ts, h_cents, h_cell, us, none_ts):  # type: ignore[no-untyped-def]
+    """Each transaction's customer history, newest first, as it sees it: the earlier valid
+    transactions of the batch (``prev`` chain), then the stored ring of ``k`` entries
+    (``head`` written so far; times stored in seconds). Returns the (n, k) time / cents /
+    cell matrices (``none_ts`` / 0 pad) and each transaction's latest earlier valid one in
+    the batch (-1: none)."""
+    n, k = prev.shape[0], h_ts.shape[1]
+    out_ts = np.full((n, k), none_ts, dtype=np.int64)
+    out_cents = np.zeros((n, k), dtype=np.int64)
+    out_cell = np.zeros((n, k), dtype=np.int64)
+    latest = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        col = 0
+        j = prev[i]
+        while j >= 0 and col < k:
+            if valid[j]:
+                if col == 0:
+                    latest[i] = j
+                out_ts[i, col] = kept_ts[j]
+                out_cents[i, col] = kept_cents[j]
+                out_cell[i, col] = cell[j]
+                col += 1
+            j = prev[j]
+        r = cust[i]
+        stored = min(head[r], k)
+        age = 0
+        while col < k and age < stored:
+            slot = (head[r] - 1 - age) % k
+            out_ts[i, col] = np.int64(h_ts[r, slot]) * us
+            out_cents[i, col] = h_cents[r, slot]
+            out_cell[i, col] = h_cell[r, slot]
+            col += 1
+            age += 1
+    return out_ts, out_cents, out_cell, latest
