@@ -278,3 +278,18 @@ def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_sto
     assert e.customer_state("c2")["transactions_seen"] == 1
     assert col(e, out, "terminal_tx_count_1d_delay7d") == [0.0, 0.0]
     assert col(e, out, "card_tx_count_1h") == [3.0, 4.0]
+
+
+@pytest.mark.integration
+def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Redis) -> None:
+    """A first batch seconds late (numba compiling) makes a worker lose its leases."""
+    from fraudstream.features import seen, windows
+
+    e = engine(client)
+    kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
+    kernels += [windows.recent, seen._replay]
+    compiled = [len(k.signatures) for k in kernels]
+    assert all(compiled)
+    e.compute_batch([tx(1, customer="solo")])
+    e.compute_batch([tx(i, minutes=i, customer=f"c{i % 3}") for i in range(2, 12)])
+    assert [len(k.signatures) for k in kernels] == compiled

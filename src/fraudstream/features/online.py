@@ -130,6 +130,33 @@ class FeatureEngine:
         """A cluster client: per-slot commands, see `Writer._write_cluster`."""
         if self._labelled or self._wants_known_fraud() or self.cluster:
             client.function_load(FUNCTIONS, replace=True)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile the batch kernels (numba; or load them from its cache) now, with the
+        argument types of a real batch: otherwise the first batch is seconds late, and a
+        worker that late loses its partitions' leases. Reads and writes nothing."""
+        when = datetime.fromtimestamp(min(self.clock(), 4e9), UTC)
+        # One customer, then two: a lone customer's state is a contiguous array, several
+        # customers' are strided views, and numba compiles each layout apart.
+        txs = [
+            Transaction(
+                transaction_id=f"warm-up-{c}", timestamp=when, customer_id=c, terminal_id="w",
+                merchant_id="w", amount=1.0, currency="EUR", channel="ecommerce", card_id="w",
+                ip="w", device_id="w", product_category="w", lat=0.0, lon=0.0,
+            )
+            for c in ("w1", "w2")
+        ]  # fmt: skip
+        watermark, stats = self._watermark, EngineStats(**vars(self.stats))
+        try:
+            for batch in (txs[:1], txs):
+                run = BatchRun(self, self._columns(batch))
+                keys, layout = run._keys()
+                run._layout, run._read_keys = layout, keys
+                run._compute([None] * len(keys), layout, time.perf_counter())
+        finally:
+            self._watermark, self.stats = watermark, stats
+            self.timings.clear()
 
     # --- keys -------------------------------------------------------------------------------
 
