@@ -1,9 +1,10 @@
 """One batch through the online engine: its keys, the read, and the point-in-time compute.
 
 `BatchRun` gathers the state a batch needs (customer blobs, shared tile blocks, known-fraud
-stamps) with one ``MGET``, then computes every feature vectorised over the batch: window sums
-from stored tiles plus the earlier transactions of the same batch (`_pairs`), the customer's
-bounded history, first-seen sets (`fraudstream.features.seen`), then `kernels.finalize`. The
+stamps) with one ``MGET``, then computes every feature over the batch: window sums from stored
+tiles plus the earlier transactions of the same batch and the customer's bounded history
+(compiled loops, `fraudstream.features.windows`), first-seen sets (`fraudstream.features.seen`),
+then `kernels.finalize`. The
 writes are built by `fraudstream.features.write` (its `Writer` is a base of `BatchRun`).
 """
 
@@ -102,26 +103,6 @@ def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
     return out
 
 
-def _pairs(codes: I64) -> tuple[I64, I64]:
-    """All (later, earlier) positions with the same code (codes < 0 never pair)."""
-    order = np.argsort(codes, kind="stable")
-    sc = codes[order]
-    later: list[I64] = []
-    earlier: list[I64] = []
-    k = 1
-    while k < len(sc):
-        same = (sc[k:] == sc[:-k]) & (sc[k:] >= 0)
-        if not same.any():
-            break
-        later.append(order[k:][same])
-        earlier.append(order[:-k][same])
-        k += 1
-    if not later:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    return np.concatenate(later), np.concatenate(earlier)
-
-
 class BatchRun(Writer):
     """One `compute_batch`: read, compute, write (split out to keep each step small)."""
 
@@ -142,7 +123,6 @@ class BatchRun(Writer):
             )
             self.codes[entity] = codes
             self.uniq[entity] = list(index)
-        self._pairs: dict[str, tuple[I64, I64]] = {}
         self._prev: dict[str, I64] = {}
         self._layout: dict[str, Any] = {}
         self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
@@ -309,11 +289,6 @@ class BatchRun(Writer):
             self._prev[entity] = previous_same(self.codes[entity])
         return self._prev[entity]
 
-    def _pair_cache(self, entity: str) -> tuple[I64, I64]:
-        if entity not in self._pairs:
-            self._pairs[entity] = _pairs(self.codes[entity])
-        return self._pairs[entity]
-
     def _raw(
         self,
         blobs: np.ndarray,
@@ -381,9 +356,12 @@ class BatchRun(Writer):
         vb = vb[np.argsort(cust[vb], kind="stable")]
         nc = len(self.uniq["customer"])
         starts = np.searchsorted(cust[vb], np.arange(nc), side="left")
-        before = np.zeros(self.n, dtype=np.int64)
-        later, earlier = self._pair_cache("customer")
-        np.add.at(before, later, valid[earlier].astype(np.int64))
+        order = np.argsort(cust, kind="stable")
+        counted = valid[order].astype(np.int64)
+        prior = np.cumsum(counted) - counted  # valid ones before, in customer order
+        first = np.searchsorted(cust[order], cust[order], side="left")
+        before = np.empty(self.n, dtype=np.int64)
+        before[order] = prior - prior[first]
         return vb, starts, before
 
     def _history(
