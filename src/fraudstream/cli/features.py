@@ -21,7 +21,8 @@ app.add_typer(features_app, name="features")
 
 
 def feature_engine(settings: Settings) -> FeatureEngine:
-    """The online engine as the settings configure it (workers and CLI alike)."""
+    """The online engine as the settings configure it, to inspect or sweep state (it
+    computes no batch, so it skips compiling the batch kernels)."""
     from fraudstream.features import FeatureEngine
 
     return FeatureEngine(
@@ -30,6 +31,7 @@ def feature_engine(settings: Settings) -> FeatureEngine:
         lateness_s=settings.feature_lateness_s,
         max_future_skew_s=settings.feature_max_future_skew_s,
         ttl_s=settings.feature_ttl_s,
+        warm_up=False,
     )
 
 
