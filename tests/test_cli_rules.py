@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+
+from clikit import run_cli
 
 RULES = """\
 mode: all_matched
@@ -27,17 +26,7 @@ rules:
 """
 
 
-def _run(*args: str, valkey_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    if valkey_url:
-        env["FRAUDSTREAM_VALKEY_URL"] = valkey_url
-    return subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+_run = run_cli
 
 
 def test_validate_reports_file_line_and_column(tmp_path: Path) -> None:

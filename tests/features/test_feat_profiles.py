@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import redis
 
+from clikit import run_cli
 from featkit import FIXED_CLOCK, tx
 from fraudstream.errors import SchemaError
 from fraudstream.features import FeatureEngine, default_feature_set
@@ -78,11 +77,8 @@ def test_static_features_come_from_the_loaded_profile(client: redis.Redis) -> No
 def test_cli_loads_profiles_and_shows_them(
     tmp_path: Path, valkey_url: str, client: redis.Redis
 ) -> None:
-    env = {**os.environ, "FRAUDSTREAM_VALKEY_URL": valkey_url}
-
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "fraudstream", "features", *args]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        return run_cli("features", *args, valkey_url=valkey_url)
 
     bad = tmp_path / "bad.csv"
     pl.DataFrame({"customer_id": ["a"], "segment": [-3]}).write_csv(bad)

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import redis
 
+from clikit import run_cli
 from fraudstream.simulate import SimulationResult, write_history
 
-
-def _run(*args: str, cwd: Path, valkey_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FRAUDSTREAM_VALKEY_URL": valkey_url}
-    return subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=cwd,
-    )
+_run = partial(run_cli, timeout=300)
 
 
 def test_train_then_evaluate_a_handbook_csv(
