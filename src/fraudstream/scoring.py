@@ -162,10 +162,13 @@ class Scorer:
         """
         if not transactions:
             return []
-        features = self.features.compute_batch(transactions) if self.features else None
+        # The feature state's write executes on the server while the batch is scored.
+        features = self.features.submit(transactions) if self.features else None
         base = self._base(transactions, features)
         verdicts = self._rules(transactions, features, base.scores, base.thresholds)
         self._explain_flagged(base, features, verdicts)
+        if self.features is not None:
+            self.features.confirm()
         now = time.time()
         decided_at = datetime.fromtimestamp(now, UTC)
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)

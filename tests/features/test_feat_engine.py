@@ -168,6 +168,53 @@ def test_a_concurrent_writer_of_a_customer_aborts_the_batch(
 
 
 @pytest.mark.integration
+def test_submitted_batches_equal_confirmed_ones_and_store_the_same_state(
+    client: redis.Redis,
+) -> None:
+    history, _ = synthetic_history(n_customers=30, n_terminals=10, n_days=4, seed=5)
+    txs = [
+        Transaction(**{k: v for k, v in r.items() if v is not None and k != "is_fraud"})
+        for r in history.sort("timestamp").iter_rows(named=True)
+    ]
+    sync, piped = engine(client, namespace="a"), engine(client, namespace="b")
+    batches = [txs[i : i + 97] for i in range(0, len(txs), 97)]
+    expected = np.vstack([sync.compute_batch(b) for b in batches])
+    got = np.vstack([piped.submit(b) for b in batches])  # each submit confirms the last
+    assert piped.stats.processed < len(txs)  # the last write is still unconfirmed
+    piped.confirm()
+    assert np.array_equal(expected, got, equal_nan=True)
+    assert piped.stats.processed == sync.stats.processed == len(txs)
+    state = {k[2:]: v for k, v in snapshot(client).items() if k.startswith(b"a:")}
+    assert state == {k[2:]: v for k, v in snapshot(client).items() if k.startswith(b"b:")}
+
+
+@pytest.mark.integration
+def test_a_submitted_write_that_lost_a_race_is_raised_once(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1)])
+    decode = BatchRun._decode
+
+    def racing_decode(self: BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
+        client.append(e.customer_key("c1"), b"")  # a write: EXEC sees the key touched
+        return decode(self, values, layout)
+
+    monkeypatch.setattr(BatchRun, "_decode", racing_decode)
+    e.submit([tx(2, minutes=1)])
+    with pytest.raises(FeatureStoreError, match="another writer"):
+        e.submit([tx(3, minutes=2, customer="c2")])  # confirms the first: nothing read
+    assert client.get(e.customer_key("c2")) is None
+    e.submit([tx(4, minutes=3)])
+    with pytest.raises(FeatureStoreError, match="another writer"):
+        e.confirm()
+    monkeypatch.undo()
+    e.compute_batch([tx(2, minutes=1), tx(3, minutes=2, customer="c2"), tx(4, minutes=3)])
+    e.confirm()  # nothing pending: a no-op
+    assert e.stats.processed == 4 and e.stats.duplicates == 0
+
+
+@pytest.mark.integration
 def test_state_stays_bounded(client: redis.Redis) -> None:
     e = engine(client)
     for day in range(0, 400, 3):

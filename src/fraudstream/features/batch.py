@@ -39,7 +39,7 @@ from fraudstream.features.windows import (
     shared_grid,
     window_sums,
 )
-from fraudstream.features.wire import FeatureStoreError, first_error
+from fraudstream.features.wire import FeatureStoreError, Session, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
 if TYPE_CHECKING:
@@ -61,6 +61,21 @@ class Batch:
     loc_sys: NDArray[np.uint8]
     loc_a: NDArray[np.float64]
     loc_b: NDArray[np.float64]
+
+
+@dataclass
+class _State:
+    """A batch's state as read, and what the batch makes of it."""
+
+    blobs: np.ndarray
+    """The customers' state as read (the features see this)."""
+    blocks: dict[int, dict[str, I64]]
+    known: tuple[I64, I64]
+    valid: NDArray[np.bool_]
+    new: np.ndarray
+    """The customers' state to write."""
+    first_seen: dict[str, NDArray[np.bool_]]
+    seen_present: dict[str, NDArray[np.bool_]]
 
 
 def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> np.ndarray:
@@ -127,40 +142,66 @@ class BatchRun(Writer):
         self._layout: dict[str, Any] = {}
         self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
 
-    def run(self) -> NDArray[np.float64]:
-        e = self.e
+    def prepare(self) -> None:
+        """The keys to read (no I/O): `FeatureEngine.submit` does this while the previous
+        batch's write is still executing."""
         t = time.perf_counter()
-        keys, layout = self._keys()
-        self._layout, self._read_keys = layout, keys
-        t = e._tick("keys", t)
+        self._read_keys, self._layout = self._keys()
+        self.e._tick("keys", t)
+
+    def run(self) -> NDArray[np.float64]:
+        """Read, compute, send the write; return the features. On one node the write is
+        left executing on the server (`FeatureEngine.confirm` collects it), so the
+        features are computed while the server applies it."""
+        e, keys = self.e, self._read_keys
+        t = time.perf_counter()
         if e.cluster:
             values = self._read_cluster(keys)
             t = e._tick("read", t)
-            features, blobs, valid = self._compute(values, layout, t)
-            self._write(None, blobs, values, valid)
+            return self._process(values, None, t)[0]
+        session = e._wire.open()
+        try:
+            read: list[tuple[Any, ...]] = [("MGET", *keys)]
+            if e._cas:
+                read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
+            values = list(session.run(read)[-1])
+            t = e._tick("read", t)
+            features, stored = self._process(values, session, t)
+        except BaseException:
+            session.close(broken=True)
+            raise
+        if stored is None:
+            session.close()
         else:
-            with e._wire.session() as session:
-                read: list[tuple[Any, ...]] = [("MGET", *keys)]
-                if e._cas:
-                    read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
-                values = list(session.run(read)[-1])
-                t = e._tick("read", t)
-                features, blobs, valid = self._compute(values, layout, t)
-                self._write(session, blobs, values, valid)
-        if e.record_io:
-            e.last_io = (keys, self._commands)
+            e._pending = (session, stored)
         return features
 
-    def _compute(
-        self, values: list[Any], layout: dict[str, Any], since: float
-    ) -> tuple[NDArray[np.float64], np.ndarray, NDArray[np.bool_]]:
-        blobs, blocks, known = self._decode(values, layout)
+    def _process(
+        self, values: list[Any], session: Session | None, since: float
+    ) -> tuple[NDArray[np.float64], int | None]:
+        """The new state first (what the write needs), the write sent, then the features
+        from the state as read."""
+        state = self._state(values)
+        since = self.e._tick("compute", since)
+        stored = self._write(session, state.new, values, state.valid)
+        return self._features(values, state, time.perf_counter()), stored
+
+    def _state(self, values: list[Any]) -> _State:
+        """Decode the read, mark duplicates and late ones, and build the customers' new
+        state on a copy (the first-seen sets replayed into it, with their flags)."""
+        blobs, blocks, known = self._decode(values, self._layout)
         valid = self._valid(blobs)
-        raw = self._raw(blobs, blocks, known, valid)
-        raw.static = self._static(values, layout)
+        new = blobs.copy()
+        first_seen, seen_present = self._first_seen(new, valid)
+        self._runs = self._customer_runs(valid)
+        return _State(blobs, blocks, known, valid, new, first_seen, seen_present)
+
+    def _features(self, values: list[Any], st: _State, since: float) -> NDArray[np.float64]:
+        raw = self._raw(st)
+        raw.static = self._static(values, self._layout)
         features = finalize(self.plan, raw)
         self.e._tick("compute", since)
-        return features, blobs, valid
+        return features
 
     # --- read ------------------------------------------------------------------------------
 
@@ -289,21 +330,15 @@ class BatchRun(Writer):
             self._prev[entity] = previous_same(self.codes[entity])
         return self._prev[entity]
 
-    def _raw(
-        self,
-        blobs: np.ndarray,
-        blocks: dict[int, dict[str, I64]],
-        known: tuple[I64, I64],
-        valid: NDArray[np.bool_],
-    ) -> RawInputs:
+    def _raw(self, st: _State) -> RawInputs:
         b = self.b
+        blobs, valid = st.blobs, st.valid
         sums: dict[str, dict[str, I64]] = {}
         for fam in self.plan.families:
-            windows = self._windows(fam, blobs, blocks, valid)
+            windows = self._windows(fam, blobs, st.blocks, valid)
             for agg, values in zip(fam.aggregates, windows, strict=True):
                 sums[agg.name] = values
         prev_ts, prev_cents, prev_cell, last_ts, last = self._history(blobs, valid)
-        first_seen, seen_present = self._first_seen(blobs, valid)
         return RawInputs(
             ts=b.ts,
             cents=b.cents,
@@ -321,10 +356,10 @@ class BatchRun(Writer):
             last_loc_a=last[1],
             last_loc_b=last[2],
             last_loc_ts=last[3].astype(np.int64),
-            fraud_first=known[0],
-            fraud_last=known[1],
-            first_seen=first_seen,
-            seen_present=seen_present,
+            fraud_first=st.known[0],
+            fraud_last=st.known[1],
+            first_seen=st.first_seen,
+            seen_present=st.seen_present,
         )
 
     def _first_seen(
@@ -369,8 +404,7 @@ class BatchRun(Writer):
     ) -> tuple[Any, Any, Any, Any, Any]:
         b = self.b
         cust = self.codes["customer"]
-        vb, starts, before = self._customer_runs(valid)
-        self._runs = (vb, starts, before)
+        vb, starts, before = self._runs
         kept_ts, kept_cents = history_entry(b.ts, b.cents)
         prev_ts, prev_cents, prev_cell, latest = recent(
             self._previous("customer"),

@@ -6,7 +6,12 @@ customer blobs, the shared tile blocks, the terminals' known-fraud stamps; the c
 ``BITFIELD INCRBY`` per shared block). All window arithmetic happens in the worker,
 vectorised over the batch with numpy (`fraudstream.features.batch` reads and computes,
 `fraudstream.features.write` builds the writes); the server only copies bytes and adds
-integers. This module holds the engine's API: keys, validation, labels, sweeping, inspection.
+integers. The write is sent without waiting for it: the features are computed while the
+server applies it, and `FeatureEngine.submit` returns them with the write still executing
+(`FeatureEngine.confirm`, or the next batch, collects its outcome), so the server's half of
+one batch runs beside the worker's scoring of it and its preparing of the next;
+`FeatureEngine.compute_batch` confirms before returning. This module holds the engine's
+API: keys, validation, labels, sweeping, inspection.
 
 Point in time: transaction ``i`` sees the stored state plus the earlier transactions of the
 same batch (same entity, processing order) plus itself, never a later one. Idempotent: a
@@ -44,6 +49,8 @@ from fraudstream.features.wire import (
     FUNCTIONS,
     Client,
     FeatureStoreError,
+    Session,
+    WatchConflict,
     Wire,
     first_error,
     is_cluster,
@@ -126,6 +133,8 @@ class FeatureEngine:
         """With ``record_io``: the keys read and commands written by the last batch."""
         self.record_io = False
         self._wire = Wire(client)
+        self._pending: tuple[Session, int] | None = None
+        """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._watermark = -(1 << 62)  # "no event yet", far from int64 overflow
         self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
@@ -156,9 +165,11 @@ class FeatureEngine:
         try:
             for batch in (txs[:1], txs):
                 run = BatchRun(self, self._columns(batch))
-                keys, layout = run._keys()
-                run._layout, run._read_keys = layout, keys
-                run._compute([None] * len(keys), layout, time.perf_counter())
+                run.prepare()
+                values = [None] * len(run._read_keys)
+                state = run._state(values)
+                run._update_blobs(state.new, state.valid)
+                run._features(values, state, time.perf_counter())
         finally:
             self._watermark, self.stats = watermark, stats
             self.timings.clear()
@@ -230,19 +241,70 @@ class FeatureEngine:
     # --- the batch -------------------------------------------------------------------------
 
     def compute_batch(self, txs: Sequence[Transaction]) -> NDArray[np.float64]:
-        """Features of each transaction (rows in order), then the state updated.
+        """Features of each transaction (rows in order), then the state updated: `submit`
+        and `confirm`.
 
         Raises:
             SchemaError: a transaction is invalid (nothing is read or written then).
             FeatureStoreError: Valkey failed, or another writer changed a customer's state
                 during the batch (two workers own one partition).
         """
+        features = self.submit(txs)
+        self.confirm()
+        return features
+
+    def submit(self, txs: Sequence[Transaction]) -> NDArray[np.float64]:
+        """Features of each transaction, with the state update sent but not yet confirmed:
+        the server applies it while the caller goes on (scores the batch, prepares the
+        next). Call `confirm` before relying on it (before acknowledging the input); the
+        next `submit` confirms it first, after preparing its own keys.
+
+        Raises:
+            SchemaError: a transaction is invalid (this batch reads and writes nothing; an
+                earlier batch's write stays pending).
+            FeatureStoreError: as `compute_batch`; raised by `submit` itself when the
+                previous batch's write failed (this batch is then not read).
+        """
         if not txs:
+            self.confirm()
             return np.zeros((0, len(self.names)))
         started = time.perf_counter()
-        batch = self._columns(txs)
+        run = BatchRun(self, self._columns(txs))
         self._tick("columns", started)
-        return BatchRun(self, batch).run()
+        run.prepare()
+        self.confirm()
+        features = run.run()
+        if self.record_io:
+            self.last_io = (run._read_keys, run._commands)
+        return features
+
+    def confirm(self) -> None:
+        """Wait for the last submitted batch's write: once this returns, its state is stored.
+
+        Raises:
+            FeatureStoreError: Valkey failed, or another writer changed one of the batch's
+                customers (nothing of the batch was stored then; submit it again).
+        """
+        if self._pending is None:
+            return
+        (session, stored), self._pending = self._pending, None
+        t = time.perf_counter()
+        try:
+            replies = session.receive()
+        except WatchConflict:
+            session.close()
+            raise FeatureStoreError(
+                "customer state changed by another writer during the batch; nothing was "
+                "written (two workers own one partition?)"
+            ) from None
+        except BaseException:
+            session.close(broken=True)
+            raise
+        session.close()
+        self._tick("write", t)
+        if (err := first_error(replies)) is not None:
+            raise FeatureStoreError(f"writing feature state failed: {err}")
+        self.stats.processed += stored
 
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()

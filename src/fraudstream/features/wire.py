@@ -73,39 +73,77 @@ class Wire:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A connection held for several round trips (``WATCH`` … ``EXEC`` need one)."""
+        session = self.open()
+        try:
+            yield session
+        except BaseException:
+            session.close(broken=True)
+            raise
+        session.close()
+
+    def open(self) -> Session:
+        """A connection borrowed from the client's pool until `Session.close`."""
         assert isinstance(self.client, redis.Redis), "a session needs a single-node client"
         pool = self.client.connection_pool
         conn = pool.get_connection()
-        session = Session(conn)
         try:
             conn.connect()  # type: ignore[no-untyped-call]
-            yield session
-            if session.watching:
-                session.run([("UNWATCH",)])
         except BaseException:
             conn.disconnect()  # type: ignore[no-untyped-call]
-            raise
-        finally:
             pool.release(conn)
+            raise
+        return Session(conn, pool)
 
 
 class Session:
-    """Round trips on one borrowed connection."""
+    """Round trips on one borrowed connection; `send` and `receive` apart let the caller
+    work while the server executes (`FeatureEngine.submit`)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, pool: Any) -> None:
         self.conn = conn
+        self.pool = pool
         self.watching = False
         self._buffer = bytearray(1 << 18)
+        self._sent: tuple[int, bool] | None = None
+        """Replies owed by the server for the last `send`, and whether it was atomic."""
 
     def run(self, commands: Sequence[Command], *, atomic: bool = False) -> list[Any]:
         if not commands:
             return []
+        self.send(commands, atomic=atomic)
+        return self.receive()
+
+    def send(self, commands: Sequence[Command], *, atomic: bool = False) -> None:
+        """Queue ``commands`` on the server without waiting (the socket buffer takes a
+        whole batch's ~2 MB at once); `receive` collects their replies."""
+        assert self._sent is None, "receive the previous replies first"
         cmds = [("MULTI",), *commands, ("EXEC",)] if atomic else list(commands)
+        payload = b"".join([hiredis.pack_command(c) for c in cmds])
         try:
-            replies = self._raw(cmds)
+            sock = getattr(self.conn, "_sock", None)
+            if sock is None:  # pragma: no cover - exotic transports
+                self.conn.send_packed_command(payload)
+            else:
+                sock.sendall(payload)
         except (OSError, redis.RedisError) as exc:
             raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
         self.watching = (self.watching or any(c[0] == "WATCH" for c in cmds)) and not atomic
+        self._sent = (len(cmds), atomic)
+
+    def receive(self) -> list[Any]:
+        """Replies of the last `send` in order (errors as exception objects); for an atomic
+        one, the replies of the commands inside ``EXEC``.
+
+        Raises:
+            WatchConflict: ``EXEC`` found a watched key changed.
+            FeatureStoreError: the connection failed or ``EXEC`` was aborted.
+        """
+        assert self._sent is not None, "nothing sent"
+        (count, atomic), self._sent = self._sent, None
+        try:
+            replies = self._read(count)
+        except (OSError, redis.RedisError) as exc:
+            raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
         if not atomic:
             return replies
         result = replies[-1]
@@ -115,17 +153,28 @@ class Session:
             raise FeatureStoreError(f"feature state transaction aborted: {result!r}")
         return result
 
-    def _raw(self, cmds: list[Command]) -> list[Any]:
-        payload = b"".join([hiredis.pack_command(c) for c in cmds])
+    def close(self, *, broken: bool = False) -> None:
+        """Give the connection back to the pool: unwatched, or dropped when the exchange
+        broke off (or replies are still owed), so nobody reads another's replies."""
+        try:
+            if not broken and self._sent is None and self.watching:
+                self.run([("UNWATCH",)])
+        except BaseException:
+            broken = True
+            raise
+        finally:
+            if broken or self._sent is not None:
+                self.conn.disconnect()
+            self.pool.release(self.conn)
+
+    def _read(self, count: int) -> list[Any]:
         sock = getattr(self.conn, "_sock", None)
         if sock is None:  # pragma: no cover - exotic transports
-            self.conn.send_packed_command(payload)
-            return [self.conn.read_response(disable_decoding=True) for _ in cmds]
-        sock.sendall(payload)
+            return [self.conn.read_response(disable_decoding=True) for _ in range(count)]
         reader = hiredis.Reader()
         buf = self._buffer
         out: list[Any] = []
-        while len(out) < len(cmds):
+        while len(out) < count:
             size = sock.recv_into(buf)
             if not size:
                 raise redis.ConnectionError("connection closed by server")

@@ -2,7 +2,8 @@
 
 Everything goes in one ``MULTI … EXEC`` (after the read's ``WATCH``): one ``SET`` per customer
 touched, one ``BITFIELD INCRBY`` per shared tile block touched (every increment of the batch
-to that block, summed per tile), an ``EXPIRE`` for a block read as absent.
+to that block, summed per tile), an ``EXPIRE`` for a block read as absent. It is sent without
+waiting; `FeatureEngine.confirm` reads its outcome.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fraudstream.features.layout import (
     combine,
     empty_value,
 )
-from fraudstream.features.wire import FeatureStoreError, Session, WatchConflict, first_error
+from fraudstream.features.wire import FeatureStoreError, Session, first_error
 
 if TYPE_CHECKING:
     from fraudstream.features.batch import Batch
@@ -98,12 +99,14 @@ class Writer:
         blobs: np.ndarray,
         values: list[Any],
         valid: NDArray[np.bool_],
-    ) -> None:
-        """Store the batch: on one node in one ``MULTI``/``EXEC`` (``session`` holds the
-        read's ``WATCH``), on a cluster (``session`` None) in `_write_cluster`'s two steps."""
+    ) -> int | None:
+        """Send the batch's state: on one node one ``MULTI``/``EXEC`` (``session`` holds the
+        read's ``WATCH``) left for `FeatureEngine.confirm`, returning how many transactions
+        it stores; on a cluster (``session`` None) `_write_cluster`'s two steps, done here.
+        None: nothing left to confirm."""
         self._commands: list[tuple[Any, ...]] = []
         if not valid.any():
-            return
+            return None
         t = time.perf_counter()
         e = self.e
         rows = np.flatnonzero(self._update_blobs(blobs, valid)).tolist()
@@ -113,23 +116,14 @@ class Writer:
         states = [(u, packed[j * size : (j + 1) * size]) for j, u in enumerate(rows)]
         if session is None:
             self._write_cluster(states, values, valid, t)
-            return
+            return None
         commands: list[tuple[Any, ...]] = [("SET", keys[u], new, "EX", ttl) for u, new in states]
         for fam in self.plan.shared:
             commands += self._block_commands(fam, values, valid)
         self._commands = commands
-        t = e._tick("encode", t)
-        try:
-            replies = session.run(commands, atomic=True)
-        except WatchConflict:
-            raise FeatureStoreError(
-                "customer state changed by another writer during the batch; nothing was "
-                "written (two workers own one partition?)"
-            ) from None
-        e._tick("write", t)
-        if (err := first_error(replies)) is not None:
-            raise FeatureStoreError(f"writing feature state failed: {err}")
-        e.stats.processed += int(valid.sum())
+        session.send(commands, atomic=True)
+        e._tick("encode", t)
+        return int(valid.sum())
 
     def _write_cluster(
         self,
