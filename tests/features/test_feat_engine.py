@@ -37,6 +37,17 @@ def col(e: FeatureEngine, out: np.ndarray, name: str) -> list[float]:
     return [float(v) for v in out[:, e.names.index(name)]]
 
 
+def race(monkeypatch: pytest.MonkeyPatch, write: Any) -> None:
+    """Run ``write(batch_run)`` between each batch's read and its write (another writer)."""
+    state = BatchRun._state
+
+    def racing_state(self: BatchRun, values: list[Any]) -> Any:
+        write(self)
+        return state(self, values)
+
+    monkeypatch.setattr(BatchRun, "_state", racing_state)
+
+
 @pytest.mark.integration
 def test_includes_itself_and_earlier_ones_of_the_batch(client: redis.Redis) -> None:
     e = engine(client)
@@ -150,15 +161,13 @@ def test_a_concurrent_writer_of_a_customer_aborts_the_batch(
 ) -> None:
     e = engine(client)
     e.compute_batch([tx(1)])
-    decode = BatchRun._decode
 
-    def racing_decode(self: BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
+    def overwrite(_: BatchRun) -> None:
         old = client.get(e.customer_key("c1"))
         assert isinstance(old, bytes)
         client.set(e.customer_key("c1"), old[:-1] + b"\x01")
-        return decode(self, values, layout)
 
-    monkeypatch.setattr(BatchRun, "_decode", racing_decode)
+    race(monkeypatch, overwrite)
     before = snapshot(client)
     with pytest.raises(FeatureStoreError, match="another writer"):
         e.compute_batch([tx(2, minutes=1, customer="c2"), tx(3, minutes=1)])
@@ -194,13 +203,7 @@ def test_a_submitted_write_that_lost_a_race_is_raised_once(
 ) -> None:
     e = engine(client)
     e.compute_batch([tx(1)])
-    decode = BatchRun._decode
-
-    def racing_decode(self: BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
-        client.append(e.customer_key("c1"), b"")  # a write: EXEC sees the key touched
-        return decode(self, values, layout)
-
-    monkeypatch.setattr(BatchRun, "_decode", racing_decode)
+    race(monkeypatch, lambda _: client.append(e.customer_key("c1"), b""))  # a touch
     e.submit([tx(2, minutes=1)])
     with pytest.raises(FeatureStoreError, match="another writer"):
         e.submit([tx(3, minutes=2, customer="c2")])  # confirms the first: nothing read
@@ -306,17 +309,15 @@ def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_sto
     e = engine(cluster_client)
     other = engine(cluster_client)
     e.compute_batch([tx(1)])
-    decode = BatchRun._decode
 
-    def racing_decode(self: BatchRun, values: list[Any], layout: dict[str, Any]) -> Any:
-        if self.e is e:  # another worker stores c1 between this batch's read and write
+    def other_worker(run: BatchRun) -> None:
+        if run.e is e:  # another worker stores c1 between this batch's read and write
             other.compute_batch([tx(9, minutes=0.5)])
-        return decode(self, values, layout)
 
-    monkeypatch.setattr(BatchRun, "_decode", racing_decode)
+    race(monkeypatch, other_worker)
     with pytest.raises(FeatureStoreError, match="1 customer"):
         e.compute_batch([tx(2, minutes=1, customer="c2"), tx(3, minutes=1)])
-    monkeypatch.setattr(BatchRun, "_decode", decode)
+    monkeypatch.undo()
     assert e.customer_state("c1")["transactions_seen"] == 2  # t1 and the other's t9
     assert e.customer_state("c2")["transactions_seen"] == 1
     # The retry stores c1's transaction once; c2's is recognised as already applied.
