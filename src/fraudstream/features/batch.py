@@ -141,6 +141,10 @@ class BatchRun(Writer):
         self._prev: dict[str, I64] = {}
         self._layout: dict[str, Any] = {}
         self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
+        self._session: Session
+        """The connection of the read (`send_read`) and then the write (one node)."""
+        self._behind: int | None = None
+        """The read was sent behind the previous batch's write, which stores this many."""
 
     def prepare(self) -> None:
         """The keys to read (no I/O): `FeatureEngine.submit` does this while the previous
@@ -149,22 +153,45 @@ class BatchRun(Writer):
         self._read_keys, self._layout = self._keys()
         self.e._tick("keys", t)
 
+    def send_read(self, behind: tuple[Session, int] | None) -> None:
+        """Send the read (``WATCH`` + ``MGET``) without waiting for it: `run` receives it.
+        ``behind``: the previous batch's write still executing (its session, transactions
+        it stores); the read goes on its connection right after it, so it sees it and the
+        server goes from one to the other without waiting for us. A cluster reads in
+        `run`."""
+        e, keys = self.e, self._read_keys
+        if e.cluster:
+            return
+        t = time.perf_counter()
+        self._behind = None if behind is None else behind[1]
+        self._session = session = e._wire.open() if behind is None else behind[0]
+        try:
+            read: list[tuple[Any, ...]] = [("MGET", *keys)]
+            if e._cas:
+                read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
+            session.send(read)
+        except BaseException:
+            session.close(broken=True)
+            raise
+        e._tick("read", t)
+
     def run(self) -> NDArray[np.float64]:
-        """Read, compute, send the write; return the features. On one node the write is
-        left executing on the server (`FeatureEngine.confirm` collects it), so the
-        features are computed while the server applies it."""
+        """Receive the read (after the previous write's outcome, if it was behind one),
+        compute, send the write; return the features. On one node the write is left
+        executing on the server (`FeatureEngine.confirm` collects it), so the features
+        are computed while the server applies it."""
         e, keys = self.e, self._read_keys
         t = time.perf_counter()
         if e.cluster:
             values = self._read_cluster(keys)
             t = e._tick("read", t)
             return self._process(values, None, t)[0]
-        session = e._wire.open()
+        session = self._session
         try:
-            read: list[tuple[Any, ...]] = [("MGET", *keys)]
-            if e._cas:
-                read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
-            values = list(session.run(read)[-1])
+            if self._behind is not None:
+                e._collect(session, self._behind)
+                t = time.perf_counter()
+            values = list(session.receive()[-1])
             t = e._tick("read", t)
             features, stored = self._process(values, session, t)
         except BaseException:

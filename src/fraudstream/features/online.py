@@ -134,6 +134,8 @@ class FeatureEngine:
         self.record_io = False
         self._wire = Wire(client)
         self._pending: tuple[Session, int] | None = None
+        self._started = False
+        """A batch `start`ed and not yet `finish`ed: its read holds the connection."""
         """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._watermark = -(1 << 62)  # "no event yet", far from int64 overflow
         self._cas = cas
@@ -257,22 +259,42 @@ class FeatureEngine:
         """Features of each transaction, with the state update sent but not yet confirmed:
         the server applies it while the caller goes on (scores the batch, prepares the
         next). Call `confirm` before relying on it (before acknowledging the input); the
-        next `submit` confirms it first, after preparing its own keys.
+        next batch sends its read right behind it and collects its outcome before using
+        that read. Same as ``finish(start(txs))``.
 
         Raises:
             SchemaError: a transaction is invalid (this batch reads and writes nothing; an
                 earlier batch's write stays pending).
-            FeatureStoreError: as `compute_batch`; raised by `submit` itself when the
-                previous batch's write failed (this batch is then not read).
+            FeatureStoreError: as `compute_batch`; also when the previous batch's write
+                failed (then nothing of this batch is written either).
         """
+        return self.finish(self.start(txs))
+
+    def start(self, txs: Sequence[Transaction]) -> BatchRun | None:
+        """The first half of `submit`: the batch's columns and keys, and its read sent
+        (behind the previous batch's write, if one is pending); `finish` does the rest.
+        In between the caller may work on another engine's batch: a process keeping
+        batches of two customer partitions in flight (one engine each) computes one
+        while the server serves the other. Raises as `submit`."""
+        if self._started:
+            raise RuntimeError("finish the started batch first")
         if not txs:
             self.confirm()
-            return np.zeros((0, len(self.names)))
+            return None
         started = time.perf_counter()
         run = BatchRun(self, self._columns(txs))
         self._tick("columns", started)
         run.prepare()
-        self.confirm()
+        behind, self._pending = self._pending, None
+        run.send_read(behind)
+        self._started = True
+        return run
+
+    def finish(self, run: BatchRun | None) -> NDArray[np.float64]:
+        """The features of a `start`ed batch, its write sent (`confirm` collects it)."""
+        if run is None:
+            return np.zeros((0, len(self.names)))
+        self._started = False
         features = run.run()
         if self.record_io:
             self.last_io = (run._read_keys, run._commands)
@@ -288,19 +310,23 @@ class FeatureEngine:
         if self._pending is None:
             return
         (session, stored), self._pending = self._pending, None
-        t = time.perf_counter()
         try:
-            replies = session.receive()
-        except WatchConflict:
-            session.close()
-            raise FeatureStoreError(
-                "customer state changed by another writer during the batch; nothing was "
-                "written (two workers own one partition?)"
-            ) from None
+            self._collect(session, stored)
         except BaseException:
             session.close(broken=True)
             raise
         session.close()
+
+    def _collect(self, session: Session, stored: int) -> None:
+        """The outcome of a batch's write, the next reply on ``session``."""
+        t = time.perf_counter()
+        try:
+            replies = session.receive()
+        except WatchConflict:
+            raise FeatureStoreError(
+                "customer state changed by another writer during the batch; nothing was "
+                "written (two workers own one partition?)"
+            ) from None
         self._tick("write", t)
         if (err := first_error(replies)) is not None:
             raise FeatureStoreError(f"writing feature state failed: {err}")

@@ -12,6 +12,7 @@ single-key command to its slot's node; a cluster cannot run one ``MULTI`` across
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -104,8 +105,9 @@ class Session:
         self.pool = pool
         self.watching = False
         self._buffer = bytearray(1 << 18)
-        self._sent: tuple[int, bool] | None = None
-        """Replies owed by the server for the last `send`, and whether it was atomic."""
+        self._reader = hiredis.Reader()
+        self._owed: deque[tuple[int, bool]] = deque()
+        """Per `send` not yet received, in order: replies owed, and whether atomic."""
 
     def run(self, commands: Sequence[Command], *, atomic: bool = False) -> list[Any]:
         if not commands:
@@ -115,8 +117,8 @@ class Session:
 
     def send(self, commands: Sequence[Command], *, atomic: bool = False) -> None:
         """Queue ``commands`` on the server without waiting (the socket buffer takes a
-        whole batch's ~2 MB at once); `receive` collects their replies."""
-        assert self._sent is None, "receive the previous replies first"
+        whole batch's ~2 MB at once); `receive` collects their replies, one call per
+        `send`, in order."""
         cmds = [("MULTI",), *commands, ("EXEC",)] if atomic else list(commands)
         payload = b"".join([hiredis.pack_command(c) for c in cmds])
         try:
@@ -128,18 +130,17 @@ class Session:
         except (OSError, redis.RedisError) as exc:
             raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
         self.watching = (self.watching or any(c[0] == "WATCH" for c in cmds)) and not atomic
-        self._sent = (len(cmds), atomic)
+        self._owed.append((len(cmds), atomic))
 
     def receive(self) -> list[Any]:
-        """Replies of the last `send` in order (errors as exception objects); for an atomic
-        one, the replies of the commands inside ``EXEC``.
+        """Replies of the oldest `send` not yet received, in order (errors as exception
+        objects); for an atomic one, the replies of the commands inside ``EXEC``.
 
         Raises:
             WatchConflict: ``EXEC`` found a watched key changed.
             FeatureStoreError: the connection failed or ``EXEC`` was aborted.
         """
-        assert self._sent is not None, "nothing sent"
-        (count, atomic), self._sent = self._sent, None
+        count, atomic = self._owed.popleft()
         try:
             replies = self._read(count)
         except (OSError, redis.RedisError) as exc:
@@ -157,13 +158,13 @@ class Session:
         """Give the connection back to the pool: unwatched, or dropped when the exchange
         broke off (or replies are still owed), so nobody reads another's replies."""
         try:
-            if not broken and self._sent is None and self.watching:
+            if not broken and not self._owed and self.watching:
                 self.run([("UNWATCH",)])
         except BaseException:
             broken = True
             raise
         finally:
-            if broken or self._sent is not None:
+            if broken or self._owed:
                 self.conn.disconnect()
             self.pool.release(self.conn)
 
@@ -171,17 +172,17 @@ class Session:
         sock = getattr(self.conn, "_sock", None)
         if sock is None:  # pragma: no cover - exotic transports
             return [self.conn.read_response(disable_decoding=True) for _ in range(count)]
-        reader = hiredis.Reader()
-        buf = self._buffer
+        reader, buf = self._reader, self._buffer
         out: list[Any] = []
-        while len(out) < count:
+        while True:  # what the reader holds may already complete this send's replies
+            while len(out) < count and (reply := reader.gets()) is not False:
+                out.append(reply)
+            if len(out) == count:
+                return out
             size = sock.recv_into(buf)
             if not size:
                 raise redis.ConnectionError("connection closed by server")
             reader.feed(buf, 0, size)  # type: ignore[arg-type]
-            while (reply := reader.gets()) is not False:
-                out.append(reply)
-        return out
 
 
 def first_error(replies: Sequence[Any]) -> Exception | None:
