@@ -30,6 +30,7 @@ from fraudstream.features.layout import (
     empty_value,
 )
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
+from fraudstream.features.resp import encode_keys, keys_command
 from fraudstream.features.seen import SeenState, replay
 from fraudstream.features.windows import (
     op_of,
@@ -39,7 +40,7 @@ from fraudstream.features.windows import (
     shared_grid,
     window_sums,
 )
-from fraudstream.features.wire import FeatureStoreError, Session, first_error
+from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class BatchRun(Writer):
         batch's write is still executing."""
         t = time.perf_counter()
         self._read_keys, self._layout = self._keys()
+        if not self.e.cluster:
+            self._encoded = encode_keys(self._read_keys)
         self.e._tick("keys", t)
 
     def send_read(self, behind: tuple[Session, int] | None) -> None:
@@ -166,9 +169,11 @@ class BatchRun(Writer):
         self._behind = None if behind is None else behind[1]
         self._session = session = e._wire.open() if behind is None else behind[0]
         try:
-            read: list[tuple[Any, ...]] = [("MGET", *keys)]
+            blob, starts = self._encoded
+            read = [Packed(keys_command(b"MGET", blob, starts, 0, len(keys)), 1)]
             if e._cas:
-                read.insert(0, ("WATCH", *keys[: len(self.uniq["customer"])]))
+                nc = len(self.uniq["customer"])
+                read.insert(0, Packed(keys_command(b"WATCH", blob, starts, 0, nc), 1))
             session.send(read)
         except BaseException:
             session.close(broken=True)

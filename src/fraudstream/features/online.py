@@ -44,6 +44,7 @@ from fraudstream.features.definitions import (
 from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
+from fraudstream.features.resp import encode_keys, keys_command
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
     FUNCTIONS,
@@ -171,6 +172,10 @@ class FeatureEngine:
                 values = [None] * len(run._read_keys)
                 state = run._state(values)
                 run._update_blobs(state.new, state.valid)
+                run._values = values
+                encoded = encode_keys(run._read_keys)
+                run._block_writes(state.valid).packed(*encoded)
+                keys_command(b"MGET", *encoded, 0, len(values))
                 run._features(values, state, time.perf_counter())
         finally:
             self._watermark, self.stats = watermark, stats
@@ -383,7 +388,7 @@ class FeatureEngine:
             block = x // fam.slots
             keys.append(self.block_key(fam, tid, block))
             shift = fam.word_of("f")[1]
-            ttl = block_ttl(fam, block, self.plan.lateness_s, rep)
+            ttl = int(block_ttl(fam, block, self.plan.lateness_s, rep))
             args += [fam.bit_offset("f", x % fam.slots), 1 << shift, ttl]
         return ("FCALL", "fs_label", len(keys), *keys, *args)
 

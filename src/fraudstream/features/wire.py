@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import hiredis
 import redis
@@ -24,6 +24,13 @@ from redis.cluster import RedisCluster
 from fraudstream.errors import FraudstreamError
 
 Command = tuple[Any, ...]
+
+
+class Packed(NamedTuple):
+    """Commands already in protocol bytes (`fraudstream.features.resp`), sent as they are."""
+
+    data: bytes
+    commands: int
 
 
 class FeatureStoreError(FraudstreamError):
@@ -115,12 +122,14 @@ class Session:
         self.send(commands, atomic=atomic)
         return self.receive()
 
-    def send(self, commands: Sequence[Command], *, atomic: bool = False) -> None:
+    def send(self, commands: Sequence[Command | Packed], *, atomic: bool = False) -> None:
         """Queue ``commands`` on the server without waiting (the socket buffer takes a
         whole batch's ~2 MB at once); `receive` collects their replies, one call per
         `send`, in order."""
         cmds = [("MULTI",), *commands, ("EXEC",)] if atomic else list(commands)
-        payload = b"".join([hiredis.pack_command(c) for c in cmds])
+        payload = b"".join(
+            [c.data if isinstance(c, Packed) else hiredis.pack_command(c) for c in cmds]
+        )
         try:
             sock = getattr(self.conn, "_sock", None)
             if sock is None:  # pragma: no cover - exotic transports
@@ -130,7 +139,8 @@ class Session:
         except (OSError, redis.RedisError) as exc:
             raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
         self.watching = (self.watching or any(c[0] == "WATCH" for c in cmds)) and not atomic
-        self._owed.append((len(cmds), atomic))
+        count = sum(c.commands if isinstance(c, Packed) else 1 for c in cmds)
+        self._owed.append((count, atomic))
 
     def receive(self) -> list[Any]:
         """Replies of the oldest `send` not yet received, in order (errors as exception

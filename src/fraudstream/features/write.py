@@ -9,6 +9,7 @@ waiting; `FeatureEngine.confirm` reads its outcome.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from fraudstream.features.layout import (
     combine,
     empty_value,
 )
-from fraudstream.features.wire import FeatureStoreError, Session, first_error
+from fraudstream.features.resp import bitfield_commands
+from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 
 if TYPE_CHECKING:
     from fraudstream.features.batch import Batch
@@ -36,10 +38,11 @@ BLOCK_KEY = 1 << 32
 """(entity code, block) packed in one int64 for `numpy.unique`."""
 
 
-def block_ttl(fam: Family, block: int, lateness_s: int, now_us: int) -> int:
-    """Seconds (of event time from ``now_us``) until no window can reach the block."""
+def block_ttl(fam: Family, block: Any, lateness_s: int, now_us: Any) -> Any:
+    """Seconds (of event time from ``now_us``) until no window can reach the block (ints
+    or arrays of them)."""
     end_us = ((block + 1) * fam.slots + fam.span) * fam.tile_us + lateness_s * US
-    return max(1, int((end_us - now_us) // US) + 1)
+    return np.maximum(1, (end_us - now_us) // US + 1)
 
 
 def _last_per(group: I64, index: I64, groups: int) -> tuple[I64, I64]:
@@ -64,6 +67,9 @@ class Writer:
     _runs: tuple[I64, I64, I64]
     _commands: list[tuple[Any, ...]]
     _read_keys: list[str]
+    _values: list[Any]
+    _encoded: tuple[NDArray[np.uint8], I64]
+    """The read's values (a block read as absent gets a TTL when written)."""
 
     def prefixes(self, fam: Family) -> list[str]:
         """Block key of each distinct entity of the batch, without the block number."""
@@ -117,11 +123,12 @@ class Writer:
         if session is None:
             self._write_cluster(states, values, valid, t)
             return None
-        commands: list[tuple[Any, ...]] = [("SET", keys[u], new, "EX", ttl) for u, new in states]
-        for fam in self.plan.shared:
-            commands += self._block_commands(fam, values, valid)
-        self._commands = commands
-        session.send(commands, atomic=True)
+        self._values = values
+        commands: list[Any] = [("SET", keys[u], new, "EX", ttl) for u, new in states]
+        blocks = self._block_writes(valid)
+        if e.record_io:
+            self._commands = commands + blocks.commands(keys)
+        session.send([*commands, blocks.packed(*self._encoded)], atomic=True)
         e._tick("encode", t)
         return int(valid.sum())
 
@@ -147,9 +154,8 @@ class Writer:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         lost = [u for (u, _), r in zip(states, replies, strict=True) if r != 1]
         stored = valid & ~np.isin(self.codes["customer"], lost)
-        commands: list[tuple[Any, ...]] = []
-        for fam in self.plan.shared:
-            commands += self._block_commands(fam, values, stored)
+        self._values = values
+        commands = self._block_writes(stored).commands(keys)
         self._commands = puts + commands
         t = e._tick("encode", started)
         if (err := first_error(e._wire.run(commands))) is not None:
@@ -204,54 +210,96 @@ class Writer:
         blobs["seq"][touched] += 1
         return touched
 
-    def _block_commands(
-        self, fam: Family, values: list[Any], valid: NDArray[np.bool_]
-    ) -> list[tuple[Any, ...]]:
-        """One ``BITFIELD`` per touched block with every increment of the batch (summed per
-        tile; overflow wraps, BITFIELD's default); a block read as absent also gets its TTL.
-        The block keys are the ones the read used; arguments are laid out with numpy and
-        turned into Python objects once, then sliced per block."""
+    def _block_writes(self, valid: NDArray[np.bool_]) -> BlockWrites:
+        """Every shared family's increments of the batch, as `BlockWrites`."""
+        found = [self._family_writes(fam, valid) for fam in self.plan.shared]
+        parts = [w for w in found if w is not None]
+        if not parts:
+            none = np.zeros(0, dtype=np.int64)
+            return BlockWrites(none, np.zeros(1, dtype=np.int64), none, none, none)
+        ops = [w.ops for w in parts]
+        for j in range(1, len(ops)):
+            ops[j] = ops[j][1:] + ops[j - 1][-1]
+        return BlockWrites(
+            key=np.concatenate([w.key for w in parts]),
+            ops=np.concatenate(ops),
+            offset=np.concatenate([w.offset for w in parts]),
+            value=np.concatenate([w.value for w in parts]),
+            ttl=np.concatenate([w.ttl for w in parts]),
+        )
+
+    def _family_writes(self, fam: Family, valid: NDArray[np.bool_]) -> BlockWrites | None:
+        """One family's block increments: every increment of the batch to a tile summed,
+        the tiles of a block in one ``BITFIELD`` (overflow wraps, BITFIELD's default), a
+        block read as absent given its TTL. The keys are the ones the read used."""
         start, uniq, rows = self._layout["blocks"][fam.index]
         contrib = self._contrib(fam, valid)
         counted = [c for c in fam.counters if c != "f"]
         use = np.flatnonzero(contrib["n"] > 0)
         if not counted or not len(use):
-            return []
+            return None
         slots = fam.slots
         combo = rows[use, 1] * slots + (self.b.ts[use] // fam.tile_us) % slots
         cells, inverse = np.unique(combo, return_inverse=True)
         totals = {
             c: np.bincount(inverse, weights=contrib[c][use]).astype(np.int64) for c in counted
         }
-        slot_of = cells % slots
-        columns: list[list[Any]] = []
-        for w, members in enumerate(fam.words):
-            if members == ("f",):
-                continue
-            value = np.zeros(len(cells), dtype=np.int64)
-            for c in members:
+        words = [w for w, members in enumerate(fam.words) if members != ("f",)]
+        value = np.zeros((len(cells), len(words)), dtype=np.int64)
+        for j, w in enumerate(words):
+            for c in fam.words[w]:
                 if c != "f":
-                    value += totals[c] << fam.word_of(c)[1]
-            columns += [
-                ["INCRBY"] * len(cells),
-                ["i64"] * len(cells),
-                (w * slots * 64 + slot_of * 64).tolist(),
-                value.tolist(),
-            ]
-        flat = [token for cell in zip(*columns, strict=True) for token in cell]
-        width = len(columns)
+                    value[:, j] += totals[c] << fam.word_of(c)[1]
+        offset = (
+            np.array(words, dtype=np.int64)[None, :] * slots * 64 + (cells % slots)[:, None] * 64
+        )
         row_of = cells // slots
-        bounds = [0, *(np.flatnonzero(np.diff(row_of)) + 1).tolist(), len(cells)]
+        first = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]])
+        row = row_of[first]
+        ops = np.r_[first, len(cells)] * len(words)
         first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
-        keys, stamps, rows_list = self._read_keys, first_ts.tolist(), row_of.tolist()
-        numbers = (uniq % BLOCK_KEY).tolist()
+        absent = np.fromiter(
+            (self._values[start + r] is None for r in row.tolist()), dtype=bool, count=len(row)
+        )
+        ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts[row])
+        return BlockWrites(
+            key=start + row,
+            ops=ops,
+            offset=offset.ravel(),
+            value=value.ravel(),
+            ttl=np.where(absent, ttl, 0),
+        )
+
+
+@dataclass
+class BlockWrites:
+    """A batch's shared-block increments: ``BITFIELD key[j] INCRBY i64 offset[p] value[p]``
+    for ``p`` in ``ops[j]:ops[j + 1]``, then ``EXPIRE key[j] ttl[j]`` where ``ttl[j] > 0``
+    (``key``: indices into the read's keys)."""
+
+    key: I64
+    ops: I64
+    offset: I64
+    value: I64
+    ttl: I64
+
+    def packed(self, blob: NDArray[np.uint8], starts: I64) -> Packed:
+        """The commands as protocol bytes, the keys from `encode_keys` (one node)."""
+        data = bitfield_commands(
+            blob, starts, self.key, self.ops, self.offset, self.value, self.ttl
+        )
+        return Packed(data, len(self.key) + int(np.count_nonzero(self.ttl)))
+
+    def commands(self, keys: list[str]) -> list[tuple[Any, ...]]:
+        """The same commands as tuples (a cluster routes each to its node)."""
+        offset, value, ops = self.offset.tolist(), self.value.tolist(), self.ops.tolist()
         out: list[tuple[Any, ...]] = []
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            row = rows_list[lo]
-            key = keys[start + row]
-            out.append(("BITFIELD", key, *flat[lo * width : hi * width]))
-            if values[start + row] is None:
-                ttl = block_ttl(fam, numbers[row], self.plan.lateness_s, stamps[row])
-                out.append(("EXPIRE", key, ttl))
+        for j, (k, ttl) in enumerate(zip(self.key.tolist(), self.ttl.tolist(), strict=True)):
+            args: list[Any] = []
+            for p in range(ops[j], ops[j + 1]):
+                args += ["INCRBY", "i64", offset[p], value[p]]
+            out.append(("BITFIELD", keys[k], *args))
+            if ttl > 0:
+                out.append(("EXPIRE", keys[k], ttl))
         return out
