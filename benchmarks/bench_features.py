@@ -4,20 +4,24 @@
     python benchmarks/bench_features.py --json     # the same figures as one JSON object
 
 Online: a simulated history (the ``full`` profile: both channels, labels days later) replayed
-in event-time order through `FeatureEngine.submit` in batches of ``--batch`` (each batch's
-write confirmed when the next starts, the last one inside the timing; ``--sync``: through
-`FeatureEngine.compute_batch`, each confirmed before returning), labels delivered between
-batches. Beside it, the *floor*: the very same keys read (``MGET``) and
-commands written (``MULTI … EXEC``) by sampled batches, replayed on another database with no
-feature work, which is what any design doing this I/O would pay. Where the time goes: the
-client's CPU (``time.process_time`` around each batch) and the server's (``INFO cpu`` around
-each batch: parsing, queueing, executing, replying, feeding the AOF), and the floor once more
-with the AOF off, which is what durability costs. Every 7 simulated days the replay calls
-`FeatureEngine.sweep` (untimed): it deletes the blocks whose TTL would have fired in real
-time. Memory: ``MEMORY USAGE`` of
-every key, per active customer and per terminal, after 30 days and at the end. Backfill:
-`backfill` over a Handbook-size history (5,000 customers, 10,000 terminals, 183 days), and
-the first-seen flags it computes (the online engine's, exactly) against exact sets.
+in event-time order in batches of ``--batch``, twice: through one engine (each batch's read
+sent behind the previous batch's write, `FeatureEngine.start` / `finish`, i.e. ``submit``),
+then through one engine per customer partition with ``--streams`` batches in flight, so the
+server serves one while the client computes another (see `replay`); every write confirmed
+before the clock stops. ``--sync``: `FeatureEngine.compute_batch`, each write confirmed
+before the next batch. Labels go ahead of the next batch's read, inside the timing.
+
+Beside it, the *floor*: the very same keys read (``MGET``) and commands written (``MULTI …
+EXEC``) by sampled batches, replayed on another database with no feature work, which is what
+any design doing this I/O one batch at a time would pay. Where the time goes: the client's
+CPU (``time.process_time``) and the server's (``INFO cpu``: parsing, queueing, executing,
+replying, feeding the AOF) over the replay, and the floor once more with the AOF off, which
+is what durability costs. Every 7 simulated days the replay calls `FeatureEngine.sweep`
+(untimed): it deletes the blocks whose TTL would have fired in real time. Memory: ``MEMORY
+USAGE`` of every key, per active customer and per terminal, after 30 days and at the end.
+Backfill: `backfill` over a Handbook-size history (5,000 customers, 10,000 terminals, 183
+days), and the first-seen flags it computes (the online engine's, exactly) against exact
+sets.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import json
 import sys
 import tempfile
 import time
-from collections import defaultdict
+import zlib
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,72 +149,163 @@ def floor_without_aof(
         client.config_set("appendonly", before)
 
 
+@dataclass
+class Replay:
+    """What one replay of the history measured (seconds; labels in, sweeps out)."""
+
+    streams: int
+    transactions: int = 0
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    commands: int = 0
+    batches: int = 0
+    swept: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    samples: list[tuple[list[str], list[tuple[Any, ...]]]] = field(default_factory=list)
+    memory_day30: dict[str, float] = field(default_factory=dict)
+    memory_end: dict[str, float] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, Any]:
+        n, us = self.transactions, 1e6 / max(1, self.transactions)
+        return {
+            "streams": self.streams,
+            "tx_per_s": round(n / self.wall),
+            "us_per_tx": round(self.wall * us, 1),
+            "client_cpu_us_per_tx": round(self.client_cpu * us, 1),
+            "server_cpu_us_per_tx": round(self.server_cpu * us, 1),
+            "server_commands_per_batch": round(self.commands / max(1, self.batches), 1),
+            "client_phase_us_per_tx": {k: round(v * us, 1) for k, v in self.timings.items()},
+        }
+
+
+def replay(
+    client: redis.Redis,
+    txs: list[Transaction],
+    labs: list[Label],
+    args: argparse.Namespace,
+    streams: int,
+    *,
+    observe: bool,
+) -> Replay:
+    """The history through ``streams`` engines, one per customer partition (CRC-32 of the
+    customer id), batches taken in event-time order across partitions. Each engine keeps
+    one batch in flight: the next partition's batch is started (`FeatureEngine.start`:
+    its read sent) before this one is finished, so the server serves one while the client
+    computes another; with one stream that is `FeatureEngine.submit`. ``--sync`` confirms
+    every write before the next batch instead (`FeatureEngine.compute_batch`). Labels go
+    ahead of the read of the batch they precede (timed: they are part of the online
+    update).
+    Every 7 simulated days the tile blocks whose TTL would have fired in real time are
+    swept (``observe``: and memory is measured at day 30 and at the end), with nothing in
+    flight and untimed."""
+    out = Replay(streams, transactions=len(txs))
+    engines = [
+        FeatureEngine(client, default_feature_set(), clock=lambda: 4e9) for _ in range(streams)
+    ]
+    parts: list[list[Transaction]] = [[] for _ in range(streams)]
+    for t in txs:
+        parts[zlib.crc32(t.customer_id.encode()) % streams].append(t)
+    schedule = sorted(
+        (part[i : i + args.batch] for part in parts for i in range(0, len(part), args.batch)),
+        key=lambda batch: batch[0].timestamp,
+    )
+    stream_of = {id(b): zlib.crc32(b[0].customer_id.encode()) % streams for b in schedule}
+    inflight: deque[tuple[FeatureEngine, Any]] = deque()
+    day0 = txs[0].timestamp.timestamp()
+    next_sweep, day30 = day0 + 7 * 86400, day0 + 30 * 86400
+    li = 0
+    calls0, cpu0 = command_calls(client), server_cpu(client)
+    wall0, proc0 = time.perf_counter(), time.process_time()
+    untimed_wall = untimed_proc = untimed_server = 0.0
+
+    def keep(engine: FeatureEngine) -> None:
+        if engine.record_io and engine.last_io:
+            out.samples.append(engine.last_io)
+            engine.last_io = None
+
+    def settle() -> None:
+        while inflight:
+            engine, run = inflight.popleft()
+            engine.finish(run)
+            keep(engine)
+        for engine in engines:
+            engine.confirm()
+
+    for k, batch in enumerate(schedule):
+        first = batch[0].timestamp
+        due: list[Label] = []
+        while li < len(labs) and labs[li].reported_at <= first:
+            due.append(labs[li])
+            li += 1
+        sweep = first.timestamp() >= next_sweep
+        snapshot = observe and not out.memory_day30 and first.timestamp() >= day30
+        if sweep or snapshot:
+            settle()
+            w, c, sv = time.perf_counter(), time.process_time(), server_cpu(client)
+            # What the blocks' TTLs do in real time; a replay outruns the wall clock.
+            out.swept += engines[0].sweep()
+            next_sweep += 7 * 86400 if sweep else 0
+            if snapshot:
+                out.memory_day30 = memory(client, engines[0].namespace)
+            untimed_wall += time.perf_counter() - w
+            untimed_proc += time.process_time() - c
+            untimed_server += server_cpu(client) - sv
+        engine = engines[stream_of[id(batch)]]
+        if args.sync:
+            engine.record_io = k % 50 == 0  # the floor replays these batches' I/O
+            engine.apply_labels(due)
+            engine.compute_batch(batch)
+            keep(engine)
+            continue
+        while any(e is engine for e, _ in inflight):  # one batch in flight per engine
+            done, run = inflight.popleft()
+            done.finish(run)
+            keep(done)
+        engine.record_io = k % 50 == 0
+        inflight.append((engine, engine.start(batch, due)))  # labels ahead of its read
+    settle()
+    out.wall = time.perf_counter() - wall0 - untimed_wall
+    out.client_cpu = time.process_time() - proc0 - untimed_proc
+    out.server_cpu = server_cpu(client) - cpu0 - untimed_server
+    out.commands, out.batches = command_calls(client) - calls0, len(schedule)
+    for engine in engines:
+        for phase, spent in engine.timings.items():
+            out.timings[phase] = out.timings.get(phase, 0.0) + spent
+        for name, value in vars(engine.stats).items():
+            out.stats[name] = out.stats.get(name, 0) + value
+    if observe:
+        out.swept += engines[0].sweep()
+        out.memory_end = memory(client, engines[0].namespace)
+    return out
+
+
 def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
     tx, labels, source = history(args.customers, args.terminals, args.days, args.seed)
     tx = tx.sort("timestamp", maintain_order=True)
     labels = labels.sort("reported_at", maintain_order=True)
     txs = to_records(tx, TX_FIELDS, Transaction)
     labs = to_records(labels, LABEL_FIELDS, Label)
-    engine = FeatureEngine(client, default_feature_set(), clock=lambda: 4e9)
-    run = engine.compute_batch if args.sync else engine.submit
-    day30 = tx["timestamp"][0].timestamp() + 30 * 86400
-    calls0 = command_calls(client)
-    spent = labels_spent = client_cpu = batch_cpu = 0.0
-    samples: list[tuple[list[str], list[tuple[Any, ...]]]] = []
-    li = 0
-    swept = 0
-    next_sweep = tx["timestamp"][0].timestamp() + 7 * 86400
-    mem30: dict[str, float] = {}
-    for start in range(0, len(txs), args.batch):
-        batch = txs[start : start + args.batch]
-        first = batch[0].timestamp
-        due = []
-        while li < len(labs) and labs[li].reported_at <= first:
-            due.append(labs[li])
-            li += 1
-        t0 = time.perf_counter()
-        engine.apply_labels(due)
-        engine.record_io = start // args.batch % 50 == 0
-        s0 = server_cpu(client)
-        t1, c1 = time.perf_counter(), time.process_time()
-        run(batch)
-        if first.timestamp() >= next_sweep or (not mem30 and first.timestamp() >= day30):
-            engine.confirm()  # the untimed steps below read the state
-        spent += time.perf_counter() - t1
-        client_cpu += time.process_time() - c1
-        batch_cpu += server_cpu(client) - s0
-        labels_spent += t1 - t0
-        if engine.record_io and engine.last_io:
-            samples.append(engine.last_io)
-        if first.timestamp() >= next_sweep:
-            # What the blocks' TTLs do in real time; a replay outruns the wall clock.
-            swept += engine.sweep()
-            next_sweep += 7 * 86400
-        if not mem30 and first.timestamp() >= day30:
-            swept += engine.sweep()
-            mem30 = memory(client, engine.namespace)
-    t1, c1, s0 = time.perf_counter(), time.process_time(), server_cpu(client)
-    engine.confirm()
-    spent += time.perf_counter() - t1
-    client_cpu += time.process_time() - c1
-    batch_cpu += server_cpu(client) - s0
-    calls1 = command_calls(client)
-    n = len(txs)
+    runs = []
+    for streams in sorted({1, args.streams}):
+        client.flushall()
+        runs.append(replay(client, txs, labs, args, streams, observe=streams == 1))
+    main = runs[0]
+    samples = main.samples
     floor_s, floor_cpu = floor(client, samples)
     no_aof = floor_without_aof(client, samples)
-    batches = -(-n // args.batch)
     per_tx = 1e6 / args.batch
     return {
         "history": source,
-        "transactions": n,
+        "transactions": len(txs),
         "labels": len(labs),
         "customers": args.customers,
         "days": args.days,
         "batch": args.batch,
-        "features": len(engine.names),
-        "mode": "compute_batch" if args.sync else "submit",
-        "tx_per_s": round(n / spent),
-        "us_per_tx": round(spent / n * 1e6, 1),
+        "features": len(default_feature_set().names),
+        "mode": "compute_batch" if args.sync else "start/finish",
+        "runs": [r.figures() for r in runs],
         "floor_tx_per_s": round(args.batch / floor_s),
         "floor_us_per_tx": round(floor_s * per_tx, 1),
         "floor_server_cpu_us_per_tx": round(floor_cpu * per_tx, 1),
@@ -216,15 +313,10 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
         "floor_no_aof_server_cpu_us_per_tx": (
             None if no_aof is None else round(no_aof[1] * per_tx, 1)
         ),
-        "client_cpu_us_per_tx": round(client_cpu / n * 1e6, 1),
-        "server_cpu_us_per_tx": round(batch_cpu / n * 1e6, 1),
-        "server_commands_per_batch": round((calls1 - calls0) / batches, 1),
-        "client_phase_us_per_tx": {k: round(v / n * 1e6, 1) for k, v in engine.timings.items()},
-        "labels_us_each": round(labels_spent / max(1, len(labs)) * 1e6, 1),
-        "memory_day30": mem30,
-        "swept_keys": swept + engine.sweep(),
-        "memory_end": memory(client, engine.namespace),
-        "stats": dict(vars(engine.stats)),
+        "memory_day30": main.memory_day30,
+        "swept_keys": main.swept,
+        "memory_end": main.memory_end,
+        "stats": main.stats,
     }
 
 
@@ -276,6 +368,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
+        "--streams",
+        type=int,
+        default=2,
+        help="customer partitions kept in flight in the second run (the first: one)",
+    )
+    parser.add_argument(
         "--sync",
         action="store_true",
         help="time compute_batch (each write confirmed before the next batch) "
@@ -317,10 +415,18 @@ def report(result: dict[str, Any]) -> None:
         f"online  {o['history']}: {o['transactions']:,} tx, {o['customers']:,} customers, "
         f"{o['days']} days, batches of {o['batch']}, {o['features']} features"
     )
-    print(
-        f"  engine        {o['tx_per_s']:>9,} tx/s   {o['us_per_tx']:>6} µs/tx   ({o['mode']}, "
-        "every write confirmed)"
-    )
+    for r in o["runs"]:
+        how = "one partition" if r["streams"] == 1 else f"{r['streams']} partitions in flight"
+        print(
+            f"  engine        {r['tx_per_s']:>9,} tx/s   {r['us_per_tx']:>6} µs/tx   "
+            f"({how}, {o['mode']}; every write confirmed)"
+        )
+        print(
+            f"    CPU µs/tx   client {r['client_cpu_us_per_tx']}   server "
+            f"{r['server_cpu_us_per_tx']}   {r['server_commands_per_batch']} commands/batch"
+        )
+        phases = "  ".join(f"{k} {v}" for k, v in r["client_phase_us_per_tx"].items())
+        print(f"    phases      {phases}   (wall µs/tx, summed over engines)")
     print(
         f"  I/O floor     {o['floor_tx_per_s']:>9,} tx/s   {o['floor_us_per_tx']:>6} µs/tx"
         "   (same MGET + MULTI/EXEC, no feature work)"
@@ -331,15 +437,10 @@ def report(result: dict[str, Any]) -> None:
             f" tx/s   {o['floor_no_aof_us_per_tx']:>6} µs/tx   (what durability costs)"
         )
     print(
-        f"  CPU µs/tx     client {o['client_cpu_us_per_tx']}   server "
-        f"{o['server_cpu_us_per_tx']} (the floor's: "
-        f"{o['floor_server_cpu_us_per_tx']}, without AOF "
-        f"{o['floor_no_aof_server_cpu_us_per_tx']})   "
-        f"{o['server_commands_per_batch']} commands/batch"
+        f"  floor CPU     server {o['floor_server_cpu_us_per_tx']} µs/tx, without AOF "
+        f"{o['floor_no_aof_server_cpu_us_per_tx']}"
     )
-    phases = "  ".join(f"{k} {v}" for k, v in o["client_phase_us_per_tx"].items())
-    print(f"  client phases {phases}   (wall µs/tx)")
-    print(f"  labels        {o['labels_us_each']} µs each ({o['labels']:,})")
+    print(f"  labels        {o['labels']:,}, each sent ahead of the next batch's read (timed)")
     for when in ("memory_day30", "memory_end"):
         m = o[when]
         print(

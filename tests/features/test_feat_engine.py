@@ -119,6 +119,33 @@ def test_labels_count_once_and_only_from_their_report(client: redis.Redis) -> No
 
 
 @pytest.mark.integration
+def test_labels_sent_with_a_batch_count_as_applied_ones(client: redis.Redis) -> None:
+    fraud = Label(
+        transaction_id="t1",
+        is_fraud=True,
+        reported_at=T0 + timedelta(days=2),
+        terminal_id="T9",
+        tx_timestamp=T0,
+    )
+    genuine = Label(transaction_id="t0", is_fraud=False, reported_at=T0)
+    later = [tx(2, minutes=60 * 24 * 9, terminal_id="T9")]
+    apart, along = engine(client, namespace="a"), engine(client, namespace="b")
+    for e in (apart, along):
+        e.compute_batch([tx(1, terminal_id="T9")])
+    apart.apply_labels([fraud, fraud, genuine])
+    expected = apart.compute_batch(later)
+    got = along.submit(later, [fraud, fraud, genuine])
+    along.confirm()
+    assert np.array_equal(expected, got, equal_nan=True)
+    assert col(along, got, "terminal_risk_7d_delay7d") == [1.0]
+    assert vars(along.stats) == vars(apart.stats)
+    assert along.stats.labels_applied == 1 and along.stats.labels_duplicate == 1
+    with pytest.raises(SchemaError) as err:
+        along.submit(later, [Label(transaction_id="t3", is_fraud=True, reported_at=T0)])
+    assert err.value.field == "terminal_id"
+
+
+@pytest.mark.integration
 def test_bad_input_is_a_schema_error_and_writes_nothing(client: redis.Redis) -> None:
     e = FeatureEngine(client, clock=lambda: T0.timestamp(), max_future_skew_s=60)
     with pytest.raises(SchemaError) as err:

@@ -144,6 +144,8 @@ class BatchRun(Writer):
         self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
         self._session: Session
         """The connection of the read (`send_read`) and then the write (one node)."""
+        self.labels: list[tuple[Any, ...]] = []
+        """Label commands to send ahead of the read (`FeatureEngine.start`)."""
         self._behind: int | None = None
         """The read was sent behind the previous batch's write, which stores this many."""
 
@@ -157,7 +159,8 @@ class BatchRun(Writer):
         self.e._tick("keys", t)
 
     def send_read(self, behind: tuple[Session, int] | None) -> None:
-        """Send the read (``WATCH`` + ``MGET``) without waiting for it: `run` receives it.
+        """Send the read (``WATCH`` + ``MGET``, after the `labels`) without waiting for it:
+        `run` receives it.
         ``behind``: the previous batch's write still executing (its session, transactions
         it stores); the read goes on its connection right after it, so it sees it and the
         server goes from one to the other without waiting for us. A cluster reads in
@@ -170,6 +173,8 @@ class BatchRun(Writer):
         self._session = session = e._wire.open() if behind is None else behind[0]
         try:
             blob, starts = self._encoded
+            if self.labels:
+                session.send(self.labels)
             read = [Packed(keys_command(b"MGET", blob, starts, 0, len(keys)), 1)]
             if e._cas:
                 nc = len(self.uniq["customer"])
@@ -196,6 +201,8 @@ class BatchRun(Writer):
             if self._behind is not None:
                 e._collect(session, self._behind)
                 t = time.perf_counter()
+            if self.labels:
+                e._count_labels(session.receive())
             values = list(session.receive()[-1])
             t = e._tick("read", t)
             features, stored = self._process(values, session, t)

@@ -260,36 +260,44 @@ class FeatureEngine:
         self.confirm()
         return features
 
-    def submit(self, txs: Sequence[Transaction]) -> NDArray[np.float64]:
+    def submit(
+        self, txs: Sequence[Transaction], labels: Sequence[Label] = ()
+    ) -> NDArray[np.float64]:
         """Features of each transaction, with the state update sent but not yet confirmed:
         the server applies it while the caller goes on (scores the batch, prepares the
         next). Call `confirm` before relying on it (before acknowledging the input); the
         next batch sends its read right behind it and collects its outcome before using
-        that read. Same as ``finish(start(txs))``.
+        that read. ``labels`` (as `apply_labels`) go ahead of the batch's read, in the same
+        round trip. Same as ``finish(start(txs, labels))``.
 
         Raises:
-            SchemaError: a transaction is invalid (this batch reads and writes nothing; an
-                earlier batch's write stays pending).
+            SchemaError: a transaction or label is invalid (this batch reads and writes
+                nothing; an earlier batch's write stays pending).
             FeatureStoreError: as `compute_batch`; also when the previous batch's write
                 failed (then nothing of this batch is written either).
         """
-        return self.finish(self.start(txs))
+        return self.finish(self.start(txs, labels))
 
-    def start(self, txs: Sequence[Transaction]) -> BatchRun | None:
+    def start(self, txs: Sequence[Transaction], labels: Sequence[Label] = ()) -> BatchRun | None:
         """The first half of `submit`: the batch's columns and keys, and its read sent
-        (behind the previous batch's write, if one is pending); `finish` does the rest.
-        In between the caller may work on another engine's batch: a process keeping
-        batches of two customer partitions in flight (one engine each) computes one
-        while the server serves the other. Raises as `submit`."""
+        (behind the previous batch's write, if one is pending; ``labels`` ahead of it);
+        `finish` does the rest. In between the caller may work on another engine's batch:
+        a process keeping batches of two customer partitions in flight (one engine each)
+        computes one while the server serves the other. Raises as `submit`."""
         if self._started:
             raise RuntimeError("finish the started batch first")
+        if self.cluster:
+            self.apply_labels(labels)
+            labels = ()
         if not txs:
             self.confirm()
+            self.apply_labels(labels)
             return None
         started = time.perf_counter()
         run = BatchRun(self, self._columns(txs))
         self._tick("columns", started)
         run.prepare()
+        run.labels = self._label_commands(labels)
         behind, self._pending = self._pending, None
         run.send_read(behind)
         self._started = True
@@ -344,22 +352,28 @@ class FeatureEngine:
 
     def apply_labels(self, labels: Sequence[Label]) -> None:
         """Count fraud labels in the terminal state of their transaction's tile, once each.
+        (`start` / `submit` take them too, sent ahead of the batch's read.)
 
         Raises:
             SchemaError: a fraud label without ``terminal_id`` / ``tx_timestamp``, or
                 reported before its transaction.
         """
+        commands = self._label_commands(labels)
+        if commands:
+            self._count_labels(self._wire.run(commands))
+
+    def _label_commands(self, labels: Sequence[Label]) -> list[tuple[Any, ...]]:
         if not self._labelled and not self._wants_known_fraud():
-            return  # no feature of this set reads labels
+            return []  # no feature of this set reads labels
         commands = []
         for label in labels:
             if not label.is_fraud:
                 self.stats.labels_ignored += 1
                 continue
             commands.append(self._label_command(label))
-        if not commands:
-            return
-        replies = self._wire.run(commands)
+        return commands
+
+    def _count_labels(self, replies: list[Any]) -> None:
         if (err := first_error(replies)) is not None:
             raise FeatureStoreError(f"applying labels failed: {err}")
         applied = sum(1 for r in replies if r == 1)
