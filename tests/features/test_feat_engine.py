@@ -362,7 +362,7 @@ def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Re
 
     e = engine(client)
     kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
-    kernels += [windows.recent, seen._replay, resp._bitfields, resp._keys]
+    kernels += [windows.recent, seen._replay, resp._bitfields, resp._keys, resp._sets]
     compiled = [len(k.signatures) for k in kernels]
     assert all(compiled)
     e.compute_batch([tx(1, customer="solo")])

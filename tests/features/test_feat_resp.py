@@ -5,7 +5,7 @@ from __future__ import annotations
 import hiredis
 import numpy as np
 
-from fraudstream.features.resp import encode_keys, keys_command
+from fraudstream.features.resp import encode_keys, keys_command, set_commands
 from fraudstream.features.write import BlockWrites
 
 
@@ -43,3 +43,15 @@ def test_a_keys_command_is_the_bytes_hiredis_packs() -> None:
     blob, starts = encode_keys(keys)
     assert keys_command(b"MGET", blob, starts, 0, 4) == hiredis.pack_command(("MGET", *keys))
     assert keys_command(b"WATCH", blob, starts, 1, 3) == hiredis.pack_command(("WATCH", *keys[1:3]))
+
+
+def test_set_commands_are_the_bytes_hiredis_packs() -> None:
+    keys = ["fs:{c:1}", "fs:{c:é}", "fs:{c:3}"]
+    values = np.arange(3 * 7, dtype=np.uint8).reshape(3, 7)
+    blob, starts = encode_keys(keys)
+    which = np.array([2, 0], dtype=np.int64)
+    expected = b"".join(
+        hiredis.pack_command(("SET", keys[k], values[j].tobytes(), "EX", 7776000))
+        for j, k in enumerate(which.tolist())
+    )
+    assert set_commands(blob, starts, which, values[:2], 7776000) == expected

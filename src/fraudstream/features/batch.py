@@ -93,7 +93,7 @@ def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> np.ndarray:
             )
         else:
             parts.append(raw)
-    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob).copy()
+    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)  # read-only: copy to change
     if len(blobs) and (blobs["version"] != BLOB_VERSION).any():
         found = int(blobs["version"][blobs["version"] != BLOB_VERSION][0])
         raise FeatureStoreError(

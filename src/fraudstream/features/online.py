@@ -44,7 +44,7 @@ from fraudstream.features.definitions import (
 from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
-from fraudstream.features.resp import encode_keys, keys_command
+from fraudstream.features.resp import encode_keys, keys_command, set_commands
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
     FUNCTIONS,
@@ -176,6 +176,8 @@ class FeatureEngine:
                 encoded = encode_keys(run._read_keys)
                 run._block_writes(state.valid).packed(*encoded)
                 keys_command(b"MGET", *encoded, 0, len(values))
+                state_bytes = state.new.view(np.uint8).reshape(len(state.new), -1)
+                set_commands(*encoded, np.arange(len(state.new)), state_bytes, self.ttl_s)
                 run._features(values, state, time.perf_counter())
         finally:
             self._watermark, self.stats = watermark, stats

@@ -25,7 +25,7 @@ from fraudstream.features.layout import (
     combine,
     empty_value,
 )
-from fraudstream.features.resp import bitfield_commands
+from fraudstream.features.resp import bitfield_commands, set_commands
 from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 
 if TYPE_CHECKING:
@@ -115,22 +115,27 @@ class Writer:
             return None
         t = time.perf_counter()
         e = self.e
-        rows = np.flatnonzero(self._update_blobs(blobs, valid)).tolist()
-        size = self.plan.blob.itemsize
-        packed = blobs[rows].tobytes()
+        rows = np.flatnonzero(self._update_blobs(blobs, valid))
         keys, ttl = self._read_keys, e.ttl_s  # the customer keys lead the read's keys
-        states = [(u, packed[j * size : (j + 1) * size]) for j, u in enumerate(rows)]
-        if session is None:
-            self._write_cluster(states, values, valid, t)
-            return None
         self._values = values
-        commands: list[Any] = [("SET", keys[u], new, "EX", ttl) for u, new in states]
+        if session is None:
+            self._write_cluster(self._states(blobs, rows), values, valid, t)
+            return None
         blocks = self._block_writes(valid)
         if e.record_io:
-            self._commands = commands + blocks.commands(keys)
-        session.send([*commands, blocks.packed(*self._encoded)], atomic=True)
+            sets = [("SET", keys[u], new, "EX", ttl) for u, new in self._states(blobs, rows)]
+            self._commands = sets + blocks.commands(keys)
+        state = blobs[rows].view(np.uint8).reshape(len(rows), -1)
+        sets_packed = Packed(set_commands(*self._encoded, rows, state, ttl), len(rows))
+        session.send([sets_packed, blocks.packed(*self._encoded)], atomic=True)
         e._tick("encode", t)
         return int(valid.sum())
+
+    def _states(self, blobs: np.ndarray, rows: I64) -> list[tuple[int, bytes]]:
+        """(customer, its new state's bytes) for each row."""
+        size = self.plan.blob.itemsize
+        packed = blobs[rows].tobytes()
+        return [(u, packed[j * size : (j + 1) * size]) for j, u in enumerate(rows.tolist())]
 
     def _write_cluster(
         self,
