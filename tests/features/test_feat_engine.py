@@ -95,6 +95,8 @@ def test_the_same_transactions_twice_change_nothing(client: redis.Redis) -> None
     e.compute_batch(batch + [batch[0]])
     assert snapshot(client) == before
     assert e.stats.duplicates == 4 and e.stats.processed == 3
+    # Nothing to write: the read's WATCH is lifted before the connection goes back.
+    assert client.info("clients")["watching_clients"] == 0
 
 
 @pytest.mark.integration

@@ -178,7 +178,8 @@ class BatchRun(Writer):
             read = [Packed(keys_command(b"MGET", blob, starts, 0, len(keys)), 1)]
             if e._cas:
                 nc = len(self.uniq["customer"])
-                read.insert(0, Packed(keys_command(b"WATCH", blob, starts, 0, nc), 1))
+                watch = keys_command(b"WATCH", blob, starts, 0, nc)
+                read.insert(0, Packed(watch, 1, watches=True))
             session.send(read)
         except BaseException:
             session.close(broken=True)

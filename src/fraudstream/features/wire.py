@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import hiredis
+import numpy as np
 import redis
+from numpy.typing import NDArray
 from redis.cluster import RedisCluster
 
 from fraudstream.errors import FraudstreamError
@@ -29,8 +31,10 @@ Command = tuple[Any, ...]
 class Packed(NamedTuple):
     """Commands already in protocol bytes (`fraudstream.features.resp`), sent as they are."""
 
-    data: bytes
+    data: bytes | NDArray[np.uint8]
     commands: int
+    watches: bool = False
+    """It holds a ``WATCH`` (the connection must be unwatched before it is given back)."""
 
 
 class FeatureStoreError(FraudstreamError):
@@ -127,18 +131,25 @@ class Session:
         whole batch's ~2 MB at once); `receive` collects their replies, one call per
         `send`, in order."""
         cmds = [("MULTI",), *commands, ("EXEC",)] if atomic else list(commands)
-        payload = b"".join(
-            [c.data if isinstance(c, Packed) else hiredis.pack_command(c) for c in cmds]
-        )
+        parts: list[Any] = []  # runs of packed tuples joined; `Packed` buffers as they are
+        for c in cmds:
+            if isinstance(c, Packed):
+                parts.append(c.data)
+            elif parts and isinstance(parts[-1], bytearray):
+                parts[-1] += hiredis.pack_command(c)
+            else:
+                parts.append(bytearray(hiredis.pack_command(c)))
         try:
             sock = getattr(self.conn, "_sock", None)
             if sock is None:  # pragma: no cover - exotic transports
-                self.conn.send_packed_command(payload)
+                self.conn.send_packed_command(b"".join(bytes(part) for part in parts))
             else:
-                sock.sendall(payload)
+                for part in parts:  # the server reads them as one stream
+                    sock.sendall(part)
         except (OSError, redis.RedisError) as exc:
             raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
-        self.watching = (self.watching or any(c[0] == "WATCH" for c in cmds)) and not atomic
+        watches = any(c.watches if isinstance(c, Packed) else c[0] == "WATCH" for c in cmds)
+        self.watching = (self.watching or watches) and not atomic
         count = sum(c.commands if isinstance(c, Packed) else 1 for c in cmds)
         self._owed.append((count, atomic))
 
