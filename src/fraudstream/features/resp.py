@@ -5,7 +5,7 @@ and ~400 ``SET`` (one per customer), and reads ~3,000 keys. As Python tuples pac
 one (`hiredis.pack_command`) they cost ~12 µs of client CPU a transaction, more than any
 feature; written straight from the arrays they come from (the batch's keys encoded once,
 `encode_keys`), ~2. The bytes are exactly what ``pack_command`` would produce for the same
-commands (a test compares them); they go to the socket without another copy.
+commands (a test compares them).
 """
 
 from __future__ import annotations

@@ -131,21 +131,17 @@ class Session:
         whole batch's ~2 MB at once); `receive` collects their replies, one call per
         `send`, in order."""
         cmds = [("MULTI",), *commands, ("EXEC",)] if atomic else list(commands)
-        parts: list[Any] = []  # runs of packed tuples joined; `Packed` buffers as they are
-        for c in cmds:
-            if isinstance(c, Packed):
-                parts.append(c.data)
-            elif parts and isinstance(parts[-1], bytearray):
-                parts[-1] += hiredis.pack_command(c)
-            else:
-                parts.append(bytearray(hiredis.pack_command(c)))
+        # One buffer, one write: sent in parts, the server reads (and wakes up) per part.
+        parts: list[Any] = [
+            c.data if isinstance(c, Packed) else hiredis.pack_command(c) for c in cmds
+        ]
+        payload = b"".join(parts)
         try:
             sock = getattr(self.conn, "_sock", None)
             if sock is None:  # pragma: no cover - exotic transports
-                self.conn.send_packed_command(b"".join(bytes(part) for part in parts))
+                self.conn.send_packed_command(payload)
             else:
-                for part in parts:  # the server reads them as one stream
-                    sock.sendall(part)
+                sock.sendall(payload)
         except (OSError, redis.RedisError) as exc:
             raise FeatureStoreError(f"feature state round trip failed: {exc}") from exc
         watches = any(c.watches if isinstance(c, Packed) else c[0] == "WATCH" for c in cmds)
