@@ -287,7 +287,10 @@ class BatchRun(Writer):
             start, uniq, _ = layout["blocks"][fam.index]
             raw = values[start : start + len(uniq)]
             size = fam.block_bytes
-            buf = b"".join([(r or b"").ljust(size, b"\0")[:size] for r in raw]) + bytes(size)
+            fixed = [
+                r if r and len(r) == size else (r or b"").ljust(size, b"\0")[:size] for r in raw
+            ]
+            buf = b"".join(fixed) + bytes(size)
             mat = np.frombuffer(buf, dtype=np.uint8).reshape(len(raw) + 1, size)
             blocks[fam.index] = _unpack(mat, fam)
         nt = len(self.uniq["terminal"])

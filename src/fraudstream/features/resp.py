@@ -29,10 +29,16 @@ with the sign, each as ``$<len>\\r\\n<digits>\\r\\n``)."""
 
 def encode_keys(keys: list[str]) -> tuple[U8, I64]:
     """The keys' UTF-8 bytes back to back, and where each starts (one more at the end)."""
-    encoded = [k.encode() for k in keys]
-    starts = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(k) for k in encoded], out=starts[1:])
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), starts
+    joined = "".join(keys)
+    data = joined.encode()
+    if len(data) == len(joined):  # ASCII: characters are bytes
+        lengths: list[int] = list(map(len, keys))
+    else:
+        encoded = [k.encode() for k in keys]
+        lengths = list(map(len, encoded))
+    starts = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    return np.frombuffer(data, dtype=np.uint8), starts
 
 
 def keys_command(name: bytes, blob: U8, starts: I64, lo: int, hi: int) -> bytes:
@@ -74,8 +80,7 @@ def bitfield_commands(
 
 @njit(cache=True)
 def _put(out: U8, at: int, src: U8) -> int:
-    for i in range(len(src)):
-        out[at + i] = src[i]
+    out[at : at + len(src)] = src
     return at + len(src)
 
 
