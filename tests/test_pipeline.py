@@ -13,7 +13,7 @@ from fraudstream.config import Settings
 from fraudstream.generate import GenerateOptions, encode_rows, select
 from fraudstream.rules import RuleSchema
 from fraudstream.rules.registry import RuleRegistry
-from fraudstream.schema import Transaction, decode_decision, encode
+from fraudstream.schema import Label, Transaction, decode_decision, encode
 from fraudstream.scoring import build_scorer
 from fraudstream.simulate import SimulationConfig, simulate
 from fraudstream.stream.keys import PAYLOAD, StreamKeys, partition_of
@@ -135,6 +135,43 @@ def test_future_timestamp_goes_to_dead_letter_naming_the_field(
     assert len(dead) == 1
     fields = dead[0][1]
     assert fields[b"field"] == b"timestamp" and b"in the future" in fields[b"reason"]
+
+
+def test_a_fraud_label_the_features_cannot_place_goes_to_dead_letter(
+    client: redis.Redis, settings: Settings
+) -> None:
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    now = datetime.now(UTC)
+    tx = Transaction(
+        transaction_id="ok2",
+        timestamp=now,
+        customer_id="c1",
+        terminal_id="t1",
+        merchant_id="t1",
+        amount=10.0,
+        currency="EUR",
+        channel="card_present",
+    )
+    nowhere = Label(transaction_id="old", is_fraud=True, reported_at=now)  # no terminal
+    fine = Label(
+        transaction_id="older", is_fraud=True, reported_at=now, terminal_id="t1", tx_timestamp=now
+    )
+    Producer(client, keys).send_to_streams(
+        [
+            (keys.labels, encode(nowhere)),
+            (keys.labels, encode(fine)),
+            (keys.input(partition_of("c1", keys.partitions)), encode(tx)),
+        ]
+    )
+    worker = _worker(client, settings)
+    stats = worker.run(burst=True, handle_signals=False)
+    assert set(_decisions(client)) == {"ok2"} and stats.labels == 1
+    assert worker.scorer.features is not None
+    assert worker.scorer.features.stats.labels_applied == 1
+    dead: Any = client.xrange(keys.deadletter)
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"field"] == b"terminal_id" and fields[b"stream"] == keys.labels.encode()
 
 
 def test_shadow_rule_is_logged_but_never_decides(

@@ -141,13 +141,25 @@ class Scorer:
         if self.features is not None:
             self.features.check(tx)
 
+    def validate_label(self, label: Label) -> None:
+        """What the feature state needs of a label (a fraud label names its terminal …).
+
+        Raises:
+            SchemaError: naming the field; the caller dead-letters the label.
+        """
+        if self.features is not None:
+            self.features.check_label(label)
+
     def apply_labels(self, labels: Sequence[Label]) -> None:
         """Late ground truth: updates label-dependent features (terminal risk)."""
         if self.features is not None and labels:
             self.features.apply_labels(labels)
 
     def score_batch(
-        self, transactions: Sequence[Transaction], arrived_at: Sequence[float] | None = None
+        self,
+        transactions: Sequence[Transaction],
+        arrived_at: Sequence[float] | None = None,
+        labels: Sequence[Label] = (),
     ) -> list[Decision]:
         """Score a batch.
 
@@ -155,15 +167,18 @@ class Scorer:
             transactions: validated transactions, in the order they were received.
             arrived_at: per transaction, the epoch seconds at which it entered fraudstream
                 (stream enqueue time or HTTP arrival); defaults to now. Sets ``latency_ms``.
+            labels: labels that arrived before the batch, applied ahead of its features
+                (in the feature read's round trip).
 
         Raises:
             FeatureStoreError: the feature state could not be read or written; nothing of the
                 batch was stored, so the caller may retry it.
         """
         if not transactions:
+            self.apply_labels(labels)
             return []
         # The feature state's write executes on the server while the batch is scored.
-        features = self.features.submit(transactions) if self.features else None
+        features = self.features.submit(transactions, labels) if self.features else None
         base = self._base(transactions, features)
         verdicts = self._rules(transactions, features, base.scores, base.thresholds)
         self._explain_flagged(base, features, verdicts)

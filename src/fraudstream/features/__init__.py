@@ -4,8 +4,9 @@
 - `layout`: how state is tiled and stored (customer blob, shared BITFIELD blocks).
 - `kernels`: the floating-point arithmetic both paths share (so they agree bit for bit).
 - `seen`: first-seen sets (exact, then Bloom filters), one `replay` both paths call.
-- `online`: `FeatureEngine` (Valkey: one read + one write round trip per batch), with
-  `batch` (keys, read, point-in-time compute) and `write` (blob updates, block increments).
+- `online`: `FeatureEngine` (Valkey: per batch one read and one write, pipelined), with
+  `batch` (keys, read, point-in-time compute), `write` (blob updates, block increments),
+  `resp` (the batch's commands encoded as protocol bytes) and `wire` (the connection).
 - `offline`: `backfill` (vectorised over a whole history).
 - `sample`: a small synthetic history for tests and benchmarks.
 
@@ -55,6 +56,17 @@ Concurrency: shared entities (card, terminal, merchant, device, IP) take commuta
 single writer (partitions are keyed by customer); the engine ``WATCH``es the batch's customer
 keys, so a second writer makes ``EXEC`` fail, nothing of that batch is written, and
 `FeatureStoreError` is raised.
+
+Pipelining: a batch's write is sent without waiting for it. `FeatureEngine.submit` returns
+the features while the server applies it; the next batch's read goes on the same connection
+right behind it (so it sees it, and the server goes from one to the other without waiting
+for the client), and `confirm`, or that next batch, collects the write's outcome before its
+state is relied on. `compute_batch` is ``submit`` + ``confirm``. `start` / `finish` split a
+batch around its read, so one process can keep batches of two customer partitions in flight
+(one engine each): the client computes one while the server serves the other. Labels can go
+ahead of a batch's read in the same round trip. A failed write (another writer) is raised by
+`confirm` or by the next batch (nothing of it stored, nor of the next); a worker confirms
+before it acknowledges its input.
 
 Cluster: every key of an entity shares a hash tag (``{c:ID}``, ``{t:ID}`` …), so an entity
 lives in one slot, and the engine takes a `redis.cluster.RedisCluster` as well. A cluster

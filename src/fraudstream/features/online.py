@@ -1,17 +1,18 @@
 """The online feature engine: point-in-time features for a batch, then the state update.
 
-Per batch, two round trips whatever its size: one ``MGET`` of every key the batch needs (the
-customer blobs, the shared tile blocks, the terminals' known-fraud stamps; the customer keys
-``WATCH``ed) and one ``MULTI … EXEC`` writing them back (``SET`` per customer, one
-``BITFIELD INCRBY`` per shared block). All window arithmetic happens in the worker,
-vectorised over the batch with numpy (`fraudstream.features.batch` reads and computes,
-`fraudstream.features.write` builds the writes); the server only copies bytes and adds
+Per batch, whatever its size: one ``MGET`` of every key the batch needs (the customer blobs,
+the shared tile blocks, the terminals' known-fraud stamps; the customer keys ``WATCH``ed)
+and one ``MULTI … EXEC`` writing them back (``SET`` per customer, one ``BITFIELD INCRBY``
+per shared block). All window arithmetic happens in the worker, vectorised over the batch
+(`fraudstream.features.batch` reads and computes, `fraudstream.features.write` builds the
+writes, `fraudstream.features.resp` encodes them); the server only copies bytes and adds
 integers. The write is sent without waiting for it: the features are computed while the
-server applies it, and `FeatureEngine.submit` returns them with the write still executing
-(`FeatureEngine.confirm`, or the next batch, collects its outcome), so the server's half of
-one batch runs beside the worker's scoring of it and its preparing of the next;
-`FeatureEngine.compute_batch` confirms before returning. This module holds the engine's
-API: keys, validation, labels, sweeping, inspection.
+server applies it, `FeatureEngine.submit` returns them with the write still executing, and
+the next batch's read follows it on the same connection (`FeatureEngine.confirm`, or that
+batch, collects its outcome). `FeatureEngine.compute_batch` confirms before returning;
+`FeatureEngine.start` / `FeatureEngine.finish` let a process keep two partitions' batches
+in flight. This module holds the engine's API: keys, validation, labels, sweeping,
+inspection.
 
 Point in time: transaction ``i`` sees the stored state plus the earlier transactions of the
 same batch (same entity, processing order) plus itself, never a later one. Idempotent: a
@@ -382,14 +383,26 @@ class FeatureEngine:
         self.stats.labels_applied += applied
         self.stats.labels_duplicate += len(replies) - applied
 
-    def _label_command(self, label: Label) -> tuple[Any, ...]:
+    def check_label(self, label: Label) -> None:
+        """What a fraud label needs beyond its schema to be counted.
+
+        Raises:
+            SchemaError: naming the field (no ``terminal_id`` / ``tx_timestamp``, or
+                ``reported_at`` before the transaction).
+        """
+        if not label.is_fraud:
+            return
         if label.terminal_id is None:
             raise SchemaError("terminal_id", "a fraud label needs the transaction's terminal")
         if label.tx_timestamp is None:
             raise SchemaError("tx_timestamp", "a fraud label needs the transaction's time")
-        tx_ts, rep = epoch_us(label.tx_timestamp), epoch_us(label.reported_at)
-        if tx_ts > rep:
+        if label.tx_timestamp > label.reported_at:
             raise SchemaError("reported_at", "before the labelled transaction")
+
+    def _label_command(self, label: Label) -> tuple[Any, ...]:
+        self.check_label(label)
+        assert label.terminal_id is not None and label.tx_timestamp is not None
+        tx_ts, rep = epoch_us(label.tx_timestamp), epoch_us(label.reported_at)
         tid = label.terminal_id
         keys = [
             f"{self.namespace}:{{t:{tid}}}:lb:{label.transaction_id}",

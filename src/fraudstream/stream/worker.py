@@ -217,7 +217,9 @@ class Worker:
             payload = fields.get(PAYLOAD, b"")
             try:
                 if stream == self.keys.labels:
-                    labels.append(decode_label(payload))
+                    label = decode_label(payload)
+                    self.scorer.validate_label(label)
+                    labels.append(label)
                     continue
                 tx = decode_transaction(payload)
                 self.scorer.validate(tx)
@@ -225,8 +227,7 @@ class Worker:
                 arrived.append(_enqueued_at(entry_id))
             except SchemaError as exc:
                 dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
-        self.scorer.apply_labels(labels)
-        decisions = self.scorer.score_batch(good, arrived) if good else []
+        decisions = self.scorer.score_batch(good, arrived, labels)
         self._commit(entries, decisions, dead)
         self._count(decisions, len(dead))
         self.stats.labels += len(labels)
