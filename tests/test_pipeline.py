@@ -56,6 +56,20 @@ def _send(
     return picked
 
 
+def _card_tx(transaction_id: str, timestamp: datetime) -> Transaction:
+    """A card-present transaction of customer c1 at terminal t1."""
+    return Transaction(
+        transaction_id=transaction_id,
+        timestamp=timestamp,
+        customer_id="c1",
+        terminal_id="t1",
+        merchant_id="t1",
+        amount=10.0,
+        currency="EUR",
+        channel="card_present",
+    )
+
+
 def _decisions(client: redis.Redis) -> dict[str, Any]:
     entries: Any = client.xrange("tx.decisions")
     return {d.transaction_id: d for d in (decode_decision(f[PAYLOAD]) for _, f in entries)}
@@ -106,26 +120,8 @@ def test_future_timestamp_goes_to_dead_letter_naming_the_field(
     client: redis.Redis, settings: Settings
 ) -> None:
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
-    future = Transaction(
-        transaction_id="f1",
-        timestamp=datetime.now(UTC) + timedelta(days=2),
-        customer_id="c1",
-        terminal_id="t1",
-        merchant_id="t1",
-        amount=10.0,
-        currency="EUR",
-        channel="card_present",
-    )
-    fine = Transaction(
-        transaction_id="ok1",
-        timestamp=datetime.now(UTC),
-        customer_id="c1",
-        terminal_id="t1",
-        merchant_id="t1",
-        amount=10.0,
-        currency="EUR",
-        channel="card_present",
-    )
+    future = _card_tx("f1", datetime.now(UTC) + timedelta(days=2))
+    fine = _card_tx("ok1", datetime.now(UTC))
     Producer(client, keys).send_encoded(
         (partition_of(t.customer_id, keys.partitions), encode(t)) for t in (future, fine)
     )
@@ -142,16 +138,7 @@ def test_a_fraud_label_the_features_cannot_place_goes_to_dead_letter(
 ) -> None:
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     now = datetime.now(UTC)
-    tx = Transaction(
-        transaction_id="ok2",
-        timestamp=now,
-        customer_id="c1",
-        terminal_id="t1",
-        merchant_id="t1",
-        amount=10.0,
-        currency="EUR",
-        channel="card_present",
-    )
+    tx = _card_tx("ok2", now)
     nowhere = Label(transaction_id="old", is_fraud=True, reported_at=now)  # no terminal
     fine = Label(
         transaction_id="older", is_fraud=True, reported_at=now, terminal_id="t1", tx_timestamp=now

@@ -158,13 +158,23 @@ class BatchRun(Writer):
             self._encoded = encode_keys(self._read_keys)
         self.e._tick("keys", t)
 
+    def rehearse(self) -> None:
+        """Every step of a batch over absent state, without I/O: compiles the kernels
+        (`FeatureEngine._warm_up`). After `prepare`."""
+        self._encoded = encode_keys(self._read_keys)  # prepare skips it for a cluster
+        values: list[Any] = [None] * len(self._read_keys)
+        keys_command(b"MGET", *self._encoded, 0, len(values))
+        state = self._state(values)
+        rows = np.flatnonzero(self._update_blobs(state.new, state.valid))
+        self._packed_write(state.new, rows, self._block_writes(state.valid, values))
+        self._features(values, state, time.perf_counter())
+
     def send_read(self, behind: tuple[Session, int] | None) -> None:
-        """Send the read (``WATCH`` + ``MGET``, after the `labels`) without waiting for it:
-        `run` receives it.
-        ``behind``: the previous batch's write still executing (its session, transactions
-        it stores); the read goes on its connection right after it, so it sees it and the
-        server goes from one to the other without waiting for us. A cluster reads in
-        `run`."""
+        """Send the read (``WATCH`` + ``MGET``, after the `labels`) without waiting for it;
+        `run` receives it. ``behind``: the previous batch's write still executing (its
+        session, transactions it stores); the read goes on its connection right after it,
+        so it sees it and the server goes from one to the other without waiting for us. A
+        cluster reads in `run`."""
         e, keys = self.e, self._read_keys
         if e.cluster:
             return

@@ -45,7 +45,6 @@ from fraudstream.features.definitions import (
 from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
-from fraudstream.features.resp import encode_keys, keys_command, set_commands
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
     FUNCTIONS,
@@ -136,9 +135,9 @@ class FeatureEngine:
         self.record_io = False
         self._wire = Wire(client)
         self._pending: tuple[Session, int] | None = None
+        """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._started = False
         """A batch `start`ed and not yet `finish`ed: its read holds the connection."""
-        """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._watermark = -(1 << 62)  # "no event yet", far from int64 overflow
         self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
@@ -170,16 +169,7 @@ class FeatureEngine:
             for batch in (txs[:1], txs):
                 run = BatchRun(self, self._columns(batch))
                 run.prepare()
-                values = [None] * len(run._read_keys)
-                state = run._state(values)
-                run._update_blobs(state.new, state.valid)
-                run._values = values
-                encoded = encode_keys(run._read_keys)
-                run._block_writes(state.valid).packed(*encoded)
-                keys_command(b"MGET", *encoded, 0, len(values))
-                state_bytes = state.new.view(np.uint8).reshape(len(state.new), -1)
-                set_commands(*encoded, np.arange(len(state.new)), state_bytes, self.ttl_s)
-                run._features(values, state, time.perf_counter())
+                run.rehearse()
         finally:
             self._watermark, self.stats = watermark, stats
             self.timings.clear()

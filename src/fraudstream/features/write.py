@@ -67,9 +67,8 @@ class Writer:
     _runs: tuple[I64, I64, I64]
     _commands: list[tuple[Any, ...]]
     _read_keys: list[str]
-    _values: list[Any]
     _encoded: tuple[NDArray[np.uint8], I64]
-    """The read's values (a block read as absent gets a TTL when written)."""
+    """The read's keys as bytes (`fraudstream.features.resp.encode_keys`)."""
 
     def prefixes(self, fam: Family) -> list[str]:
         """Block key of each distinct entity of the batch, without the block number."""
@@ -117,19 +116,22 @@ class Writer:
         e = self.e
         rows = np.flatnonzero(self._update_blobs(blobs, valid))
         keys, ttl = self._read_keys, e.ttl_s  # the customer keys lead the read's keys
-        self._values = values
         if session is None:
             self._write_cluster(self._states(blobs, rows), values, valid, t)
             return None
-        blocks = self._block_writes(valid)
+        blocks = self._block_writes(valid, values)
         if e.record_io:
             sets = [("SET", keys[u], new, "EX", ttl) for u, new in self._states(blobs, rows)]
             self._commands = sets + blocks.commands(keys)
-        state = blobs[rows].view(np.uint8).reshape(len(rows), -1)
-        sets_packed = Packed(set_commands(*self._encoded, rows, state, ttl), len(rows))
-        session.send([sets_packed, blocks.packed(*self._encoded)], atomic=True)
+        session.send(self._packed_write(blobs, rows, blocks), atomic=True)
         e._tick("encode", t)
         return int(valid.sum())
+
+    def _packed_write(self, blobs: np.ndarray, rows: I64, blocks: BlockWrites) -> list[Packed]:
+        """The write as protocol bytes: the customers' ``SET``, then the block commands."""
+        state = blobs[rows].view(np.uint8).reshape(len(rows), -1)
+        sets = Packed(set_commands(*self._encoded, rows, state, self.e.ttl_s), len(rows))
+        return [sets, blocks.packed(*self._encoded)]
 
     def _states(self, blobs: np.ndarray, rows: I64) -> list[tuple[int, bytes]]:
         """(customer, its new state's bytes) for each row."""
@@ -159,8 +161,7 @@ class Writer:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         lost = [u for (u, _), r in zip(states, replies, strict=True) if r != 1]
         stored = valid & ~np.isin(self.codes["customer"], lost)
-        self._values = values
-        commands = self._block_writes(stored).commands(keys)
+        commands = self._block_writes(stored, values).commands(keys)
         self._commands = puts + commands
         t = e._tick("encode", started)
         if (err := first_error(e._wire.run(commands))) is not None:
@@ -215,9 +216,10 @@ class Writer:
         blobs["seq"][touched] += 1
         return touched
 
-    def _block_writes(self, valid: NDArray[np.bool_]) -> BlockWrites:
-        """Every shared family's increments of the batch, as `BlockWrites`."""
-        found = [self._family_writes(fam, valid) for fam in self.plan.shared]
+    def _block_writes(self, valid: NDArray[np.bool_], values: list[Any]) -> BlockWrites:
+        """Every shared family's increments of the batch, as `BlockWrites` (``values``:
+        the read's, a block read as absent gets a TTL)."""
+        found = [self._family_writes(fam, valid, values) for fam in self.plan.shared]
         parts = [w for w in found if w is not None]
         if not parts:
             none = np.zeros(0, dtype=np.int64)
@@ -233,7 +235,9 @@ class Writer:
             ttl=np.concatenate([w.ttl for w in parts]),
         )
 
-    def _family_writes(self, fam: Family, valid: NDArray[np.bool_]) -> BlockWrites | None:
+    def _family_writes(
+        self, fam: Family, valid: NDArray[np.bool_], values: list[Any]
+    ) -> BlockWrites | None:
         """One family's block increments: every increment of the batch to a tile summed,
         the tiles of a block in one ``BITFIELD`` (overflow wraps, BITFIELD's default), a
         block read as absent given its TTL. The keys are the ones the read used."""
@@ -265,7 +269,7 @@ class Writer:
         first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
         absent = np.fromiter(
-            (self._values[start + r] is None for r in row.tolist()), dtype=bool, count=len(row)
+            (values[start + r] is None for r in row.tolist()), dtype=bool, count=len(row)
         )
         ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts[row])
         return BlockWrites(
