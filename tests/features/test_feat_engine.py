@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import numpy as np
 import polars as pl
 import pytest
@@ -224,6 +225,42 @@ def test_submitted_batches_equal_confirmed_ones_and_store_the_same_state(
     assert piped.stats.processed == sync.stats.processed == len(txs)
     state = {k[2:]: v for k, v in snapshot(client).items() if k.startswith(b"a:")}
     assert state == {k[2:]: v for k, v in snapshot(client).items() if k.startswith(b"b:")}
+
+
+@pytest.mark.integration
+def test_two_engines_with_batches_in_flight_equal_each_alone(client: redis.Redis) -> None:
+    """Two partitions' batches in flight on one client (one engine each), as
+    bench_features runs them: each partition's features are those it gets alone."""
+    history, _ = synthetic_history(n_customers=40, n_terminals=12, n_days=3, seed=9)
+    rows = history.sort("timestamp").iter_rows(named=True)
+    txs = [Transaction(**{k: v for k, v in r.items() if v is not None and k != "is_fraud"})
+           for r in rows]  # fmt: skip
+
+    def own(t: Transaction, p: int) -> Transaction:  # partitions share no entity
+        shared = ("terminal_id", "card_id", "device_id", "ip")
+        fields = {f: f"{p}-{getattr(t, f)}" for f in shared if getattr(t, f) is not None}
+        return msgspec.structs.replace(t, **fields)
+
+    parts = [[own(t, p) for t in txs if int(t.customer_id) % 2 == p] for p in (0, 1)]
+    batches = [[part[i : i + 20] for i in range(0, len(part), 20)] for part in parts]
+    alone = [
+        np.vstack([engine(client, namespace=f"alone{p}").compute_batch(b) for b in batches[p]])
+        for p in (0, 1)
+    ]
+    engines = [engine(client, namespace="both"), engine(client, namespace="both")]
+    got: list[list[np.ndarray]] = [[], []]
+    started = [engines[p].start(batches[p][0]) for p in (0, 1)]
+    for k in range(1, max(map(len, batches)) + 1):
+        for p in (0, 1):
+            if started[p] is not None:
+                got[p].append(engines[p].finish(started[p]))
+                started[p] = None
+            if k < len(batches[p]):
+                started[p] = engines[p].start(batches[p][k])
+    for p in (0, 1):
+        engines[p].confirm()
+        assert np.array_equal(np.vstack(got[p]), alone[p], equal_nan=True)
+        assert engines[p].stats.processed == len(parts[p])
 
 
 @pytest.mark.integration

@@ -25,6 +25,7 @@ transaction older than the engine's watermark minus ``lateness_s`` is scored but
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,17 +200,30 @@ class FeatureEngine:
         if tx.timestamp.tzinfo is None:
             raise SchemaError("timestamp", "must carry a timezone")
         ts = epoch_us(tx.timestamp)
-        ahead = ts / US - self.clock()
-        if ahead > self.max_future_skew_s:
-            raise SchemaError(
-                "timestamp",
-                f"{tx.timestamp.isoformat()} is {ahead:.0f} s in the future "
-                f"(max skew {self.max_future_skew_s:g} s)",
-            )
+        if (ahead := ts / US - self.clock()) > self.max_future_skew_s:
+            raise self._too_far(tx.timestamp, ahead)
         return ts
 
+    def _event_times(self, txs: Sequence[Transaction]) -> NDArray[np.int64]:
+        """`check` over a batch, the clock read once."""
+        stamps = [tx.timestamp for tx in txs]
+        if any(stamp.tzinfo is None for stamp in stamps):
+            raise SchemaError("timestamp", "must carry a timezone")
+        ts = np.array([(stamp - EPOCH) // _ONE_US for stamp in stamps], dtype=np.int64)
+        ahead = ts / US - self.clock()
+        if (late := np.flatnonzero(ahead > self.max_future_skew_s)).size:
+            raise self._too_far(stamps[late[0]], float(ahead[late[0]]))
+        return ts
+
+    def _too_far(self, stamp: datetime, ahead: float) -> SchemaError:
+        return SchemaError(
+            "timestamp",
+            f"{stamp.isoformat()} is {ahead:.0f} s in the future "
+            f"(max skew {self.max_future_skew_s:g} s)",
+        )
+
     def _columns(self, txs: Sequence[Transaction]) -> Batch:
-        ts = np.array([self.check(tx) for tx in txs], dtype=np.int64)
+        ts = self._event_times(txs)
         amount = np.array([tx.amount for tx in txs], dtype=np.float64)
         ids = {e: [getattr(tx, field) for tx in txs] for e, field in ENTITIES.items()}
         for seen in self.plan.features.first_seen:
@@ -218,14 +232,10 @@ class FeatureEngine:
         for what in self.plan.features.distinct_of:
             if what not in ids:
                 ids[what] = [getattr(tx, DISTINCT_FIELDS[what]) for tx in txs]
-        sys = np.zeros(len(txs), dtype=np.uint8)
-        a = np.full(len(txs), np.nan)
-        b = np.full(len(txs), np.nan)
-        for i, tx in enumerate(txs):
-            if tx.lat is not None and tx.lon is not None:
-                sys[i], a[i], b[i] = LATLON, tx.lat, tx.lon
-            elif tx.x is not None and tx.y is not None:
-                sys[i], a[i], b[i] = GRID, tx.x, tx.y
+        places = [_place(tx) for tx in txs]
+        sys = np.array([p[0] for p in places], dtype=np.uint8)
+        a = np.array([p[1] for p in places], dtype=np.float64)
+        b = np.array([p[2] for p in places], dtype=np.float64)
         return Batch(
             ts=ts,
             cents=to_cents(amount),
@@ -502,6 +512,18 @@ class FeatureEngine:
             for j, spec in enumerate(self.plan.features.first_seen)
         }
         return out
+
+
+_NOWHERE = (0, math.nan, math.nan)
+
+
+def _place(tx: Transaction) -> tuple[int, float, float]:
+    """(coordinate system, a, b) of the transaction's location, if it has one."""
+    if tx.lat is not None and tx.lon is not None:
+        return LATLON, tx.lat, tx.lon
+    if tx.x is not None and tx.y is not None:
+        return GRID, tx.x, tx.y
+    return _NOWHERE
 
 
 def _profile_view(record: np.void) -> dict[str, object]:
