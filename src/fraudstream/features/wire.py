@@ -2,9 +2,11 @@
 
 redis-py's pipeline costs ~7-11 µs of Python per command (measured in
 ``benchmarks/bench_features.py``); a feature batch sends thousands (one ``BITFIELD`` per
-shared tile block, one ``SET`` per customer). Here commands are packed by hiredis in C and the
-replies parsed by a hiredis ``Reader`` straight from the connection's socket, on a connection
-borrowed from the client's own pool (same auth, TLS, db). A cluster client
+shared tile block, one ``SET`` per customer). Here commands arrive already encoded (`Packed`,
+from `fraudstream.features.resp`) or are packed by hiredis in C, and the replies are parsed
+by a hiredis ``Reader`` straight from the connection's socket, on a connection borrowed from
+the client's own pool (same auth, TLS, db). A `Session` can have several sends in flight
+(`Session.send`, then `Session.receive` once per send, in order). A cluster client
 (`redis.cluster.RedisCluster`) takes redis-py's cluster pipeline instead, which routes each
 single-key command to its slot's node; a cluster cannot run one ``MULTI`` across slots, so
 ``atomic`` is refused there (`FeatureEngine` says what the engine does on a cluster).
