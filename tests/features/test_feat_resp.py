@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hiredis
 import numpy as np
 
 from fraudstream.features.resp import encode_keys, keys_command, set_commands
 from fraudstream.features.write import BlockWrites
+
+
+def pack(command: tuple[Any, ...]) -> bytes:
+    packed: bytes = hiredis.pack_command(command)
+    return packed
 
 
 def test_packed_block_writes_are_the_bytes_of_their_commands() -> None:
@@ -24,7 +31,7 @@ def test_packed_block_writes_are_the_bytes_of_their_commands() -> None:
     writes.key[0] = len(keys) - 1  # a key with a multi-byte character
     commands = writes.commands(keys)
     packed = writes.packed(*encode_keys(keys))
-    assert bytes(packed.data) == b"".join(hiredis.pack_command(c) for c in commands)
+    assert bytes(packed.data) == b"".join(pack(c) for c in commands)
     assert packed.commands == len(commands) == 12 + int(np.count_nonzero(writes.ttl))
     reader = hiredis.Reader()
     reader.feed(bytes(packed.data))
@@ -41,8 +48,8 @@ def test_no_block_writes_pack_to_nothing() -> None:
 def test_a_keys_command_is_the_bytes_hiredis_packs() -> None:
     keys = ["fs:{c:1}", "fs:{c:é}", "fs:{t:T9}:1d:3", "x"]
     blob, starts = encode_keys(keys)
-    assert keys_command(b"MGET", blob, starts, 0, 4) == hiredis.pack_command(("MGET", *keys))
-    assert keys_command(b"WATCH", blob, starts, 1, 3) == hiredis.pack_command(("WATCH", *keys[1:3]))
+    assert keys_command(b"MGET", blob, starts, 0, 4) == pack(("MGET", *keys))
+    assert keys_command(b"WATCH", blob, starts, 1, 3) == pack(("WATCH", *keys[1:3]))
 
 
 def test_set_commands_are_the_bytes_hiredis_packs() -> None:
@@ -51,7 +58,7 @@ def test_set_commands_are_the_bytes_hiredis_packs() -> None:
     blob, starts = encode_keys(keys)
     which = np.array([2, 0], dtype=np.int64)
     expected = b"".join(
-        hiredis.pack_command(("SET", keys[k], values[j].tobytes(), "EX", 7776000))
+        pack(("SET", keys[k], values[j].tobytes(), "EX", 7776000))
         for j, k in enumerate(which.tolist())
     )
     assert bytes(set_commands(blob, starts, which, values[:2], 7776000)) == expected
