@@ -416,7 +416,9 @@ def report(result: dict[str, Any]) -> None:
         f"{o['days']} days, batches of {o['batch']}, {o['features']} features"
     )
     for r in o["runs"]:
-        how = "one partition" if r["streams"] == 1 else f"{r['streams']} partitions in flight"
+        sync = o["mode"] == "compute_batch"
+        how = "one partition" if r["streams"] == 1 else f"{r['streams']} partitions"
+        how += ", one batch at a time" if sync else ("" if r["streams"] == 1 else " in flight")
         print(
             f"  engine        {r['tx_per_s']:>9,} tx/s   {r['us_per_tx']:>6} µs/tx   "
             f"({how}, {o['mode']}; every write confirmed)"
@@ -440,7 +442,8 @@ def report(result: dict[str, Any]) -> None:
         f"  floor CPU     server {o['floor_server_cpu_us_per_tx']} µs/tx, without AOF "
         f"{o['floor_no_aof_server_cpu_us_per_tx']}"
     )
-    print(f"  labels        {o['labels']:,}, each sent ahead of the next batch's read (timed)")
+    how = "applied before" if o["mode"] == "compute_batch" else "sent ahead of the read of"
+    print(f"  labels        {o['labels']:,}, each {how} the next batch (timed)")
     for when in ("memory_day30", "memory_end"):
         m = o[when]
         print(
