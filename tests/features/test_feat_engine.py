@@ -25,6 +25,15 @@ from fraudstream.features.batch import BatchRun
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
+FRAUD_AT_T9 = Label(
+    transaction_id="t1",
+    is_fraud=True,
+    reported_at=T0 + timedelta(days=2),
+    terminal_id="T9",
+    tx_timestamp=T0,
+)
+"""The chargeback of ``tx(1, terminal_id="T9")``, reported two days later."""
+
 
 def engine(client: redis.Redis | redis.RedisCluster, **kw: Any) -> FeatureEngine:
     return FeatureEngine(client, default_feature_set(), clock=lambda: FIXED_CLOCK, **kw)
@@ -104,13 +113,7 @@ def test_the_same_transactions_twice_change_nothing(client: redis.Redis) -> None
 def test_labels_count_once_and_only_from_their_report(client: redis.Redis) -> None:
     e = engine(client)
     e.compute_batch([tx(1, terminal_id="T9")])
-    label = Label(
-        transaction_id="t1",
-        is_fraud=True,
-        reported_at=T0 + timedelta(days=2),
-        terminal_id="T9",
-        tx_timestamp=T0,
-    )
+    label = FRAUD_AT_T9
     e.apply_labels([label, label])
     assert (e.stats.labels_applied, e.stats.labels_duplicate) == (1, 1)
     e.apply_labels([label])
@@ -123,13 +126,7 @@ def test_labels_count_once_and_only_from_their_report(client: redis.Redis) -> No
 
 @pytest.mark.integration
 def test_labels_sent_with_a_batch_count_as_applied_ones(client: redis.Redis) -> None:
-    fraud = Label(
-        transaction_id="t1",
-        is_fraud=True,
-        reported_at=T0 + timedelta(days=2),
-        terminal_id="T9",
-        tx_timestamp=T0,
-    )
+    fraud = FRAUD_AT_T9
     genuine = Label(transaction_id="t0", is_fraud=False, reported_at=T0)
     later = [tx(2, minutes=60 * 24 * 9, terminal_id="T9")]
     apart, along = engine(client, namespace="a"), engine(client, namespace="b")
