@@ -146,6 +146,18 @@ def test_labels_sent_with_a_batch_count_as_applied_ones(client: redis.Redis) -> 
 
 
 @pytest.mark.integration
+def test_one_batch_in_flight_per_engine_and_labels_without_a_batch(client: redis.Redis) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1, terminal_id="T9")])
+    run = e.start([tx(2, minutes=1)])
+    with pytest.raises(RuntimeError, match="finish the started batch"):
+        e.start([tx(3, minutes=2)])
+    assert col(e, e.finish(run), "customer_tx_count_1h") == [2.0]
+    assert e.submit([], [FRAUD_AT_T9]).shape == (0, len(e.names))
+    assert e.stats.labels_applied == 1 and e.stats.processed == 2
+
+
+@pytest.mark.integration
 def test_bad_input_is_a_schema_error_and_writes_nothing(client: redis.Redis) -> None:
     e = FeatureEngine(client, clock=lambda: T0.timestamp(), max_future_skew_s=60)
     with pytest.raises(SchemaError) as err:
