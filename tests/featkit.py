@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import polars as pl
+
 from fraudstream.schema import Transaction
 
+TX_FIELDS = set(Transaction.__struct_fields__)
 T0 = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 FIXED_CLOCK = T0.timestamp() + 400 * 86400
 
@@ -27,3 +30,12 @@ def tx(i: int, *, minutes: float = 0, customer: str = "c1", **kw: Any) -> Transa
     }
     fields.update(kw)
     return Transaction(**fields)
+
+
+def transactions(frame: pl.DataFrame) -> list[Transaction]:
+    """The rows of a history (`synthetic_history`, the simulator) as transactions."""
+    cols = [c for c in frame.columns if c in TX_FIELDS]
+    out = []
+    for row in frame.select(cols).iter_rows(named=True):
+        out.append(Transaction(**{k: v for k, v in row.items() if v is not None}))
+    return out

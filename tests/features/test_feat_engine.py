@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import redis
 
-from featkit import FIXED_CLOCK, T0, tx
+from featkit import FIXED_CLOCK, T0, transactions, tx
 from fraudstream.errors import ConfigError, SchemaError
 from fraudstream.features import (
     Aggregate,
@@ -73,10 +73,7 @@ def test_includes_itself_and_earlier_ones_of_the_batch(client: redis.Redis) -> N
 @pytest.mark.integration
 def test_a_batch_equals_one_transaction_at_a_time(client: redis.Redis) -> None:
     history, _ = synthetic_history(n_customers=40, n_terminals=20, n_days=5, seed=11)
-    txs = [
-        Transaction(**{k: v for k, v in r.items() if v is not None and k != "is_fraud"})
-        for r in history.iter_rows(named=True)
-    ]
+    txs = transactions(history)
     whole = engine(client, namespace="a").compute_batch(txs)
     one = engine(client, namespace="b")
     single = np.vstack([one.compute_batch([t]) for t in txs])
@@ -220,10 +217,7 @@ def test_submitted_batches_equal_confirmed_ones_and_store_the_same_state(
     client: redis.Redis,
 ) -> None:
     history, _ = synthetic_history(n_customers=30, n_terminals=10, n_days=4, seed=5)
-    txs = [
-        Transaction(**{k: v for k, v in r.items() if v is not None and k != "is_fraud"})
-        for r in history.sort("timestamp").iter_rows(named=True)
-    ]
+    txs = transactions(history.sort("timestamp"))
     sync, piped = engine(client, namespace="a"), engine(client, namespace="b")
     batches = [txs[i : i + 97] for i in range(0, len(txs), 97)]
     expected = np.vstack([sync.compute_batch(b) for b in batches])
@@ -241,9 +235,7 @@ def test_two_engines_with_batches_in_flight_equal_each_alone(client: redis.Redis
     """Two partitions' batches in flight on one client (one engine each), as
     bench_features runs them: each partition's features are those it gets alone."""
     history, _ = synthetic_history(n_customers=40, n_terminals=12, n_days=3, seed=9)
-    rows = history.sort("timestamp").iter_rows(named=True)
-    txs = [Transaction(**{k: v for k, v in r.items() if v is not None and k != "is_fraud"})
-           for r in rows]  # fmt: skip
+    txs = transactions(history.sort("timestamp"))
 
     def own(t: Transaction, p: int) -> Transaction:  # partitions share no entity
         shared = ("terminal_id", "card_id", "device_id", "ip")

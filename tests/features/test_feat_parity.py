@@ -16,23 +16,15 @@ import polars as pl
 import pytest
 import redis
 
+from featkit import transactions
 from fraudstream.features import Aggregate, FeatureEngine, FeatureSet, backfill, default_feature_set
 from fraudstream.features.definitions import FirstSeen
 from fraudstream.features.profiles import load_profiles
 from fraudstream.features.sample import synthetic_history
-from fraudstream.schema import Label, Transaction
+from fraudstream.schema import Label
 
 BATCH = 400
-TX_FIELDS = set(Transaction.__struct_fields__)
 LABEL_FIELDS = set(Label.__struct_fields__)
-
-
-def transactions(frame: pl.DataFrame) -> list[Transaction]:
-    cols = [c for c in frame.columns if c in TX_FIELDS]
-    out = []
-    for row in frame.select(cols).iter_rows(named=True):
-        out.append(Transaction(**{k: v for k, v in row.items() if v is not None}))
-    return out
 
 
 def labels_of(frame: pl.DataFrame) -> list[Label]:
