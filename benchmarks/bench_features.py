@@ -204,14 +204,17 @@ def replay(
     engines = [
         FeatureEngine(client, default_feature_set(), clock=lambda: 4e9) for _ in range(streams)
     ]
+
+    def partition(t: Transaction) -> int:
+        return zlib.crc32(t.customer_id.encode()) % streams
+
     parts: list[list[Transaction]] = [[] for _ in range(streams)]
     for t in txs:
-        parts[zlib.crc32(t.customer_id.encode()) % streams].append(t)
+        parts[partition(t)].append(t)
     schedule = sorted(
         (part[i : i + args.batch] for part in parts for i in range(0, len(part), args.batch)),
         key=lambda batch: batch[0].timestamp,
     )
-    stream_of = {id(b): zlib.crc32(b[0].customer_id.encode()) % streams for b in schedule}
     inflight: deque[tuple[FeatureEngine, Any]] = deque()
     day0 = txs[0].timestamp.timestamp()
     next_sweep, day30 = day0 + 7 * 86400, day0 + 30 * 86400
@@ -252,7 +255,7 @@ def replay(
             untimed_wall += time.perf_counter() - w
             untimed_proc += time.process_time() - c
             untimed_server += server_cpu(client) - sv
-        engine = engines[stream_of[id(batch)]]
+        engine = engines[partition(batch[0])]
         if args.sync:
             engine.record_io = k % 50 == 0  # the floor replays these batches' I/O
             engine.apply_labels(due)
