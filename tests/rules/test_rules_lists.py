@@ -114,6 +114,37 @@ def test_ip_lists_with_cidr_ranges(client: redis.Redis) -> None:
         lists.add("ip_blocklist", ["10.0.0.300"])
 
 
+def test_ipv4_mapped_ipv6_addresses_match_ipv4_entries(client: redis.Redis) -> None:
+    """A dual-stack server reports ``::ffff:a.b.c.d``: the same client, the same list entry."""
+    lists = Lists(client)
+    lists.create("ip_blocklist", "ip")
+    lists.add("ip_blocklist", ["198.51.100.7", "203.0.113.0/24", "::ffff:192.0.2.9"])
+    lists.add("ip_blocklist", ["::FFFF:100.64.0.0/112"])  # a mapped range is the IPv4 /16
+    probe = [
+        "::ffff:198.51.100.7",
+        "::ffff:c633:6407",  # the same address in hex groups
+        "::ffff:203.0.113.9",
+        "192.0.2.9",
+        "100.64.200.1",
+        "::ffff:100.65.0.1",
+        "::ffff:198.51.100.8",
+        "64:ff9b::198.51.100.7",  # NAT64 is another address, not a mapping
+    ]
+    expected = [True, True, True, True, True, False, False, False]
+    assert lists.contains_many("ip_blocklist", probe) == expected
+    stored = {e.value for e in lists.entries("ip_blocklist")}
+    assert {"192.0.2.9", "100.64.0.0/16"} <= stored
+    rs = parse_ruleset(RULES, SCHEMA)
+    cols = batch(
+        ip=["::ffff:198.51.100.7", "::ffff:203.0.113.9", "198.51.100.7", "8.8.8.8"],
+        email=["a@example.org"] * 4,
+        email_domain=["example.org"] * 4,
+        device_id=["d1"] * 4,
+    )
+    hits = [r.hits for r in evaluate_batch(rs, cols, lists.memberships(rs, cols))]
+    assert hits == [("bad_ip",), ("bad_ip",), ("bad_ip",), ()]
+
+
 def test_batched_memberships_for_a_rule_set(client: redis.Redis) -> None:
     lists = Lists(client)
     lists.create("ip_blocklist", "ip")

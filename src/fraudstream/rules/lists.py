@@ -56,20 +56,54 @@ class ListEntry:
     """Epoch seconds, ``None`` = never."""
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+"""IPv4-mapped IPv6 addresses (RFC 4291 §2.5.5.2)."""
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 def normalize(kind: str, value: str) -> str | None:
     """The stored form of a value, or ``None`` when it cannot be one (a malformed IP).
 
-    >>> normalize("ip", "::ffff:0:0"), normalize("email", " A@B.COM "), normalize("ip", "x")
-    ('::ffff:0:0', 'a@b.com', None)
+    An IPv4-mapped IPv6 address is the IPv4 address it carries (a dual-stack server reports
+    ``::ffff:198.51.100.7`` for a client at ``198.51.100.7``): stored and looked up as IPv4, or
+    it would slip past an IPv4 list.
+
+    >>> normalize("ip", "::ffff:198.51.100.7"), normalize("ip", "2001:DB8::1")
+    ('198.51.100.7', '2001:db8::1')
+    >>> normalize("email", " A@B.COM "), normalize("ip", "x")
+    ('a@b.com', None)
     """
     if kind == "ip":
         try:
-            return ipaddress.ip_address(value.strip()).compressed
+            return _unmapped(ipaddress.ip_address(value.strip())).compressed
         except ValueError:
             return None
     if kind in ("email", "domain"):
         return value.strip().lower().rstrip(".") or None
     return value
+
+
+def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR range; one inside ``::ffff:0:0/96`` is the IPv4 range it maps.
+
+    >>> str(_network("::ffff:203.0.113.0/120")), str(_network("203.0.113.7/24"))
+    ('203.0.113.0/24', '203.0.113.0/24')
+
+    Raises:
+        ValueError: not a range.
+    """
+    net = ipaddress.ip_network(raw.strip(), strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        first = net.network_address.ipv4_mapped
+        assert first is not None
+        return ipaddress.IPv4Network((first, net.prefixlen - 96))
+    return net
 
 
 @dataclass
@@ -98,7 +132,7 @@ class _CidrSet:
         self.v6 = ([s for s, _ in v6], [e for _, e in v6])
 
     def contains(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
+        ip = _unmapped(ipaddress.ip_address(address))
         value = int(ip)
         if ip.version == 4:
             starts, ends = self.v4
@@ -187,7 +221,7 @@ class Lists:
         for raw in values:
             if kind == "ip" and "/" in raw:
                 try:
-                    net = ipaddress.ip_network(raw.strip(), strict=False)
+                    net = _network(raw)
                 except ValueError:
                     raise ListError(f"list '{name}': not an IP range: {raw!r}") from None
                 if net.num_addresses == 1:
