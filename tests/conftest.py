@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def live_change(client: redis.Redis) -> LiveChange:
         cli = [sys.executable, "-m", "fraudstream"]
         worker = subprocess.Popen([*cli, "worker", "--quiet"], env=full)
         generate = subprocess.Popen(
-            [*cli, "generate", "--tps", "300", "--duration", "8", "--run-id", "live", "--json"],
+            [*cli, "generate", "--tps", "300", "--duration", "120", "--run-id", "live", "--json"],
             env=full,
             stdout=subprocess.PIPE,
         )
@@ -85,13 +86,17 @@ def live_change(client: redis.Redis) -> LiveChange:
             deadline = time.monotonic() + 60
             while client.xlen("tx.decisions") < 200:  # traffic flows and is scored
                 assert time.monotonic() < deadline, "no decisions"
+                assert generate.poll() is None, "generate stopped early"
                 time.sleep(0.1)
             before = time.time()
             change()
             after = time.time()
-            generate.communicate(timeout=60)
-            assert generate.returncode == 0
-            time.sleep(1.0)
+            # Traffic goes on until decisions well after the change exist, however slow the
+            # machine was to run ``change`` (a loaded CI host can take seconds).
+            while _last_decided_at(client) < after + 3:
+                assert time.monotonic() < deadline + 60, "no decisions after the change"
+                assert generate.poll() is None, "generate stopped early"
+                time.sleep(0.1)
         finally:
             worker.terminate()
             worker.communicate(timeout=30)
@@ -101,6 +106,13 @@ def live_change(client: redis.Redis) -> LiveChange:
         return before, after, [json.loads(fields[b"d"]) for _, fields in entries]
 
     return run
+
+
+def _last_decided_at(client: redis.Redis) -> float:
+    last: Any = client.xrevrange("tx.decisions", count=1)
+    if not last:
+        return 0.0
+    return datetime.fromisoformat(json.loads(last[0][1][b"d"])["decided_at"]).timestamp()
 
 
 @pytest.fixture(scope="session")
