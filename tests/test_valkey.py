@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +53,27 @@ def test_data_survives_restart_on_the_same_port(server: EmbeddedValkey) -> None:
     assert info2.port == info.port and info2.pid != info.pid
     client = redis.Redis(host=info2.host, port=info2.port, password=info2.password)
     assert client.get("k") == b"v"  # AOF replayed
+
+
+def test_restart_after_kill_9_reports_the_new_server(server: EmbeddedValkey) -> None:
+    """A killed server leaves its pid file behind: the start that follows must report the
+    process that answers, not the dead one."""
+    info = server.ensure()
+    client = redis.Redis(host=info.host, port=info.port, password=info.password)
+    client.set("k", "v")
+    client.close()
+    os.kill(info.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.status() is not None:
+        assert time.monotonic() < deadline, "the killed server still answers"
+        time.sleep(0.05)
+    again = server.ensure()
+    fresh = redis.Redis(host=again.host, port=again.port, password=again.password)
+    assert again.pid != info.pid
+    assert again.pid == fresh.info("server")["process_id"]
+    assert server.status() == again
+    assert fresh.get("k") == b"v"  # in the AOF before the reply: a process kill loses none
+    fresh.close()
 
 
 def test_port_taken_is_one_clear_error(tmp_path: Path) -> None:

@@ -83,16 +83,13 @@ class EmbeddedValkey:
         return self.dir / "password"
 
     def status(self) -> ServerInfo | None:
-        """The running server, or None (stale pid/port files are ignored)."""
+        """The running server, or None. Its pid is the one the server reports: a server
+        killed with SIGKILL leaves a stale pid file behind."""
         try:
-            pid = int(self._pidfile.read_text().strip())
             port = int(self._portfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not _alive(pid):
-            return None
-        info = ServerInfo(self.host, port, self._password(create=False), pid)
-        return info if _pings(info) else None
+        return _answering(self.host, port, self._password(create=False))
 
     def ensure(self) -> ServerInfo:
         """Reuse the running server or start one.
@@ -180,11 +177,8 @@ class EmbeddedValkey:
     def _wait_ready(self, port: int, password: str) -> ServerInfo:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(self._pidfile.read_text().strip())
-                info = ServerInfo(self.host, port, password, pid)
-                if _pings(info):
-                    return info
+            if (info := _answering(self.host, port, password)) is not None:
+                return info
             time.sleep(0.05)
         log = self.dir / "valkey.log"
         last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
@@ -194,21 +188,27 @@ class EmbeddedValkey:
         )
 
 
-def connect(settings: Settings, *, start: bool = True) -> redis.Redis:
+def connect(
+    settings: Settings, *, start: bool = True, timeout_s: float | None = None
+) -> redis.Redis:
     """A client for the configured server: the external URL, or the embedded one (started
     on demand unless ``start`` is False).
+
+    Args:
+        timeout_s: a command unanswered for this long raises `redis.TimeoutError` (a server
+            that answers requests must not hang on a frozen Valkey); None = wait.
 
     Raises:
         ValkeyError: the server cannot be started or reached.
     """
     if settings.valkey_url:
-        client = redis.Redis.from_url(settings.valkey_url)
+        client = redis.Redis.from_url(settings.valkey_url, socket_timeout=timeout_s)
     else:
         server = embedded(settings)
         info = server.ensure() if start else server.status()
         if info is None:
             raise ValkeyError("the embedded valkey is not running (fraudstream valkey start)")
-        client = _client(info)
+        client = _client(info, timeout_s)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -225,17 +225,26 @@ def embedded(settings: Settings) -> EmbeddedValkey:
     )
 
 
-def _client(info: ServerInfo) -> redis.Redis:
+def _client(info: ServerInfo, timeout_s: float | None = None) -> redis.Redis:
     return redis.Redis(
-        host=info.host, port=info.port, password=info.password or None, socket_connect_timeout=2.0
+        host=info.host,
+        port=info.port,
+        password=info.password or None,
+        socket_connect_timeout=2.0,
+        socket_timeout=timeout_s,
     )
 
 
-def _pings(info: ServerInfo) -> bool:
+def _answering(host: str, port: int, password: str) -> ServerInfo | None:
+    """The server answering on ``port`` with our password, and its own pid, or None."""
+    client = _client(ServerInfo(host, port, password, 0))
     try:
-        return bool(_client(info).ping())
-    except redis.RedisError:
-        return False
+        pid = int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+    return ServerInfo(host, port, password, pid)
 
 
 def _alive(pid: int) -> bool:
