@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import redis
 from fraudstream.features import default_feature_set
 from fraudstream.rules import RuleSchema
 from fraudstream.rules.registry import RuleRegistry
+from fraudstream.valkey import EmbeddedValkey
 
 KEY = "test-key-123"
 
@@ -32,12 +34,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(valkey_url: str, data_dir: Path, key: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def _start(
+    valkey_url: str, data_dir: Path, key: str | None, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {
         **os.environ,
         "FRAUDSTREAM_VALKEY_URL": valkey_url,
         "FRAUDSTREAM_DATA_DIR": str(data_dir),
+        **{f"FRAUDSTREAM_{name.upper()}": value for name, value in settings.items()},
     }
     env.pop("FRAUDSTREAM_API_KEY", None)
     if key:
@@ -72,7 +77,14 @@ def server(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Iterator[str
 
 def _post(base: str, path: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method="POST")
+    return _send(urllib.request.Request(base + path, data=data, method="POST"), key)
+
+
+def _get(base: str, path: str, key: str | None = KEY) -> tuple[int, Any]:
+    return _send(urllib.request.Request(base + path), key)
+
+
+def _send(request: urllib.request.Request, key: str | None) -> tuple[int, Any]:
     if key:
         request.add_header("X-API-Key", key)
     try:
@@ -118,7 +130,7 @@ def test_score_returns_and_streams_the_decision(server: str, client: redis.Redis
 def test_bad_input_names_the_field(server: str) -> None:
     status, body = _post(server, "/v1/score", _tx(2, amount=-3))
     assert status == 422
-    assert body["error"] == {"field": "amount", "message": "amount: must be > 0, got -3"}
+    assert body["error"] == {"field": "amount", "message": "amount: must be >= 0, got -3"}
     status, body = _post(server, "/v1/score", b"{nope")
     assert status == 422 and "not valid JSON" in body["error"]["message"]
     status, body = _post(server, "/v1/score", _tx(3, timestamp="2999-01-01T00:00:00+00:00"))
@@ -147,19 +159,58 @@ def test_published_rule_applies_to_the_api_path(server: str, client: redis.Redis
 
 
 def test_labels_are_queued_for_the_workers(server: str, client: redis.Redis) -> None:
+    now = datetime.now(UTC).isoformat()
     label = {
         "transaction_id": "api-1",
         "is_fraud": True,
         "source": "review",
-        "reported_at": datetime.now(UTC).isoformat(),
+        "reported_at": now,
         "terminal_id": "t1",
-        "tx_timestamp": datetime.now(UTC).isoformat(),
+        "tx_timestamp": now,
     }
     status, body = _post(server, "/v1/labels", label)
     assert status == 202 and body == {"accepted": "api-1"}
     assert client.xlen("tx.labels") == 1
     status, body = _post(server, "/v1/labels", {**label, "reported_at": "yesterday"})
     assert status == 422 and body["error"]["field"] == "reported_at"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tx_timestamp": "9999-01-01T00:00:00Z", "reported_at": "9999-01-02T00:00:00Z"}, None),
+        ({"terminal_id": ""}, "terminal_id"),
+        ({"terminal_id": None}, "terminal_id"),
+        ({"tx_timestamp": "2020-01-02T00:00:00Z", "reported_at": "2020-01-01T00:00:00Z"}, None),
+    ],
+)
+def test_a_label_the_workers_would_refuse_is_refused_here(
+    server: str, client: redis.Redis, change: dict[str, Any], field: str | None
+) -> None:
+    label = {
+        "transaction_id": "api-1",
+        "is_fraud": True,
+        "reported_at": "2020-01-01T00:00:00Z",
+        "terminal_id": "t1",
+        "tx_timestamp": "2020-01-01T00:00:00Z",
+        **change,
+    }
+    status, body = _post(server, "/v1/labels", label)
+    assert status == 422, body
+    assert body["error"]["field"] in ({field} if field else {"reported_at", "tx_timestamp"})
+    assert client.xlen("tx.labels") == 0
+
+
+def test_amount_bounds_on_the_api(server: str) -> None:
+    status, decision = _post(server, "/v1/score", _tx(40, amount=0))
+    assert status == 200 and decision["outcome"] == "approve"
+    status, body = _post(server, "/v1/score", _tx(41, amount=2e9))
+    assert status == 422 and body["error"] == {
+        "field": "amount",
+        "message": "amount: must be at most 1e+09 (max_amount), got 2e+09",
+    }
+    status, body = _post(server, "/v1/score", _tx(42, amount=1e308))
+    assert status == 422 and body["error"]["field"] == "amount"
 
 
 def test_a_key_is_generated_when_none_is_configured(
@@ -210,3 +261,36 @@ def test_lists_managed_over_the_api_feed_the_default_rules(server: str) -> None:
     status, body = _call(server, "POST", "/v1/lists/ip_blocklist", {"values": "1.2.3.4"})
     assert status == 422 and body["error"]["field"] == "values"
     assert _call(server, "GET", "/v1/lists/nope")[0] == 404
+
+
+def test_a_frozen_valkey_fails_requests_with_503_and_never_health(tmp_path: Path) -> None:
+    """SIGSTOP the API's Valkey: requests that need it fail after the configured timeout,
+    ``/healthz`` still answers at once, and the API recovers when Valkey does."""
+    valkey = EmbeddedValkey(tmp_path / "valkey")
+    info = valkey.ensure()
+    url = f"redis://:{info.password}@{info.host}:{info.port}/0"
+    proc, base = _start(url, tmp_path, KEY, api_valkey_timeout_s="1")
+    try:
+        assert _post(base, "/v1/score", _tx(1))[0] == 200
+        os.kill(info.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                scored = pool.submit(_post, base, "/v1/score", _tx(2))
+                listed = pool.submit(_get, base, "/v1/lists/ip_blocklist")
+                health = pool.submit(_get, base, "/healthz", None)
+                assert health.result(timeout=5) == (200, {"status": "ok"})
+                assert not scored.done()  # still waiting on the frozen Valkey
+                status, body = scored.result(timeout=30)
+                assert status == 503 and "valkey unavailable" in body["error"]["message"]
+                status, body = listed.result(timeout=30)
+                assert status == 503 and "Timeout" in body["error"]["message"]
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while (status := _post(base, "/v1/score", _tx(3))[0]) != 200:
+            assert status == 503 and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+        valkey.stop()

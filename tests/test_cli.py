@@ -67,7 +67,7 @@ def test_produce_reports_bad_lines_and_sends_the_good(
     path.write_text("\n".join(lines) + "\n")
     result = _run("produce", str(path), env={"FRAUDSTREAM_VALKEY_URL": valkey_url})
     assert result.returncode == 1
-    assert "txs.jsonl:2: amount: must be > 0, got -3" in result.stderr
+    assert "txs.jsonl:2: amount: must be >= 0, got -3" in result.stderr
     assert "txs.jsonl:3: not valid JSON" in result.stderr
     assert "sent 2 transactions, rejected 2" in result.stdout
     keys = StreamKeys("tx", 16)

@@ -47,14 +47,28 @@ def test_valid_transaction_round_trips() -> None:
 
 @given(
     st.one_of(
-        st.floats(max_value=0, allow_nan=False, allow_infinity=False), st.integers(max_value=0)
+        st.floats(max_value=-1e-300, allow_nan=False, allow_infinity=False),
+        st.integers(max_value=-1),
     )
 )
-def test_non_positive_amount_names_field_and_value(amount: float) -> None:
+def test_negative_amount_names_field_and_value(amount: float) -> None:
     with pytest.raises(SchemaError) as info:
         _decode(_valid(amount=amount))
     assert info.value.field == "amount"
-    assert str(info.value) == f"amount: must be > 0, got {float(amount):g}"
+    assert str(info.value) == f"amount: must be >= 0, got {float(amount):g}"
+
+
+@pytest.mark.parametrize("amount", [0, 0.0, -0.0, 1e12])
+def test_zero_and_the_ceiling_are_valid_amounts(amount: float) -> None:
+    assert _decode(_valid(amount=amount)).amount == amount
+    assert transaction_from_record(_valid(amount=amount)).amount == amount
+
+
+@pytest.mark.parametrize("amount", [1e17, 1.0000001e12, 1e308])
+def test_amount_above_the_ceiling_is_refused(amount: float) -> None:
+    with pytest.raises(SchemaError, match=r"^amount: must be at most 1e\+12, got ") as info:
+        _decode(_valid(amount=amount))
+    assert info.value.field == "amount"
 
 
 def test_out_of_range_amount_is_rejected() -> None:
@@ -65,7 +79,7 @@ def test_out_of_range_amount_is_rejected() -> None:
 
 
 def test_example_message_from_the_issue() -> None:
-    with pytest.raises(SchemaError, match=r"^amount: must be > 0, got -3$"):
+    with pytest.raises(SchemaError, match=r"^amount: must be >= 0, got -3$"):
         _decode(_valid(amount=-3))
 
 
@@ -150,14 +164,14 @@ def test_handbook_columns_are_accepted() -> None:
 
 
 def test_handbook_row_with_bad_amount_names_our_field() -> None:
-    with pytest.raises(SchemaError, match="^amount: must be > 0"):
+    with pytest.raises(SchemaError, match="^amount: must be >= 0, got -0.01$"):
         transaction_from_record(
             {
                 "TRANSACTION_ID": 1,
                 "TX_DATETIME": "2018-04-01 00:00:31",
                 "CUSTOMER_ID": 1,
                 "TERMINAL_ID": 2,
-                "TX_AMOUNT": 0,
+                "TX_AMOUNT": -0.01,
             }
         )
 
@@ -182,3 +196,12 @@ def test_label_requires_aware_report_time() -> None:
     with pytest.raises(SchemaError) as info:
         decode_label(b'{"transaction_id":"t","is_fraud":true,"reported_at":"2020-01-01T00:00"}')
     assert info.value.field == "reported_at"
+
+
+@pytest.mark.parametrize("field", ["terminal_id", "customer_id"])
+def test_label_with_an_empty_id_names_the_field(field: str) -> None:
+    body = {"transaction_id": "t", "is_fraud": True, "reported_at": "2020-01-01T00:00:00Z"}
+    body[field] = ""
+    with pytest.raises(SchemaError) as info:
+        decode_label(json.dumps(body))
+    assert info.value.field == field

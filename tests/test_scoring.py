@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fraudstream.errors import SchemaError
 from fraudstream.schema import Transaction
 from fraudstream.scoring import AmountPolicy, Scorer
 
@@ -24,7 +26,7 @@ def _tx(i: int, amount: float) -> Transaction:
     )
 
 
-amounts = st.floats(min_value=0.01, max_value=1e7, allow_nan=False)
+amounts = st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
 
 
 @given(amounts, amounts)
@@ -54,3 +56,12 @@ def test_batch_keeps_order_ids_and_reasons() -> None:
     assert decisions[2].reasons[0].startswith("amount_over_block_limit")
     assert all(d.latency_ms > 0 for d in decisions)  # arrived at the epoch: a long time ago
     assert decisions[0].rules_version == "amount-limits:220/5000"
+
+
+def test_amounts_above_the_configured_bound_are_refused_naming_the_field() -> None:
+    scorer = Scorer(POLICY, max_amount=1e6)
+    scorer.validate(_tx(0, 1e6))
+    scorer.validate(_tx(1, 0.0))
+    with pytest.raises(SchemaError, match=r"^amount: must be at most 1e\+06 \(max_amount\)") as e:
+        scorer.validate(_tx(2, 1e6 + 0.01))
+    assert e.value.field == "amount"

@@ -120,7 +120,7 @@ def test_poison_messages_go_to_dead_letter_with_reason(
     assert set(reasons) == {p for _, p in poison}
     assert reasons[b"not json at all"][b"reason"].startswith(b"not valid JSON")
     assert reasons[negative][b"field"] == b"amount"
-    assert reasons[negative][b"reason"] == b"amount: must be > 0, got -101"
+    assert reasons[negative][b"reason"] == b"amount: must be >= 0, got -101"
     assert reasons[b'{"transaction_id": "x"}'][b"reason"].endswith(b"required field is missing")
     for fields in reasons.values():
         assert fields[b"stream"].startswith(b"tx.in.") and fields[b"entry_id"]

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from fraudstream.errors import ConfigError
+from fraudstream.schema import AMOUNT_CEILING
 
 ENV_PREFIX = "FRAUDSTREAM_"
 CONFIG_FILE = "fraudstream.toml"
@@ -65,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """A transaction dated further ahead of the wall clock than this is rejected."""
     feature_ttl_s: int = 7_776_000
     """Idle feature state expires after this (90 days)."""
+    max_amount: float = 1e9
+    """Larger amounts are refused (API 422, stream dead letter): a unit or encoding error, not
+    a payment. At most ``schema.AMOUNT_CEILING`` (1e12)."""
     review_amount: float = 220.0
     block_amount: float = 5_000.0
     review_score: int = 500
@@ -73,6 +77,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Interface `fraudstream serve` listens on (loopback unless you mean otherwise)."""
     api_port: int = 8000
     api_key: str = ""
+    api_valkey_timeout_s: float = 5.0
+    """A Valkey command of the API unanswered for this long fails its request with 503
+    (a frozen Valkey must not hang requests, nor ``/healthz``)."""
     """Key of the HTTP API; empty = one generated once into ``data_dir/api.key``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -84,6 +91,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             0 < self.review_amount <= self.block_amount,
             "review_amount",
             f"must be > 0 and <= block_amount ({self.block_amount}), got {self.review_amount}",
+        )
+        _check(
+            self.api_valkey_timeout_s > 0,
+            "api_valkey_timeout_s",
+            f"must be > 0, got {self.api_valkey_timeout_s:g}",
+        )
+        _check(
+            0 < self.max_amount <= AMOUNT_CEILING,
+            "max_amount",
+            f"must be > 0 and <= {AMOUNT_CEILING:g}, got {self.max_amount:g}",
         )
         _check(
             0 < self.review_score <= self.block_score <= 1000,

@@ -2,7 +2,7 @@
 
 Every error fraudstream raises on purpose derives from `FraudstreamError`, so the CLI and the
 API can turn any of them into a one-line message (or one HTTP status) without a traceback.
-Messages name the field and the value: ``amount: must be > 0, got -3``.
+Messages name the field and the value: ``amount: must be >= 0, got -3``.
 """
 
 from __future__ import annotations

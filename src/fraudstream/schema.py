@@ -2,7 +2,7 @@
 
 Typed `msgspec` structs: decoding JSON into a `Transaction` validates it in ~1 µs (see
 ``benchmarks/bench_schema.py`` for the comparison with pydantic that chose msgspec). Every
-validation failure becomes a `SchemaError` naming the field: ``amount: must be > 0, got -3``.
+validation failure becomes a `SchemaError` naming the field: ``amount: must be >= 0, got -3``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 Channel = Literal["card_present", "ecommerce"]
 Outcome = Literal["approve", "review", "block"]
 OUTCOMES: tuple[Outcome, ...] = ("approve", "review", "block")
+AMOUNT_CEILING = 1e12
+"""No payment is larger: above it an amount is a unit or encoding error (and its cents would
+leave float64's exact integers). The configurable, lower bound is ``Settings.max_amount``."""
 
 
 class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,10 +53,22 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     y: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.amount > 0:
-            raise ValueError(f"amount: must be > 0, got {self.amount:g}")
-        if not math.isfinite(self.amount):
-            raise ValueError(f"amount: must be finite, got {self.amount:g}")
+        check_amount(self.amount)
+
+
+def check_amount(amount: float) -> None:
+    """Zero is a valid amount (card verification, and what card testing looks like); a
+    negative one (refund, reversal) is not modelled yet.
+
+    Raises:
+        ValueError: ``amount: …`` (msgspec turns it into a validation error naming the field).
+    """
+    if not amount >= 0:
+        raise ValueError(f"amount: must be >= 0, got {amount:g}")
+    if not math.isfinite(amount):
+        raise ValueError(f"amount: must be finite, got {amount:g}")
+    if amount > AMOUNT_CEILING:
+        raise ValueError(f"amount: must be at most {AMOUNT_CEILING:g}, got {amount:g}")
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,8 +95,8 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     is_fraud: bool
     reported_at: AwareDatetime
     source: Literal["chargeback", "review", "import"] = "chargeback"
-    customer_id: str | None = None
-    terminal_id: str | None = None
+    customer_id: Id | None = None
+    terminal_id: Id | None = None
     tx_timestamp: AwareDatetime | None = None
     """Event time of the labelled transaction, so time-bucketed label features need no lookup."""
     fraud_scenario: int | None = None

@@ -17,10 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.config import Settings
+from fraudstream.errors import SchemaError
 from fraudstream.rules import RuleContext, RuleSet, evaluate_columns, transaction_columns
 from fraudstream.rules.evaluate import RuleResult
 from fraudstream.rules.policy import Thresholds, Verdict, decide
-from fraudstream.schema import Decision, Label, Outcome, Transaction
+from fraudstream.schema import AMOUNT_CEILING, Decision, Label, Outcome, Transaction
 
 if TYPE_CHECKING:
     import redis
@@ -124,8 +125,10 @@ class Scorer:
         rules: RuleWatcher | None = None,
         lists: Lists | None = None,
         models: ModelWatcher | None = None,
+        max_amount: float = AMOUNT_CEILING,
     ) -> None:
         self.policy = policy
+        self.max_amount = max_amount
         self.features = features
         self.rules = rules
         self.lists = lists
@@ -138,6 +141,10 @@ class Scorer:
         Raises:
             SchemaError: naming the field; the caller dead-letters the transaction.
         """
+        if tx.amount > self.max_amount:
+            raise SchemaError(
+                "amount", f"must be at most {self.max_amount:g} (max_amount), got {tx.amount:g}"
+            )
         if self.features is not None:
             self.features.check(tx)
 
@@ -145,10 +152,19 @@ class Scorer:
         """What the feature state needs of a label (a fraud label names its terminal …).
 
         Raises:
-            SchemaError: naming the field; the caller dead-letters the label.
+            SchemaError: naming the field; the caller dead-letters the label (the API
+                refuses it with 422 instead of queueing what the workers would refuse).
         """
-        if self.features is not None:
-            self.features.check_label(label)
+        if self.features is None:
+            return
+        self.features.check_label(label)
+        horizon = self.features.clock() + self.features.max_future_skew_s
+        for name, stamp in (
+            ("reported_at", label.reported_at),
+            ("tx_timestamp", label.tx_timestamp),
+        ):
+            if stamp is not None and stamp.timestamp() > horizon:
+                raise SchemaError(name, f"in the future: {stamp.isoformat()}")
 
     def apply_labels(self, labels: Sequence[Label]) -> None:
         """Late ground truth: updates label-dependent features (terminal risk)."""
@@ -325,4 +341,5 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
         rules=rules,
         lists=lists,
         models=models,
+        max_amount=settings.max_amount,
     )

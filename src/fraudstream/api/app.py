@@ -8,7 +8,9 @@ Routes:
 - ``GET /healthz``: liveness, the only route without the API key.
 
 Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named, anything
-else 503.
+else 503; a Valkey error or timeout (``api_valkey_timeout_s``) is 503 too. Valkey calls run in
+worker threads, never on the event loop: a frozen Valkey slows the requests that need it, not
+``/healthz``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
 import redis
+from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -58,14 +62,21 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
         batcher.scorer.validate(tx)
         decision = await batcher.score(tx, arrived)
         payload = encode(decision)
-        client.xadd(
-            keys.decisions, {PAYLOAD: payload}, maxlen=settings.decisions_maxlen, approximate=True
+        await to_thread.run_sync(
+            partial(
+                client.xadd,
+                keys.decisions,
+                {PAYLOAD: payload},
+                maxlen=settings.decisions_maxlen,
+                approximate=True,
+            )
         )
         return Response(payload, media_type=JSON)
 
     async def labels(request: Request) -> Response:
         label = decode_label(await request.body())
-        client.xadd(keys.labels, {PAYLOAD: encode(label)})
+        request.app.state.batcher.scorer.validate_label(label)
+        await to_thread.run_sync(partial(client.xadd, keys.labels, {PAYLOAD: encode(label)}))
         return JSONResponse({"accepted": label.transaction_id}, status_code=202)
 
     async def healthz(request: Request) -> Response:
@@ -73,9 +84,9 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
 
     lists = Lists(client)
 
-    async def list_entries(request: Request) -> Response:
-        name = request.path_params["name"]
-        if lists.kind(name) is None:
+    def list_page(name: str) -> Response:
+        kind = lists.kind(name)
+        if kind is None:
             return JSONResponse(
                 {"error": {"field": "name", "message": f"no list {name!r}"}}, status_code=404
             )
@@ -84,18 +95,24 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
             for e, _ in zip(lists.entries(name), range(LIST_PAGE), strict=False)
         ]
         return JSONResponse(
-            {"name": name, "kind": lists.kind(name), "size": lists.size(name), "entries": entries}
+            {"name": name, "kind": kind, "size": lists.size(name), "entries": entries}
         )
 
-    async def list_change(request: Request) -> Response:
-        name = request.path_params["name"]
-        change = _decode(await request.body(), ListChange)
-        if request.method == "DELETE":
+    def apply_change(name: str, method: str, change: ListChange) -> Response:
+        if method == "DELETE":
             return JSONResponse({"removed": lists.remove(name, change.values)})
         if lists.kind(name) is None:
             lists.create(name, change.kind)
         added = lists.add(name, change.values, ttl=change.ttl)
         return JSONResponse({"added": added, "size": lists.size(name)})
+
+    async def list_entries(request: Request) -> Response:
+        return await to_thread.run_sync(list_page, request.path_params["name"])
+
+    async def list_change(request: Request) -> Response:
+        change = _decode(await request.body(), ListChange)
+        name, method = request.path_params["name"], request.method
+        return await to_thread.run_sync(apply_change, name, method, change)
 
     return Starlette(
         routes=[
@@ -106,7 +123,10 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
             Route("/v1/lists/{name}", list_change, methods=["POST", "DELETE"]),
         ],
         middleware=[Middleware(ApiKeyMiddleware, api_key=api_key)],
-        exception_handlers={FraudstreamError: _error},  # type: ignore[dict-item]
+        exception_handlers={
+            FraudstreamError: _error,  # type: ignore[dict-item]
+            redis.RedisError: _valkey_error,  # type: ignore[dict-item]
+        },
         lifespan=lifespan,
     )
 
@@ -126,6 +146,12 @@ def _decode(body: bytes, type_: type[ListChange]) -> ListChange:
         return msgspec.json.decode(body, type=type_)
     except msgspec.MsgspecError as exc:
         raise schema_error(exc) from None
+
+
+async def _valkey_error(request: Request, exc: redis.RedisError) -> Response:
+    """Valkey down, frozen (the client's timeout) or refusing: the request can be retried."""
+    message = f"valkey unavailable: {type(exc).__name__}: {exc}"
+    return JSONResponse({"error": {"message": message}}, status_code=503)
 
 
 async def _error(request: Request, exc: FraudstreamError) -> Response:

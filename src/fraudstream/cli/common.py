@@ -33,7 +33,7 @@ def settings_from(config: Path | None, **overrides: Any) -> Settings:
     return load_settings(config_file=config, overrides=overrides)
 
 
-def connect(settings: Settings) -> redis.Redis:
+def connect(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis:
     from fraudstream.valkey import connect as valkey_connect
 
-    return valkey_connect(settings)
+    return valkey_connect(settings, timeout_s=timeout_s)

@@ -225,7 +225,7 @@ def serve(
 
     settings = settings_from(config, api_host=host, api_port=port)
     key, key_file = ensure_api_key(settings.api_key, settings.data_path)
-    app_ = create_app(settings, connect(settings), key)
+    app_ = create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
     where = f"in {key_file}" if key_file else "from FRAUDSTREAM_API_KEY"
     err_console.print(
         f"serving on http://{settings.api_host}:{settings.api_port} (API key {where})"

@@ -204,9 +204,9 @@ def prepare_history(history: pl.DataFrame) -> pl.DataFrame:
         pl.col("channel").fill_null("card_present"),
         pl.col("amount").cast(pl.Float64),
     ).with_columns(pl.col("merchant_id").fill_null(pl.col("terminal_id")))
-    bad = frame.filter(pl.col("amount").is_nan() | (pl.col("amount") <= 0))
+    bad = frame.filter(~(pl.col("amount") >= 0) | pl.col("amount").is_nan())
     if bad.height:
-        raise SchemaError("amount", f"must be > 0, got {bad['amount'][0]!r}")
+        raise SchemaError("amount", f"must be >= 0, got {bad['amount'][0]!r}")
     frame = frame.unique("transaction_id", keep="first", maintain_order=True)
     return frame.sort(["ts", "_row"])
 
