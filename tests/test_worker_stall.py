@@ -1,5 +1,5 @@
 """A worker that stalls with a batch in hand (GC pause, SIGSTOP, slow host) while another
-takes its partition over.
+takes its partition over; and the size of a batch when a worker owns many partitions.
 
 The stall is a scorer that blocks in its first batch until the test releases it, so every
 step is ordered by events; only a lease's expiry is waited for, as it is time itself.
@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
 import redis
 
 from fraudstream.config import Settings
-from fraudstream.schema import Decision, Label, Transaction
+from fraudstream.schema import Decision, Label, Transaction, encode
 from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.stream.keys import GROUP, StreamKeys
 from fraudstream.stream.producer import Producer
@@ -171,3 +172,32 @@ def test_a_lease_that_expired_unclaimed_still_commits(
     _resume_and_stop(a, stall)  # nobody took the partition meanwhile: the batch is good
     _one_decision_each(client, settings)
     assert a.worker.stats.processed == 20 and a.worker.stats.dropped_batches == 0
+
+
+@pytest.mark.parametrize("batch_size", [500, 10])
+def test_a_batch_never_exceeds_batch_size_and_every_partition_progresses(
+    client: redis.Redis, valkey_url: str, settings: Settings, batch_size: int
+) -> None:
+    keys = StreamKeys(settings.stream_prefix, 16)
+    per = 520
+    Producer(client, keys).send_encoded(
+        (p, encode(tx)) for p in range(16) for tx in _txs(per, start=p * per)
+    )
+    scorer = StallingScorer(_policy(settings), stall=False)
+    options = WorkerOptions(batch_size=batch_size, block_ms=50, lease_ttl_ms=60_000)
+    worker = _worker(valkey_url, keys, scorer, "w", options)
+    worker.run(max_messages=4 * batch_size, handle_signals=False)
+    assert scorer.sizes and max(scorer.sizes) <= batch_size, scorer.sizes
+    left = [int(client.xlen(keys.input(p))) for p in range(16)]
+    assert all(n < per for n in left), f"partitions left untouched: {left}"
+
+
+def test_a_lone_busy_partition_still_fills_its_batches(
+    client: redis.Redis, valkey_url: str, settings: Settings
+) -> None:
+    keys = StreamKeys(settings.stream_prefix, 16)
+    Producer(client, keys).send_encoded((3, encode(tx)) for tx in _txs(1000))
+    scorer = StallingScorer(_policy(settings), stall=False)
+    options = WorkerOptions(batch_size=500, block_ms=50, lease_ttl_ms=60_000)
+    _worker(valkey_url, keys, scorer, "w", options).run(burst=True, handle_signals=False)
+    assert scorer.sizes == [500, 500]

@@ -1,9 +1,24 @@
-"""A batch: the input entries read or claimed from the partitions a worker owns, with the
-leases it was read under.
+"""A batch: at most ``batch_size`` input entries, read or claimed from the partitions a worker
+owns, with the leases it was read under.
+
+``COUNT`` of ``XREADGROUP`` and ``XAUTOCLAIM`` is per stream, so a worker owning 16 partitions
+would otherwise hold up to 16 batches at once (and latency and memory with them). `share`
+splits the budget over the streams instead, rotating the remainder so that no partition is
+favoured; with more streams than budget it rotates a window of ``batch_size`` streams, one
+entry each. The labels stream counts as one more stream: labels are rare and cheap, and a
+budget that includes them is a bound that holds without exceptions.
+
+Reading never waits to fill a batch: one blocking ``XREADGROUP`` takes an equal share from
+every stream and returns as soon as any has entries; only if some streams filled their
+share and what is left gives each of them one more entry at least does a second,
+non-blocking round trip share it out among them (so a single hot partition still fills its
+batches, while evenly loaded ones do not pay a round trip for a handful of entries).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +39,29 @@ class Batch:
     commit applies only if they still stand (the labels stream needs none)."""
 
 
+def share(budget: int, streams: Sequence[str], turn: int) -> dict[str, int]:
+    """Split ``budget`` entries over ``streams``: ``budget // n`` each, and one more for
+    ``budget % n`` of them taken in rotation by ``turn``, so that over successive turns each
+    stream gets as much as any other. Streams without a share are left out.
+
+    >>> share(10, ["a", "b", "c"], turn=0)
+    {'a': 4, 'b': 3, 'c': 3}
+    >>> share(10, ["a", "b", "c"], turn=1)
+    {'a': 3, 'b': 4, 'c': 3}
+    >>> share(2, ["a", "b", "c"], turn=1)  # more streams than budget: a rotating window
+    {'a': 1, 'c': 1}
+    """
+    n = len(streams)
+    base, extra = divmod(budget, n)
+    start = turn * extra % n
+    order = [*streams[start:], *streams[:start]]
+    counts = {stream: base + (i < extra) for i, stream in enumerate(order)}
+    return {stream: counts[stream] for stream in streams if counts[stream]}
+
+
 class BatchReader:
     """New entries (``read``) or stale pending ones (``claim``) of our partitions and of the
-    labels stream."""
+    labels stream, one budget per batch."""
 
     def __init__(
         self,
@@ -45,47 +80,56 @@ class BatchReader:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self._turn = 0
 
     def read(self) -> Batch:
-        """Entries never delivered, blocking until one of the streams has some."""
-        held, streams = self._plan()
+        """Entries never delivered: an equal share of every stream (blocking until one has
+        some), then what budget is left to the streams that filled their share."""
+        held, counts = self._plan()
+        first = min(counts.values())
         reply: Any = self.client.xreadgroup(
-            GROUP,
-            self.consumer,
-            dict.fromkeys(streams, ">"),
-            count=self.batch_size,
-            block=self.block_ms,
+            GROUP, self.consumer, dict.fromkeys(counts, ">"), count=first, block=self.block_ms
         )
-        return _batch(_entries(reply or []), held)
+        entries = _entries(reply or [])
+        got = Counter(stream for stream, _, _ in entries)
+        full = [stream for stream in counts if got[stream] == first]
+        left = self.batch_size - len(entries)
+        if full and left >= len(full):
+            pipe = self.client.pipeline(transaction=False)
+            for stream, count in share(left, full, self._turn).items():
+                pipe.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=count)
+            entries += [e for reply in pipe.execute() for e in _entries(reply or [])]
+        return _batch(entries, held)
 
     def claim(self) -> Batch:
         """Entries a consumer left pending for longer than ``claim_idle_ms`` (it died or
         stalled; we own the partition now): they are taken over."""
-        held, streams = self._plan()
+        held, counts = self._plan()
         pipe = self.client.pipeline(transaction=False)
-        for stream in streams:
+        for stream, count in counts.items():
             pipe.xautoclaim(
                 stream,
                 GROUP,
                 self.consumer,
                 min_idle_time=self.claim_idle_ms,
                 start_id="0-0",
-                count=self.batch_size,
+                count=count,
             )
         replies: list[Any] = pipe.execute()
         entries = [
             (stream, entry_id, fields)
-            for stream, reply in zip(streams, replies, strict=True)
+            for stream, reply in zip(counts, replies, strict=True)
             for entry_id, fields in reply[1]
             if fields is not None
         ]
         return _batch(entries, held)
 
-    def _plan(self) -> tuple[dict[str, Lease], list[str]]:
+    def _plan(self) -> tuple[dict[str, Lease], dict[str, int]]:
         """The leases as held now (before the read: a batch is fenced by the leases it was
-        read under, never by later ones) and the streams to read."""
+        read under, never by later ones) and this turn's share of each stream."""
         held = {self.keys.input(p): lease for p, lease in sorted(self.leases.held.items())}
-        return held, [*held, self.keys.labels]
+        self._turn += 1
+        return held, share(self.batch_size, [*held, self.keys.labels], self._turn)
 
 
 def _entries(reply: Any) -> list[Entry]:
