@@ -28,6 +28,7 @@ from fraudstream.generate import GenerateOptions, encode_rows, load_history, sel
 from fraudstream.generate import run as run_generator
 from fraudstream.schema import decode_decision
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.leases import holder
 from fraudstream.stream.producer import Producer
 
 
@@ -185,7 +186,8 @@ class DemoRun:
         leases = [self.keys.lease(p) for p in range(self.keys.partitions)]
         while time.monotonic() < deadline:
             owners: list[bytes | None] = self.client.mget(leases)  # type: ignore[assignment]
-            if None not in owners and len(set(owners)) >= min(
+            holders = {holder(owner) for owner in owners if owner is not None}
+            if None not in owners and len(holders) >= min(
                 self.report.workers, self.keys.partitions
             ):
                 return

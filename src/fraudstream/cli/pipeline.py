@@ -168,7 +168,8 @@ def worker(
         err_console.print(
             f"worker {w.consumer} stopped: {stats.processed:,} processed, "
             f"{stats.dead_lettered:,} dead letters, {stats.claimed:,} claimed, "
-            f"{stats.labels:,} labels, {stats.retried_batches:,} batches retried"
+            f"{stats.labels:,} labels, {stats.retried_batches:,} batches retried, "
+            f"{stats.dropped_batches:,} dropped (lease lost, {stats.dropped:,} entries)"
         )
         if scorer.features is not None:
             fs = scorer.features.stats

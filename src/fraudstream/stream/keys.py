@@ -55,4 +55,9 @@ class StreamKeys:
         return f"{self.prefix}.workers"
 
     def lease(self, partition: int) -> str:
+        """String, expiring: the partition's holder and generation (``consumer/7``)."""
         return f"{self.prefix}.lease.{partition}"
+
+    def lease_generation(self, partition: int) -> str:
+        """Counter, never expiring: how many times the partition's lease was taken."""
+        return f"{self.prefix}.lease.{partition}.generation"

@@ -5,6 +5,14 @@ number of live workers each computes its fair share ``ceil(P / live)``, renews t
 holds, gives back any above its share (between batches, after acking, so nothing is pending),
 and takes free ones up to its share. A dead worker stops renewing; its leases expire after
 ``ttl_ms`` and a live worker takes them over, claiming the entries it left pending.
+
+A lease is also a fencing token. Its value is ``consumer/generation``, the generation drawn
+from a per-partition counter each time the lease is taken, so two tenures never share a
+value, not even two of the same worker. A batch remembers the leases it was read under and
+commits only if they still stand (`Lease.still_ours`, checked inside the commit's
+transaction, see `fraudstream.stream.commit`): a worker that stalled past its lease (GC pause,
+SIGSTOP, slow host) while another took the partition over drops the batch instead of
+deciding it twice, even if it has taken the lease back since.
 """
 
 from __future__ import annotations
@@ -12,12 +20,26 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 
 import redis
 
 from fraudstream.stream.keys import StreamKeys
 
-# KEYS[1] = lease key; ARGV[1] = our consumer name; ARGV[2] = ttl in ms.
+# KEYS[1] = lease key; KEYS[2] = the partition's generation counter.
+# ARGV[1] = our consumer name; ARGV[2] = ttl in ms.
+# Takes the lease if nobody holds it, under the next generation; returns its value
+# ("consumer/generation"), or nil (false) if it is held.
+ACQUIRE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local token = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+return token
+"""
+
+# KEYS[1] = lease key; ARGV[1] = our lease's value; ARGV[2] = ttl in ms.
 # Extends the lease only if we still hold it; returns 1 if renewed, 0 if lost.
 RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -26,7 +48,7 @@ end
 return 0
 """
 
-# KEYS[1] = lease key; ARGV[1] = our consumer name.
+# KEYS[1] = lease key; ARGV[1] = our lease's value.
 # Deletes the lease only if we hold it; returns 1 if released.
 RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -34,6 +56,48 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One tenure of one partition: the fencing token of the batches read under it."""
+
+    partition: int
+    token: bytes
+    """The lease key's value, ``consumer/generation``."""
+
+    @property
+    def generation(self) -> int:
+        return int(self.token.rpartition(b"/")[2])
+
+    def still_ours(self, value: bytes | None, generation: bytes | None) -> bool:
+        """May a batch read under this lease commit, given the lease key's value and the
+        generation counter as they are now?
+
+        Yes if the lease is ours, or if it expired and nobody has taken the partition since
+        (the counter still says our generation): no other worker can then have committed
+        any of its entries, so the work is good and the commit takes the lease back.
+
+        >>> lease = Lease(0, b"a/7")
+        >>> lease.still_ours(b"a/7", b"7"), lease.still_ours(None, b"7")
+        (True, True)
+        >>> lease.still_ours(b"b/8", b"8"), lease.still_ours(b"a/9", b"9")
+        (False, False)
+        >>> lease.still_ours(None, b"8")  # taken and given back by someone else meanwhile
+        False
+        """
+        if value is not None:
+            return value == self.token
+        return generation is not None and int(generation) == self.generation
+
+
+def holder(value: bytes) -> str:
+    """The consumer named in a lease key's value.
+
+    >>> holder(b"host:42/7")
+    'host:42'
+    """
+    return value.rpartition(b"/")[0].decode()
 
 
 class LeaseManager:
@@ -44,14 +108,23 @@ class LeaseManager:
         self.keys = keys
         self.consumer = consumer
         self.ttl_ms = ttl_ms
-        self.owned: set[int] = set()
+        self.held: dict[int, Lease] = {}
+        self._acquire = client.register_script(ACQUIRE_LUA)
         self._renew = client.register_script(RENEW_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._last_beat = 0.0
 
+    @property
+    def owned(self) -> set[int]:
+        return set(self.held)
+
     def due(self) -> bool:
         """Heartbeat every third of the TTL, so a live worker never loses a lease."""
         return time.monotonic() - self._last_beat >= self.ttl_ms / 3000
+
+    def beat_now(self) -> None:
+        """Make the next `due` true: a lease was found lost, look again before reading."""
+        self._last_beat = 0.0
 
     def rebalance(self) -> set[int]:
         """Heartbeat, renew, shed extras, acquire up to the fair share.
@@ -61,28 +134,33 @@ class LeaseManager:
         self._last_beat = time.monotonic()
         live = self._heartbeat()
         target = math.ceil(self.keys.partitions / max(live, 1))
-        for p in sorted(self.owned):
-            if not self._renew(keys=[self.keys.lease(p)], args=[self.consumer, self.ttl_ms]):
-                self.owned.discard(p)
-        for p in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
-            self._release(keys=[self.keys.lease(p)], args=[self.consumer])
-            self.owned.discard(p)
+        for p, lease in sorted(self.held.items()):
+            if not self._renew(keys=[self.keys.lease(p)], args=[lease.token, self.ttl_ms]):
+                del self.held[p]
+        for p in sorted(self.held, reverse=True)[: max(0, len(self.held) - target)]:
+            self._give_back(p)
         acquired: set[int] = set()
-        free = [p for p in range(self.keys.partitions) if p not in self.owned]
+        free = [p for p in range(self.keys.partitions) if p not in self.held]
         random.shuffle(free)  # workers starting together do not all race for partition 0
         for p in free:
-            if len(self.owned) >= target:
+            if len(self.held) >= target:
                 break
-            if self.client.set(self.keys.lease(p), self.consumer, nx=True, px=self.ttl_ms):
-                self.owned.add(p)
+            if token := self._acquire(
+                keys=[self.keys.lease(p), self.keys.lease_generation(p)],
+                args=[self.consumer, self.ttl_ms],
+            ):
+                self.held[p] = Lease(p, token)
                 acquired.add(p)
         return acquired
 
     def release_all(self) -> None:
-        for p in sorted(self.owned):
-            self._release(keys=[self.keys.lease(p)], args=[self.consumer])
-        self.owned.clear()
+        for p in sorted(self.held):
+            self._give_back(p)
         self.client.zrem(self.keys.workers, self.consumer)
+
+    def _give_back(self, partition: int) -> None:
+        lease = self.held.pop(partition)
+        self._release(keys=[self.keys.lease(partition)], args=[lease.token])
 
     def _heartbeat(self) -> int:
         now_ms = int(time.time() * 1000)

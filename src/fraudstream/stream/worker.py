@@ -2,8 +2,12 @@
 
 The loop reads like a checklist (see `Worker.run`). Delivery is at-least-once; the effect is
 exactly-once on one Valkey node because decisions, dead letters, XACK and XDEL of a batch go
-out in one MULTI/EXEC: a crash before EXEC leaves the whole batch pending (claimed later by
-whoever owns the partition), a crash after leaves nothing to redo.
+out in one MULTI/EXEC, fenced by the leases the batch was read under
+(`fraudstream.stream.commit`): a crash before EXEC leaves the whole batch pending (claimed
+later by whoever owns the partition), a crash after leaves nothing to redo, and a worker that
+stalled past its lease while another took the partition over drops its batch instead of
+deciding it a second time. A batch holds at most ``batch_size`` entries however many
+partitions the worker owns (`fraudstream.stream.batch`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from fraudstream.errors import SchemaError
 from fraudstream.features.wire import FeatureStoreError
@@ -30,16 +32,14 @@ from fraudstream.schema import (
     Transaction,
     decode_label,
     decode_transaction,
-    encode,
 )
 from fraudstream.scoring import Scorer
+from fraudstream.stream.batch import Batch, BatchReader, Entry
+from fraudstream.stream.commit import Committer, DeadLetter
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import LeaseManager
 
 log = logging.getLogger(__name__)
-
-Entry = tuple[str, bytes, dict[bytes, bytes]]
-"""(stream, entry id, fields) of one input message."""
 
 
 @dataclass
@@ -50,6 +50,10 @@ class WorkerStats:
     claimed: int = 0
     labels: int = 0
     retried_batches: int = 0
+    dropped_batches: int = 0
+    """Batches given up because a lease was lost while they were in hand (see `_drop`)."""
+    dropped: int = 0
+    """Entries in those batches: decided by the partition's new owner, not by us."""
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,9 +88,24 @@ class Worker:
         self.options = options
         self.consumer = consumer or consumer_name()
         self.leases = LeaseManager(client, keys, self.consumer, options.lease_ttl_ms)
+        self.reader = BatchReader(
+            client,
+            keys,
+            self.leases,
+            batch_size=options.batch_size,
+            block_ms=options.block_ms,
+            claim_idle_ms=options.claim_idle_ms,
+        )
+        self.committer = Committer(
+            client,
+            keys,
+            decisions_maxlen=options.decisions_maxlen,
+            lease_ttl_ms=options.lease_ttl_ms,
+        )
         self.stats = WorkerStats()
         self.stop_requested = False
         self._signals = 0
+        self._claiming = False
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -103,9 +122,9 @@ class Worker:
             while not self.stop_requested:
                 try:
                     self.heartbeat()
-                    entries = self.read()
-                    if entries:
-                        self.process(entries)
+                    batch = self.next_batch()
+                    if batch.entries:
+                        self.process(batch)
                     elif burst and self.drained():
                         break
                     backoff = 0.1
@@ -146,32 +165,22 @@ class Worker:
         self.stop_requested = True
 
     def heartbeat(self) -> None:
-        """Keep leases and, for partitions we own, take over entries a dead consumer left."""
-        if not self.leases.due():
-            return
-        self.leases.rebalance()
-        claimed = self.claim_stale()
-        if claimed:
-            self.stats.claimed += len(claimed)
-            self.process(claimed)
+        """Every third of the lease TTL: keep our leases, take free ones, and look again for
+        entries a dead or stalled consumer left pending in our partitions."""
+        if self.leases.due():
+            self.leases.rebalance()
+            self._claiming = True
 
-    def read(self) -> list[Entry]:
-        # Labels are not partitioned: any worker may apply one (applying is idempotent).
-        streams: dict[Any, Any] = {self.keys.input(p): ">" for p in sorted(self.leases.owned)}
-        streams[self.keys.labels] = ">"
-        reply: Any = self.client.xreadgroup(
-            GROUP,
-            self.consumer,
-            streams,
-            count=self.options.batch_size,
-            block=self.options.block_ms,
-        )
-        return [
-            (_text(stream), entry_id, fields)
-            for stream, messages in reply or []
-            for entry_id, fields in messages
-            if fields is not None
-        ]
+    def next_batch(self) -> Batch:
+        """Stale pending entries first, as they are older; claiming goes on batch after batch
+        until a claim comes back empty, then new entries are read."""
+        if self._claiming:
+            batch = self.reader.claim()
+            if batch.entries:
+                self.stats.claimed += len(batch.entries)
+                return batch
+            self._claiming = False
+        return self.reader.read()
 
     def drained(self) -> bool:
         """True when no input entry is left anywhere: processed entries are deleted, so an
@@ -181,77 +190,54 @@ class Worker:
             pipe.xlen(stream)
         return not any(pipe.execute())
 
-    def claim_stale(self) -> list[Entry]:
-        """Entries of our partitions (and of the shared labels stream) that a consumer left
-        pending for longer than ``claim_idle_ms``: it died, we take them over."""
-        streams = [self.keys.input(p) for p in sorted(self.leases.owned)] + [self.keys.labels]
-        pipe = self.client.pipeline(transaction=False)
-        for stream in streams:
-            pipe.xautoclaim(
-                stream,
-                GROUP,
-                self.consumer,
-                min_idle_time=self.options.claim_idle_ms,
-                start_id="0-0",
-                count=self.options.batch_size,
-            )
-        replies: list[Any] = pipe.execute()
-        return [
-            (stream, entry_id, fields)
-            for stream, reply in zip(streams, replies, strict=True)
-            for entry_id, fields in reply[1]
-            if fields is not None
-        ]
-
     # --- one batch --------------------------------------------------------------------------
 
-    def process(self, entries: list[Entry]) -> None:
+    def process(self, batch: Batch) -> None:
         """Decode, apply labels, score, then write decisions + dead letters + acks in one
-        MULTI/EXEC. If the feature store fails, nothing is acked: the batch stays pending
-        and is retried (by us, or by whoever owns the partition next)."""
-        good: list[Transaction] = []
-        arrived: list[float] = []
-        labels: list[Label] = []
-        dead: list[dict[FieldT, EncodableT]] = []
+        MULTI/EXEC, if the leases the batch was read under still stand. If the feature store
+        fails, nothing is acked: the batch stays pending and is retried (by us, or by whoever
+        owns the partition next). If a lease was lost, the batch is dropped (`_drop`)."""
+        decoded = self._decode(batch.entries)
+        decisions = self.scorer.score_batch(decoded.good, decoded.arrived, decoded.labels)
+        if not self.committer.commit(batch, decisions, decoded.dead):
+            self._drop(batch)
+            return
+        self._count(decisions, len(decoded.dead))
+        self.stats.labels += len(decoded.labels)
+
+    def _decode(self, entries: list[Entry]) -> _Decoded:
+        decoded = _Decoded()
         for stream, entry_id, fields in entries:
             payload = fields.get(PAYLOAD, b"")
             try:
                 if stream == self.keys.labels:
                     label = decode_label(payload)
                     self.scorer.validate_label(label)
-                    labels.append(label)
+                    decoded.labels.append(label)
                     continue
                 tx = decode_transaction(payload)
                 self.scorer.validate(tx)
-                good.append(tx)
-                arrived.append(_enqueued_at(entry_id))
+                decoded.good.append(tx)
+                decoded.arrived.append(_enqueued_at(entry_id))
             except SchemaError as exc:
-                dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
-        decisions = self.scorer.score_batch(good, arrived, labels)
-        self._commit(entries, decisions, dead)
-        self._count(decisions, len(dead))
-        self.stats.labels += len(labels)
+                decoded.dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
+        return decoded
 
-    def _commit(
-        self, entries: list[Entry], decisions: list[Decision], dead: list[dict[FieldT, EncodableT]]
-    ) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for decision in decisions:
-            pipe.xadd(
-                self.keys.decisions,
-                {PAYLOAD: encode(decision)},
-                maxlen=self.options.decisions_maxlen,
-                approximate=True,
-            )
-        for record in dead:
-            pipe.xadd(self.keys.deadletter, record)
-        by_stream: dict[str, list[bytes]] = {}
-        for stream, entry_id, _ in entries:
-            by_stream.setdefault(stream, []).append(entry_id)
-        for stream, ids in by_stream.items():
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-        pipe.execute()
+    def _drop(self, batch: Batch) -> None:
+        """A lease of the batch was lost while it was in hand (a stall longer than the TTL)
+        and the partition taken by another worker, which claims and decides these entries.
+        Nothing of the batch was written or acked. Its feature updates were made, but the
+        feature state ignores a transaction or label it has already counted, so the new
+        owner's scoring changes nothing there. The next heartbeat comes before the next
+        read, so that we read no more from partitions that are no longer ours."""
+        self.stats.dropped_batches += 1
+        self.stats.dropped += len(batch.entries)
+        log.warning(
+            "batch of %d entries dropped: a lease it was read under was lost (partitions %s)",
+            len(batch.entries),
+            ", ".join(str(lease.partition) for lease in batch.leases),
+        )
+        self.leases.beat_now()
 
     def _count(self, decisions: list[Decision], dead: int) -> None:
         self.stats.batches += 1
@@ -267,8 +253,14 @@ class Worker:
             log.warning("could not release leases: %s", exc)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+@dataclass
+class _Decoded:
+    """A batch's entries sorted out: transactions to score, labels, dead letters."""
+
+    good: list[Transaction] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 def _enqueued_at(entry_id: bytes) -> float:
@@ -278,7 +270,7 @@ def _enqueued_at(entry_id: bytes) -> float:
 
 def _dead_letter(
     stream: str, entry_id: bytes, payload: bytes, field_name: str, reason: str
-) -> dict[FieldT, EncodableT]:
+) -> DeadLetter:
     return {
         "reason": reason,
         "field": field_name,

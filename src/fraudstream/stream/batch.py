@@ -1,0 +1,150 @@
+"""A batch: at most ``batch_size`` input entries, read or claimed from the partitions a worker
+owns, with the leases it was read under.
+
+``COUNT`` of ``XREADGROUP`` and ``XAUTOCLAIM`` is per stream, so a worker owning 16 partitions
+would otherwise hold up to 16 batches at once (and latency and memory with them). `share`
+splits the budget over the streams instead, rotating the remainder so that no partition is
+favoured; with more streams than budget it rotates a window of ``batch_size`` streams, one
+entry each. The labels stream counts as one more stream: labels are rare and cheap, and a
+budget that includes them is a bound that holds without exceptions.
+
+Reading never waits to fill a batch: one blocking ``XREADGROUP`` takes an equal share from
+every stream and returns as soon as any has entries; only if some streams filled their
+share and what is left gives each of them one more entry at least does a second,
+non-blocking round trip share it out among them (so a single hot partition still fills its
+batches, while evenly loaded ones do not pay a round trip for a handful of entries).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from fraudstream.stream.keys import GROUP, StreamKeys
+from fraudstream.stream.leases import Lease, LeaseManager
+
+Entry = tuple[str, bytes, dict[bytes, bytes]]
+"""(stream, entry id, fields) of one input message."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    entries: list[Entry]
+    leases: list[Lease]
+    """The leases of the partitions its entries came from, as held when it was read: its
+    commit applies only if they still stand (the labels stream needs none)."""
+
+
+def share(budget: int, streams: Sequence[str], turn: int) -> dict[str, int]:
+    """Split ``budget`` entries over ``streams``: ``budget // n`` each, and one more for
+    ``budget % n`` of them taken in rotation by ``turn``, so that over successive turns each
+    stream gets as much as any other. Streams without a share are left out.
+
+    >>> share(10, ["a", "b", "c"], turn=0)
+    {'a': 4, 'b': 3, 'c': 3}
+    >>> share(10, ["a", "b", "c"], turn=1)
+    {'a': 3, 'b': 4, 'c': 3}
+    >>> share(2, ["a", "b", "c"], turn=1)  # more streams than budget: a rotating window
+    {'a': 1, 'c': 1}
+    """
+    n = len(streams)
+    base, extra = divmod(budget, n)
+    start = turn * extra % n
+    order = [*streams[start:], *streams[:start]]
+    counts = {stream: base + (i < extra) for i, stream in enumerate(order)}
+    return {stream: counts[stream] for stream in streams if counts[stream]}
+
+
+class BatchReader:
+    """New entries (``read``) or stale pending ones (``claim``) of our partitions and of the
+    labels stream, one budget per batch."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: StreamKeys,
+        leases: LeaseManager,
+        *,
+        batch_size: int,
+        block_ms: int,
+        claim_idle_ms: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.leases = leases
+        self.consumer = leases.consumer
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self._turn = 0
+
+    def read(self) -> Batch:
+        """Entries never delivered: an equal share of every stream (blocking until one has
+        some), then what budget is left to the streams that filled their share."""
+        held, counts = self._plan()
+        first = min(counts.values())
+        reply: Any = self.client.xreadgroup(
+            GROUP, self.consumer, dict.fromkeys(counts, ">"), count=first, block=self.block_ms
+        )
+        entries = _entries(reply or [])
+        got = Counter(stream for stream, _, _ in entries)
+        full = [stream for stream in counts if got[stream] == first]
+        left = self.batch_size - len(entries)
+        if full and left >= len(full):
+            pipe = self.client.pipeline(transaction=False)
+            for stream, count in share(left, full, self._turn).items():
+                pipe.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=count)
+            entries += [e for reply in pipe.execute() for e in _entries(reply or [])]
+        return _batch(entries, held)
+
+    def claim(self) -> Batch:
+        """Entries a consumer left pending for longer than ``claim_idle_ms`` (it died or
+        stalled; we own the partition now): they are taken over."""
+        held, counts = self._plan()
+        pipe = self.client.pipeline(transaction=False)
+        for stream, count in counts.items():
+            pipe.xautoclaim(
+                stream,
+                GROUP,
+                self.consumer,
+                min_idle_time=self.claim_idle_ms,
+                start_id="0-0",
+                count=count,
+            )
+        replies: list[Any] = pipe.execute()
+        entries = [
+            (stream, entry_id, fields)
+            for stream, reply in zip(counts, replies, strict=True)
+            for entry_id, fields in reply[1]
+            if fields is not None
+        ]
+        return _batch(entries, held)
+
+    def _plan(self) -> tuple[dict[str, Lease], dict[str, int]]:
+        """The leases as held now (before the read: a batch is fenced by the leases it was
+        read under, never by later ones) and this turn's share of each stream."""
+        held = {self.keys.input(p): lease for p, lease in sorted(self.leases.held.items())}
+        self._turn += 1
+        return held, share(self.batch_size, [*held, self.keys.labels], self._turn)
+
+
+def _entries(reply: Any) -> list[Entry]:
+    return [
+        (_text(stream), entry_id, fields)
+        for stream, messages in reply
+        for entry_id, fields in messages
+        if fields is not None
+    ]
+
+
+def _batch(entries: list[Entry], held: dict[str, Lease]) -> Batch:
+    streams = {stream for stream, _, _ in entries}
+    return Batch(entries, [lease for stream, lease in held.items() if stream in streams])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

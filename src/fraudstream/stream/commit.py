@@ -1,0 +1,107 @@
+"""A batch's commit: decisions, dead letters, acks and deletes in one MULTI/EXEC, fenced by
+the leases the batch was read under.
+
+The fence is ``WATCH`` on each lease key and generation counter of the batch's partitions,
+a check that every lease still stands (`Lease.still_ours`), then ``MULTI … EXEC``: if a
+lease moved between the check and ``EXEC`` the transaction does not apply and the check is
+made again. A batch whose lease was lost is never committed: nothing is written or acked,
+its entries stay pending for the partition's owner, who claims and decides them. One node
+only, like the rest of the commit (a cluster would need the streams and leases of a batch
+in one slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
+
+from fraudstream.schema import Decision, encode
+from fraudstream.stream.batch import Batch
+from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
+from fraudstream.stream.leases import Lease
+
+DeadLetter = dict[FieldT, EncodableT]
+
+ATTEMPTS = 3
+"""Checks of the fence before a batch is given up: a lease key changes under a live owner
+only when it expires and is re-taken, so a second look settles it."""
+
+
+class Committer:
+    """Writes what a batch decided, if the batch's leases still stand."""
+
+    def __init__(
+        self, client: redis.Redis, keys: StreamKeys, *, decisions_maxlen: int, lease_ttl_ms: int
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.decisions_maxlen = decisions_maxlen
+        self.lease_ttl_ms = lease_ttl_ms
+
+    def commit(self, batch: Batch, decisions: Sequence[Decision], dead: list[DeadLetter]) -> bool:
+        """Returns False, having written nothing, if a lease of the batch was lost."""
+        with self.client.pipeline(transaction=True) as pipe:
+            for _ in range(ATTEMPTS):
+                try:
+                    if not self._fence(pipe, batch.leases):
+                        return False
+                    self._queue(pipe, batch, decisions, dead)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+        return False
+
+    def _fence(self, pipe: Pipeline, leases: list[Lease]) -> bool:
+        """Check the leases under WATCH, then open the transaction; a lease that expired
+        with nobody taking it since is taken back in it."""
+        lapsed = self._check(pipe, leases) if leases else []
+        if lapsed is None:
+            return False
+        pipe.multi()
+        for lease in lapsed:
+            pipe.set(self.keys.lease(lease.partition), lease.token, px=self.lease_ttl_ms)
+        return True
+
+    def _check(self, pipe: Pipeline, leases: list[Lease]) -> list[Lease] | None:
+        """None if a lease is lost; else the leases that lapsed and are to be taken back."""
+        names = [
+            name
+            for lease in leases
+            for name in (
+                self.keys.lease(lease.partition),
+                self.keys.lease_generation(lease.partition),
+            )
+        ]
+        pipe.watch(*names)  # type: ignore[no-untyped-call]
+        values: list[bytes | None] = pipe.mget(names)  # type: ignore[assignment]
+        lapsed = []
+        for i, lease in enumerate(leases):
+            value, generation = values[2 * i], values[2 * i + 1]
+            if not lease.still_ours(value, generation):
+                return None
+            if value is None:
+                lapsed.append(lease)
+        return lapsed
+
+    def _queue(
+        self, pipe: Pipeline, batch: Batch, decisions: Sequence[Decision], dead: list[DeadLetter]
+    ) -> None:
+        for decision in decisions:
+            pipe.xadd(
+                self.keys.decisions,
+                {PAYLOAD: encode(decision)},
+                maxlen=self.decisions_maxlen,
+                approximate=True,
+            )
+        for record in dead:
+            pipe.xadd(self.keys.deadletter, record)
+        by_stream: dict[str, list[bytes]] = {}
+        for stream, entry_id, _ in batch.entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
