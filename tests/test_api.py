@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -19,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from apikit import call, start_server
 from fraudstream.features import default_feature_set
 from fraudstream.rules import RuleSchema
 from fraudstream.rules.registry import RuleRegistry
@@ -26,43 +20,9 @@ from fraudstream.rules.registry import RuleRegistry
 KEY = "test-key-123"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start(valkey_url: str, data_dir: Path, key: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FRAUDSTREAM_VALKEY_URL": valkey_url,
-        "FRAUDSTREAM_DATA_DIR": str(data_dir),
-    }
-    env.pop("FRAUDSTREAM_API_KEY", None)
-    if key:
-        env["FRAUDSTREAM_API_KEY"] = key
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fraudstream", "serve", "--port", str(port)],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            return proc, base
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
-
-
 @pytest.fixture
 def server(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Iterator[str]:
-    proc, base = _start(valkey_url, tmp_path, KEY)
+    proc, base = start_server(valkey_url, tmp_path, KEY)
     try:
         yield base
     finally:
@@ -71,15 +31,7 @@ def server(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Iterator[str
 
 
 def _post(base: str, path: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method="POST")
-    if key:
-        request.add_header("X-API-Key", key)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call(base, "POST", path, body, key)
 
 
 def _tx(i: int, **changes: Any) -> dict[str, Any]:
@@ -165,7 +117,7 @@ def test_labels_are_queued_for_the_workers(server: str, client: redis.Redis) -> 
 def test_a_key_is_generated_when_none_is_configured(
     tmp_path: Path, valkey_url: str, client: redis.Redis
 ) -> None:
-    proc, base = _start(valkey_url, tmp_path, None)
+    proc, base = start_server(valkey_url, tmp_path, None)
     try:
         key_file = tmp_path / "api.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
@@ -178,14 +130,7 @@ def test_a_key_is_generated_when_none_is_configured(
 
 
 def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("X-API-Key", KEY)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call(base, method, path, body, KEY)
 
 
 def test_lists_managed_over_the_api_feed_the_default_rules(server: str) -> None:
