@@ -52,10 +52,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     features_enabled: bool = True
     """Compute online features in the scorer (off: the amount policy alone)."""
     models_enabled: bool = True
-    model_registry_key: str = ""
-    """HMAC key signing model artifacts (64 hex chars); empty = ``data_dir/registry.key``,
-    created on first use. Workers on other hosts need the same key."""
     """Score with the active model of the registry (the amount policy until one is active)."""
+    model_registry_key: str = ""
+    """HMAC key signing model artifacts (at least 16 bytes); empty = ``data_dir/registry.key``,
+    created by the command storing the first model (`train`). Every host that scores or
+    manages models needs the same key: without it, workers and `serve` refuse to start."""
     rules_enabled: bool = True
     """Evaluate the active rule set (the shipped defaults until one is published)."""
     feature_namespace: str = "fs"

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,7 @@ class DemoRun:
         self.seed = seed
         self.report = DemoReport(run_id=secrets.token_hex(4), workers=workers, target_tps=tps)
         self._procs: list[subprocess.Popen[bytes]] = []
+        self.key_created: Path | None = None
         self._fraud_ids: set[str] = set()
 
     def run(self, on_progress: Callable[[int, int], None] | None = None) -> DemoReport:
@@ -133,15 +135,25 @@ class DemoRun:
 
     def ensure_model(self, progress: Callable[[str], None] | None = None) -> str:
         """The active model, or one trained now on a small simulated history and activated
-        (first run only: ~1,000 customers over 90 days, 28 training days)."""
-        from fraudstream.models import ModelRegistry, TrainOptions, evaluate, resolve_key, train
+        (first run only: ~1,000 customers over 90 days, 28 training days). Training the
+        first model creates the registry key like `train` (``key_created`` names the file).
+
+        Raises:
+            ModelError: the active model does not load here, or models are stored and this
+                host has no key (the workers would refuse to start).
+        """
+        from fraudstream.features import default_feature_set
+        from fraudstream.models import KeySource, ModelRegistry, TrainOptions, evaluate, train
         from fraudstream.simulate import SimulationConfig, simulate
 
-        registry = ModelRegistry(
-            self.client, resolve_key(self.settings.model_registry_key, self.settings.data_path)
-        )
+        source = KeySource(self.settings.model_registry_key, self.settings.data_path)
+        registry = ModelRegistry(self.client, source)
+        registry.check_key()
         active = registry.active_version()
-        if active is None:
+        if active is not None:
+            registry.load(active, default_feature_set())
+        else:
+            self.key_created = registry.create_key()
             say = progress or (lambda _msg: None)
             say("simulating a training history")
             world = simulate(

@@ -307,9 +307,16 @@ class Scorer:
 
 
 def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
-    """The scorer a worker runs: the stages the settings enable, on ``client``."""
+    """The scorer a worker runs: the stages the settings enable, on ``client``, with the
+    active model loaded.
+
+    Raises:
+        ModelError: the active model does not load, or models are stored and this host has
+            no registry key; a worker or API must not start scoring without the model the
+            registry names.
+    """
     from fraudstream.features import FeatureEngine, default_feature_set
-    from fraudstream.models import ModelRegistry, ModelWatcher, resolve_key
+    from fraudstream.models import KeySource, ModelRegistry, ModelWatcher
     from fraudstream.rules import RuleSchema, default_ruleset
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleRegistry, RuleWatcher
@@ -325,10 +332,9 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
         )
     models = None
     if features is not None and settings.models_enabled:
-        registry = ModelRegistry(
-            client, resolve_key(settings.model_registry_key, settings.data_path)
-        )
-        models = ModelWatcher(registry, default_feature_set())
+        source = KeySource(settings.model_registry_key, settings.data_path)
+        models = ModelWatcher(ModelRegistry(client, source), default_feature_set())
+        models.start()
     rules = lists = None
     if settings.rules_enabled:
         schema = RuleSchema.build(features.names if features else [])

@@ -25,10 +25,13 @@ def test_train_then_evaluate_a_handbook_csv(
         "train", "--data", "X.csv", "--train-days", "21", "--json", cwd=work, valkey_url=valkey_url
     )
     assert trained.returncode == 0, trained.stderr
+    assert trained.stderr.count("created the model registry key") == 1
+    assert (work / ".fraudstream" / "registry.key").exists()
     t = json.loads(trained.stdout)
     assert t["active"] is True and 0.5 < t["auc_roc"] <= 1.0
     evaluated = _run("evaluate", "--data", "X.csv", "--json", cwd=work, valkey_url=valkey_url)
     assert evaluated.returncode == 0, evaluated.stderr
+    assert "created" not in evaluated.stderr
     e = json.loads(evaluated.stdout)
     assert e["model_version"] == t["version"]
     for key in ("auc_roc", "average_precision", "card_precision_at_100"):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +9,7 @@ from typing import Any
 
 import redis
 
+from fraudstream.features import default_feature_set
 from fraudstream.models import ModelRegistry, TrainedModel
 
 KEY = "a-shared-registry-key-of-enough-bytes"
@@ -33,13 +31,9 @@ def test_activation_during_generate_switches_the_running_worker(
     }
 
     def activate() -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "fraudstream", "models", "activate", version],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr
+        # In process: the CLI's start-up (seconds on a loaded machine) could outlast the
+        # traffic; `models activate` itself is run in test_models_trust_cli.
+        registry.activate(version, default_feature_set())
 
     activating_at, activated_at, decisions = live_change(env, activate)
     ids = [d["transaction_id"] for d in decisions]

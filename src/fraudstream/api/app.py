@@ -5,7 +5,10 @@ Routes:
   the decisions stream like a worker's;
 - ``POST /v1/labels``: one label -> ``tx.labels`` (the workers apply it), 202;
 - ``GET|POST|DELETE /v1/lists/{name}``: read, add to, remove from an allow/deny list;
-- ``GET /healthz``: liveness, the only route without the API key.
+- ``GET /healthz``: liveness and the model state (``model``: state, version deciding, version
+  wanted, error, failed loads; ``status`` ``degraded`` while a version a pointer names does not
+  load), the only route without the API key. It reads the scorer's memory, never Valkey: the
+  model state is as of the last scored batch.
 
 Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named, anything
 else 503; a Valkey error or timeout (``api_valkey_timeout_s``) is 503 too. Valkey calls run in
@@ -46,12 +49,14 @@ LIST_PAGE = 1000
 
 
 def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlette:
-    """The app, its scorer built from ``settings`` on ``client``."""
+    """The app, its scorer built from ``settings`` on ``client`` (now, so that a server that
+    cannot load the active model refuses to start: see `build_scorer`)."""
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    scorer = build_scorer(settings, client)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.batcher = MicroBatcher(build_scorer(settings, client))
+        app.state.batcher = MicroBatcher(scorer)
         yield
         client.close()
 
@@ -80,7 +85,9 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
         return JSONResponse({"accepted": label.transaction_id}, status_code=202)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        model = scorer.models.health().as_dict() if scorer.models else {"state": "disabled"}
+        status = "degraded" if model.get("error") else "ok"
+        return JSONResponse({"status": status, "model": model})
 
     lists = Lists(client)
 

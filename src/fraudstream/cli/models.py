@@ -69,10 +69,21 @@ TestDaysOpt = Annotated[int, typer.Option(help="Test period in days.", min=1)]
 
 
 def _registry(settings: Settings) -> ModelRegistry:
-    from fraudstream.models import ModelRegistry, resolve_key
+    """The registry under this host's key; refuses (naming the setting and the key file) when
+    versions are stored and the host has no key."""
+    from fraudstream.models import KeySource, ModelRegistry
 
-    return ModelRegistry(
-        connect(settings), resolve_key(settings.model_registry_key, settings.data_path)
+    source = KeySource(settings.model_registry_key, settings.data_path)
+    registry = ModelRegistry(connect(settings), source)
+    registry.check_key()
+    return registry
+
+
+def key_created(path: Path) -> str:
+    """What the command storing the first model says, once, when it creates the key file."""
+    return (
+        f"created the model registry key {path}: workers and `serve` on other hosts need it "
+        "(copy the file, or set model_registry_key to the same key everywhere)"
     )
 
 
@@ -136,6 +147,8 @@ def train(
     options = _options(train_end, train_days, delay_days, test_days)
     history, label_frame = _load(data, labels)
     profile_frame = _profiles(profiles)
+    if created := registry.create_key():
+        err_console.print(key_created(created), highlight=False, soft_wrap=True)
     if as_json:
         trained = fit_model(history, label_frame, options, profiles=profile_frame)
     else:
@@ -201,6 +214,8 @@ def models_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     table = Table("version", "created", "role", "AUC", "AP", "CP@100", "threshold")
     for v in versions:
         role = "active" if v.active else "shadow" if v.shadow else ""
+        if not v.verified:
+            role = ", ".join(filter(None, [role, "metadata fails its signature check"]))
         m: dict[str, Any] = v.metrics or {}
         table.add_row(
             v.version,
@@ -210,7 +225,7 @@ def models_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
                 f"{m[k]:.3f}" if k in m else ""
                 for k in ("auc_roc", "average_precision", "card_precision_at_100")
             ),
-            f"{v.threshold:.0f}",
+            f"{v.threshold:.0f}" if v.verified else "",
         )
     console.print(table)
 
@@ -223,8 +238,11 @@ def models_show(version: str, config: ConfigOpt = None) -> None:
 
 @models_app.command("activate")
 def models_activate(version: str, config: ConfigOpt = None) -> None:
-    """Make a version active; running workers switch between batches."""
-    _registry(settings_from(config)).activate(version)
+    """Make a version active once it loads here (id, signature, features); running workers
+    switch between batches."""
+    from fraudstream.features import default_feature_set
+
+    _registry(settings_from(config)).activate(version, default_feature_set())
     console.print(f"model {version} is active")
 
 
@@ -240,8 +258,11 @@ def models_shadow(
     version: Annotated[str | None, typer.Argument(help="Version to shadow; omit to stop.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Score a version beside the active one on every batch, logged, never deciding."""
-    _registry(settings_from(config)).shadow(version)
+    """Score a version beside the active one on every batch, logged, never deciding (checked
+    like `activate`)."""
+    from fraudstream.features import default_feature_set
+
+    _registry(settings_from(config)).shadow(version, default_feature_set())
     console.print(f"shadow model: {version}" if version else "no shadow model")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,6 +19,9 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+
+if TYPE_CHECKING:
+    from fraudstream.models import ModelHealth
 
 
 @app.command()
@@ -55,12 +58,14 @@ def demo(
     if as_json:
         if train:
             run.ensure_model()
+            _say_key_created(run.key_created)
         report = run.run()
         print(json.dumps(report.as_dict()))
         return
     if train:
         with console.status("model: checking the registry") as status:
             version = run.ensure_model(lambda msg: status.update(f"model: {msg}"))
+        _say_key_created(run.key_created)
         trained = run.report.model_metrics
         console.print(
             f"model {version} "
@@ -92,6 +97,13 @@ def demo(
         report = run.run(on_progress=lambda done, total: progress.update(task, completed=done))
         progress.update(task, completed=report.decided + report.dead_letters)
     console.print(_demo_table(report.as_dict()))
+
+
+def _say_key_created(path: Path | None) -> None:
+    if path is not None:
+        from fraudstream.cli.models import key_created
+
+        err_console.print(key_created(path), highlight=False, soft_wrap=True)
 
 
 def _demo_table(summary: dict[str, Any]) -> Table:
@@ -142,7 +154,9 @@ def worker(
     from fraudstream.stream.worker import Worker, WorkerOptions
 
     settings = settings_from(config, batch_size=batch_size)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     options = WorkerOptions(
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
@@ -159,9 +173,11 @@ def worker(
             for name, on in (("features", scorer.features), ("rules", scorer.rules))
             if on is not None
         ]
+        model = scorer.models.active if scorer.models is not None else None
+        stages.append(f"model {model.version}" if model is not None else "amount policy")
         err_console.print(
             f"worker {w.consumer}: {settings.partitions} partitions, batch {settings.batch_size}"
-            f", stages: {', '.join(stages + ['amount policy'])}"
+            f", stages: {', '.join(stages)}"
         )
     stats = w.run(max_messages=max_messages, burst=burst)
     if not quiet:
@@ -178,6 +194,19 @@ def worker(
                 f"{fs.late:,} too late to store (lateness {settings.feature_lateness_s} s), "
                 f"labels {fs.labels_applied:,} applied / {fs.labels_late:,} too late"
             )
+        if scorer.models is not None:
+            err_console.print(_models_line(scorer.models.health()), highlight=False)
+
+
+def _models_line(health: ModelHealth) -> str:
+    """The models' end-of-run line: who decided, and the failed loads counted."""
+    n = health.load_failures
+    deciding = f"model {health.version}" if health.version else "the amount policy"
+    line = (
+        f"models: {deciding} deciding, shadow {health.shadow or 'none'}, "
+        f"{n:,} failed model load{'' if n == 1 else 's'}"
+    )
+    return line + (f" ({health.error})" if health.error else "")
 
 
 @app.command()

@@ -3,9 +3,12 @@
 Layout (msgpack via msgspec): ``format``, ``meta`` (JSON-able dict), ``booster`` (LightGBM's
 own text format, ``model_to_string``), ``anomaly`` (the isolation forest's flat arrays as raw
 little-endian bytes with dtype and shape, or nil). The signature is HMAC-SHA256 of those bytes
-under the registry key; `decode` refuses to parse anything whose signature does not verify, so
-a forged or altered artifact is never deserialised. An exported file is
-``FSMODEL1\\n`` + hex signature + ``\\n`` + artifact.
+under the registry key; `decode` refuses to parse anything whose signature does not verify or
+whose content hash is not the version id it is loaded as, so a forged or altered artifact is
+never deserialised and a signed one copied under another id is never reported under that id.
+The metadata the registry keeps beside an artifact for listing has its own HMAC (`sign_meta`),
+bound to the version id. An exported file is ``FSMODEL1\\n`` + hex signature + ``\\n`` +
+artifact.
 """
 
 from __future__ import annotations
@@ -68,18 +71,54 @@ def sign(key: bytes, artifact: bytes) -> str:
     return hmac.new(check_key(key), artifact, hashlib.sha256).hexdigest()
 
 
-def verify(key: bytes, artifact: bytes, signature: str, *, what: str) -> None:
-    """Raises `SignatureError` unless ``signature`` is the artifact's HMAC under ``key``."""
+def verify(key: bytes, artifact: bytes, signature: str, *, what: str, origin: str = "") -> None:
+    """Raises `SignatureError` unless ``signature`` is the artifact's HMAC under ``key``
+    (``origin``: where the key came from, named in the message)."""
     if not hmac.compare_digest(sign(key, artifact), signature):
+        under = f" under the key from {origin}" if origin else ""
         raise SignatureError(
-            f"{what}: signature check failed (wrong registry key, or the artifact was "
+            f"{what}: signature check failed{under} (another key, or the artifact was "
             "altered); refusing to load it"
         )
 
 
-def decode(key: bytes, artifact: bytes, signature: str, *, version: str) -> ModelBundle:
-    """Verify, then parse. Raises `SignatureError` before touching the bytes otherwise."""
-    verify(key, artifact, signature, what=f"model {version}")
+def check(key: bytes, artifact: bytes, signature: str, *, version: str, origin: str = "") -> None:
+    """The artifact is ``version``'s (its content hash) and signed under ``key``.
+
+    Raises:
+        ModelError: the content hash is another version's (a copy stored under a false id).
+        SignatureError: the HMAC does not verify.
+    """
+    verify(key, artifact, signature, what=f"model {version}", origin=origin)
+    actual = version_of(artifact)
+    if actual != version:
+        raise ModelError(
+            f"model {version}: the artifact's content hash is {actual}, not its id (a copy "
+            "stored under another id); refusing to load it"
+        )
+
+
+def sign_meta(key: bytes, version: str, meta: bytes) -> str:
+    """HMAC of a version's listing metadata, bound to its id (and never equal to an artifact
+    signature: an artifact never starts with ``meta\\n``)."""
+    return sign(key, b"meta\n" + version.encode() + b"\n" + meta)
+
+
+def verify_meta(
+    key: bytes, version: str, meta: bytes, signature: str | None, *, origin: str = ""
+) -> None:
+    """Raises `SignatureError` unless ``signature`` is `sign_meta` of ``meta``."""
+    if signature is None or not hmac.compare_digest(sign_meta(key, version, meta), signature):
+        under = f" under the key from {origin}" if origin else ""
+        why = "unsigned" if signature is None else "altered, or signed under another key"
+        raise SignatureError(f"model {version}: metadata signature check failed{under} ({why})")
+
+
+def decode(
+    key: bytes, artifact: bytes, signature: str, *, version: str, origin: str = ""
+) -> ModelBundle:
+    """`check`, then parse: nothing is parsed unless the id and the signature hold."""
+    check(key, artifact, signature, version=version, origin=origin)
     try:
         art = msgspec.msgpack.decode(artifact, type=_Artifact)
     except msgspec.MsgspecError as exc:

@@ -15,3 +15,7 @@ class ModelError(FraudstreamError):
 
 class SignatureError(ModelError):
     """An artifact's HMAC does not verify: it is refused, never deserialised."""
+
+
+class MissingKeyError(ModelError):
+    """This host has no registry key (neither ``model_registry_key`` nor the key file)."""

@@ -1,19 +1,22 @@
-"""Model versions in Valkey, signed; the pointer workers follow; the watcher that follows it.
+"""Model versions in Valkey, signed, and the pointers workers follow (see `watcher`).
 
 Keys (``models`` prefix; the pointers share the hash tag ``{models}`` so the multi-key
 transactions below work on a Cluster too):
 
 - ``models:v:{version}`` — HASH: ``artifact`` (signed bytes, see `artifact`), ``sig``
-  (hex HMAC-SHA256), ``meta`` (JSON, for listing without decoding), ``created_at``.
-  The version is the artifact's content hash.
+  (hex HMAC-SHA256), ``meta`` (JSON, for listing without decoding), ``meta_sig`` (its HMAC,
+  bound to the version), ``created_at``. The version is the artifact's content hash, checked
+  on every load.
 - ``{models}:history`` — ZSET: version -> time saved.
 - ``{models}:active`` — STRING: the version that decides. Activating is this one ``SET``
   (with the activation log push, in one ``MULTI``).
 - ``{models}:shadow`` — STRING: a version scored beside the active one, never deciding.
 - ``{models}:log`` — LIST: activations, newest first; ``rollback`` pops the head.
 
-Workers call `ModelWatcher.maybe_reload` between batches: one ``MGET`` of the two pointers;
-a fetch, HMAC check and parse only when a pointer moved.
+Nothing is trusted unread: `activate`, `shadow` and `rollback` load (check id and signature,
+parse, and with feature definitions bind) the version before moving a pointer; listing checks
+each version's metadata HMAC. The key comes from a `KeySource`, read when first needed, so a
+worker started before the first model exists follows the model trained later on its host.
 """
 
 from __future__ import annotations
@@ -27,32 +30,13 @@ from typing import Any
 import redis
 
 from fraudstream.features import FeatureSet
-from fraudstream.keyfile import read_or_create
 from fraudstream.models import artifact
 from fraudstream.models.bundle import ModelBundle
-from fraudstream.models.errors import ModelError
+from fraudstream.models.errors import ModelError, SignatureError
+from fraudstream.models.keys import KeySource
 from fraudstream.models.train import TrainedModel
 
-KEY_FILE = "registry.key"
 LOG_LENGTH = 100
-
-
-def registry_key(data_dir: Path, *, create: bool = True) -> bytes:
-    """The registry's HMAC key: ``data_dir/registry.key`` (32 random bytes, mode 0600),
-    created on first use like the Valkey password.
-
-    Raises:
-        ModelError: no key file and ``create`` is false, or the file is too short.
-    """
-    path = data_dir / KEY_FILE
-    if not path.exists() and not create:
-        raise ModelError(f"registry key: {path} does not exist")
-    return artifact.check_key(read_or_create(path).encode())
-
-
-def resolve_key(configured: str, data_dir: Path) -> bytes:
-    """The configured key (``model_registry_key``, shared by every host) or the data dir's."""
-    return artifact.check_key(configured.encode()) if configured else registry_key(data_dir)
 
 
 @dataclass(frozen=True)
@@ -64,6 +48,8 @@ class VersionInfo:
     threshold: float
     active: bool
     shadow: bool
+    verified: bool = True
+    """False: the metadata's HMAC does not verify, so the figures above are blanked."""
 
 
 class ModelRegistry:
@@ -71,12 +57,15 @@ class ModelRegistry:
 
     Args:
         client: a Valkey/Redis client (bytes responses).
-        key: the HMAC key; artifacts signed under another key are refused.
+        key: the HMAC key, or where to read it when first needed; artifacts signed under
+            another key are refused.
     """
 
-    def __init__(self, client: redis.Redis, key: bytes, prefix: str = "models") -> None:
+    def __init__(self, client: redis.Redis, key: bytes | KeySource, prefix: str = "models") -> None:
         self.client = client
-        self.key = artifact.check_key(key)
+        self._source = key if isinstance(key, KeySource) else None
+        self._key = None if isinstance(key, KeySource) else artifact.check_key(key)
+        self.origin = key.origin if isinstance(key, KeySource) else ""
         self.prefix = prefix
         tag = "{" + prefix + "}"
         self.active_key = f"{tag}:active"
@@ -87,6 +76,45 @@ class ModelRegistry:
     def version_key(self, version: str) -> str:
         return f"{self.prefix}:v:{version}"
 
+    # --- the key -----------------------------------------------------------------------
+
+    @property
+    def key(self) -> bytes:
+        """The HMAC key (read from the `KeySource` on first use).
+
+        Raises:
+            MissingKeyError: this host has no key.
+        """
+        if self._key is None:
+            assert self._source is not None
+            self._key = self._source.load()
+        return self._key
+
+    def stored(self) -> int:
+        """How many versions the registry holds."""
+        return int(self.client.zcard(self.history_key))
+
+    def check_key(self) -> None:
+        """Refuse to go on without a key while versions are stored (a key made up now would
+        verify none of them).
+
+        Raises:
+            MissingKeyError: naming the setting and the key file.
+        """
+        if self._source is not None and not self._source.available():
+            if stored := self.stored():
+                raise self._source.missing(stored)
+
+    def create_key(self) -> Path | None:
+        """Create the key file if this host has no key and the registry is empty, as the
+        command storing the first model does; the file when this call made it.
+
+        Raises:
+            MissingKeyError: versions are stored (they were signed under a key found elsewhere).
+        """
+        self.check_key()
+        return self._source.create() if self._source is not None else None
+
     # --- storing -----------------------------------------------------------------------
 
     def save(self, model: TrainedModel | ModelBundle, *, activate: bool = False) -> str:
@@ -96,50 +124,63 @@ class ModelRegistry:
         version = self._store(data, artifact.sign(self.key, data), bundle.meta)
         bundle.version = version
         if activate:
-            self.activate(version)
+            self._point(version)  # just signed from this bundle: nothing to check
         return version
 
     def _store(self, data: bytes, sig: str, meta: dict[str, Any]) -> str:
         version = artifact.version_of(data)
         created = str(meta.get("created_at", ""))
+        doc = json.dumps(meta)
+        meta_sig = artifact.sign_meta(self.key, version, doc.encode())
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(
             self.version_key(version),
-            mapping={"artifact": data, "sig": sig, "meta": json.dumps(meta), "created_at": created},
+            mapping={
+                "artifact": data,
+                "sig": sig,
+                "meta": doc,
+                "meta_sig": meta_sig,
+                "created_at": created,
+            },
         )
         pipe.zadd(self.history_key, {version: time.time()}, nx=True)
         pipe.execute()
         return version
 
     def load(self, version: str, definitions: FeatureSet | None = None) -> ModelBundle:
-        """Fetch, verify the signature, parse; with ``definitions``, check the features.
+        """Fetch, check id and signature, parse; with ``definitions``, check the features.
 
         Raises:
             SignatureError: the HMAC does not verify (nothing was parsed).
-            ModelError: unknown version, or features that differ from ``definitions``.
+            MissingKeyError: this host has no key.
+            ModelError: unknown version, an artifact whose content hash is not ``version``,
+                or features that differ from ``definitions``.
         """
+        data, sig = self._fetch(version)
+        bundle = artifact.decode(self.key, data, sig, version=version, origin=self.origin)
+        return bundle.bind(definitions) if definitions is not None else bundle
+
+    def _fetch(self, version: str) -> tuple[bytes, str]:
         data, sig = self.client.hmget(self.version_key(version), ["artifact", "sig"])
         if data is None or sig is None:
             raise ModelError(f"unknown model version '{version}'")
-        bundle = artifact.decode(self.key, _bytes(data), _text(sig), version=version)
-        return bundle.bind(definitions) if definitions is not None else bundle
+        return _bytes(data), _text(sig)
 
     def export(self, version: str, path: Path) -> Path:
         """Write the signed artifact to a file (`import_file` on any host with the key)."""
-        data, sig = self.client.hmget(self.version_key(version), ["artifact", "sig"])
-        if data is None or sig is None:
-            raise ModelError(f"unknown model version '{version}'")
-        artifact.verify(self.key, _bytes(data), _text(sig), what=f"model {version}")
-        path.write_bytes(artifact.pack_file(_bytes(data), _text(sig)))
+        data, sig = self._fetch(version)
+        artifact.check(self.key, data, sig, version=version, origin=self.origin)
+        path.write_bytes(artifact.pack_file(data, sig))
         return path
 
     def import_file(self, path: Path, *, activate: bool = False) -> str:
         """Store a file written by `export`; refused unless signed under this registry's key."""
         data, sig = artifact.unpack_file(path.read_bytes(), what=str(path))
-        bundle = artifact.decode(self.key, data, sig, version=artifact.version_of(data))
-        version = self._store(data, sig, bundle.meta)
+        version = artifact.version_of(data)
+        bundle = artifact.decode(self.key, data, sig, version=version, origin=self.origin)
+        self._store(data, sig, bundle.meta)
         if activate:
-            self.activate(version)
+            self._point(version)
         return version
 
     # --- pointers ----------------------------------------------------------------------
@@ -156,9 +197,17 @@ class ModelRegistry:
         if not self.client.exists(self.version_key(version)):
             raise ModelError(f"unknown model version '{version}'")
 
-    def activate(self, version: str) -> None:
-        """Make ``version`` the deciding model (workers switch between batches)."""
-        self._require(version)
+    def activate(self, version: str, definitions: FeatureSet | None = None) -> None:
+        """Make ``version`` the deciding model (workers switch between batches), once it
+        loads here: id, signature and, with ``definitions``, the features.
+
+        Raises:
+            ModelError: the version does not load (see `load`); the pointer did not move.
+        """
+        self.load(version, definitions)
+        self._point(version)
+
+    def _point(self, version: str) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.active_key, version)
         pipe.lpush(self.log_key, version)
@@ -166,10 +215,10 @@ class ModelRegistry:
         pipe.execute()
 
     def rollback(self) -> str:
-        """Re-activate the version active before the current one; returns it.
+        """Re-activate the version active before the current one, once it loads; returns it.
 
         Raises:
-            ModelError: there is no earlier activation to return to.
+            ModelError: there is no earlier activation to return to, or it does not load.
         """
         with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -182,6 +231,7 @@ class ModelRegistry:
                     target = next((v for v in rest if pipe.exists(self.version_key(v))), None)
                     if target is None:
                         raise ModelError("rollback: no earlier active version to return to")
+                    self.load(target)
                     pipe.multi()
                     pipe.set(self.active_key, target)
                     pipe.delete(self.log_key)
@@ -191,12 +241,13 @@ class ModelRegistry:
                 except redis.WatchError:
                     continue
 
-    def shadow(self, version: str | None) -> None:
-        """Score ``version`` beside the active one on every batch (``None`` stops it)."""
+    def shadow(self, version: str | None, definitions: FeatureSet | None = None) -> None:
+        """Score ``version`` beside the active one on every batch (``None`` stops it), once
+        it loads here like `activate`'s."""
         if version is None:
             self.client.delete(self.shadow_key)
             return
-        self._require(version)
+        self.load(version, definitions)
         self.client.set(self.shadow_key, version)
 
     def delete(self, version: str) -> None:
@@ -215,25 +266,36 @@ class ModelRegistry:
     # --- listing -----------------------------------------------------------------------
 
     def meta(self, version: str) -> dict[str, Any]:
-        """The stored metadata (features, window, data hash, metrics, thresholds…)."""
-        raw = self.client.hget(self.version_key(version), "meta")
+        """The stored metadata (features, window, data hash, metrics, thresholds…).
+
+        Raises:
+            SignatureError: its HMAC does not verify.
+        """
+        raw, sig = self.client.hmget(self.version_key(version), ["meta", "meta_sig"])
         if raw is None:
             raise ModelError(f"unknown model version '{version}'")
-        data: dict[str, Any] = json.loads(raw)
+        doc = _bytes(raw)
+        artifact.verify_meta(self.key, version, doc, _opt(sig), origin=self.origin)
+        data: dict[str, Any] = json.loads(doc)
         return data
 
     def versions(self) -> list[VersionInfo]:
-        """Every stored version, oldest first."""
+        """Every stored version, oldest first; one whose metadata does not verify is listed
+        with ``verified`` false and no figures."""
         active, shadow = self.pointers()
         history = [_text(v) for v in self.client.zrange(self.history_key, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for v in history:
-            pipe.hget(self.version_key(v), "meta")
+            pipe.hmget(self.version_key(v), ["meta", "meta_sig"])
         out = []
-        for v, raw in zip(history, pipe.execute(), strict=True):
+        for v, (raw, sig) in zip(history, pipe.execute(), strict=True):
             if raw is None:
                 continue
-            meta = json.loads(raw)
+            try:
+                artifact.verify_meta(self.key, v, _bytes(raw), _opt(sig))
+                meta, verified = json.loads(raw), True
+            except SignatureError:
+                meta, verified = {}, False
             out.append(
                 VersionInfo(
                     v,
@@ -243,48 +305,10 @@ class ModelRegistry:
                     float(meta.get("thresholds", {}).get("review", 0.0)),
                     v == active,
                     v == shadow,
+                    verified,
                 )
             )
         return out
-
-
-class ModelWatcher:
-    """Keeps a worker's active and shadow models in step with the registry's pointers.
-
-    A version that fails to load (bad signature, features changed) is not retried on every
-    batch: the watcher keeps what it has, records the failure in ``error`` and tries again
-    only when the pointer moves.
-    """
-
-    def __init__(self, registry: ModelRegistry, definitions: FeatureSet | None = None) -> None:
-        self.registry = registry
-        self.definitions = definitions
-        self.active: ModelBundle | None = None
-        self.shadow: ModelBundle | None = None
-        self.error: ModelError | None = None
-        self._failed: set[str] = set()
-
-    def maybe_reload(self) -> bool:
-        """One ``MGET``; load only what changed. True when a model was replaced or dropped."""
-        active_v, shadow_v = self.registry.pointers()
-        changed = False
-        for role, wanted in (("active", active_v), ("shadow", shadow_v)):
-            current: ModelBundle | None = getattr(self, role)
-            if wanted is None:
-                if current is not None and role == "shadow":
-                    self.shadow, changed = None, True
-                continue
-            if (current is not None and current.version == wanted) or wanted in self._failed:
-                continue
-            try:
-                bundle = self.registry.load(wanted, self.definitions)
-            except ModelError as exc:
-                self.error = exc
-                self._failed.add(wanted)
-                continue
-            setattr(self, role, bundle)
-            self.error, changed = None, True
-        return changed
 
 
 def _text(raw: Any) -> str:
