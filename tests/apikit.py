@@ -1,4 +1,4 @@
-"""Run ``fraudstream serve`` as a user does (a uvicorn subprocess) and talk to it."""
+"""Run ``fraudstream serve`` as a user does (a subprocess on a free port) and call it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.message import Message
 from pathlib import Path
 from typing import Any
+
+KEY = "test-key-123"
+START_TIMEOUT_S = 90
+"""Generous: the scorer compiles its kernels at start, slow on a loaded host."""
 
 
 def free_port() -> int:
@@ -22,27 +27,27 @@ def free_port() -> int:
 
 
 def start_server(
-    valkey_url: str, data_dir: Path, key: str | None, env: Mapping[str, str] | None = None
+    valkey_url: str, data_dir: Path, key: str | None, **settings: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """A server on a free port, once ``/healthz`` answers: the process and its base URL.
-    ``key`` is the API key (None: the server generates one); ``env`` adds to the environment."""
+    """The server process and its base URL, once ``/healthz`` answers. ``settings`` become
+    ``FRAUDSTREAM_*`` variables."""
     port = free_port()
-    full = {
+    env = {
         **os.environ,
         "FRAUDSTREAM_VALKEY_URL": valkey_url,
         "FRAUDSTREAM_DATA_DIR": str(data_dir),
-        **(env or {}),
+        **{f"FRAUDSTREAM_{name.upper()}": value for name, value in settings.items()},
     }
-    full.pop("FRAUDSTREAM_API_KEY", None)
+    env.pop("FRAUDSTREAM_API_KEY", None)
     if key:
-        full["FRAUDSTREAM_API_KEY"] = key
+        env["FRAUDSTREAM_API_KEY"] = key
     proc = subprocess.Popen(
         [sys.executable, "-m", "fraudstream", "serve", "--port", str(port)],
-        env=full,
+        env=env,
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(base + "/healthz", timeout=1)
@@ -54,16 +59,66 @@ def start_server(
     raise AssertionError("server did not start")
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.communicate(timeout=15)
+
+
+class Reply:
+    """Status, headers (names case-insensitive) and body (JSON when it is JSON)."""
+
+    def __init__(self, status: int, headers: Message, raw: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        try:
+            self.body: Any = json.loads(raw)
+        except ValueError:
+            self.body = None
+
+
 def call(
-    base: str, method: str, path: str, body: Any = None, key: str | None = None
-) -> tuple[int, Any]:
-    """One request (JSON or raw bytes ``body``, ``key`` in ``X-API-Key``): status and JSON."""
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    key: str | None = KEY,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(base + path, data=data, method=method)
     if key:
         request.add_header("X-API-Key", key)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
+            return Reply(response.status, response.headers, response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return Reply(exc.code, exc.headers, exc.read())
+
+
+def post(base: str, path: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
+    reply = call(base, "POST", path, body, key)
+    return reply.status, reply.body
+
+
+def get(base: str, path: str, key: str | None = KEY) -> tuple[int, Any]:
+    reply = call(base, "GET", path, None, key)
+    return reply.status, reply.body
+
+
+def sample_tx(i: int, **changes: Any) -> dict[str, Any]:
+    tx = {
+        "transaction_id": f"api-{i}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "customer_id": f"c{i % 7}",
+        "terminal_id": "t1",
+        "merchant_id": "m1",
+        "amount": 20.0 + i,
+        "currency": "EUR",
+        "channel": "ecommerce",
+        "ip": "10.0.0.1",
+    }
+    tx.update(changes)
+    return tx

@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,105 +15,31 @@ from typing import Any
 import pytest
 import redis
 
+from apikit import KEY, call, get, post, sample_tx, start_server, stop_server
 from fraudstream.features import default_feature_set
 from fraudstream.rules import RuleSchema
 from fraudstream.rules.registry import RuleRegistry
 from fraudstream.valkey import EmbeddedValkey
 
-KEY = "test-key-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start(
-    valkey_url: str, data_dir: Path, key: str | None, **settings: str
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FRAUDSTREAM_VALKEY_URL": valkey_url,
-        "FRAUDSTREAM_DATA_DIR": str(data_dir),
-        **{f"FRAUDSTREAM_{name.upper()}": value for name, value in settings.items()},
-    }
-    env.pop("FRAUDSTREAM_API_KEY", None)
-    if key:
-        env["FRAUDSTREAM_API_KEY"] = key
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fraudstream", "serve", "--port", str(port)],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            return proc, base
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
-
 
 @pytest.fixture
 def server(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Iterator[str]:
-    proc, base = _start(valkey_url, tmp_path, KEY)
+    proc, base = start_server(valkey_url, tmp_path, KEY)
     try:
         yield base
     finally:
-        proc.terminate()
-        proc.communicate(timeout=15)
-
-
-def _post(base: str, path: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return _send(urllib.request.Request(base + path, data=data, method="POST"), key)
-
-
-def _get(base: str, path: str, key: str | None = KEY) -> tuple[int, Any]:
-    return _send(urllib.request.Request(base + path), key)
-
-
-def _send(request: urllib.request.Request, key: str | None) -> tuple[int, Any]:
-    if key:
-        request.add_header("X-API-Key", key)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def _tx(i: int, **changes: Any) -> dict[str, Any]:
-    tx = {
-        "transaction_id": f"api-{i}",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "customer_id": f"c{i % 7}",
-        "terminal_id": "t1",
-        "merchant_id": "m1",
-        "amount": 20.0 + i,
-        "currency": "EUR",
-        "channel": "ecommerce",
-        "ip": "10.0.0.1",
-    }
-    tx.update(changes)
-    return tx
+        stop_server(proc)
 
 
 def test_score_needs_the_key(server: str) -> None:
-    status, body = _post(server, "/v1/score", _tx(0), key=None)
+    status, body = post(server, "/v1/score", sample_tx(0), key=None)
     assert status == 401 and body["error"]["field"] == "api_key"
-    status, _ = _post(server, "/v1/score", _tx(0), key="wrong")
+    status, _ = post(server, "/v1/score", sample_tx(0), key="wrong")
     assert status == 401
 
 
 def test_score_returns_and_streams_the_decision(server: str, client: redis.Redis) -> None:
-    status, decision = _post(server, "/v1/score", _tx(1, amount=300.0))
+    status, decision = post(server, "/v1/score", sample_tx(1, amount=300.0))
     assert status == 200
     assert decision["transaction_id"] == "api-1" and decision["outcome"] == "review"
     assert 0 <= decision["score"] <= 1000 and decision["latency_ms"] >= 0
@@ -128,18 +49,18 @@ def test_score_returns_and_streams_the_decision(server: str, client: redis.Redis
 
 
 def test_bad_input_names_the_field(server: str) -> None:
-    status, body = _post(server, "/v1/score", _tx(2, amount=-3))
+    status, body = post(server, "/v1/score", sample_tx(2, amount=-3))
     assert status == 422
     assert body["error"] == {"field": "amount", "message": "amount: must be >= 0, got -3"}
-    status, body = _post(server, "/v1/score", b"{nope")
+    status, body = post(server, "/v1/score", b"{nope")
     assert status == 422 and "not valid JSON" in body["error"]["message"]
-    status, body = _post(server, "/v1/score", _tx(3, timestamp="2999-01-01T00:00:00+00:00"))
+    status, body = post(server, "/v1/score", sample_tx(3, timestamp="2999-01-01T00:00:00+00:00"))
     assert status == 422 and body["error"]["field"] == "timestamp"
 
 
 def test_concurrent_requests_are_all_answered(server: str, client: redis.Redis) -> None:
     with ThreadPoolExecutor(max_workers=16) as pool:
-        results = list(pool.map(lambda i: _post(server, "/v1/score", _tx(100 + i)), range(80)))
+        results = list(pool.map(lambda i: post(server, "/v1/score", sample_tx(100 + i)), range(80)))
     assert all(status == 200 for status, _ in results)
     assert sorted(body["transaction_id"] for _, body in results) == sorted(
         f"api-{100 + i}" for i in range(80)
@@ -153,7 +74,7 @@ def test_published_rule_applies_to_the_api_path(server: str, client: redis.Redis
         "rules:\n  - id: api_block\n    description: test\n    when: ip == '10.0.0.1'\n"
         "    outcome: block\n"
     )
-    status, decision = _post(server, "/v1/score", _tx(5))
+    status, decision = post(server, "/v1/score", sample_tx(5))
     assert status == 200 and decision["outcome"] == "block"
     assert "rule:api_block" in decision["reasons"]
 
@@ -168,10 +89,10 @@ def test_labels_are_queued_for_the_workers(server: str, client: redis.Redis) -> 
         "terminal_id": "t1",
         "tx_timestamp": now,
     }
-    status, body = _post(server, "/v1/labels", label)
+    status, body = post(server, "/v1/labels", label)
     assert status == 202 and body == {"accepted": "api-1"}
     assert client.xlen("tx.labels") == 1
-    status, body = _post(server, "/v1/labels", {**label, "reported_at": "yesterday"})
+    status, body = post(server, "/v1/labels", {**label, "reported_at": "yesterday"})
     assert status == 422 and body["error"]["field"] == "reported_at"
 
 
@@ -195,48 +116,42 @@ def test_a_label_the_workers_would_refuse_is_refused_here(
         "tx_timestamp": "2020-01-01T00:00:00Z",
         **change,
     }
-    status, body = _post(server, "/v1/labels", label)
+    status, body = post(server, "/v1/labels", label)
     assert status == 422, body
     assert body["error"]["field"] in ({field} if field else {"reported_at", "tx_timestamp"})
     assert client.xlen("tx.labels") == 0
 
 
 def test_amount_bounds_on_the_api(server: str) -> None:
-    status, decision = _post(server, "/v1/score", _tx(40, amount=0))
+    status, decision = post(server, "/v1/score", sample_tx(40, amount=0))
     assert status == 200 and decision["outcome"] == "approve"
-    status, body = _post(server, "/v1/score", _tx(41, amount=2e9))
+    status, body = post(server, "/v1/score", sample_tx(41, amount=2e9))
     assert status == 422 and body["error"] == {
         "field": "amount",
         "message": "amount: must be at most 1e+09 (max_amount), got 2e+09",
     }
-    status, body = _post(server, "/v1/score", _tx(42, amount=1e308))
+    status, body = post(server, "/v1/score", sample_tx(42, amount=1e308))
     assert status == 422 and body["error"]["field"] == "amount"
 
 
 def test_a_key_is_generated_when_none_is_configured(
     tmp_path: Path, valkey_url: str, client: redis.Redis
 ) -> None:
-    proc, base = _start(valkey_url, tmp_path, None)
+    proc, base = start_server(valkey_url, tmp_path, None)
     try:
         key_file = tmp_path / "api.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
         key = key_file.read_text().strip()
-        assert _post(base, "/v1/score", _tx(9), key=None)[0] == 401
-        assert _post(base, "/v1/score", _tx(9), key=key)[0] == 200
+        assert post(base, "/v1/score", sample_tx(9), key=None)[0] == 401
+        assert post(base, "/v1/score", sample_tx(9), key=key)[0] == 200
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
 
 
 def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("X-API-Key", KEY)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    reply = call(base, method, path, body)
+    return reply.status, reply.body
 
 
 def test_lists_managed_over_the_api_feed_the_default_rules(server: str) -> None:
@@ -247,20 +162,25 @@ def test_lists_managed_over_the_api_feed_the_default_rules(server: str) -> None:
         {"values": ["203.0.113.0/24"], "kind": "ip", "ttl": 3600},
     )
     assert status == 200 and body == {"added": 1, "size": 1}
-    status, decision = _post(server, "/v1/score", _tx(20, ip="203.0.113.9"))
+    status, decision = post(server, "/v1/score", sample_tx(20, ip="203.0.113.9"))
     assert status == 200 and decision["outcome"] == "block"
     assert "rule:ip_blocklist" in decision["reasons"]
     status, listed = _call(server, "GET", "/v1/lists/ip_blocklist")
     assert status == 200 and listed["kind"] == "ip"
     assert [e["value"] for e in listed["entries"]] == ["203.0.113.0/24"]
     assert listed["entries"][0]["expires_at"] is not None
-    status, body = _call(server, "DELETE", "/v1/lists/ip_blocklist", {"values": ["203.0.113.0/24"]})
+    status, body = _call(
+        server, "POST", "/v1/lists/ip_blocklist/remove", {"values": ["203.0.113.0/24"]}
+    )
     assert status == 200 and body == {"removed": 1}
-    status, decision = _post(server, "/v1/score", _tx(21, ip="203.0.113.9"))
+    status, decision = post(server, "/v1/score", sample_tx(21, ip="203.0.113.9"))
     assert "rule:ip_blocklist" not in decision["reasons"]
     status, body = _call(server, "POST", "/v1/lists/ip_blocklist", {"values": "1.2.3.4"})
     assert status == 422 and body["error"]["field"] == "values"
     assert _call(server, "GET", "/v1/lists/nope")[0] == 404
+    assert _call(server, "DELETE", "/v1/lists/ip_blocklist")[0] == 204
+    assert _call(server, "GET", "/v1/lists/ip_blocklist")[0] == 404
+    assert _call(server, "DELETE", "/v1/lists/ip_blocklist")[0] == 404
 
 
 def test_a_frozen_valkey_fails_requests_with_503_and_never_health(tmp_path: Path) -> None:
@@ -269,15 +189,15 @@ def test_a_frozen_valkey_fails_requests_with_503_and_never_health(tmp_path: Path
     valkey = EmbeddedValkey(tmp_path / "valkey")
     info = valkey.ensure()
     url = f"redis://:{info.password}@{info.host}:{info.port}/0"
-    proc, base = _start(url, tmp_path, KEY, api_valkey_timeout_s="1")
+    proc, base = start_server(url, tmp_path, KEY, api_valkey_timeout_s="1")
     try:
-        assert _post(base, "/v1/score", _tx(1))[0] == 200
+        assert post(base, "/v1/score", sample_tx(1))[0] == 200
         os.kill(info.pid, signal.SIGSTOP)
         try:
             with ThreadPoolExecutor(max_workers=3) as pool:
-                scored = pool.submit(_post, base, "/v1/score", _tx(2))
-                listed = pool.submit(_get, base, "/v1/lists/ip_blocklist")
-                health = pool.submit(_get, base, "/healthz", None)
+                scored = pool.submit(post, base, "/v1/score", sample_tx(2))
+                listed = pool.submit(get, base, "/v1/lists/ip_blocklist")
+                health = pool.submit(get, base, "/healthz", None)
                 assert health.result(timeout=5) == (200, {"status": "ok"})
                 assert not scored.done()  # still waiting on the frozen Valkey
                 status, body = scored.result(timeout=30)
@@ -287,7 +207,7 @@ def test_a_frozen_valkey_fails_requests_with_503_and_never_health(tmp_path: Path
         finally:
             os.kill(info.pid, signal.SIGCONT)
         deadline = time.monotonic() + 30
-        while (status := _post(base, "/v1/score", _tx(3))[0]) != 200:
+        while (status := post(base, "/v1/score", sample_tx(3))[0]) != 200:
             assert status == 503 and time.monotonic() < deadline
             time.sleep(0.2)
     finally:

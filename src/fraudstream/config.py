@@ -78,6 +78,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Interface `fraudstream serve` listens on (loopback unless you mean otherwise)."""
     api_port: int = 8000
     api_key: str = ""
+    api_max_body_bytes: int = 4_194_304
+    """Larger request bodies are refused with 413 before they are read. 4 MiB holds the
+    largest valid request (1,000 transactions with every field at its maximum length)."""
+    decision_ttl_s: int = 604_800
+    """How long a decision is kept by transaction id: a retried request within this time
+    gets the same decision back and changes no feature (7 days)."""
     api_valkey_timeout_s: float = 5.0
     """A Valkey command of the API unanswered for this long fails its request with 503
     (a frozen Valkey must not hang requests, nor ``/healthz``)."""
@@ -92,6 +98,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             0 < self.review_amount <= self.block_amount,
             "review_amount",
             f"must be > 0 and <= block_amount ({self.block_amount}), got {self.review_amount}",
+        )
+        _check(
+            self.api_max_body_bytes >= 1024,
+            "api_max_body_bytes",
+            f"must be >= 1024, got {self.api_max_body_bytes}",
+        )
+        _check(
+            self.decision_ttl_s >= 1, "decision_ttl_s", f"must be >= 1, got {self.decision_ttl_s}"
         )
         _check(
             self.api_valkey_timeout_s > 0,

@@ -7,6 +7,7 @@ validation failure becomes a `SchemaError` naming the field: ``amount: must be >
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import msgspec
 from fraudstream.errors import SchemaError
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Text = Annotated[str, msgspec.Meta(max_length=256)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 Channel = Literal["card_present", "ecommerce"]
@@ -41,11 +43,11 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     channel: Channel
     card_id: Id | None = None
     mcc: Annotated[str, msgspec.Meta(pattern="^[0-9]{4}$")] | None = None
-    product_category: str | None = None
-    product_subcategory: str | None = None
-    ip: str | None = None
-    device_id: str | None = None
-    email: str | None = None
+    product_category: Text | None = None
+    product_subcategory: Text | None = None
+    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    device_id: Text | None = None
+    email: Text | None = None
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
     x: float | None = None
@@ -54,6 +56,8 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     def __post_init__(self) -> None:
         check_amount(self.amount)
+        if self.ip is not None:
+            check_ip(self.ip)
 
 
 def check_amount(amount: float) -> None:
@@ -69,6 +73,18 @@ def check_amount(amount: float) -> None:
         raise ValueError(f"amount: must be finite, got {amount:g}")
     if amount > AMOUNT_CEILING:
         raise ValueError(f"amount: must be at most {AMOUNT_CEILING:g}, got {amount:g}")
+
+
+def check_ip(ip: str) -> None:
+    """An address the IP lists and features can use: IPv4 or IPv6, no range, no port.
+
+    Raises:
+        ValueError: ``ip: …`` naming the value.
+    """
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"ip: not an IPv4 or IPv6 address: {ip[:64]!r}") from None
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from apikit import call, start_server
+from apikit import get, post, start_server, stop_server
 from clikit import run_cli
 from fraudstream.models import ModelRegistry, TrainedModel, registry_key
 from modelkit import second_version, tamper
@@ -88,10 +88,9 @@ def test_healthz_reports_the_model(
     client: redis.Redis, trained: TrainedModel, tmp_path: Path, valkey_url: str
 ) -> None:
     good, bad = _good_and_tampered(client, trained)
-    env = {"FRAUDSTREAM_MODEL_REGISTRY_KEY": KEY}
-    proc, base = start_server(valkey_url, tmp_path, API_KEY, env)
+    proc, base = start_server(valkey_url, tmp_path, API_KEY, model_registry_key=KEY)
     try:
-        status, health = call(base, "GET", "/healthz")
+        status, health = get(base, "/healthz", key=None)
         assert status == 200 and health["status"] == "ok"
         assert health["model"]["state"] == "active" and health["model"]["version"] == good
         client.set(ModelRegistry(client, KEY.encode()).active_key, bad)
@@ -105,13 +104,12 @@ def test_healthz_reports_the_model(
             "currency": "EUR",
             "channel": "ecommerce",
         }
-        status, decision = call(base, "POST", "/v1/score", tx, API_KEY)
+        status, decision = post(base, "/v1/score", tx, API_KEY)
         assert status == 200 and decision["model_version"] == good
-        status, health = call(base, "GET", "/healthz")
+        status, health = get(base, "/healthz", key=None)
         assert status == 200 and health["status"] == "degraded"
         model = health["model"]
         assert (model["state"], model["version"], model["wanted"]) == ("failed", good, bad)
         assert "signature check failed" in model["error"] and model["load_failures"] == 1
     finally:
-        proc.terminate()
-        proc.communicate(timeout=15)
+        stop_server(proc)

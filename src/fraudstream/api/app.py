@@ -1,14 +1,7 @@
-"""`create_app(settings)`: the ASGI app behind `fraudstream serve`.
+"""`create_app(settings, client, api_key)`: the ASGI app behind `fraudstream serve`.
 
-Routes:
-- ``POST /v1/score``: one transaction (JSON, our schema) -> its `Decision`, also appended to
-  the decisions stream like a worker's;
-- ``POST /v1/labels``: one label -> ``tx.labels`` (the workers apply it), 202;
-- ``GET|POST|DELETE /v1/lists/{name}``: read, add to, remove from an allow/deny list;
-- ``GET /healthz``: liveness and the model state (``model``: state, version deciding, version
-  wanted, error, failed loads; ``status`` ``degraded`` while a version a pointer names does not
-  load), the only route without the API key. It reads the scorer's memory, never Valkey: the
-  model state is as of the last scored batch.
+The routes are the `ENDPOINTS` table (`spec.Endpoint`: handler, scope, body, answers); the
+OpenAPI document at ``/openapi.json`` and the page at ``/docs`` are generated from it.
 
 Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named, anything
 else 503; a Valkey error or timeout (``api_valkey_timeout_s``) is 503 too. Valkey calls run in
@@ -20,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
-from typing import Annotated, Any, Literal
+from importlib.metadata import version as package_version
+from typing import Any
 
 import msgspec
 import redis
@@ -33,103 +27,334 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fraudstream.api.auth import ApiKeyMiddleware
-from fraudstream.api.batcher import MicroBatcher
+from fraudstream.api import bodies
+from fraudstream.api.auth import ApiKeyMiddleware, Authenticator, require
+from fraudstream.api.batcher import Answer, MicroBatcher
+from fraudstream.api.docs import asset, docs_page
+from fraudstream.api.keys import BOOTSTRAP, KeyStore, digest
+from fraudstream.api.limits import BodyLimitMiddleware
+from fraudstream.api.session import (
+    SessionStore,
+    cookie_token,
+    form_fields,
+    login_form,
+    signed_in,
+    signed_out,
+)
+from fraudstream.api.spec import Endpoint, openapi
 from fraudstream.config import Settings
 from fraudstream.errors import FraudstreamError, SchemaError
 from fraudstream.rules import ListError
 from fraudstream.rules.lists import Lists
-from fraudstream.schema import decode_label, decode_transaction, encode, schema_error
-from fraudstream.scoring import build_scorer
+from fraudstream.schema import (
+    Decision,
+    Label,
+    Transaction,
+    decode_label,
+    decode_transaction,
+    encode,
+    schema_error,
+)
+from fraudstream.scoring import Scorer, build_scorer
+from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.producer import Producer
 
 JSON = "application/json"
 LIST_PAGE = 1000
 """Entries returned by ``GET /v1/lists/{name}`` (the CLI streams all of them)."""
+REPLAY_HEADER = "Idempotent-Replay"
 
 
 def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlette:
     """The app, its scorer built from ``settings`` on ``client`` (now, so that a server that
     cannot load the active model refuses to start: see `build_scorer`)."""
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    decided = DecidedStore(client, settings.stream_prefix, settings.decision_ttl_s)
+    lists = Lists(client)
+    producer = Producer(client, keys, batch_size=settings.batch_size)
+    store = KeyStore(client)
+    sessions = SessionStore(client, store, digest(api_key))
+    auth = Authenticator(api_key, store, sessions)
+
+    def publish(decisions: Sequence[Decision]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for d in decisions:
+            payload = encode(d)
+            pipe.xadd(keys.decisions, {PAYLOAD: payload}, maxlen=settings.decisions_maxlen)
+        pipe.execute()
+
     scorer = build_scorer(settings, client)
+    state = {"batcher": MicroBatcher(scorer, decided, publish)}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.batcher = MicroBatcher(scorer)
         yield
         client.close()
+
+    def batcher() -> MicroBatcher:
+        return state["batcher"]
+
+    # --- scoring -----------------------------------------------------------------------------
 
     async def score(request: Request) -> Response:
         arrived = time.time()
         tx = decode_transaction(await request.body())
-        batcher: MicroBatcher = request.app.state.batcher
-        batcher.scorer.validate(tx)
-        decision = await batcher.score(tx, arrived)
-        payload = encode(decision)
-        await to_thread.run_sync(
-            partial(
-                client.xadd,
-                keys.decisions,
-                {PAYLOAD: payload},
-                maxlen=settings.decisions_maxlen,
-                approximate=True,
-            )
-        )
-        return Response(payload, media_type=JSON)
+        batcher().scorer.validate(tx)
+        answer = await batcher().score(tx, arrived)
+        headers = {REPLAY_HEADER: "true"} if answer.replay else {}
+        return Response(encode(answer.decision), media_type=JSON, headers=headers)
+
+    async def score_batch(request: Request) -> Response:
+        arrived = time.time()
+        raw = _decode(await request.body(), bodies.RawBatch)
+        items, errors = _validate_items(raw.transactions, batcher().scorer)
+        answers = iter(await batcher().score_many(items, arrived) if items else [])
+        results = [
+            bodies.BatchItem(error=errors[n]) if n in errors else _item(next(answers))
+            for n in range(len(raw.transactions))
+        ]
+        return _json(bodies.BatchDecisions(results))
+
+    async def ingest(request: Request) -> Response:
+        body = await request.body()
+        fields = _decode(body, dict[str, msgspec.Raw])
+        if set(fields) == {"transactions"}:
+            raw_items = _decode(body, bodies.RawBatch).transactions
+        else:  # one transaction
+            raw_items = [msgspec.Raw(body)]
+        items, errors = _validate_items(raw_items, batcher().scorer)
+        if not items:
+            first = min(errors)
+            raise SchemaError(errors[first].field or "", errors[first].message)
+        await to_thread.run_sync(producer.send, items)
+        rejected = [bodies.ItemError(n, e) for n, e in sorted(errors.items())]
+        accepted = bodies.Accepted([tx.transaction_id for tx in items], rejected)
+        return _json(accepted, status=202)
+
+    async def decision(request: Request) -> Response:
+        tx_id = request.path_params["transaction_id"]
+        found = await to_thread.run_sync(decided.get, tx_id)
+        if found is None:
+            return _not_found("transaction_id", f"no decision kept for {tx_id!r}")
+        return Response(encode(found), media_type=JSON)
 
     async def labels(request: Request) -> Response:
         label = decode_label(await request.body())
-        request.app.state.batcher.scorer.validate_label(label)
+        batcher().scorer.validate_label(label)
         await to_thread.run_sync(partial(client.xadd, keys.labels, {PAYLOAD: encode(label)}))
-        return JSONResponse({"accepted": label.transaction_id}, status_code=202)
+        return _json(bodies.LabelAccepted(label.transaction_id), status=202)
 
-    async def healthz(request: Request) -> Response:
-        model = scorer.models.health().as_dict() if scorer.models else {"state": "disabled"}
-        status = "degraded" if model.get("error") else "ok"
-        return JSONResponse({"status": status, "model": model})
-
-    lists = Lists(client)
+    # --- lists -------------------------------------------------------------------------------
 
     def list_page(name: str) -> Response:
         kind = lists.kind(name)
         if kind is None:
-            return JSONResponse(
-                {"error": {"field": "name", "message": f"no list {name!r}"}}, status_code=404
-            )
+            return _not_found("name", f"no list {name!r}")
         entries = [
-            {"value": e.value, "expires_at": e.expires_at}
+            bodies.ListEntryBody(e.value, e.expires_at)
             for e, _ in zip(lists.entries(name), range(LIST_PAGE), strict=False)
         ]
-        return JSONResponse(
-            {"name": name, "kind": kind, "size": lists.size(name), "entries": entries}
-        )
+        return _json(bodies.ListPage(name, kind, lists.size(name), entries))
 
-    def apply_change(name: str, method: str, change: ListChange) -> Response:
-        if method == "DELETE":
-            return JSONResponse({"removed": lists.remove(name, change.values)})
+    def add_values(name: str, change: bodies.ListChange) -> Response:
         if lists.kind(name) is None:
             lists.create(name, change.kind)
         added = lists.add(name, change.values, ttl=change.ttl)
-        return JSONResponse({"added": added, "size": lists.size(name)})
+        return _json(bodies.ListAdded(added, lists.size(name)))
+
+    def remove_values(name: str, change: bodies.ListValues) -> Response:
+        if lists.kind(name) is None:
+            return _not_found("name", f"no list {name!r}")
+        return _json(bodies.ListRemoved(lists.remove(name, change.values)))
+
+    def delete_list(name: str) -> Response:
+        if lists.kind(name) is None:
+            return _not_found("name", f"no list {name!r}")
+        lists.delete(name)
+        return Response(status_code=204)
 
     async def list_entries(request: Request) -> Response:
         return await to_thread.run_sync(list_page, request.path_params["name"])
 
-    async def list_change(request: Request) -> Response:
-        change = _decode(await request.body(), ListChange)
-        name, method = request.path_params["name"], request.method
-        return await to_thread.run_sync(apply_change, name, method, change)
+    async def list_add(request: Request) -> Response:
+        change = _decode(await request.body(), bodies.ListChange)
+        return await to_thread.run_sync(add_values, request.path_params["name"], change)
 
+    async def list_remove(request: Request) -> Response:
+        change = _decode(await request.body(), bodies.ListValues)
+        return await to_thread.run_sync(remove_values, request.path_params["name"], change)
+
+    async def list_delete(request: Request) -> Response:
+        return await to_thread.run_sync(delete_list, request.path_params["name"])
+
+    # --- health and documentation ------------------------------------------------------------
+
+    async def healthz(request: Request) -> Response:
+        """Liveness and the model state, from the scorer's memory (never Valkey): as of the
+        last scored batch; ``degraded`` while a version a pointer names does not load."""
+        model = scorer.models.health().as_dict() if scorer.models else {"state": "disabled"}
+        return _json(bodies.Health("degraded" if model.get("error") else "ok", model))
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await to_thread.run_sync(client.ping)
+        except redis.RedisError as exc:
+            return _json(bodies.Ready("not ready", f"{type(exc).__name__}: {exc}"), status=503)
+        return _json(bodies.Ready("ready", "ok", *_versions(scorer)))
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def docs(request: Request) -> Response:
+        return docs_page()
+
+    async def login(request: Request) -> Response:
+        if request.method == "GET":
+            return login_form(next_path=request.query_params.get("next", "/docs"))
+        fields = await form_fields(request)
+        secret = fields.get("api_key", "").strip().encode()
+        key = await auth.key_of(secret)
+        next_path = fields.get("next", "/docs")
+        if key is None:
+            return login_form("That key is not valid.", next_path, status=401)
+        key_digest = digest(api_key) if key is BOOTSTRAP else digest(secret)
+        token = await to_thread.run_sync(sessions.open, key, key_digest)
+        return signed_in(token, next_path, secure=request.url.scheme == "https")
+
+    async def logout(request: Request) -> Response:
+        token = cookie_token(request.scope)
+        if token:
+            await to_thread.run_sync(sessions.close, token.decode())
+            auth.forget("session", token)
+        return signed_out()
+
+    endpoints = [
+        Endpoint(
+            "POST",
+            "/v1/score",
+            score,
+            "score",
+            "Score one transaction: its decision (idempotent by transaction_id)",
+            body=Transaction,
+            answers={200: Decision},
+            headers={REPLAY_HEADER: "`true` when the decision was kept from an earlier request"},
+        ),
+        Endpoint(
+            "POST",
+            "/v1/score/batch",
+            score_batch,
+            "score",
+            "Score up to 1,000 transactions: decisions in order, per-item errors",
+            body=bodies.Batch,
+            answers={200: bodies.BatchDecisions},
+        ),
+        Endpoint(
+            "POST",
+            "/v1/transactions",
+            ingest,
+            "ingest",
+            "Queue one transaction, or a batch of them, for the stream workers",
+            body=(bodies.Batch, Transaction),
+            answers={202: bodies.Accepted},
+        ),
+        Endpoint(
+            "GET",
+            "/v1/decisions/{transaction_id}",
+            decision,
+            "read",
+            "The decision kept for a transaction id",
+            answers={200: Decision, 404: bodies.ErrorBody},
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/labels",
+            labels,
+            "labels",
+            "Queue a label (chargeback, analyst verdict) for the workers",
+            body=Label,
+            answers={202: bodies.LabelAccepted},
+        ),
+        Endpoint(
+            "GET",
+            "/v1/lists/{name}",
+            list_entries,
+            "read",
+            "A list's kind, size and first 1,000 entries",
+            answers={200: bodies.ListPage, 404: bodies.ErrorBody},
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/lists/{name}",
+            list_add,
+            "admin",
+            "Add values to a list (created with the given kind if new)",
+            body=bodies.ListChange,
+            answers={200: bodies.ListAdded},
+        ),
+        Endpoint(
+            "POST",
+            "/v1/lists/{name}/remove",
+            list_remove,
+            "admin",
+            "Remove values from a list",
+            body=bodies.ListValues,
+            answers={200: bodies.ListRemoved, 404: bodies.ErrorBody},
+        ),
+        Endpoint(
+            "DELETE",
+            "/v1/lists/{name}",
+            list_delete,
+            "admin",
+            "Delete a list and all its values",
+            answers={204: None, 404: bodies.ErrorBody},
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "GET", "/healthz", healthz, None, "Liveness", answers={200: bodies.Health}, errors=()
+        ),
+        Endpoint(
+            "GET",
+            "/readyz",
+            readyz,
+            None,
+            "Readiness: Valkey reachable, scorer built, versions",
+            answers={200: bodies.Ready, 503: bodies.Ready},
+            errors=(),
+        ),
+        Endpoint(
+            "GET",
+            "/openapi.json",
+            openapi_json,
+            "read",
+            "This document",
+            answers={200: None},
+            errors=(401, 403),
+        ),
+        Endpoint(
+            "GET",
+            "/docs",
+            docs,
+            "read",
+            "The API's documentation page",
+            answers={200: None},
+            errors=(401, 403),
+        ),
+    ]
+    document = openapi(endpoints, title="fraudstream", version=package_version("fraudstream"))
+    pages = [
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+    ]
+    assets = Endpoint("GET", "/docs/assets/{name}", asset, "read", "")
     return Starlette(
-        routes=[
-            Route("/v1/score", score, methods=["POST"]),
-            Route("/v1/labels", labels, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/v1/lists/{name}", list_entries, methods=["GET"]),
-            Route("/v1/lists/{name}", list_change, methods=["POST", "DELETE"]),
+        routes=_routes([*endpoints, assets]) + pages,
+        middleware=[
+            Middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes),
+            Middleware(ApiKeyMiddleware, auth=auth),
         ],
-        middleware=[Middleware(ApiKeyMiddleware, api_key=api_key)],
         exception_handlers={
             FraudstreamError: _error,  # type: ignore[dict-item]
             redis.RedisError: _valkey_error,  # type: ignore[dict-item]
@@ -138,17 +363,69 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
     )
 
 
-class ListChange(msgspec.Struct, forbid_unknown_fields=True):
-    """Body of ``POST`` (add) and ``DELETE`` (remove) on ``/v1/lists/{name}``."""
+def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:
+    """One route per path (so ``OPTIONS`` and 405 answers list every method of the path),
+    dispatching on the method to the endpoint's handler behind its scope check."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for e in endpoints:
+        by_path.setdefault(e.path, {})[e.method] = e
 
-    values: list[str]
-    kind: Literal["ip", "email", "domain", "string"] = "string"
-    """For a list created by this request."""
-    ttl: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    """Seconds until the added entries expire; none = permanent."""
+    def route(path: str, methods: dict[str, Endpoint]) -> Route:
+        async def dispatch(request: Request) -> Response:
+            e = methods[request.method if request.method != "HEAD" else "GET"]
+            if e.scope is not None and (refusal := require(request, e.scope)) is not None:
+                return refusal
+            return await e.handler(request)
+
+        return Route(path, dispatch, methods=list(methods))
+
+    return [route(path, methods) for path, methods in by_path.items()]
 
 
-def _decode(body: bytes, type_: type[ListChange]) -> ListChange:
+def _validate_items(
+    raw: Sequence[msgspec.Raw], scorer: Scorer
+) -> tuple[list[Transaction], dict[int, bodies.ErrorDetail]]:
+    """Each item decoded and validated on its own: one bad item fails alone. An item that
+    is not even a JSON object makes the whole batch malformed.
+
+    Raises:
+        SchemaError: ``transactions`` naming the first item that is not an object.
+    """
+    for n, item in enumerate(raw):
+        if bytes(item).lstrip()[:1] != b"{":
+            raise SchemaError("transactions", f"item {n} is not an object")
+    good: list[Transaction] = []
+    errors: dict[int, bodies.ErrorDetail] = {}
+    for n, item in enumerate(raw):
+        try:
+            tx = decode_transaction(bytes(item))
+            scorer.validate(tx)
+            good.append(tx)
+        except SchemaError as exc:
+            errors[n] = bodies.ErrorDetail(str(exc), exc.field)
+    return good, errors
+
+
+def _item(answer: Answer) -> bodies.BatchItem:
+    return bodies.BatchItem(decision=answer.decision, replay=answer.replay)
+
+
+def _versions(scorer: Scorer) -> tuple[str, str]:
+    models = scorer.models
+    model = models.active.version if models is not None and models.active else "none"
+    ruleset = scorer.rules.ruleset if scorer.rules is not None else None
+    return model, ruleset.version if ruleset is not None else scorer.policy.version
+
+
+def _json(body: msgspec.Struct, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status, media_type=JSON)
+
+
+def _not_found(field: str, message: str) -> Response:
+    return _json(bodies.ErrorBody(bodies.ErrorDetail(message, field)), status=404)
+
+
+def _decode(body: bytes, type_: Any) -> Any:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.MsgspecError as exc:
@@ -158,14 +435,10 @@ def _decode(body: bytes, type_: type[ListChange]) -> ListChange:
 async def _valkey_error(request: Request, exc: redis.RedisError) -> Response:
     """Valkey down, frozen (the client's timeout) or refusing: the request can be retried."""
     message = f"valkey unavailable: {type(exc).__name__}: {exc}"
-    return JSONResponse({"error": {"message": message}}, status_code=503)
+    return _json(bodies.ErrorBody(bodies.ErrorDetail(message)), status=503)
 
 
 async def _error(request: Request, exc: FraudstreamError) -> Response:
-    body: dict[str, Any] = {"message": str(exc)}
-    if isinstance(exc, SchemaError):
-        body["field"] = exc.field
-        return JSONResponse({"error": body}, status_code=422)
-    if isinstance(exc, ListError):
-        return JSONResponse({"error": body}, status_code=422)
-    return JSONResponse({"error": body}, status_code=503)
+    field = exc.field if isinstance(exc, SchemaError) else None
+    status = 422 if isinstance(exc, SchemaError | ListError) else 503
+    return _json(bodies.ErrorBody(bodies.ErrorDetail(str(exc), field)), status=status)

@@ -1,45 +1,77 @@
 """Micro-batching: concurrent HTTP requests scored together in one `Scorer.score_batch`.
 
 A request waits at most ``max_wait_s`` for company (or until ``max_batch`` are waiting), then
-the whole group is scored in a worker thread with one feature round trip and one model call.
+the whole group is decided in a worker thread with one feature round trip and one model call.
 One batch at a time, so this process is a single writer of the feature state; a batch the
 feature store refuses (a worker wrote the same customer meanwhile) is retried.
+
+Deciding is idempotent by ``transaction_id`` (`DecidedStore`): an id decided before — by this
+process, another one, or the same batch — gets the kept decision back, flagged as a replay,
+and is not scored again, so a retried request leaves the customer's features untouched. New
+decisions are kept and appended to the decisions stream in the thread, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import anyio.to_thread
 
 from fraudstream.features.wire import FeatureStoreError
 from fraudstream.schema import Decision, Transaction
 from fraudstream.scoring import Scorer
+from fraudstream.stream.decided import DecidedStore
 
 RETRIES = 3
 
 
+@dataclass(frozen=True)
+class Answer:
+    decision: Decision
+    replay: bool
+    """True when ``decision`` was kept from an earlier request for the same id."""
+
+
+Publish = Callable[[Sequence[Decision]], None]
+"""Appends new decisions to the decisions stream (runs in the batch's thread)."""
+
+
 class MicroBatcher:
-    def __init__(self, scorer: Scorer, *, max_batch: int = 64, max_wait_s: float = 0.002) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        decided: DecidedStore,
+        publish: Publish,
+        *,
+        max_batch: int = 64,
+        max_wait_s: float = 0.002,
+    ) -> None:
         self.scorer = scorer
+        self.decided = decided
+        self.publish = publish
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._pending: list[tuple[Transaction, float, asyncio.Future[Decision]]] = []
+        self._pending: list[tuple[Transaction, float, asyncio.Future[Answer]]] = []
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
 
-    async def score(self, tx: Transaction, arrived_at: float) -> Decision:
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._pending.append((tx, arrived_at, future))
+    async def score(self, tx: Transaction, arrived_at: float) -> Answer:
+        return (await self.score_many([tx], arrived_at))[0]
+
+    async def score_many(self, txs: Sequence[Transaction], arrived_at: float) -> list[Answer]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Answer]] = []
+        for tx in txs:
+            futures.append(loop.create_future())
+            self._pending.append((tx, arrived_at, futures[-1]))
         if len(self._pending) >= self.max_batch:
             asyncio.ensure_future(self._flush())
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(
-                self.max_wait_s, lambda: asyncio.ensure_future(self._flush())
-            )
-        return await future
+            loop.call_later(self.max_wait_s, lambda: asyncio.ensure_future(self._flush()))
+        return list(await asyncio.gather(*futures))
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -50,13 +82,35 @@ class MicroBatcher:
             txs = [tx for tx, _, _ in batch]
             arrivals = [t for _, t, _ in batch]
             try:
-                decisions = await anyio.to_thread.run_sync(self._score, txs, arrivals)
+                answers = await anyio.to_thread.run_sync(self._decide, txs, arrivals)
             except Exception as exc:  # every waiting request must learn of it
                 for _, _, future in batch:
-                    future.set_exception(exc)
+                    if not future.done():
+                        future.set_exception(exc)
                 return
-            for (_, _, future), decision in zip(batch, decisions, strict=True):
-                future.set_result(decision)
+            for (_, _, future), answer in zip(batch, answers, strict=True):
+                if not future.done():  # its request may have been cancelled
+                    future.set_result(answer)
+
+    def _decide(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> list[Answer]:
+        """Kept decisions for known ids; the first request of each new id scored, kept
+        (first writer wins) and published; its repeats in the batch answered as replays."""
+        ids = [tx.transaction_id for tx in txs]
+        kept = self.decided.get_many(ids)
+        known = {i: Answer(d, True) for i, d in zip(ids, kept, strict=True) if d is not None}
+        first = {i: n for n, i in reversed(list(enumerate(ids))) if i not in known}
+        todo = sorted(first.values())
+        fresh = self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
+        kept_before = self.decided.keep(fresh)
+        new = [d for d, earlier in zip(fresh, kept_before, strict=True) if earlier is None]
+        if new:
+            self.publish(new)
+        for d, earlier in zip(fresh, kept_before, strict=True):
+            known[d.transaction_id] = Answer(d, False) if earlier is None else Answer(earlier, True)
+        return [
+            known[i] if first.get(i) == n else Answer(known[i].decision, True)
+            for n, i in enumerate(ids)
+        ]
 
     def _score(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> list[Decision]:
         for attempt in range(RETRIES):

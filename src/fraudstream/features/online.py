@@ -161,7 +161,7 @@ class FeatureEngine:
             Transaction(
                 transaction_id=f"warm-up-{c}", timestamp=when, customer_id=c, terminal_id="w",
                 merchant_id="w", amount=1.0, currency="EUR", channel="ecommerce", card_id="w",
-                ip="w", device_id="w", product_category="w", lat=0.0, lon=0.0,
+                ip="192.0.2.1", device_id="w", product_category="w", lat=0.0, lon=0.0,
             )
             for c in ("w1", "w2")
         ]  # fmt: skip
