@@ -11,6 +11,7 @@ compromised terminals; labels reported hours to days later, some genuine, some r
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -92,7 +93,7 @@ def synthetic_history(
             "channel": np.where(ecommerce, "ecommerce", "card_present"),
             "card_id": np.char.add("c", card.astype(str)),
             "product_category": _category(ecommerce, merchant, terminal),
-            "ip": _only(ecommerce, np.char.add("10.0.0.", ip.astype(str))),
+            "ip": _only(ecommerce, _ipv4(ip)),
             "device_id": _only(ecommerce, np.char.add("d", device.astype(str))),
             "lat": np.where(ll, 45.0 + y / 100.0, np.nan),
             "lon": np.where(ll, 5.0 + x / 100.0, np.nan),
@@ -157,3 +158,13 @@ def _labels(tx: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
         pl.col("reported_at") + pl.duration(hours=6)
     )
     return pl.concat([labels, again]).sort("reported_at", maintain_order=True)
+
+
+def _ipv4(number: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Addresses in 10.0.0.0/16, one per number (< 65,536).
+
+    >>> _ipv4(np.array([4, 299])).tolist()
+    ['10.0.0.4', '10.0.1.43']
+    """
+    high, low = (number // 256).astype(str), (number % 256).astype(str)
+    return np.char.add(np.char.add("10.0.", high), np.char.add(".", low))
