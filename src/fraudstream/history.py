@@ -118,12 +118,12 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
     path = resolve(path)
     fmt = file_format(path)
     lazy = scan(path, fmt).with_row_index("_row", offset=1)
-    schema = _guarded(path, lazy.collect_schema)
+    schema = guarded(path, lazy.collect_schema)
     sources = options.columns.resolve([c for c in schema.names() if c != "_row"])
     stamp = sources["timestamp"]
     date_format = options.columns.date_format
     if date_format is None and schema[stamp] == pl.String:
-        sample = _guarded(path, lazy.select(stamp).drop_nulls().head(1000).collect)
+        sample = guarded(path, lazy.select(stamp).drop_nulls().head(1000).collect)
         date_format = sniff_date_format(sample[stamp])
     exprs: list[pl.Expr] = []
     reasons: list[pl.Expr] = []
@@ -133,7 +133,7 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
         exprs.append(value.alias(name))
         reasons.append(reason(name, raw, value))
     select = lazy.select("_row", *exprs, pl.coalesce(reasons).alias("_reason"))
-    frame = _guarded(path, select.collect, engine="streaming")
+    frame = guarded(path, select.collect, engine="streaming")
     return _checked(path, fmt, frame, options, is_naive(schema[stamp], date_format))
 
 
@@ -178,7 +178,7 @@ def write_rejects(path: Path, fmt: str, bad: pl.DataFrame, out: Path) -> None:
         pl.col("_reason").alias("reason"),
     )
     original = scan(path, fmt).with_row_index("row", offset=1)
-    originals = _guarded(
+    originals = guarded(
         path,
         original.join(reasons.lazy(), on="row", how="inner")
         .select(
@@ -187,7 +187,7 @@ def write_rejects(path: Path, fmt: str, bad: pl.DataFrame, out: Path) -> None:
         .sort("row")
         .collect,
     )
-    _guarded(out, originals.write_csv, out)
+    guarded(out, originals.write_csv, out)
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -199,11 +199,11 @@ def read_table(path: Path) -> pl.DataFrame:
     path = resolve(path) if not path.exists() else path
     fmt = file_format(path)
     if fmt == "csv":
-        return _guarded(path, pl.read_csv, path, try_parse_dates=True, infer_schema_length=10_000)
-    return _guarded(path, scan(path, fmt).collect)
+        return guarded(path, pl.read_csv, path, try_parse_dates=True, infer_schema_length=10_000)
+    return guarded(path, scan(path, fmt).collect)
 
 
-def _guarded(path: Path, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+def guarded(path: Path, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(...)``, its polars or OS error turned into one line naming ``path``."""
     try:
         return fn(*args, **kwargs)
