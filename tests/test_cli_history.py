@@ -107,11 +107,13 @@ def test_unreadable_files_are_one_line_naming_the_file(
     corrupt.write_bytes(b"PAR1" + b"\x00" * 64)
     named = tmp_path / "named.parquet"
     named.write_bytes(handbook.read_bytes())
+    no = tmp_path / "no"
     for args, where in (
         (("train", "--data", str(corrupt)), corrupt),
         (("generate", "--history", str(corrupt), "--duration", "1"), corrupt),
         (("features", "backfill", "--history", str(named), "--out", str(tmp_path / "f")), named),
         (("simulate", "--out", str(handbook / "sub"), "--days", "1"), handbook),
+        (("features", "backfill", "--history", str(handbook), "--out", str(no / "f")), no),
     ):
         result = run_cli(*args, valkey_url=valkey_url)
         assert result.returncode == 2, (args, result.stderr)

@@ -75,10 +75,13 @@ def features_backfill(
     """Compute every feature of every transaction, point in time, as the workers would."""
     import time
 
+    from fraudstream.errors import DataFileError
     from fraudstream.features import backfill
     from fraudstream.history import read_table, resolve
 
     settings = settings_from(config)
+    if not out.parent.is_dir():  # before the backfill's minutes, not after
+        raise DataFileError(out.parent, "no such folder (for --out)")
     rejects = out.with_name(f"{out.stem}.rejects.csv")
     frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
     labels = labels or resolve(history).with_name("labels.parquet")
