@@ -13,7 +13,7 @@ import pytest
 from fraudstream.columns import ColumnMap, column_map
 from fraudstream.errors import BadRowsError, ConfigError, DataFileError
 from fraudstream.features import backfill
-from fraudstream.history import ReadOptions, read_history
+from fraudstream.history import ReadOptions, read_history, read_labels
 from historykit import set_fields, tiny_handbook_csv, zero_amounts
 
 
@@ -128,3 +128,12 @@ def test_a_missing_field_is_named_before_any_row_is_read(tmp_path: Path) -> None
         ColumnMap({"amout": "TxnAmt"})
     with pytest.raises(ConfigError, match="expected FIELD=COLUMN"):
         column_map(None, ["amount"], None)
+
+
+def test_labels_beside_the_history_may_be_csv(tmp_path: Path, handbook: Path) -> None:
+    assert read_labels(handbook) is None
+    pl.DataFrame({"transaction_id": ["1"], "reported_at": ["2018-04-09T00:00:00Z"]}).write_csv(
+        tmp_path / "labels.csv"
+    )
+    labels = read_labels(handbook)
+    assert labels is not None and labels.schema["reported_at"] == pl.Datetime("us", "UTC")

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from fraudstream.errors import ConfigError
-from fraudstream.history import History, ReadOptions, read_history, read_table
+from fraudstream.history import History, ReadOptions, read_history, read_labels
 from fraudstream.simulate import SimulationConfig, iter_transaction_json, simulate
 from fraudstream.simulate.patterns import Pattern, RateCurve
 from fraudstream.simulate.traffic import Pacer, PacerStats
@@ -100,8 +100,9 @@ def load_history(
         raise ConfigError(
             "history", f"{history.path} has no is_fraud (or TX_FRAUD) column to send labels from"
         )
-    labels_file = history.path.with_name("labels.parquet")
-    labels = read_table(labels_file) if labels_file.exists() else pl.DataFrame()
+    labels = read_labels(history.path)
+    if labels is None:
+        labels = pl.DataFrame()
     return transactions, labels
 
 

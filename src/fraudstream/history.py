@@ -190,6 +190,22 @@ def write_rejects(path: Path, fmt: str, bad: pl.DataFrame, out: Path) -> None:
     guarded(out, originals.write_csv, out)
 
 
+def read_labels(history: Path, given: Path | None = None) -> pl.DataFrame | None:
+    """``given``, else the ``labels.parquet`` (or ``labels.csv``) beside the history (as
+    `fraudstream simulate` writes them), else None.
+
+    Raises:
+        DataFileError: the labels file is unreadable.
+    """
+    if given is not None:
+        return read_table(given)
+    folder = history if history.is_dir() else history.parent
+    for name in ("labels.parquet", "labels.csv"):
+        if (folder / name).is_file():
+            return read_table(folder / name)
+    return None
+
+
 def read_table(path: Path) -> pl.DataFrame:
     """A side table (labels, profiles) in any of the formats, read whole (they are small).
 

@@ -228,18 +228,17 @@ def features_for_history(
     path: Path, date_from: str | None, date_to: str | None, options: ReadOptions
 ) -> pl.DataFrame:
     """A history with its point-in-time features (offline backfill) and labels (the
-    ``labels.parquet`` beside it, else none), restricted to ``[date_from, date_to]`` after
+    labels file beside it, else none), restricted to ``[date_from, date_to]`` after
     the features are computed on all of it."""
     from datetime import date, timedelta
 
     import polars as pl
 
     from fraudstream.features import backfill
-    from fraudstream.history import read_table, resolve
+    from fraudstream.history import read_labels
 
     history = read_history(path, options)
-    labels_file = resolve(path).with_name("labels.parquet")
-    labels = read_table(labels_file) if labels_file.exists() else None
+    labels = read_labels(path)
     frame = history.join(backfill(history, labels), on="transaction_id", how="left")
     for flag, value, op in (("--from", date_from, "ge"), ("--to", date_to, "le")):
         if value is None:

@@ -55,7 +55,8 @@ def features_backfill(
     ],
     out: Annotated[Path, typer.Option(help="Parquet file to write the features to.")],
     labels: Annotated[
-        Path | None, typer.Option(help="labels.parquet (default: beside the history, if there).")
+        Path | None,
+        typer.Option(help="Labels file (default: labels.parquet or .csv beside the history)."),
     ] = None,
     profiles: Annotated[
         Path | None,
@@ -77,15 +78,14 @@ def features_backfill(
 
     from fraudstream.errors import DataFileError
     from fraudstream.features import backfill
-    from fraudstream.history import read_table, resolve
+    from fraudstream.history import read_labels, read_table
 
     settings = settings_from(config)
     if not out.parent.is_dir():  # before the backfill's minutes, not after
         raise DataFileError(out.parent, "no such folder (for --out)")
     rejects = out.with_name(f"{out.stem}.rejects.csv")
     frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
-    labels = labels or resolve(history).with_name("labels.parquet")
-    label_frame = read_table(labels) if labels.exists() else None
+    label_frame = read_labels(history, labels)
     profile_frame = read_table(profiles) if profiles else None
     with console.status(f"backfilling {frame.height:,} transactions"):
         t0 = time.perf_counter()

@@ -50,8 +50,8 @@ DataOpt = Annotated[
 LabelsOpt = Annotated[
     Path | None,
     typer.Option(
-        help="labels.parquet (default: beside the data; else TX_FRAUD / is_fraud "
-        "known --label-delay-days after the transaction)."
+        help="Labels file (default: labels.parquet or .csv beside the data; else TX_FRAUD / "
+        "is_fraud known --label-delay-days after the transaction)."
     ),
 ]
 TrainEndOpt = Annotated[
@@ -106,12 +106,9 @@ def _options(
 def _load(
     data: Path, labels: Path | None, options: ReadOptions
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    from fraudstream.history import read_table
+    from fraudstream.history import read_labels
 
-    history = read_history(data, options)
-    beside = (data if data.is_dir() else data.parent) / "labels.parquet"
-    path = labels or (beside if beside.exists() else None)
-    return history, read_table(path) if path is not None else None
+    return read_history(data, options), read_labels(data, labels)
 
 
 def _profiles(path: Path | None) -> pl.DataFrame | None:
