@@ -283,6 +283,6 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
             "--exclude-checks", "positive_data_acceptance",
             "--report-dir", str(tmp_path), "--no-color",
         ],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,  # its cache stays there
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
