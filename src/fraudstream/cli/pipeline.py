@@ -163,6 +163,7 @@ def worker(
         claim_idle_ms=settings.claim_idle_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
         decisions_maxlen=settings.decisions_maxlen,
+        decision_ttl_s=settings.decision_ttl_s,
     )
     client = connect(settings)
     scorer = build_scorer(settings, client)

@@ -7,7 +7,9 @@ features. The first decision of an id is kept for ``ttl_s`` (7 days by default) 
 ~250 for the JSON); later requests for that id get it back instead of a new score.
 
 Keeping is first-writer-wins (``SET … NX GET``): when two processes decide the same id at the
-same moment, both answer with the one that was stored first.
+same moment, both answer with the one that was stored first. The API keeps what it decides
+(`keep`), the stream workers keep theirs in their fenced commit (`queue_keep`), so an id has
+one kept decision whichever path decided it first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.client import Pipeline
 
 from fraudstream.schema import Decision
 
@@ -97,6 +100,14 @@ class DecidedStore:
         """Store each decision unless its id has one already; per decision, the one stored
         before it (None where this one was kept)."""
         pipe = self.client.pipeline(transaction=False)
-        for d in decisions:
-            pipe.set(self.key(d.transaction_id), pack(d), nx=True, get=True, ex=self.ttl_s)
+        self.queue_keep(pipe, decisions, get=True)
         return [None if blob is None else unpack(blob) for blob in pipe.execute()]
+
+    def queue_keep(
+        self, pipe: Pipeline, decisions: Sequence[Decision], *, get: bool = False
+    ) -> None:
+        """Queue `keep`'s writes on a pipeline of the caller's: the stream workers' fenced
+        commit keeps its decisions in the same MULTI/EXEC as their stream entries and acks,
+        so a transaction decided by a worker is found by id like one decided by the API."""
+        for d in decisions:
+            pipe.set(self.key(d.transaction_id), pack(d), nx=True, get=get, ex=self.ttl_s)

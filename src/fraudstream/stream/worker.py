@@ -36,6 +36,7 @@ from fraudstream.schema import (
 from fraudstream.scoring import Scorer
 from fraudstream.stream.batch import Batch, BatchReader, Entry
 from fraudstream.stream.commit import Committer, DeadLetter
+from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import LeaseManager
 
@@ -64,6 +65,8 @@ class WorkerOptions:
     claim_idle_ms: int = 30_000
     lease_ttl_ms: int = 10_000
     decisions_maxlen: int = 1_000_000
+    decision_ttl_s: int = DEFAULT_TTL_S
+    """How long a decision is kept by transaction id (`fraudstream.stream.decided`)."""
 
 
 def consumer_name() -> str:
@@ -101,6 +104,7 @@ class Worker:
             keys,
             decisions_maxlen=options.decisions_maxlen,
             lease_ttl_ms=options.lease_ttl_ms,
+            decision_ttl_s=options.decision_ttl_s,
         )
         self.stats = WorkerStats()
         self.stop_requested = False
