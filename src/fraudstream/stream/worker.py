@@ -18,9 +18,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import redis
 
@@ -69,6 +70,17 @@ class WorkerOptions:
     """How long a decision is kept by transaction id (`fraudstream.stream.decided`)."""
 
 
+class Monitor(Protocol):
+    """Watches a worker from inside its loop, between batches (see
+    `fraudstream.stream.report.IntervalReporter`)."""
+
+    def started(self, worker: Worker) -> None: ...
+
+    def decided(self, decisions: Sequence[Decision], entries: int) -> None: ...
+
+    def tick(self, worker: Worker) -> None: ...
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -84,8 +96,10 @@ class Worker:
         options: WorkerOptions,
         *,
         consumer: str | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.client = client
+        self.monitor = monitor
         self.keys = keys
         self.scorer = scorer
         self.options = options
@@ -121,6 +135,8 @@ class Worker:
         self.bootstrap()
         if handle_signals:
             self.install_signal_handlers()
+        if self.monitor is not None:
+            self.monitor.started(self)
         backoff = 0.1
         try:
             while not self.stop_requested:
@@ -131,6 +147,8 @@ class Worker:
                         self.process(batch)
                     elif burst and self.drained():
                         break
+                    if self.monitor is not None:
+                        self.monitor.tick(self)
                     backoff = 0.1
                 except FeatureStoreError as exc:
                     self.stats.retried_batches += 1
@@ -207,6 +225,8 @@ class Worker:
             self._drop(batch)
             return
         self._count(decisions, len(decoded.dead))
+        if self.monitor is not None:
+            self.monitor.decided(decisions, len(decisions) + len(decoded.dead))
         self.stats.labels += len(decoded.labels)
 
     def _decode(self, entries: list[Entry]) -> _Decoded:
