@@ -61,9 +61,7 @@ def _kept_as_streamed(client: redis.Redis, keys: StreamKeys) -> None:
     assert [k.transaction_id for k in kept if k is not None] == ids
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_backlog_decided_once(
     client: redis.Redis, settings: Settings, valkey_url: str
 ) -> None:
@@ -84,6 +82,7 @@ def test_a_killed_worker_is_restarted_and_the_backlog_decided_once(
     assert {m["n"] for m in LINE.finditer(out)} == {"1", "2"}, out
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_worker_after_its_batch(
     client: redis.Redis, settings: Settings, valkey_url: str
 ) -> None:
@@ -127,3 +126,11 @@ def test_a_crash_looping_worker_is_given_up() -> None:
     said = err.getvalue().splitlines()
     assert len([line for line in said if "restarting in" in line]) == 2, said
     assert said[-1] == "supervisor: worker 1 died 3 times in a row: stopping the others"
+
+
+def test_a_worker_still_starting_when_asked_to_stop_is_no_error() -> None:
+    # The child asks its supervisor to stop while it has not installed its own handlers yet.
+    code = "import os, signal, time\nos.kill(os.getppid(), signal.SIGTERM)\ntime.sleep(30)"
+    err = io.StringIO()
+    assert Supervisor(_child(code), 2, out=io.StringIO(), err=err, policy=FAST).run() == 0
+    assert err.getvalue() == ""

@@ -157,7 +157,8 @@ class Supervisor:
         pid, child.proc, ready, child.ready = child.proc.pid, None, child.ready, False
         if self.stopping or code == 0:
             child.done = True
-            self.exit_code = self.exit_code or (1 if code else 0)
+            if code not in (0, -signal.SIGTERM):  # SIGTERM kills a child still starting
+                self.exit_code = 1
             return
         if not ready and code > 0:  # it printed why; stop without restarts
             self._give_up(child, code, why=None)
