@@ -9,7 +9,8 @@ child writes its figures to its stdout, a pipe to us (`fraudstream.stream.report
 
 Children run in their own session, so a Ctrl-C at the terminal reaches the supervisor alone,
 which forwards it once: first SIGINT/SIGTERM, the children finish the batch in hand and exit;
-second, they are killed. The first child is started alone and the others once it works, so a
+second, they are killed. (Under systemd, ``KillMode=mixed`` lets the supervisor alone
+receive the first signal.) The first child is started alone and the others once it works, so a
 start-up error (a bad setting, a model that does not load) is printed once and ends the
 supervisor with the child's exit code, without restarts.
 """
@@ -111,15 +112,18 @@ class Supervisor:
     def request_stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         """First signal: the children finish their batch and exit. Second: they are killed."""
         self._signals += 1
-        self.stopping = True
         if self._signals > 1:
             self.exit_code = 1
+        self._stop(signal.SIGKILL if self._signals > 1 else signal.SIGTERM)
+
+    def _stop(self, sig: signal.Signals) -> None:
+        self.stopping = True
         for child in self.children:
             if child.proc is None:
                 child.done = True  # not started, or waiting for its restart
                 child.restart_at = None
             elif child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGKILL if self._signals > 1 else signal.SIGTERM)
+                child.proc.send_signal(sig)
 
     # --- children ---------------------------------------------------------------------------
 
@@ -128,12 +132,8 @@ class Supervisor:
         assert proc.stdout is not None
         os.set_blocking(proc.stdout.fileno(), False)
         self._selector.register(proc.stdout, selectors.EVENT_READ, child)
-        child.proc, child.started, child.ready, child.restart_at = (
-            proc,
-            time.monotonic(),
-            False,
-            None,
-        )
+        child.proc, child.started = proc, time.monotonic()
+        child.ready, child.restart_at = False, None
         return proc.pid
 
     def _check(self, child: Child, now: float) -> None:
@@ -179,7 +179,7 @@ class Supervisor:
         child.done = True
         if why:
             self._say(f"{why}: stopping the others")
-        self.request_stop()
+        self._stop(signal.SIGTERM)
         self.exit_code = code
 
     # --- reports ----------------------------------------------------------------------------
