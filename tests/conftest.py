@@ -82,7 +82,7 @@ def live_change(client: redis.Redis) -> LiveChange:
     def run(env: Mapping[str, str], change: Callable[[], None]) -> tuple[float, float, list[Any]]:
         full = {**os.environ, **env, "FRAUDSTREAM_BLOCK_MS": "100"}
         cli = [sys.executable, "-m", "fraudstream"]
-        worker = subprocess.Popen([*cli, "worker", "--quiet"], env=full)
+        worker = subprocess.Popen([*cli, "worker", "--processes", "1", "--quiet"], env=full)
         generate = subprocess.Popen(
             [*cli, "generate", "--tps", "300", "--duration", "120", "--run-id", "live", "--json"],
             env=full,

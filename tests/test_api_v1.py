@@ -23,7 +23,10 @@ import redis
 from apikit import KEY, call, get, post, sample_tx, start_server, stop_server
 from clikit import run_cli
 from fraudstream.api.keys import KeyStore
-from fraudstream.stream.keys import PAYLOAD
+from fraudstream.config import Settings
+from fraudstream.scoring import AmountPolicy, Scorer
+from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.worker import Worker, WorkerOptions
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +128,22 @@ def test_a_retried_transaction_gets_the_same_decision_and_changes_nothing(
     assert client.ttl("tx:decided:api-10") > 6 * 86_400
     status, body = get(server, "/v1/decisions/never-seen")
     assert status == 404 and body["error"]["field"] == "transaction_id"
+
+
+def test_a_transaction_decided_by_a_worker_is_read_and_replayed(
+    server: str, client: redis.Redis
+) -> None:
+    assert post(server, "/v1/transactions", sample_tx(40, amount=300.0))[0] == 202
+    policy = Scorer(AmountPolicy.from_settings(Settings()))
+    worker = Worker(client, StreamKeys("tx", 16), policy, WorkerOptions(block_ms=50))
+    assert worker.run(burst=True, handle_signals=False).processed == 1
+    streamed: Any = client.xrange("tx.decisions")
+    decided = json.loads(streamed[0][1][PAYLOAD])
+    assert get(server, "/v1/decisions/api-40") == (200, decided)
+    again = call(server, "POST", "/v1/score", sample_tx(40, amount=5.0))
+    assert again.status == 200 and again.headers["Idempotent-Replay"] == "true"
+    assert again.body == decided
+    assert client.xlen("tx.decisions") == 1
 
 
 def test_batch_answers_in_order_with_per_item_errors(server: str, client: redis.Redis) -> None:

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fraudstream.config import Settings
-from fraudstream.schema import Transaction, decode_decision, decode_transaction, encode
+from fraudstream.schema import Decision, Transaction, decode_decision, decode_transaction, encode
 from fraudstream.scoring import AmountPolicy, Scorer
+from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys, partition_of
 from fraudstream.stream.leases import LeaseManager, holder
 from fraudstream.stream.producer import Producer
@@ -99,6 +100,38 @@ def test_end_to_end_every_transaction_gets_one_decision(
     for p in range(settings.partitions):  # acked and removed: nothing pending, nothing left
         assert client.xpending(_keys(settings).input(p), GROUP)["pending"] == 0
         assert client.xlen(_keys(settings).input(p)) == 0
+
+
+def test_a_worker_decision_is_kept_by_id_and_the_first_kept_one_stands(
+    client: redis.Redis, settings: Settings
+) -> None:
+    txs = _txs(100)
+    kept = DecidedStore(client, settings.stream_prefix)
+    earlier = kept.keep([_decided_elsewhere("tx7")])  # e.g. by the API before a replay
+    assert earlier == [None]
+    Producer(client, _keys(settings)).send(txs)
+    _worker(client, settings).run(burst=True, handle_signals=False)
+    streamed = {d.transaction_id: d for d in _decisions(client, settings)}
+    for tx in txs:
+        found = kept.get(tx.transaction_id)
+        if tx.transaction_id == "tx7":
+            assert found == _decided_elsewhere("tx7")  # first writer wins
+        else:
+            assert found == streamed[tx.transaction_id]
+    assert 0 < client.ttl(kept.key("tx0")) <= WorkerOptions().decision_ttl_s
+
+
+def _decided_elsewhere(transaction_id: str) -> Decision:
+    return Decision(
+        transaction_id=transaction_id,
+        score=999,
+        outcome="block",
+        reasons=["elsewhere"],
+        model_version="m",
+        rules_version="r",
+        latency_ms=1.0,
+        decided_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 def test_poison_messages_go_to_dead_letter_with_reason(

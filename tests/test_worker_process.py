@@ -23,10 +23,9 @@ from test_stream import _txs, _worker
 pytestmark = pytest.mark.slow
 
 
-def _spawn(
-    valkey_url: str, settings: Settings, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    full = {
+def worker_env(valkey_url: str, settings: Settings) -> dict[str, str]:
+    """The test's settings, with short leases and claims, for a worker subprocess."""
+    return {
         **os.environ,
         "FRAUDSTREAM_VALKEY_URL": valkey_url,
         "FRAUDSTREAM_PARTITIONS": str(settings.partitions),
@@ -34,10 +33,16 @@ def _spawn(
         "FRAUDSTREAM_CLAIM_IDLE_MS": "500",
         "FRAUDSTREAM_BLOCK_MS": "100",
         "FRAUDSTREAM_DATA_DIR": settings.data_dir,
-        **(env or {}),
     }
+
+
+def _spawn(
+    valkey_url: str, settings: Settings, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    full = {**worker_env(valkey_url, settings), **(env or {})}
+    command = ["worker", "--processes", "1", "--batch-size", "50", *extra]
     return subprocess.Popen(
-        [sys.executable, "-m", "fraudstream", "worker", "--batch-size", "50", *extra],
+        [sys.executable, "-m", "fraudstream", *command],
         env=full,
         stderr=subprocess.PIPE,
     )

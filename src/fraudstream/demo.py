@@ -187,7 +187,8 @@ class DemoRun:
         for _ in range(self.report.workers):
             self._procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "fraudstream", "worker", "--quiet"], env=env
+                    [sys.executable, "-m", "fraudstream", "worker", "--processes", "1", "--quiet"],
+                    env=env,
                 )
             )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +24,7 @@ from fraudstream.cli.common import (
 from fraudstream.cli.reading import ColumnOpt, ColumnsFileOpt, DateFormatOpt, SkipInvalidOpt
 
 if TYPE_CHECKING:
+    from fraudstream.config import Settings
     from fraudstream.models import ModelHealth
 
 
@@ -141,6 +144,18 @@ def _demo_table(summary: dict[str, Any]) -> Table:
 
 @app.command()
 def worker(
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes under a supervisor (default: one per core); 1 works in "
+            "this process.",
+            min=1,
+        ),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between a process's figures lines.", min=0.1)
+    ] = 5.0,
+    report: Annotated[bool, typer.Option(hidden=True)] = False,
     batch_size: Annotated[
         int | None, typer.Option(help="Messages per read.", min=1, envvar="FRAUDSTREAM_BATCH_SIZE")
     ] = None,
@@ -150,11 +165,49 @@ def worker(
     config: ConfigOpt = None,
 ) -> None:
     """Consume the input partitions, score, write decisions (stop with Ctrl-C / SIGTERM)."""
+    settings = settings_from(config, batch_size=batch_size)
+    processes = processes or os.cpu_count() or 1
+    if processes > 1:
+        raise typer.Exit(
+            _supervise(processes, interval, batch_size, burst, max_messages, quiet, config)
+        )
+    _work(settings, interval if report else None, burst, max_messages, quiet)
+
+
+def _supervise(
+    processes: int,
+    interval: float,
+    batch_size: int | None,
+    burst: bool,
+    max_messages: int | None,
+    quiet: bool,
+    config: Path | None,
+) -> int:
+    """Run ``processes`` single-process workers under a supervisor; its exit code."""
+    from fraudstream.stream.supervisor import Supervisor
+
+    command = [sys.executable, "-m", "fraudstream", "worker", "--processes", "1", "--report"]
+    command += ["--interval", str(interval)]
+    command += ["--batch-size", str(batch_size)] if batch_size else []
+    command += ["--max-messages", str(max_messages)] if max_messages is not None else []
+    command += ["--burst"] * burst + ["--quiet"] * quiet
+    command += ["--config", str(config)] if config else []
+    return Supervisor(command, processes, lines=not quiet).run()
+
+
+def _work(
+    settings: Settings,
+    report_every: float | None,
+    burst: bool,
+    max_messages: int | None,
+    quiet: bool,
+) -> None:
+    """One worker in this process (its figures on stdout every ``report_every`` seconds)."""
     from fraudstream.scoring import build_scorer
     from fraudstream.stream.keys import StreamKeys
+    from fraudstream.stream.report import IntervalReporter
     from fraudstream.stream.worker import Worker, WorkerOptions
 
-    settings = settings_from(config, batch_size=batch_size)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -164,10 +217,13 @@ def worker(
         claim_idle_ms=settings.claim_idle_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
         decisions_maxlen=settings.decisions_maxlen,
+        decision_ttl_s=settings.decision_ttl_s,
     )
     client = connect(settings)
     scorer = build_scorer(settings, client)
-    w = Worker(client, StreamKeys(settings.stream_prefix, settings.partitions), scorer, options)
+    monitor = IntervalReporter(report_every) if report_every else None
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    w = Worker(client, keys, scorer, options, monitor=monitor)
     if not quiet:
         stages = [
             name

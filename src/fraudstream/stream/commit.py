@@ -1,5 +1,5 @@
-"""A batch's commit: decisions, dead letters, acks and deletes in one MULTI/EXEC, fenced by
-the leases the batch was read under.
+"""A batch's commit: decisions (streamed and kept by id), dead letters, acks and deletes in
+one MULTI/EXEC, fenced by the leases the batch was read under.
 
 The fence is ``WATCH`` on each lease key and generation counter of the batch's partitions,
 a check that every lease still stands (`Lease.still_ours`), then ``MULTI … EXEC``: if a
@@ -20,6 +20,7 @@ from redis.typing import EncodableT, FieldT
 
 from fraudstream.schema import Decision, encode
 from fraudstream.stream.batch import Batch
+from fraudstream.stream.decided import DEFAULT_TTL_S, DecidedStore
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import Lease
 
@@ -34,12 +35,19 @@ class Committer:
     """Writes what a batch decided, if the batch's leases still stand."""
 
     def __init__(
-        self, client: redis.Redis, keys: StreamKeys, *, decisions_maxlen: int, lease_ttl_ms: int
+        self,
+        client: redis.Redis,
+        keys: StreamKeys,
+        *,
+        decisions_maxlen: int,
+        lease_ttl_ms: int,
+        decision_ttl_s: int = DEFAULT_TTL_S,
     ) -> None:
         self.client = client
         self.keys = keys
         self.decisions_maxlen = decisions_maxlen
         self.lease_ttl_ms = lease_ttl_ms
+        self.decided = DecidedStore(client, keys.prefix, decision_ttl_s)
 
     def commit(self, batch: Batch, decisions: Sequence[Decision], dead: list[DeadLetter]) -> bool:
         """Returns False, having written nothing, if a lease of the batch was lost."""
@@ -97,6 +105,7 @@ class Committer:
                 maxlen=self.decisions_maxlen,
                 approximate=True,
             )
+        self.decided.queue_keep(pipe, decisions)
         for record in dead:
             pipe.xadd(self.keys.deadletter, record)
         by_stream: dict[str, list[bytes]] = {}

@@ -8,7 +8,10 @@ out: ~230 bytes for a flagged decision with two reasons, against ~370 for the JS
 requests for that id get it back instead of a new score.
 
 Keeping is first-writer-wins (``SET … NX GET``): when two processes decide the same id at the
-same moment, both answer with the one that was stored first.
+same moment, both answer with the one that was stored first. The API keeps what it decides
+(`keep`), the stream workers keep theirs in their fenced commit (`queue_keep`, the same
+``SET … NX EX`` in one script call), so an id has one kept decision whichever path decided it
+first.
 """
 
 from __future__ import annotations
@@ -19,12 +22,23 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.client import Pipeline
 
 from fraudstream.schema import Decision
 
 DEFAULT_TTL_S = 7 * 86_400
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
+
+# KEYS[i] = the decided key of decision i; ARGV[1] = ttl in seconds;
+# ARGV[i + 1] = decision i, packed (`pack`).
+# Keeps each decision unless its id has one already (first writer wins); returns 0.
+KEEP_ALL_LUA = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'NX', 'EX', ARGV[1])
+end
+return 0
+"""
 
 Compact = tuple[str, int, str, list[str], str, str, float, int, list[str], dict[str, float]]
 """(transaction_id, score, outcome, reasons, model_version, rules_version, latency_ms,
@@ -86,6 +100,7 @@ class DecidedStore:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self._keep_all = client.register_script(KEEP_ALL_LUA)
 
     def key(self, transaction_id: str) -> str:
         return f"{self.prefix}:decided:{transaction_id}"
@@ -106,3 +121,13 @@ class DecidedStore:
         for d in decisions:
             pipe.set(self.key(d.transaction_id), pack(d), nx=True, get=True, ex=self.ttl_s)
         return [None if blob is None else unpack(blob) for blob in pipe.execute()]
+
+    def queue_keep(self, pipe: Pipeline, decisions: Sequence[Decision]) -> None:
+        """`keep` without the answers, queued on a pipeline of the caller's: the stream
+        workers' fenced commit keeps its decisions in the same MULTI/EXEC as their stream
+        entries and acks, so a transaction decided by a worker is found by id like one
+        decided by the API. One script call for the batch: a ``SET`` per decision would
+        cost the worker about as much as its ``XADD`` of the decision."""
+        if decisions:
+            keys = [self.key(d.transaction_id) for d in decisions]
+            self._keep_all(keys, [self.ttl_s, *map(pack, decisions)], client=pipe)

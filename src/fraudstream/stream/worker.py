@@ -18,9 +18,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import redis
 
@@ -36,6 +37,7 @@ from fraudstream.schema import (
 from fraudstream.scoring import Scorer
 from fraudstream.stream.batch import Batch, BatchReader, Entry
 from fraudstream.stream.commit import Committer, DeadLetter
+from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import LeaseManager
 
@@ -64,6 +66,19 @@ class WorkerOptions:
     claim_idle_ms: int = 30_000
     lease_ttl_ms: int = 10_000
     decisions_maxlen: int = 1_000_000
+    decision_ttl_s: int = DEFAULT_TTL_S
+    """How long a decision is kept by transaction id (`fraudstream.stream.decided`)."""
+
+
+class Monitor(Protocol):
+    """Watches a worker from inside its loop, between batches (see
+    `fraudstream.stream.report.IntervalReporter`)."""
+
+    def started(self, worker: Worker) -> None: ...
+
+    def decided(self, decisions: Sequence[Decision], entries: int) -> None: ...
+
+    def tick(self, worker: Worker) -> None: ...
 
 
 def consumer_name() -> str:
@@ -81,8 +96,10 @@ class Worker:
         options: WorkerOptions,
         *,
         consumer: str | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.client = client
+        self.monitor = monitor
         self.keys = keys
         self.scorer = scorer
         self.options = options
@@ -101,6 +118,7 @@ class Worker:
             keys,
             decisions_maxlen=options.decisions_maxlen,
             lease_ttl_ms=options.lease_ttl_ms,
+            decision_ttl_s=options.decision_ttl_s,
         )
         self.stats = WorkerStats()
         self.stop_requested = False
@@ -117,6 +135,8 @@ class Worker:
         self.bootstrap()
         if handle_signals:
             self.install_signal_handlers()
+        if self.monitor is not None:
+            self.monitor.started(self)
         backoff = 0.1
         try:
             while not self.stop_requested:
@@ -127,6 +147,8 @@ class Worker:
                         self.process(batch)
                     elif burst and self.drained():
                         break
+                    if self.monitor is not None:
+                        self.monitor.tick(self)
                     backoff = 0.1
                 except FeatureStoreError as exc:
                     self.stats.retried_batches += 1
@@ -203,6 +225,8 @@ class Worker:
             self._drop(batch)
             return
         self._count(decisions, len(decoded.dead))
+        if self.monitor is not None:
+            self.monitor.decided(decisions, len(decisions) + len(decoded.dead))
         self.stats.labels += len(decoded.labels)
 
     def _decode(self, entries: list[Entry]) -> _Decoded:
