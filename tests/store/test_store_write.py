@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
+from fraudstream.config import Settings, public_view
+from fraudstream.errors import StoreError
 from fraudstream.schema import Decision, Label, Transaction
 from fraudstream.store import migrate, tables
+from fraudstream.store.engine import create_engine, describe
 from fraudstream.store.write import (
     decision_row,
     insert_new_core,
@@ -103,3 +107,16 @@ def test_transactions_and_labels_are_written_once(engine: sa.Engine) -> None:
 def _aware(moment: datetime) -> datetime:
     """SQLite hands stored (UTC) times back naive."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def test_database_url_password_is_never_shown() -> None:
+    url = "postgresql://fraud:s3cret@db.example/fraud"
+    assert "s3cret" not in public_view(Settings(database_url=url))["database_url"]
+    assert "s3cret" not in describe(create_engine(url))
+
+
+def test_unsupported_database_is_refused_naming_the_setting() -> None:
+    with pytest.raises(StoreError, match="^database_url: only sqlite and postgresql"):
+        create_engine("mysql://fraud@db.example/fraud")
+    with pytest.raises(StoreError, match="^database_url: not a database URL"):
+        create_engine("not a url")
