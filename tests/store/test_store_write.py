@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -12,13 +13,7 @@ from fraudstream.errors import StoreError
 from fraudstream.schema import Decision, Label, Transaction
 from fraudstream.store import migrate, tables
 from fraudstream.store.engine import create_engine, describe
-from fraudstream.store.write import (
-    decision_row,
-    insert_new_core,
-    store_decisions,
-    store_labels,
-    store_transactions,
-)
+from fraudstream.store.write import store_decisions, store_labels, store_transactions
 from storekit import make_decisions, stored_ids
 
 
@@ -59,7 +54,8 @@ def test_fast_path_stores_what_core_would(engine: sa.Engine) -> None:
     items = make_decisions(6)
     with engine.begin() as connection:
         store_decisions(connection, items[:3])
-        insert_new_core(connection, tables.decisions, [decision_row(d) for d in items[3:]])
+        core = [{**msgspec.structs.asdict(d), "stage_ms": None} for d in items[3:]]
+        connection.execute(sa.insert(tables.decisions), core)
     with engine.connect() as connection:
         rows = connection.execute(sa.select(tables.decisions).order_by("decided_at")).all()
     back = [

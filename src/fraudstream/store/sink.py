@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -103,7 +104,8 @@ class Sink:
         self.stats = SinkStats()
         self.stop_requested = False
         self._signals = 0
-        self._own_pending = True
+        self._pending_from: bytes | str | None = "0"
+        self._claim_from: bytes | str = "0-0"
         self._migrated = False
         self._next_claim = 0.0
         self._next_progress = 0.0
@@ -112,25 +114,33 @@ class Sink:
 
     def run(self, *, burst: bool = False, handle_signals: bool = True) -> SinkStats:
         """Store decisions until asked to stop (signal), or, with ``burst``, until every
-        decision in the stream is stored."""
+        decision in the stream is stored.
+
+        The next batch is read while the current one is written (one reader thread): the
+        database and Valkey then work at the same time, and the drivers release the GIL
+        while they wait. A batch read ahead and not stored when the sink stops stays pending,
+        and is the first thing read on the next start."""
         self.bootstrap()
         if handle_signals:
             self.install_signal_handlers()
         backoff = 0.1
         started = time.monotonic()
-        while not self.stop_requested:
-            try:
-                batch = self.next_batch()
-                if batch.ids:
-                    self.process(batch)
-                elif burst and self.caught_up():
-                    break
-                self.progress(started)
-                backoff = 0.1
-            except redis.ConnectionError as exc:
-                log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.options.max_backoff_s)
+        ahead: Future[_Batch] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="sink-read") as reader:
+            while not self.stop_requested:
+                try:
+                    batch, ahead = (ahead.result() if ahead else self.next_batch()), None
+                    if batch.ids:
+                        ahead = reader.submit(self.next_batch)
+                        self.process(batch)
+                    elif burst and self.caught_up():
+                        break
+                    self.progress(started)
+                    backoff = 0.1
+                except redis.ConnectionError as exc:
+                    log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.options.max_backoff_s)
         try:
             self.progress(started, force=True)
         except redis.RedisError as exc:
@@ -143,7 +153,7 @@ class Sink:
         that is down at start is waited for, like one that goes down later."""
         if not self._migrated:
             self._migrated = self._until_available(lambda: migrate.upgrade(self.engine))
-        self._own_pending = True
+        self._pending_from = "0"
         try:
             self.client.xgroup_create(self.keys.decisions, SINK_GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -165,40 +175,54 @@ class Sink:
 
     def next_batch(self) -> _Batch:
         """Our own pending entries first (a previous run of this consumer died holding them),
-        then, every ``claim_idle_ms``, entries another sink left pending, then new ones."""
-        if self._own_pending:
-            entries = self._read("0")
-            if entries:
+        then, every ``claim_idle_ms``, entries another sink left pending, then new ones.
+
+        Both sweeps go on from where the previous batch ended: the batch being written while
+        this one is read is still pending, and must not be read twice."""
+        if self._pending_from is not None:
+            entries, last = self._read(self._pending_from)
+            if last is not None:
+                self._pending_from = last
                 return self._decode(entries)
-            self._own_pending = False
+            self._pending_from = None
         if time.monotonic() >= self._next_claim:
-            entries = self._claim()
+            entries, self._claim_from = self._claim(self._claim_from)
             if entries:
                 self.stats.claimed += len(entries)
                 return self._decode(entries)
-            self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
-        return self._decode(self._read(">"))
+            if self._claim_from in (b"0-0", "0-0"):  # the sweep is over
+                self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
+        return self._decode(self._read(">")[0])
 
-    def _read(self, start: str) -> list[Entry]:
-        block = self.options.block_ms if start == ">" else None
+    def _read(self, start: bytes | str) -> tuple[list[Entry], bytes | None]:
+        """Entries from ``start`` (``>``: new ones), and the last id read (``None``: none).
+        A pending entry the stream's trim removed comes back empty: it is acked, and lost."""
         reply: Any = self.client.xreadgroup(
             SINK_GROUP,
             self.consumer,
             {self.keys.decisions: start},
             count=self.options.batch_size,
-            block=block,
+            block=self.options.block_ms if start == ">" else None,
         )
-        return [(i, f) for _, entries in reply or [] for i, f in entries if f is not None]
+        got = [(i, f) for _, entries in reply or [] for i, f in entries]
+        gone = [i for i, f in got if f is None]
+        if gone:
+            log.warning("%d pending decisions were trimmed before they were stored", len(gone))
+            self.client.xack(self.keys.decisions, SINK_GROUP, *gone)
+        return [(i, f) for i, f in got if f is not None], (got[-1][0] if got else None)
 
-    def _claim(self) -> list[Entry]:
+    def _claim(self, start: bytes | str) -> tuple[list[Entry], bytes | str]:
+        """Entries idle for ``claim_idle_ms`` from ``start`` on, and where to go on from.
+        (The server drops trimmed entries from the pending list itself.)"""
         reply: Any = self.client.xautoclaim(
             self.keys.decisions,
             SINK_GROUP,
             self.consumer,
             self.options.claim_idle_ms,
+            start_id=start,
             count=self.options.batch_size,
         )
-        return [(i, f) for i, f in reply[1] if f is not None]
+        return [(i, f) for i, f in reply[1] if f is not None], reply[0]
 
     def caught_up(self) -> bool:
         measured = measure(self.client, self.keys.decisions, SINK_GROUP)
