@@ -59,14 +59,19 @@ class CrashBeforeAck(Sink):
         raise Crash
 
 
-def test_redelivery_after_a_crash_between_commit_and_ack_writes_nothing_twice(
-    client: redis.Redis, engine: sa.Engine
-) -> None:
+def crash_after_first_commit(client: redis.Redis, engine: sa.Engine, consumer: str) -> None:
+    """250 decisions published; a sink called ``consumer`` stored 100 and died unacked."""
     publish(client, KEYS.decisions, make_decisions(250))
-    crashing = CrashBeforeAck(client, engine, KEYS, OPTIONS, consumer="sink:test")
+    crashing = CrashBeforeAck(client, engine, KEYS, OPTIONS, consumer=consumer)
     with pytest.raises(Crash):
         crashing.run(burst=True, handle_signals=False)
     assert len(stored_ids(engine)) == 100  # committed, not acked
+
+
+def test_redelivery_after_a_crash_between_commit_and_ack_writes_nothing_twice(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    crash_after_first_commit(client, engine, "sink:test")
     stats = make_sink(client, engine).run(burst=True, handle_signals=False)
     assert (stats.stored, stats.duplicates) == (150, 100)
     ids = stored_ids(engine)
@@ -76,10 +81,7 @@ def test_redelivery_after_a_crash_between_commit_and_ack_writes_nothing_twice(
 def test_entries_another_sink_left_pending_are_claimed(
     client: redis.Redis, engine: sa.Engine
 ) -> None:
-    publish(client, KEYS.decisions, make_decisions(250))
-    crashing = CrashBeforeAck(client, engine, KEYS, OPTIONS, consumer="sink:other-host")
-    with pytest.raises(Crash):
-        crashing.run(burst=True, handle_signals=False)
+    crash_after_first_commit(client, engine, "sink:other-host")
     left: Any = client.xpending_range(KEYS.decisions, SINK_GROUP, "-", "+", 1000)
     ids = [p["message_id"] for p in left]
     # As if the other host had been gone for a minute:
