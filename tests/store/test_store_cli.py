@@ -143,3 +143,11 @@ def _transaction(transaction_id: str, i: int) -> Transaction:
         currency="EUR",
         channel="card_present",
     )
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://fraud:s3cret@/fraud?host={tmp_path}"  # no server on that socket
+    done = run_cli("history", "export", "--out", str(tmp_path / "h.parquet"), "--database", url)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: database_url: ")
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,6 +15,7 @@ import typer
 
 from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, console, settings_from
+from fraudstream.errors import StoreError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -41,6 +44,19 @@ def _engine(settings: Settings) -> sa.Engine:
     from fraudstream.store.engine import create_engine, database_url
 
     return create_engine(database_url(settings))
+
+
+@contextmanager
+def _one_line(engine: sa.Engine) -> Iterator[None]:
+    """A database error as the one-line `StoreError` the CLI prints, not a traceback."""
+    import sqlalchemy as sa
+
+    from fraudstream.store.engine import describe, first_line
+
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"database_url: {describe(engine)}: {first_line(exc)}") from None
 
 
 @app.command()
@@ -118,7 +134,8 @@ def db_upgrade(
     from fraudstream.store.engine import describe
 
     engine = _engine(settings_from(config, database_url=database))
-    at = migrate.upgrade(engine, revision)
+    with _one_line(engine):
+        at = migrate.upgrade(engine, revision)
     console.print(f"{describe(engine)}: schema at revision {at}", highlight=False)
 
 
@@ -131,11 +148,12 @@ def db_status(
     from fraudstream.store.engine import describe
 
     engine = _engine(settings_from(config, database_url=database))
-    figures = {
-        "database": describe(engine),
-        "current": migrate.current(engine),
-        "head": migrate.head(),
-    }
+    with _one_line(engine):
+        figures = {
+            "database": describe(engine),
+            "current": migrate.current(engine),
+            "head": migrate.head(),
+        }
     if as_json:
         print(json.dumps(figures))
         return
@@ -182,9 +200,10 @@ def history_export(
             f"must be after --from ({date_from}), got {date_to}", param_hint="--to"
         )
     engine = _engine(settings_from(config, database_url=database))
-    if migrate.current(engine) is None:
-        migrate.upgrade(engine)  # an empty store exports an empty history, not an error
-    rows = export_history(engine, out, start=start, end=end)
+    with _one_line(engine):
+        if migrate.current(engine) is None:
+            migrate.upgrade(engine)  # an empty store exports an empty history, not an error
+        rows = export_history(engine, out, start=start, end=end)
     if as_json:
         print(json.dumps({"rows": rows, "out": str(out)}))
         return
