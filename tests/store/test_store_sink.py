@@ -96,6 +96,31 @@ def test_entries_another_sink_left_pending_are_claimed(
     assert len(stored) == len(set(stored)) == 250
 
 
+class LoseValkeyAtFirstAck(Sink):
+    """The connection drops after the first batch is committed, before its XACK."""
+
+    lost = False
+
+    def _ack(self, batch: _Batch) -> None:
+        if not self.lost:
+            self.lost = True
+            raise redis.ConnectionError("connection reset by peer")
+        super()._ack(batch)
+
+
+def test_a_batch_not_acked_for_a_lost_connection_is_read_again_at_once(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    """Not after ``claim_idle_ms``: our own pending entries are swept again on reconnect."""
+    publish(client, KEYS.decisions, make_decisions(250))
+    options = SinkOptions(batch_size=100, block_ms=50, claim_idle_ms=2_000, progress_s=0.0)
+    sink = LoseValkeyAtFirstAck(client, engine, KEYS, options, consumer="sink:test")
+    stats = sink.run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.duplicates, stats.claimed) == (250, 100, 0)
+    ids = stored_ids(engine)
+    assert len(ids) == len(set(ids)) == 250
+
+
 def test_undecodable_entry_is_dead_lettered_and_the_rest_stored(
     client: redis.Redis, engine: sa.Engine
 ) -> None:

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -129,7 +129,8 @@ class Sink:
         with ThreadPoolExecutor(1, thread_name_prefix="sink-read") as reader:
             while not self.stop_requested:
                 try:
-                    batch, ahead = (ahead.result() if ahead else self.next_batch()), None
+                    fetched, ahead = ahead, None
+                    batch = fetched.result() if fetched else self.next_batch()
                     if batch.ids:
                         ahead = reader.submit(self.next_batch)
                         self.process(batch)
@@ -139,6 +140,8 @@ class Sink:
                     backoff = 0.1
                 except redis.ConnectionError as exc:
                     log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
+                    self._reread_pending(ahead)
+                    ahead = None
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.options.max_backoff_s)
         try:
@@ -146,6 +149,14 @@ class Sink:
         except redis.RedisError as exc:
             log.warning("could not measure the final lag: %s", exc)
         return self.stats
+
+    def _reread_pending(self, ahead: Future[_Batch] | None) -> None:
+        """After a lost connection, what we read and did not ack (a batch stored but not
+        acked, a batch read ahead) is read again from our pending entries, at once rather
+        than after ``claim_idle_ms``. A read-ahead still running is let finish first."""
+        if ahead is not None:
+            wait([ahead])
+        self._pending_from = "0"
 
     def bootstrap(self) -> None:
         """Migrate the schema to the newest revision, then create the group (from the start
