@@ -79,6 +79,7 @@ def sink(
 
     settings = settings_from(config, database_url=database, sink_batch_size=batch)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # `migrate` says what changed
     engine = _engine(settings)
     options = SinkOptions(
         batch_size=settings.sink_batch_size,
@@ -88,26 +89,35 @@ def sink(
     )
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     print(f"sink: {keys.decisions} -> {describe(engine)}", file=sys.stderr, flush=True)
-    runner = Sink(connect(settings), engine, keys, options, on_progress=_progress_line)
+    runner = Sink(connect(settings), engine, keys, options, on_progress=_ProgressLines())
     stats = runner.run(burst=burst)
     if as_json:
         print(json.dumps(_figures(stats)))
 
 
-def _progress_line(stats: SinkStats, elapsed_s: float) -> None:
-    """One plain line on stderr (a log file or a terminal alike)."""
-    lag = stats.lag
-    behind = "?" if lag is None or lag.entries is None else f"{lag.entries:,}"
-    rate = stats.stored / elapsed_s if elapsed_s > 0 else 0.0
-    line = (
-        f"sink: stored {stats.stored:,} ({stats.duplicates:,} already stored), "
-        f"{rate:,.0f}/s, lag {behind} entries"
-    )
-    if stats.db_retries:
-        line += f", database retries {stats.db_retries:,}"
-    if lag is not None and lag.trimmed:
-        line += f", LOST {lag.trimmed:,} trimmed from the stream before they were stored"
-    print(line, file=sys.stderr, flush=True)
+class _ProgressLines:
+    """One plain line on stderr per tick (a log file or a terminal alike); the rate is the
+    one since the previous line, so a stalled database shows as 0/s at once."""
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.at = 0.0
+
+    def __call__(self, stats: SinkStats, elapsed_s: float) -> None:
+        lag = stats.lag
+        behind = "?" if lag is None or lag.entries is None else f"{lag.entries:,}"
+        span = elapsed_s - self.at
+        rate = (stats.stored - self.stored) / span if span > 0 else 0.0
+        self.stored, self.at = stats.stored, elapsed_s
+        line = (
+            f"sink: stored {stats.stored:,} ({stats.duplicates:,} already stored), "
+            f"{rate:,.0f}/s, lag {behind} entries"
+        )
+        if stats.db_retries:
+            line += f", database retries {stats.db_retries:,}"
+        if lag is not None and lag.trimmed:
+            line += f", LOST {lag.trimmed:,} trimmed from the stream before they were stored"
+        print(line, file=sys.stderr, flush=True)
 
 
 def _figures(stats: SinkStats) -> dict[str, object]:

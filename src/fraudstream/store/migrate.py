@@ -7,6 +7,7 @@ we hand over, so no ``alembic.ini`` and no second URL setting exist. For a new r
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from fraudstream.store.engine import describe, first_line
 from fraudstream.store.tables import metadata
 
 SCRIPTS = "fraudstream.store:migrations"
+log = logging.getLogger(__name__)
 
 
 def _config(connection: sa.Connection | None = None) -> Config:
@@ -36,13 +38,17 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
         StoreError: the database is unreachable or a migration failed.
     """
     try:
+        before = current(engine)
         with engine.begin() as connection:
             command.upgrade(_config(connection), revision)
-        return current(engine)
+        after = current(engine)
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(
             f"database_url: migrating {describe(engine)} failed: {first_line(exc)}"
         ) from exc
+    if after != before:
+        log.info("schema of %s migrated: %s -> %s", describe(engine), before, after)
+    return after
 
 
 def current(engine: sa.Engine) -> str | None:
