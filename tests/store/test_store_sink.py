@@ -48,6 +48,18 @@ def test_lag_counts_what_is_not_stored(client: redis.Redis, engine: sa.Engine) -
     assert measure(client, KEYS.decisions, SINK_GROUP).entries == 0
 
 
+def test_decisions_trimmed_before_they_were_stored_are_counted_as_lost(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    sink = make_sink(client, engine)
+    sink.bootstrap()
+    publish(client, KEYS.decisions, make_decisions(100))
+    client.xtrim(KEYS.decisions, maxlen=40, approximate=False)  # decisions_maxlen at work
+    assert measure(client, KEYS.decisions, SINK_GROUP).trimmed == 60
+    stats = sink.run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.lost) == (40, 60)
+
+
 class Crash(Exception):
     """The process dies here."""
 

@@ -115,8 +115,8 @@ class _ProgressLines:
         )
         if stats.db_retries:
             line += f", database retries {stats.db_retries:,}"
-        if lag is not None and lag.trimmed:
-            line += f", LOST {lag.trimmed:,} trimmed from the stream before they were stored"
+        if stats.lost:
+            line += f", LOST {stats.lost:,} trimmed from the stream before they were stored"
         print(line, file=sys.stderr, flush=True)
 
 
@@ -129,7 +129,7 @@ def _figures(stats: SinkStats) -> dict[str, object]:
         "batches": stats.batches,
         "db_retries": stats.db_retries,
         "lag": None if lag is None else lag.entries,
-        "trimmed": 0 if lag is None else lag.trimmed,
+        "lost": stats.lost,
     }
 
 

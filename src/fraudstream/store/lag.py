@@ -1,9 +1,11 @@
 """How far the sink is behind: entries of ``tx.decisions`` not stored yet.
 
-``XINFO GROUPS`` gives, for the ``sink`` group, the entries not yet delivered (``lag``) and
-those delivered but not acked (``pending``); their sum is what the database does not hold.
-A sink that falls more than ``decisions_maxlen`` behind loses entries to the stream's trim:
-``trimmed`` counts them (added to the stream, never read by the group, no longer in it).
+The entries added to the stream and not yet delivered to the ``sink`` group (``XINFO
+STREAM`` entries-added minus ``XINFO GROUPS`` entries-read), plus those delivered and not
+acked (``pending``), are what the database does not hold. A sink that falls more than
+``decisions_maxlen`` behind loses entries to the stream's trim: ``trimmed`` counts them (added,
+never read by the group, no longer in the stream). The server's own ``lag`` field counts
+them as still to come, which they are not.
 """
 
 from __future__ import annotations
@@ -41,17 +43,18 @@ def measure(client: redis.Redis, stream: str, group: str) -> Lag:
     mine = next((g for g in groups if _text(g["name"]) == group), None)
     if mine is None:
         return Lag(unread=length, pending=0, trimmed=0)
-    unread = mine.get("lag")
-    added = _field(info, "entries-added")
-    read = mine.get("entries-read")
-    trimmed = 0
-    if added is not None and read is not None:
-        trimmed = max(0, int(added) - int(read) - int(length))
-    return Lag(
-        unread=None if unread is None else int(unread),
-        pending=int(mine["pending"]),
-        trimmed=trimmed,
-    )
+    pending = int(mine["pending"])
+    added, read = _field(info, "entries-added"), mine.get("entries-read")
+    if read is None and _text(mine["last-delivered-id"]) == "0-0":
+        read = 0  # never read anything
+    if added is None or read is None:  # the server cannot tell; its own lag may be None
+        lag = mine.get("lag")
+        return Lag(unread=None if lag is None else int(lag), pending=pending, trimmed=0)
+    # Entries added and never read by the group: still in the stream, or trimmed. At most
+    # `length` of them can be in the stream, so any excess was trimmed before it was read.
+    behind = int(added) - int(read)
+    trimmed = max(0, behind - int(length))
+    return Lag(unread=behind - trimmed, pending=pending, trimmed=trimmed)
 
 
 def _field(info: Any, name: str) -> Any:

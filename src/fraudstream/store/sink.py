@@ -59,6 +59,10 @@ class SinkStats:
     claimed: int = 0
     lag: Lag | None = None
     """As measured at the last progress tick."""
+    lost: int = 0
+    """Decisions trimmed from the stream before they were stored, as far as seen: the count
+    is visible only while the sink is behind the trimmed part (from the start, or a stall),
+    so it is the largest ``lag.trimmed`` measured, a lower bound."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Sink:
             self.install_signal_handlers()
         backoff = 0.1
         started = time.monotonic()
+        self.progress(started, force=True)  # the lag at start, before any read
         ahead: Future[_Batch] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="sink-read") as reader:
             while not self.stop_requested:
@@ -308,6 +313,7 @@ class Sink:
             return
         self._next_progress = now + self.options.progress_s
         self.stats.lag = measure(self.client, self.keys.decisions, SINK_GROUP)
+        self.stats.lost = max(self.stats.lost, self.stats.lag.trimmed)
         if self.on_progress is not None:
             self.on_progress(self.stats, now - started)
 
