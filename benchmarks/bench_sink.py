@@ -7,7 +7,8 @@ idempotent inserts, XACK); ``bare`` = the same rows, already as tuples, with the
 and no conflict handling: ``sqlite3`` ``executemany`` / psycopg ``COPY`` into the table, one
 commit per batch. The floor the sink is measured against. SQLite is a WAL file with
 ``synchronous=FULL``, PostgreSQL a throw-away cluster with ``fsync`` on (durable like the
-real thing). Median of ``--repeat`` runs.
+real thing). The process's garbage collector is tuned as `fraudstream sink` tunes it
+(`fraudstream.store.sink.tune_gc`). Median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fraudstream.schema import Decision, Outcome, encode
 from fraudstream.store import migrate
 from fraudstream.store.engine import create_engine
 from fraudstream.store.scratch import ScratchPostgres
-from fraudstream.store.sink import Sink, SinkOptions
+from fraudstream.store.sink import Sink, SinkOptions, tune_gc
 from fraudstream.store.tables import decisions
 from fraudstream.store.write import decision_values
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     items = make(args.n)
+    tune_gc()  # as `fraudstream sink` does; it also keeps `items` out of the collections
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         server = EmbeddedValkey(tmp / "valkey")

@@ -74,7 +74,7 @@ def sink(
     stream), migrating the schema first. Prints a progress line with the lag every few
     seconds; stops on SIGTERM / Ctrl-C after the batch in hand."""
     from fraudstream.store.engine import describe
-    from fraudstream.store.sink import Sink, SinkOptions
+    from fraudstream.store.sink import Sink, SinkOptions, tune_gc
     from fraudstream.stream.keys import StreamKeys
 
     settings = settings_from(config, database_url=database, sink_batch_size=batch)
@@ -90,6 +90,7 @@ def sink(
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     print(f"sink: {keys.decisions} -> {describe(engine)}", file=sys.stderr, flush=True)
     runner = Sink(connect(settings), engine, keys, options, on_progress=_ProgressLines())
+    tune_gc()
     stats = runner.run(burst=burst)
     if as_json:
         print(json.dumps(_figures(stats)))
