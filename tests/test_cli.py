@@ -44,7 +44,7 @@ def test_bad_flag_names_the_flag() -> None:
     assert "--tps" in result.stderr
 
 
-def test_produce_reports_bad_lines_and_sends_the_good(
+def test_produce_stops_on_bad_lines_or_skips_them_when_told(
     tmp_path: Path, valkey_url: str, client: redis.Redis
 ) -> None:
     good = {
@@ -65,13 +65,20 @@ def test_produce_reports_bad_lines_and_sends_the_good(
     ]
     path = tmp_path / "txs.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    result = _run("produce", str(path), env={"FRAUDSTREAM_VALKEY_URL": valkey_url})
-    assert result.returncode == 1
+    env = {"FRAUDSTREAM_VALKEY_URL": valkey_url}
+    keys = StreamKeys("tx", 16)
+    stopped = _run("produce", str(path), env=env)
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    assert f"{path}: row 2: amount: must be >= 0, got -3 (2 of 4 rows are bad;" in stopped.stderr
+    assert sum(client.xlen(s) for s in keys.inputs()) == 0
+    result = _run("produce", str(path), "--skip-invalid", env=env)
+    assert result.returncode == 0, result.stderr
     assert "txs.jsonl:2: amount: must be >= 0, got -3" in result.stderr
     assert "txs.jsonl:3: not valid JSON" in result.stderr
     assert "sent 2 transactions, rejected 2" in result.stdout
-    keys = StreamKeys("tx", 16)
     assert sum(client.xlen(s) for s in keys.inputs()) == 2
+    rejects = (tmp_path / "txs.rejects.csv").read_text().splitlines()
+    assert rejects[0] == "row,field,reason,record" and rejects[2].startswith("3,,not valid JSON")
 
 
 def test_produce_accepts_handbook_csv(tmp_path: Path, valkey_url: str, client: redis.Redis) -> None:
@@ -84,6 +91,20 @@ def test_produce_accepts_handbook_csv(tmp_path: Path, valkey_url: str, client: r
     result = _run("produce", str(path), env={"FRAUDSTREAM_VALKEY_URL": valkey_url})
     assert result.returncode == 0, result.stderr
     assert "sent 2 transactions, rejected 0" in result.stdout
+
+
+def test_produce_maps_a_bank_export(tmp_path: Path, valkey_url: str, client: redis.Redis) -> None:
+    path = tmp_path / "bank.csv"
+    path.write_text("Ref,When,Client,Pos,Amt\nA1,31/03/2024 23:59,C9,P1,0\n")
+    mapped = ["--column", "transaction_id=Ref", "--column", "timestamp=When"]
+    mapped += ["--column", "customer_id=Client", "--column", "terminal_id=Pos"]
+    env = {"FRAUDSTREAM_VALKEY_URL": valkey_url}
+    missing = _run("produce", str(path), *mapped, env=env)
+    assert missing.returncode == 2 and "amount: required field has no column" in missing.stderr
+    args = [*mapped, "--column", "amount=Amt", "--date-format", "%d/%m/%Y %H:%M"]
+    result = _run("produce", str(path), *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "sent 1 transactions, rejected 0" in result.stdout
 
 
 @pytest.mark.slow

@@ -170,4 +170,4 @@ def test_generate_cli_errors_name_the_flag(tmp_path: Path) -> None:
         timeout=60,
     )
     assert missing.returncode == 2
-    assert "history: file not found" in missing.stderr and "Traceback" not in missing.stderr
+    assert "nope.parquet: no such file" in missing.stderr and "Traceback" not in missing.stderr

@@ -56,6 +56,11 @@ def test_batch_keeps_order_ids_and_reasons() -> None:
     assert decisions[2].reasons[0].startswith("amount_over_block_limit")
     assert all(d.latency_ms > 0 for d in decisions)  # arrived at the epoch: a long time ago
     assert decisions[0].rules_version == "amount-limits:220/5000"
+    for d in decisions:  # where the latency went: the queue dominates (arrived at the epoch)
+        assert set(d.stages) == {"queue", "features", "model", "rules"}
+        assert all(v >= 0 for v in d.stages.values())
+        assert sum(d.stages.values()) <= d.latency_ms
+        assert d.stages["queue"] > 0.99 * d.latency_ms
 
 
 def test_amounts_above_the_configured_bound_are_refused_naming_the_field() -> None:

@@ -40,3 +40,29 @@ class StoreError(FraudstreamError):
 
 class StreamError(FraudstreamError):
     """A stream operation failed in a way the worker cannot absorb."""
+
+
+class DataFileError(FraudstreamError):
+    """A data file cannot be read or written, or its columns do not fit; names the file."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class BadRowsError(DataFileError):
+    """Rows of a data file break the schema: the first one (data rows from 1, the header not
+    counted) and how many there are."""
+
+    def __init__(self, path: object, row: int, reason: str, bad: int, total: int) -> None:
+        self.row = row
+        self.field, _, _ = reason.partition(":")
+        self.reason = reason
+        self.bad = bad
+        self.total = total
+        super().__init__(
+            path,
+            f"row {row}: {reason} ({bad:,} of {total:,} rows are bad; "
+            "--skip-invalid skips them and writes them to a rejects file)",
+        )

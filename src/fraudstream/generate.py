@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from fraudstream.errors import ConfigError
+from fraudstream.history import History, ReadOptions, read_history, read_labels
 from fraudstream.simulate import SimulationConfig, iter_transaction_json, simulate
 from fraudstream.simulate.patterns import Pattern, RateCurve
 from fraudstream.simulate.traffic import Pacer, PacerStats
@@ -69,9 +70,21 @@ class GenerateOptions:
         return min(self.max_rows, math.ceil(curve.count(self.duration)) + self.batch_size)
 
 
-def load_history(path: Path | None, *, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Transactions and labels from ``path`` (a simulate output file or folder), or a small
-    full-profile world simulated now (2,000 customers, 60 days, ~2 s)."""
+def load_history(
+    path: Path | None,
+    *,
+    seed: int = 0,
+    read: ReadOptions | None = None,
+    told: Callable[[History], None] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Transactions and labels from ``path`` (a labelled history file or a simulate folder,
+    read as `fraudstream.history` does), or a small full-profile world simulated now (2,000
+    customers, 60 days, ~2 s). ``told`` hears what reading the file found (rows skipped…).
+
+    Raises:
+        ConfigError: the history has no ``is_fraud`` (or ``TX_FRAUD``) column.
+        DataFileError: the file is unreadable or has bad rows.
+    """
     if path is None:
         result = simulate(
             SimulationConfig(
@@ -79,19 +92,17 @@ def load_history(path: Path | None, *, seed: int = 0) -> tuple[pl.DataFrame, pl.
             )
         )
         return result.transactions, result.labels
-    file = path / "transactions.parquet" if path.is_dir() else path
-    if not file.exists():
-        raise ConfigError("history", f"file not found: {file}")
-    transactions = pl.read_parquet(file)
-    missing = {"transaction_id", "timestamp", "customer_id", "is_fraud"} - set(transactions.columns)
-    if missing:
+    history = read_history(path, read)
+    if told is not None:
+        told(history)
+    transactions = history.frame
+    if "is_fraud" not in transactions.columns:
         raise ConfigError(
-            "history",
-            f"{file} lacks columns {sorted(missing)} "
-            "(expected the output of `fraudstream simulate`)",
+            "history", f"{history.path} has no is_fraud (or TX_FRAUD) column to send labels from"
         )
-    labels_file = file.with_name("labels.parquet")
-    labels = pl.read_parquet(labels_file) if labels_file.exists() else pl.DataFrame()
+    labels = read_labels(history.path)
+    if labels is None:
+        labels = pl.DataFrame()
     return transactions, labels
 
 

@@ -1,63 +1,136 @@
-"""Reading transactions from files: JSON lines, CSV or Parquet, ours or Handbook columns.
+"""Transactions from a file for ``produce``: every row validated as the stream will see it.
 
-Every row is validated on its own; a bad row is reported with its line (or row number) and the
-field at fault, and the good rows still go through.
+The format is read from the content and columns are mapped as `fraudstream.history` does
+(the user's map, the Handbook's names, ours; extra columns and ground truth are dropped).
+Each row then goes through the `Transaction` schema itself, so what is sent is exactly what a
+worker accepts; a bad row is kept with its row (data rows from 1, the header not counted;
+for JSON lines, the line), its reason and its original values, for the caller to stop on or
+write out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import csv
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import polars as pl
 
-from fraudstream.errors import SchemaError
+from fraudstream.columns import TRUTH, ColumnMap
+from fraudstream.errors import BadRowsError, DataFileError, SchemaError
+from fraudstream.history import file_format, guarded, scan
 from fraudstream.schema import Transaction, transaction_from_record
 
-Rejected = list[tuple[int, str]]
-"""(line or row number, 1-based; error message)."""
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row the schema refused: where, why, and what it held."""
+
+    row: int
+    field: str
+    """``""`` when the row as a whole is at fault (not JSON, not an object)."""
+    reason: str
+    record: object
 
 
-def read_transactions(path: Path) -> tuple[list[Transaction], Rejected]:
+@dataclass(frozen=True)
+class Ingested:
+    transactions: list[Transaction]
+    rejected: list[Rejected]
+
+    def stop_on_bad(self, path: Path) -> None:
+        """Raises `BadRowsError` naming the first bad row, if there is one."""
+        if self.rejected:
+            first = self.rejected[0]
+            total = len(self.transactions) + len(self.rejected)
+            raise BadRowsError(path, first.row, first.reason, len(self.rejected), total)
+
+
+def read_transactions(path: Path, columns: ColumnMap | None = None) -> Ingested:
     """Validate every row of a file.
 
     Raises:
-        SchemaError: the file type is not one we read.
+        DataFileError: the file is unreadable.
+        ConfigError: a required field has no column (CSV, Parquet).
     """
-    suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".ndjson", ".json"}:
-        return _from_rows(_json_lines(path))
-    if suffix in {".csv", ".parquet", ".pq"}:
-        import polars as pl
-
-        frame = pl.read_csv(path) if suffix == ".csv" else pl.read_parquet(path)
-        return _from_rows(enumerate(frame.iter_rows(named=True), start=1))
-    raise SchemaError("path", f"unsupported file type {suffix!r} (use .jsonl, .csv or .parquet)")
-
-
-def _json_lines(path: Path) -> list[tuple[int, object]]:
-    rows: list[tuple[int, object]] = []
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, msgspec.json.decode(line)))
-            except msgspec.DecodeError as exc:
-                rows.append((number, SchemaError("", f"not valid JSON: {exc}")))
-    return rows
-
-
-def _from_rows(rows: Iterable[tuple[int, object]]) -> tuple[list[Transaction], Rejected]:
+    columns = columns or ColumnMap()
+    fmt = file_format(path)
+    rows = _json_lines(path, columns) if fmt == "jsonl" else _table_rows(path, fmt, columns)
     good: list[Transaction] = []
-    bad: Rejected = []
-    for number, row in rows:
+    bad: list[Rejected] = []
+    for number, row, original in rows:
         try:
             if isinstance(row, SchemaError):
                 raise row
             if not isinstance(row, dict):
                 raise SchemaError("", f"expected an object, got {type(row).__name__}")
-            good.append(transaction_from_record(row))
+            good.append(transaction_from_record(_parsed(row, columns.date_format)))
         except SchemaError as exc:
-            bad.append((number, str(exc)))
-    return good, bad
+            bad.append(Rejected(number, exc.field, str(exc), original))
+    return Ingested(good, bad)
+
+
+Row = tuple[int, object, object]
+"""(row or line number, the decoded row or why it could not be, the original values)."""
+
+
+def _table_rows(path: Path, fmt: str, columns: ColumnMap) -> Iterator[Row]:
+    lazy = scan(path, fmt)
+    sources = columns.resolve(guarded(path, lazy.collect_schema).names())
+    picked = lazy.select(
+        pl.col(source).alias(name) for name, source in sources.items() if name not in TRUTH
+    )
+    frame = guarded(path, picked.collect)
+    for number, row in enumerate(frame.iter_rows(named=True), start=1):
+        yield number, row, row
+
+
+def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:
+    renames = {source: name for name, source in columns.sources.items()}
+    with guarded(path, path.open, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = msgspec.json.decode(line)
+            except msgspec.DecodeError as exc:
+                yield (
+                    number,
+                    SchemaError("", f"not valid JSON: {exc}"),
+                    line.decode(errors="replace"),
+                )
+                continue
+            if isinstance(row, dict) and renames:
+                row = {renames.get(k, k): v for k, v in row.items()}
+            yield number, row, row
+
+
+def _parsed(row: Mapping[str, Any], date_format: str | None) -> Mapping[str, Any]:
+    stamp = row.get("timestamp")
+    if date_format is None or not isinstance(stamp, str):
+        return row
+    try:
+        return {**row, "timestamp": datetime.strptime(stamp.strip(), date_format)}
+    except ValueError:
+        raise SchemaError("timestamp", f"not in {date_format!r}, got {stamp!r}") from None
+
+
+def write_rejects(rejected: list[Rejected], out: Path) -> None:
+    """``row, field, reason, record`` (the row's original values as JSON), one line each.
+
+    Raises:
+        DataFileError: the file cannot be written.
+    """
+    try:
+        with out.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["row", "field", "reason", "record"])
+            for r in rejected:
+                writer.writerow([r.row, r.field, r.reason, json.dumps(r.record, default=str)])
+    except OSError as exc:
+        raise DataFileError(out, exc.strerror or str(exc)) from None

@@ -102,6 +102,10 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     decided_at: AwareDatetime
     shadow: list[str] = []
     """What shadow rules (``rule:<id>``) and shadow models said; logged, never deciding."""
+    stages: dict[str, float] = {}
+    """Where ``latency_ms`` went, in ms: ``queue`` (arrival to the start of its batch's
+    scoring), then the batch's ``features`` (read, compute, write confirmed), ``model``
+    (scores and reason codes) and ``rules``; the rest is the commit and the hand-off."""
 
 
 class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -194,16 +194,26 @@ class Scorer:
             self.apply_labels(labels)
             return []
         # The feature state's write executes on the server while the batch is scored.
+        started = time.time()
         features = self.features.submit(transactions, labels) if self.features else None
+        featured = time.time()
         base = self._base(transactions, features)
+        modelled = time.time()
         verdicts = self._rules(transactions, features, base.scores, base.thresholds)
+        ruled = time.time()
         self._explain_flagged(base, features, verdicts)
+        explained = time.time()
         if self.features is not None:
             self.features.confirm()
         now = time.time()
         decided_at = datetime.fromtimestamp(now, UTC)
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
         rules_version = self._rules_version()
+        batch_stages = {
+            "features": _ms(featured - started + now - explained),
+            "model": _ms(modelled - featured + explained - ruled),
+            "rules": _ms(ruled - modelled),
+        }
         return [
             Decision(
                 transaction_id=tx.transaction_id,
@@ -215,6 +225,7 @@ class Scorer:
                 latency_ms=max(0.0, (now - arrived) * 1000),
                 decided_at=decided_at,
                 shadow=shadow + base.shadow[i],
+                stages={"queue": _ms(max(0.0, started - arrived)), **batch_stages},
             )
             for i, (tx, (verdict, shadow), arrived) in enumerate(
                 zip(transactions, verdicts, arrivals, strict=True)
@@ -304,6 +315,10 @@ class Scorer:
         if ruleset is None:
             return self.policy.version
         return f"{ruleset.version}+{self.policy.version}"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:

@@ -1,4 +1,5 @@
-"""`fraudstream train` then `evaluate` on a Handbook-format CSV with nothing else."""
+"""`fraudstream train` then `evaluate` on a Handbook-format CSV with nothing else: integer
+ids, naive times, the extra time columns and zero amounts, as in the published dataset."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import redis
 
 from clikit import run_cli
 from fraudstream.simulate import SimulationResult, write_history
+from historykit import zero_amounts
 
 _run = partial(run_cli, timeout=300)
 
@@ -21,6 +23,8 @@ def test_train_then_evaluate_a_handbook_csv(
     work = tmp_path / "work"
     work.mkdir()
     (tmp_path / "sim" / "transactions_handbook.csv").rename(work / "X.csv")
+    rows = len((work / "X.csv").read_text().splitlines()) - 1
+    zero_amounts(work / "X.csv", range(100, rows, 1_000))  # the test week's rows included
     trained = _run(
         "train", "--data", "X.csv", "--train-days", "21", "--json", cwd=work, valkey_url=valkey_url
     )
@@ -29,6 +33,7 @@ def test_train_then_evaluate_a_handbook_csv(
     assert (work / ".fraudstream" / "registry.key").exists()
     t = json.loads(trained.stdout)
     assert t["active"] is True and 0.5 < t["auc_roc"] <= 1.0
+    assert trained.stderr.count("taken as UTC") == 1
     evaluated = _run("evaluate", "--data", "X.csv", "--json", cwd=work, valkey_url=valkey_url)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "created" not in evaluated.stderr

@@ -28,3 +28,11 @@ def main() -> None:
     except FraudstreamError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:
+        # A file or folder that cannot be read or written (an unwritable --out, a full
+        # disk): the path and the reason are all the user needs, not a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(
+            f"[red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True
+        )
+        sys.exit(2)

@@ -18,9 +18,20 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+from fraudstream.cli.reading import (
+    ColumnOpt,
+    ColumnsFileOpt,
+    DateFormatOpt,
+    SkipInvalidOpt,
+    read_history,
+    read_options,
+    tell,
+)
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from fraudstream.history import ReadOptions
 
 
 @app.command()
@@ -112,11 +123,14 @@ def generate(
     history: Annotated[
         Path | None,
         typer.Option(
-            help="transactions.parquet (or its folder) "
-            "from `fraudstream simulate`; default: a "
-            "small world simulated now."
+            help="A labelled history (is_fraud / TX_FRAUD; any format, see --column) or a "
+            "`fraudstream simulate` folder; default: a small world simulated now."
         ),
     ] = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     speedup: Annotated[
         float | None,
         typer.Option(
@@ -158,7 +172,8 @@ def generate(
         batch_size=settings.batch_size,
     )
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
-    transactions, label_frame = gen.load_history(history, seed=seed)
+    reading = read_options(columns, column, date_format, skip_invalid)
+    transactions, label_frame = gen.load_history(history, seed=seed, read=reading, told=tell)
     picked = gen.select(transactions, options.rows_needed(), options)
     rows = gen.encode_rows(picked, label_frame, keys, labels, settings.batch_size)
     producer = Producer(connect(settings), keys, batch_size=settings.batch_size)
@@ -209,19 +224,21 @@ def generate(
     console.print(table)
 
 
-def features_for_history(path: Path, date_from: str | None, date_to: str | None) -> pl.DataFrame:
-    """A simulated history with its point-in-time features (offline backfill) and labels,
-    restricted to ``[date_from, date_to]`` after the features are computed on all of it."""
+def features_for_history(
+    path: Path, date_from: str | None, date_to: str | None, options: ReadOptions
+) -> pl.DataFrame:
+    """A history with its point-in-time features (offline backfill) and labels (the
+    labels file beside it, else none), restricted to ``[date_from, date_to]`` after
+    the features are computed on all of it."""
     from datetime import date, timedelta
 
     import polars as pl
 
     from fraudstream.features import backfill
+    from fraudstream.history import read_labels
 
-    file = path / "transactions.parquet" if path.is_dir() else path
-    history = pl.read_parquet(file)
-    labels_file = file.with_name("labels.parquet")
-    labels = pl.read_parquet(labels_file) if labels_file.exists() else None
+    history = read_history(path, options)
+    labels = read_labels(path)
     frame = history.join(backfill(history, labels), on="transaction_id", how="left")
     for flag, value, op in (("--from", date_from, "ge"), ("--to", date_to, "le")):
         if value is None:

@@ -11,6 +11,14 @@ from rich.table import Table
 
 from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, console, settings_from
+from fraudstream.cli.reading import (
+    ColumnOpt,
+    ColumnsFileOpt,
+    DateFormatOpt,
+    SkipInvalidOpt,
+    read_history,
+    read_options,
+)
 
 if TYPE_CHECKING:
     from fraudstream.config import Settings
@@ -38,11 +46,17 @@ def feature_engine(settings: Settings) -> FeatureEngine:
 @features_app.command("backfill")
 def features_backfill(
     history: Annotated[
-        Path, typer.Option(help="transactions.parquet (our columns).", exists=True, dir_okay=False)
+        Path,
+        typer.Option(
+            help="The history: CSV, Parquet or JSON lines, our columns or the Handbook's "
+            "(or mapped with --column), or a `simulate` folder.",
+            exists=True,
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Parquet file to write the features to.")],
     labels: Annotated[
-        Path | None, typer.Option(help="labels.parquet (default: beside the history, if there).")
+        Path | None,
+        typer.Option(help="Labels file (default: labels.parquet or .csv beside the history)."),
     ] = None,
     profiles: Annotated[
         Path | None,
@@ -53,20 +67,26 @@ def features_backfill(
             dir_okay=False,
         ),
     ] = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Compute every feature of every transaction, point in time, as the workers would."""
     import time
 
-    import polars as pl
-
+    from fraudstream.errors import DataFileError
     from fraudstream.features import backfill
+    from fraudstream.history import read_labels, read_table
 
     settings = settings_from(config)
-    labels = labels or history.with_name("labels.parquet")
-    label_frame = pl.read_parquet(labels) if labels.exists() else None
-    frame = pl.read_parquet(history)
-    profile_frame = pl.read_parquet(profiles) if profiles else None
+    if not out.parent.is_dir():  # before the backfill's minutes, not after
+        raise DataFileError(out.parent, "no such folder (for --out)")
+    rejects = out.with_name(f"{out.stem}.rejects.csv")
+    frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
+    label_frame = read_labels(history, labels)
+    profile_frame = read_table(profiles) if profiles else None
     with console.status(f"backfilling {frame.height:,} transactions"):
         t0 = time.perf_counter()
         features = backfill(
@@ -98,13 +118,13 @@ def features_load_profiles(
     config: ConfigOpt = None,
 ) -> None:
     """Load (replace) static customer profiles for the online static features."""
-    import polars as pl
     from rich.progress import Progress
 
     from fraudstream.features.profiles import load_profiles
+    from fraudstream.history import read_table
 
     settings = settings_from(config)
-    frame = pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
+    frame = read_table(path)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("loading profiles", total=frame.height)
         written = load_profiles(

@@ -19,11 +19,20 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+from fraudstream.cli.reading import (
+    ColumnOpt,
+    ColumnsFileOpt,
+    DateFormatOpt,
+    SkipInvalidOpt,
+    read_history,
+    read_options,
+)
 
 if TYPE_CHECKING:
     import polars as pl
 
     from fraudstream.config import Settings
+    from fraudstream.history import ReadOptions
     from fraudstream.models import ModelRegistry, TrainOptions
 
 models_app = typer.Typer(no_args_is_help=True, help="Model versions: list, activate, shadow.")
@@ -33,16 +42,16 @@ DataOpt = Annotated[
     Path,
     typer.Option(
         "--data",
-        help="History: Parquet/CSV in our columns or the Handbook's "
-        "(TX_FRAUD gives the labels), or a `simulate` output folder.",
+        help="History: CSV, Parquet or JSON lines in our columns, the Handbook's "
+        "(TX_FRAUD gives the labels) or mapped with --column, or a `simulate` output folder.",
         exists=True,
     ),
 ]
 LabelsOpt = Annotated[
     Path | None,
     typer.Option(
-        help="labels.parquet (default: beside the data; else TX_FRAUD / is_fraud "
-        "known --label-delay-days after the transaction)."
+        help="Labels file (default: labels.parquet or .csv beside the data; else TX_FRAUD / "
+        "is_fraud known --label-delay-days after the transaction)."
     ),
 ]
 TrainEndOpt = Annotated[
@@ -105,23 +114,18 @@ def _options(
     )
 
 
-def _load(data: Path, labels: Path | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    import polars as pl
+def _load(
+    data: Path, labels: Path | None, options: ReadOptions
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    from fraudstream.history import read_labels
 
-    from fraudstream.models import load_history
-
-    history = load_history(data)
-    beside = (data if data.is_dir() else data.parent) / "labels.parquet"
-    path = labels or (beside if beside.exists() else None)
-    return history, pl.read_parquet(path) if path is not None else None
+    return read_history(data, options), read_labels(data, labels)
 
 
 def _profiles(path: Path | None) -> pl.DataFrame | None:
-    import polars as pl
+    from fraudstream.history import read_table
 
-    if path is None:
-        return None
-    return pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
+    return None if path is None else read_table(path)
 
 
 @app.command()
@@ -134,6 +138,10 @@ def train(
     test_days: TestDaysOpt = 7,
     activate: Annotated[bool, typer.Option(help="Make the new version active.")] = True,
     profiles: ProfilesOpt = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -145,7 +153,9 @@ def train(
     settings = settings_from(config)
     registry = _registry(settings)
     options = _options(train_end, train_days, delay_days, test_days)
-    history, label_frame = _load(data, labels)
+    history, label_frame = _load(
+        data, labels, read_options(columns, column, date_format, skip_invalid)
+    )
     profile_frame = _profiles(profiles)
     if created := registry.create_key():
         err_console.print(key_created(created), highlight=False, soft_wrap=True)
@@ -179,6 +189,10 @@ def evaluate_command(
         typer.Option(help="Folder for the Markdown + PNG report (default: reports/<version>)."),
     ] = None,
     profiles: ProfilesOpt = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -191,7 +205,9 @@ def evaluate_command(
     if chosen is None:
         raise typer.BadParameter("no active model: train one or name it", param_hint="--version")
     bundle = registry.load(chosen)
-    history, label_frame = _load(data, labels)
+    history, label_frame = _load(
+        data, labels, read_options(columns, column, date_format, skip_invalid)
+    )
     options = _options(train_end, train_days, delay_days, test_days)
     evaluation = evaluate_detailed(
         bundle, history, label_frame, options, profiles=_profiles(profiles)
@@ -295,6 +311,10 @@ def models_compare(
     b: str,
     data: DataOpt,
     labels: LabelsOpt = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -302,7 +322,9 @@ def models_compare(
     from fraudstream.models import compare
 
     registry = _registry(settings_from(config))
-    history, label_frame = _load(data, labels)
+    history, label_frame = _load(
+        data, labels, read_options(columns, column, date_format, skip_invalid)
+    )
     result = compare(registry.load(a), registry.load(b), history, label_frame)
     if as_json:
         print(json.dumps(result, default=str))

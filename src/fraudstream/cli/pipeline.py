@@ -19,6 +19,7 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+from fraudstream.cli.reading import ColumnOpt, ColumnsFileOpt, DateFormatOpt, SkipInvalidOpt
 
 if TYPE_CHECKING:
     from fraudstream.models import ModelHealth
@@ -214,31 +215,50 @@ def produce(
     path: Annotated[
         Path,
         typer.Argument(
-            help="JSON lines, CSV or Parquet; our column names or the Fraud Detection Handbook's.",
+            help="JSON lines, CSV or Parquet; our column names, the Fraud Detection Handbook's, "
+            "or mapped with --column.",
             exists=True,
             dir_okay=False,
         ),
     ],
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Validate transactions from a file and send them to the input stream."""
-    from fraudstream.ingest import read_transactions
+    """Validate transactions from a file and send them to the input stream (nothing is sent
+    if a row is bad, unless --skip-invalid)."""
+    from fraudstream.columns import column_map
+    from fraudstream.ingest import read_transactions, write_rejects
     from fraudstream.stream.keys import StreamKeys
     from fraudstream.stream.producer import Producer
 
     settings = settings_from(config)
-    transactions, rejected = read_transactions(path)
-    for where, error in rejected[:20]:
-        err_console.print(f"[yellow]skipped[/] {path.name}:{where}: {error}")
+    ingested = read_transactions(path, column_map(columns, column or [], date_format))
+    if not skip_invalid:
+        ingested.stop_on_bad(path)
+    rejected = ingested.rejected
+    for bad in rejected[:20]:
+        err_console.print(
+            f"[yellow]skipped[/] {path.name}:{bad.row}: {bad.reason}", highlight=False
+        )
+    if rejected:
+        rejects = path.with_name(f"{path.stem}.rejects.csv")
+        write_rejects(rejected, rejects)
+        err_console.print(
+            f"skipped {len(rejected):,} invalid rows of {path.name}; they and their reasons "
+            f"are in {rejects}",
+            highlight=False,
+            soft_wrap=True,
+        )
     producer = Producer(
         connect(settings),
         StreamKeys(settings.stream_prefix, settings.partitions),
         batch_size=settings.batch_size,
     )
-    sent = producer.send(transactions)
+    sent = producer.send(ingested.transactions)
     console.print(f"sent {sent:,} transactions, rejected {len(rejected):,}")
-    if rejected:
-        raise typer.Exit(1)
 
 
 @app.command()

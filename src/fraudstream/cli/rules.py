@@ -18,6 +18,13 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+from fraudstream.cli.reading import (
+    ColumnOpt,
+    ColumnsFileOpt,
+    DateFormatOpt,
+    SkipInvalidOpt,
+    read_options,
+)
 
 if TYPE_CHECKING:
     from fraudstream.rules import RuleSchema
@@ -137,13 +144,21 @@ def rules_test(
 def rules_backtest(
     path: RulesFile,
     history: Annotated[
-        Path, typer.Option(help="transactions.parquet from `fraudstream simulate`.", exists=True)
+        Path,
+        typer.Option(
+            help="A labelled history (any format, see --column) or a `simulate` folder.",
+            exists=True,
+        ),
     ],
     date_from: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD.")] = None,
     date_to: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD.")] = None,
     baseline: Annotated[
         Path | None, typer.Option(help="Compare against this rule set file.", exists=True)
     ] = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a labelled history through a rule set: hits, precision, recall, amount caught."""
@@ -154,7 +169,8 @@ def rules_backtest(
     schema = rule_schema()
     ruleset = load_ruleset(path, schema)
     base = load_ruleset(baseline, schema) if baseline is not None else None
-    frame = features_for_history(history, date_from, date_to)
+    reading = read_options(columns, column, date_format, skip_invalid)
+    frame = features_for_history(history, date_from, date_to, reading)
     report = backtest(ruleset, frame, base)
     if as_json:
         print(json.dumps(report.to_dict(), default=str))

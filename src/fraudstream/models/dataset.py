@@ -1,6 +1,6 @@
 """From a history (+ labels) to model-ready matrices under the time-based protocol.
 
-- `load_history`: Parquet/CSV in our schema or the Handbook's column names.
+- `load_history`: any history file (`fraudstream.history`) in our columns.
 - `labels_for`: the given labels, or ``is_fraud`` / ``TX_FRAUD`` reported ``label_delay_days``
   after each fraud (the Handbook's assumption: every fraud is known one delay period later).
 - `build_dataset`: point-in-time features from the offline backfill, the target and the
@@ -20,69 +20,23 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fraudstream.features import FeatureSet, backfill, default_feature_set
+from fraudstream.history import read_history
 from fraudstream.models.errors import ModelError
 from fraudstream.models.protocol import Protocol
-from fraudstream.schema import HANDBOOK_COLUMNS
 
 F64 = NDArray[np.float64]
-HANDBOOK_TRUTH = {"TX_FRAUD": "is_fraud", "TX_FRAUD_SCENARIO": "fraud_scenario"}
 WARMUP_DAYS = 68
 """Longest feature window (60 d) plus the terminal delay (7 d) plus one tile."""
 
 
 def load_history(path: Path) -> pl.DataFrame:
-    """A history file (or a folder holding ``transactions.parquet``) in our column names.
-
-    Handbook files are renamed (`fraudstream.schema.HANDBOOK_COLUMNS`), their integer ids
-    become strings, naive times are taken as UTC and ``TX_FRAUD`` becomes ``is_fraud``.
+    """A history file (or a folder holding ``transactions.parquet``) in our column names:
+    `fraudstream.history.read_history` with its defaults (bad rows stop the read).
 
     Raises:
-        ModelError: the file is missing or of an unknown type.
+        DataFileError: the file is missing, unreadable, lacks a field or has a bad row.
     """
-    if path.is_dir():
-        path = path / "transactions.parquet"
-    if not path.exists():
-        raise ModelError(f"data: no such file {path}")
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
-        frame = pl.read_parquet(path)
-    elif suffix == ".csv":
-        frame = pl.read_csv(path, try_parse_dates=True, infer_schema_length=10_000)
-    else:
-        raise ModelError(f"data: unsupported file type {suffix!r} (use .parquet or .csv)")
-    return normalize_history(frame)
-
-
-def normalize_history(frame: pl.DataFrame) -> pl.DataFrame:
-    """Our column names and types (ids as strings, UTC timestamps, boolean ``is_fraud``)."""
-    renames = {**HANDBOOK_COLUMNS, **HANDBOOK_TRUTH}
-    frame = frame.rename({k: v for k, v in renames.items() if k in frame.columns})
-    frame = frame.drop([c for c in frame.columns if c.startswith(("Unnamed", "TX_TIME_"))])
-    missing = [
-        c
-        for c in ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
-        if c not in frame.columns
-    ]
-    if missing:
-        raise ModelError(f"data: required column {missing[0]!r} is missing")
-    ts = frame.schema["timestamp"]
-    stamp = pl.col("timestamp")
-    if ts == pl.String:
-        stamp = stamp.str.to_datetime(time_zone="UTC")
-    elif isinstance(ts, pl.Datetime) and ts.time_zone is None:
-        stamp = stamp.dt.replace_time_zone("UTC")
-    elif isinstance(ts, pl.Datetime):
-        stamp = stamp.dt.convert_time_zone("UTC")
-    frame = frame.with_columns(
-        stamp.dt.cast_time_unit("us").alias("timestamp"),
-        *(pl.col(c).cast(pl.String) for c in ("transaction_id", "customer_id", "terminal_id")),
-        pl.col("amount").cast(pl.Float64),
-    )
-    if "merchant_id" not in frame.columns:
-        frame = frame.with_columns(pl.col("terminal_id").alias("merchant_id"))
-    if "is_fraud" in frame.columns:
-        frame = frame.with_columns(pl.col("is_fraud").cast(pl.Int8).cast(pl.Boolean))
-    return frame
+    return read_history(path).frame
 
 
 def labels_for(

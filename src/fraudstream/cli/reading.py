@@ -1,0 +1,90 @@
+"""The options every command that reads a history shares, and what it says about the read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fraudstream.cli.common import err_console
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from fraudstream.history import History, ReadOptions
+
+ColumnsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--columns",
+        help='TOML mapping our fields to your file\'s columns: [columns] amount = "TxnAmt"; '
+        "optional date_format.",
+        envvar="FRAUDSTREAM_COLUMNS",
+        show_envvar=True,
+        exists=True,
+        dir_okay=False,
+    ),
+]
+ColumnOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--column", help="FIELD=COLUMN, e.g. amount=TxnAmt (repeatable; wins over --columns)."
+    ),
+]
+DateFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--date-format",
+        help="strftime layout of the timestamps, e.g. '%d/%m/%Y %H:%M' (default: ISO 8601; "
+        "no offset = UTC).",
+    ),
+]
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Leave bad rows out, write them with their reasons to <file>.rejects.csv, say how "
+        "many (default: stop at the first, naming its row).",
+    ),
+]
+
+
+def read_options(
+    columns: Path | None,
+    column: list[str] | None,
+    date_format: str | None,
+    skip_invalid: bool,
+    rejects: Path | None = None,
+) -> ReadOptions:
+    """The flags as `ReadOptions` (``rejects``: where skipped rows go, default beside the data)."""
+    from fraudstream.columns import column_map
+    from fraudstream.history import ReadOptions
+
+    return ReadOptions(column_map(columns, column or [], date_format), skip_invalid, rejects)
+
+
+def read_history(path: Path, options: ReadOptions) -> pl.DataFrame:
+    """The history's valid rows; says once on stderr what the user should know of the read."""
+    from fraudstream.history import read_history as read
+
+    history = read(path, options)
+    tell(history)
+    return history.frame
+
+
+def tell(history: History) -> None:
+    """Naive times taken as UTC, and rows skipped (with where they went)."""
+    if history.naive_times:
+        err_console.print(
+            f"note: {history.path.name}: timestamps have no time zone; taken as UTC",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if history.skipped:
+        err_console.print(
+            f"skipped {history.skipped:,} invalid rows of {history.path.name}; "
+            f"they and their reasons are in {history.rejects}",
+            highlight=False,
+            soft_wrap=True,
+        )

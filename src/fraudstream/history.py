@@ -1,0 +1,234 @@
+"""Reading a transaction history from any file: the one place every command reads one.
+
+- **Format by content**: Parquet starts with ``PAR1`` (whatever its name); a file named
+  ``.parquet`` that is not Parquet is refused (it is usually a CSV saved under the wrong
+  name, and guessing would hide that); a first byte ``{`` means JSON lines; else CSV.
+- **Columns**: the user's map, then the Handbook's names, then ours (`fraudstream.columns`);
+  a required field without a column is named before any row is read. Extra columns
+  (``TX_TIME_SECONDS``, …) are dropped.
+- **Bad rows**: checked in one vectorised pass. By default the first bad row stops the read
+  with the file, its row (data rows from 1, the header not counted), the field, the reason
+  and how many rows are bad; with ``skip_invalid`` they are left out and written, with their
+  reasons and original values, to a rejects CSV.
+- **Memory**: the file is scanned lazily and collected by polars' streaming engine, so only
+  the typed columns we keep are ever held, never the file's text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import polars as pl
+
+from fraudstream.columns import ColumnMap, is_naive, reason, sniff_date_format, typed
+from fraudstream.errors import BadRowsError, DataFileError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+PARQUET_MAGIC = b"PAR1"
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """``rejects``: where skipped rows go (default ``<file stem>.rejects.csv`` beside it)."""
+
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    skip_invalid: bool = False
+    rejects: Path | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """A history in our columns and types, and what reading it found."""
+
+    frame: pl.DataFrame
+    path: Path
+    skipped: int = 0
+    rejects: Path | None = None
+    naive_times: bool = False
+    """Some timestamps had no time zone and were taken as UTC."""
+
+
+def resolve(path: Path) -> Path:
+    """A file, or the ``transactions`` file of a `fraudstream simulate` folder.
+
+    Raises:
+        DataFileError: no such file.
+    """
+    if path.is_dir():
+        for name in ("transactions.parquet", "transactions.csv"):
+            if (path / name).is_file():
+                return path / name
+        raise DataFileError(path, "no transactions.parquet or transactions.csv in this folder")
+    if not path.exists():
+        raise DataFileError(path, "no such file")
+    return path
+
+
+def file_format(path: Path) -> str:
+    """``parquet``, ``csv`` or ``jsonl``, from the file's first bytes.
+
+    Raises:
+        DataFileError: the file cannot be opened, or is named Parquet but is not.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(256)
+    except OSError as exc:
+        raise DataFileError(path, exc.strerror or str(exc)) from None
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        looks = "text (a CSV? name it .csv)" if _is_text(head) else "something else"
+        raise DataFileError(path, f"not a Parquet file (no PAR1 header; it looks like {looks})")
+    return "jsonl" if head.lstrip().startswith(b"{") else "csv"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode()
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head
+
+
+def scan(path: Path, fmt: str | None = None) -> pl.LazyFrame:
+    """The file as a lazy frame, CSV values as text (we parse and check them ourselves)."""
+    fmt = fmt or file_format(path)
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    if fmt == "jsonl":
+        return pl.scan_ndjson(path, infer_schema_length=10_000)
+    return pl.scan_csv(path, infer_schema=False)
+
+
+def read_history(path: Path, options: ReadOptions | None = None) -> History:
+    """Every valid row of a history file, in our columns and types.
+
+    Raises:
+        DataFileError: the file is unreadable or a required field has no column.
+        BadRowsError: a row is bad and ``skip_invalid`` is off.
+        ConfigError: the column map names a column the file does not have.
+    """
+    options = options or ReadOptions()
+    path = resolve(path)
+    fmt = file_format(path)
+    lazy = scan(path, fmt).with_row_index("_row", offset=1)
+    schema = guarded(path, lazy.collect_schema)
+    sources = options.columns.resolve([c for c in schema.names() if c != "_row"])
+    stamp = sources["timestamp"]
+    date_format = options.columns.date_format
+    if date_format is None and schema[stamp] == pl.String:
+        sample = guarded(path, lazy.select(stamp).drop_nulls().head(1000).collect)
+        date_format = sniff_date_format(sample[stamp])
+    exprs: list[pl.Expr] = []
+    reasons: list[pl.Expr] = []
+    for name, source in sources.items():
+        raw, dtype = pl.col(source), schema[source]
+        value = typed(name, raw, dtype, date_format)
+        exprs.append(value.alias(name))
+        reasons.append(reason(name, raw, value))
+    select = lazy.select("_row", *exprs, pl.coalesce(reasons).alias("_reason"))
+    frame = guarded(path, select.collect, engine="streaming")
+    return _checked(path, fmt, frame, options, is_naive(schema[stamp], date_format))
+
+
+def _checked(
+    path: Path, fmt: str, frame: pl.DataFrame, options: ReadOptions, naive_times: bool
+) -> History:
+    bad = frame.filter(pl.col("_reason").is_not_null()).select("_row", "_reason")
+    rejects: Path | None = None
+    if bad.height:
+        if not options.skip_invalid:
+            row, why = bad.row(0)
+            raise BadRowsError(path, row, why, bad.height, frame.height)
+        rejects = options.rejects or path.with_name(f"{path.stem}.rejects.csv")
+        write_rejects(path, fmt, bad, rejects)
+        frame = frame.filter(pl.col("_reason").is_null())
+    return History(_defaults(frame.drop("_row", "_reason")), path, bad.height, rejects, naive_times)
+
+
+def _defaults(frame: pl.DataFrame) -> pl.DataFrame:
+    """What a Handbook row lacks, as `fraudstream.schema.normalize_record` fills it: the
+    terminal doubles as the merchant, EUR, card present."""
+    fills = {
+        "merchant_id": pl.col("terminal_id"),
+        "currency": pl.lit("EUR"),
+        "channel": pl.lit("card_present"),
+    }
+    return frame.with_columns(
+        (pl.col(name).fill_null(fill) if name in frame.columns else fill).alias(name)
+        for name, fill in fills.items()
+    )
+
+
+def write_rejects(path: Path, fmt: str, bad: pl.DataFrame, out: Path) -> None:
+    """``row, field, reason`` and the row's original values (as text), one line per bad row.
+
+    Raises:
+        DataFileError: the rejects file cannot be written.
+    """
+    reasons = bad.select(
+        pl.col("_row").alias("row"),
+        pl.col("_reason").str.split_exact(":", 1).struct.field("field_0").alias("field"),
+        pl.col("_reason").alias("reason"),
+    )
+    original = scan(path, fmt).with_row_index("row", offset=1)
+    originals = guarded(
+        path,
+        original.join(reasons.lazy(), on="row", how="inner")
+        .select(
+            "row", "field", "reason", pl.all().exclude("row", "field", "reason").cast(pl.String)
+        )
+        .sort("row")
+        .collect,
+    )
+    guarded(out, originals.write_csv, out)
+
+
+def read_labels(history: Path, given: Path | None = None) -> pl.DataFrame | None:
+    """``given``, else the ``labels.parquet`` (or ``labels.csv``) beside the history (as
+    `fraudstream simulate` writes them), else None.
+
+    Raises:
+        DataFileError: the labels file is unreadable.
+    """
+    if given is not None:
+        return read_table(given)
+    folder = history if history.is_dir() else history.parent
+    for name in ("labels.parquet", "labels.csv"):
+        if (folder / name).is_file():
+            return read_table(folder / name)
+    return None
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """A side table (labels, profiles) in any of the formats, read whole (they are small).
+
+    Raises:
+        DataFileError: the file is missing or unreadable.
+    """
+    path = resolve(path) if not path.exists() else path
+    fmt = file_format(path)
+    if fmt == "csv":
+        return guarded(path, pl.read_csv, path, try_parse_dates=True, infer_schema_length=10_000)
+    return guarded(path, scan(path, fmt).collect)
+
+
+def guarded(path: Path, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(...)``, its polars or OS error turned into one line naming ``path``."""
+    try:
+        return fn(*args, **kwargs)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataFileError(path, _first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

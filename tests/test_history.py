@@ -1,0 +1,139 @@
+"""Reading histories: formats by content, Handbook quirks, bad rows, column maps."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from fraudstream.columns import ColumnMap, column_map
+from fraudstream.errors import BadRowsError, ConfigError, DataFileError
+from fraudstream.features import backfill
+from fraudstream.history import ReadOptions, read_history, read_labels
+from historykit import set_fields, tiny_handbook_csv, zero_amounts
+
+
+@pytest.fixture
+def handbook(tmp_path: Path) -> Path:
+    return tiny_handbook_csv(tmp_path / "handbook.csv")
+
+
+def test_handbook_csv_with_zero_amounts_is_read(handbook: Path) -> None:
+    zero_amounts(handbook, [2, 5])
+    history = read_history(handbook)
+    frame = history.frame
+    assert history.naive_times and history.skipped == 0
+    assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
+    assert frame.schema["customer_id"] == pl.String
+    assert not any(c.startswith("TX_") for c in frame.columns)
+    assert frame["amount"][1] == 0.0 and frame["amount"][4] == 0.0
+    assert (frame["merchant_id"] == frame["terminal_id"]).all()
+    assert set(frame["currency"]) == {"EUR"} and set(frame["channel"]) == {"card_present"}
+
+
+def test_zero_amounts_give_no_infinite_feature(handbook: Path) -> None:
+    zero_amounts(handbook, range(1, 40))
+    frame = read_history(handbook).frame
+    features = backfill(frame, None)
+    values = features.drop("transaction_id").cast(pl.Float64).to_numpy()
+    assert not np.isinf(values).any()
+    zero = features.filter(frame["amount"] == 0)
+    for name in ("tx_amount", "customer_tx_count_1h", "customer_amount_sum_24h"):
+        assert zero[name].is_finite().all(), name
+
+
+def test_bad_rows_stop_with_file_row_field_reason_and_count(handbook: Path) -> None:
+    set_fields(handbook, {3: {"TX_AMOUNT": "-5"}, 7: {"TX_DATETIME": "yesterday"}})
+    with pytest.raises(BadRowsError) as caught:
+        read_history(handbook)
+    err = caught.value
+    assert (err.row, err.field, err.bad) == (3, "amount", 2)
+    assert str(err).startswith(f"{handbook}: row 3: amount: must be >= 0, got -5 (2 of ")
+
+
+def test_skip_invalid_writes_the_rejects_with_reasons_and_values(handbook: Path) -> None:
+    total = len(handbook.read_text().splitlines()) - 1
+    set_fields(handbook, {3: {"TX_AMOUNT": "-5"}, 7: {"TX_DATETIME": "yesterday"}})
+    set_fields(handbook, {9: {"CUSTOMER_ID": ""}})
+    history = read_history(handbook, ReadOptions(skip_invalid=True))
+    assert history.skipped == 3 and history.frame.height == total - 3
+    assert history.rejects == handbook.with_name("handbook.rejects.csv")
+    rows = list(csv.DictReader(history.rejects.read_text().splitlines()))
+    assert [(r["row"], r["field"]) for r in rows] == [
+        ("3", "amount"),
+        ("7", "timestamp"),
+        ("9", "customer_id"),
+    ]
+    assert rows[0]["TX_AMOUNT"] == "-5" and rows[1]["TX_DATETIME"] == "yesterday"
+    assert "not a date-time" in rows[1]["reason"]
+
+
+def test_format_is_read_from_the_content(tmp_path: Path, handbook: Path) -> None:
+    frame = pl.read_csv(handbook)
+    parquet_named_csv = tmp_path / "really_parquet.csv"
+    frame.write_parquet(parquet_named_csv)
+    assert read_history(parquet_named_csv).frame.height == frame.height
+    jsonl = tmp_path / "h.jsonl"
+    frame.write_ndjson(jsonl)
+    assert read_history(jsonl).frame.height == frame.height
+    csv_named_parquet = tmp_path / "h.parquet"
+    csv_named_parquet.write_bytes(handbook.read_bytes())
+    with pytest.raises(DataFileError, match=r"h\.parquet: not a Parquet file .*CSV"):
+        read_history(csv_named_parquet)
+
+
+def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1" + b"\x00" * 64)
+    with pytest.raises(DataFileError) as caught:
+        read_history(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+
+
+BANK = (
+    "TxnRef;When;Client;Pos;TxnAmt;Branch\n"
+    "A1;31/03/2024 23:59;C9;P1;12.50;Leeds\n"
+    "A2;01/04/2024 08:05;C9;P2;0;Leeds\n"
+)
+
+
+def test_a_bank_export_is_mapped_by_a_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "bank.csv"
+    path.write_text(BANK.replace(";", ","))
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(
+        'date_format = "%d/%m/%Y %H:%M"\n[columns]\ntransaction_id = "TxnRef"\n'
+        'timestamp = "When"\ncustomer_id = "Client"\nterminal_id = "Pos"\n'
+    )
+    columns = column_map(mapping, ["amount=TxnAmt"], None)
+    frame = read_history(path, ReadOptions(columns)).frame
+    assert frame["transaction_id"].to_list() == ["A1", "A2"]
+    assert frame["timestamp"][0] == datetime(2024, 3, 31, 23, 59, tzinfo=UTC)
+    assert frame["amount"].to_list() == [12.5, 0.0] and "Branch" not in frame.columns
+
+
+def test_a_missing_field_is_named_before_any_row_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bank.csv"
+    path.write_text(BANK.replace(";", ","))
+    columns = ColumnMap({"transaction_id": "TxnRef", "timestamp": "When", "amount": "TxnAmt"})
+    with pytest.raises(ConfigError, match=r"^customer_id: required field has no column"):
+        read_history(path, ReadOptions(columns))
+    with pytest.raises(ConfigError, match=r"columns\.amount: the file has no column 'Amt'"):
+        read_history(path, ReadOptions(ColumnMap({"amount": "Amt"})))
+    with pytest.raises(ConfigError, match=r"columns\.amout: not a field"):
+        ColumnMap({"amout": "TxnAmt"})
+    with pytest.raises(ConfigError, match="expected FIELD=COLUMN"):
+        column_map(None, ["amount"], None)
+
+
+def test_labels_beside_the_history_may_be_csv(tmp_path: Path, handbook: Path) -> None:
+    assert read_labels(handbook) is None
+    pl.DataFrame({"transaction_id": ["1"], "reported_at": ["2018-04-09T00:00:00Z"]}).write_csv(
+        tmp_path / "labels.csv"
+    )
+    labels = read_labels(handbook)
+    assert labels is not None and labels.schema["reported_at"] == pl.Datetime("us", "UTC")
