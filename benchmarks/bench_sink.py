@@ -55,6 +55,7 @@ def make(n: int) -> list[Decision]:
             latency_ms=1.7,
             decided_at=T0 + timedelta(milliseconds=i),
             shadow=[],
+            stages={"queue": 0.9, "features": 0.5, "model": 0.2, "rules": 0.1},
         )
         for i in range(n)
     ]

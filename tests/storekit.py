@@ -28,6 +28,7 @@ def make_decisions(n: int, *, start: int = 0) -> list[Decision]:
             latency_ms=1.25,
             decided_at=T0 + timedelta(seconds=i),
             shadow=["rule:night"] if i % 5 == 0 else [],
+            stages={"queue": 0.5, "features": 0.25, "model": 0.25} if i % 2 else {},
         )
         for i in range(start, start + n)
     ]

@@ -54,7 +54,7 @@ def test_fast_path_stores_what_core_would(engine: sa.Engine) -> None:
     items = make_decisions(6)
     with engine.begin() as connection:
         store_decisions(connection, items[:3])
-        core = [{**msgspec.structs.asdict(d), "stage_ms": None} for d in items[3:]]
+        core = [_core_row(d) for d in items[3:]]
         connection.execute(sa.insert(tables.decisions), core)
     with engine.connect() as connection:
         rows = connection.execute(sa.select(tables.decisions).order_by("decided_at")).all()
@@ -69,11 +69,19 @@ def test_fast_path_stores_what_core_would(engine: sa.Engine) -> None:
             latency_ms=r.latency_ms,
             decided_at=_aware(r.decided_at),
             shadow=r.shadow,
+            stages=r.stage_ms or {},
         )
         for r in rows
     ]
     assert back == items
-    assert all(r.features is None and r.stage_ms is None for r in rows)  # SQL NULL
+    assert [r.stage_ms is None for r in rows] == [not d.stages for d in items]  # SQL NULL
+    assert all(r.features is None for r in rows)
+
+
+def _core_row(decision: Decision) -> dict[str, object]:
+    row = msgspec.structs.asdict(decision)
+    row["stage_ms"] = row.pop("stages") or None
+    return row
 
 
 def test_transactions_and_labels_are_written_once(engine: sa.Engine) -> None:

@@ -75,7 +75,9 @@ decisions = sa.Table(
     sa.Column("rules_version", sa.String(128), nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("shadow", Json, nullable=False),
-    sa.Column("stage_ms", Json, comment="per-stage latency, once the decision carries it"),
+    sa.Column(
+        "stage_ms", Json, comment="where latency_ms went: queue, features, model, rules (ms)"
+    ),
     sa.Column("features", Json, comment="review/block: the feature values behind the score"),
     sa.Column("contributions", Json, comment="review/block: each feature's part in the score"),
     sa.Index(None, "decided_at"),

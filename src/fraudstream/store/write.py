@@ -31,8 +31,8 @@ _json = msgspec.json.Encoder()
 
 
 def decision_values(decision: Decision) -> Values:
-    """The row of a decision (``stage_ms``, ``features``, ``contributions``: not carried
-    by the decision yet, so NULL)."""
+    """The row of a decision (``features``, ``contributions``: not carried by the decision
+    yet, so NULL; ``stage_ms`` NULL for a decision that does not say where its time went)."""
     return (
         decision.transaction_id,
         decision.decided_at.astimezone(UTC),
@@ -43,7 +43,7 @@ def decision_values(decision: Decision) -> Values:
         decision.rules_version,
         decision.latency_ms,
         _json.encode(decision.shadow).decode(),
-        None,
+        _json.encode(decision.stages).decode() if decision.stages else None,
         None,
         None,
     )

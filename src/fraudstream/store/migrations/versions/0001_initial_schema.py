@@ -61,7 +61,7 @@ def upgrade() -> None:
             "stage_ms",
             JSON,
             nullable=True,
-            comment="per-stage latency, once the decision carries it",
+            comment="where latency_ms went: queue, features, model, rules (ms)",
         ),
         sa.Column(
             "features",
