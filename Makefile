@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean postgresql
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fraudstream needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -28,7 +28,16 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-dev
+# The store suite also runs on PostgreSQL: a throw-away cluster of Debian's server, started by
+# the test fixture. Installed here where it is missing (root or sudo); `make demo` needs none.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL (Debian package postgresql) for the store tests"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+unit: $(VENV)/.installed-dev postgresql
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -37,7 +46,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench postgresql
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

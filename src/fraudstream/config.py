@@ -22,7 +22,7 @@ from fraudstream.schema import AMOUNT_CEILING
 
 ENV_PREFIX = "FRAUDSTREAM_"
 CONFIG_FILE = "fraudstream.toml"
-SECRET_FIELDS = frozenset({"api_key", "valkey_url", "model_registry_key"})
+SECRET_FIELDS = frozenset({"api_key", "valkey_url", "model_registry_key", "database_url"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -37,6 +37,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     valkey_port: int = 0
     """Port of the embedded server; 0 = pick a free one at first start and keep it."""
     valkey_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    database_url: str = ""
+    """SQLAlchemy URL of the system of record (``postgresql+psycopg://…``); empty = the
+    SQLite file ``data_dir/fraudstream.db`` (WAL)."""
+    sink_batch_size: int = 1000
+    """Decisions per database transaction of `fraudstream sink`."""
     stream_prefix: str = "tx"
     """Streams are ``{prefix}.in.{p}``, ``{prefix}.decisions``, ``{prefix}.deadletter``."""
     partitions: int = 16
@@ -93,6 +98,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "partitions", f"must be >= 1, got {self.partitions}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(
+            self.sink_batch_size >= 1,
+            "sink_batch_size",
+            f"must be >= 1, got {self.sink_batch_size}",
+        )
         _check(0 <= self.valkey_port <= 65535, "valkey_port", f"not a port: {self.valkey_port}")
         _check(
             0 < self.review_amount <= self.block_amount,
@@ -230,6 +240,7 @@ def public_view(settings: Settings) -> dict[str, Any]:
         if out[key]:
             out[key] = "****"
     out["valkey_url"] = mask_url(out["valkey_url"])
+    out["database_url"] = mask_url(out["database_url"])
     return out
 
 

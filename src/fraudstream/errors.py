@@ -34,6 +34,10 @@ class ValkeyError(FraudstreamError):
     """The Valkey server could not be started, reached or stopped."""
 
 
+class StoreError(FraudstreamError):
+    """The SQL store could not be reached, migrated, written or read."""
+
+
 class StreamError(FraudstreamError):
     """A stream operation failed in a way the worker cannot absorb."""
 

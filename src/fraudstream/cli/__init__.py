@@ -12,6 +12,7 @@ from fraudstream.cli import (  # noqa: F401  (the modules register their command
     models,
     pipeline,
     rules,
+    store,
 )
 from fraudstream.cli.app import app
 from fraudstream.cli.common import err_console

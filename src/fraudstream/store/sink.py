@@ -1,0 +1,352 @@
+"""The SQL sink: its own consumer group on ``tx.decisions``, batched idempotent writes, XACK
+after the commit.
+
+The loop reads like a checklist (`Sink.run`): bootstrap (migrate the schema, create the
+group), then read a batch → store it in one database transaction → ack. Delivery is
+at-least-once and the writes are idempotent (`fraudstream.store.write`), so every crash point
+is safe: before the commit nothing is stored and the entries stay pending (this consumer
+reads its own pending entries first when it comes back; another sink claims them after
+``claim_idle_ms``); after the commit and before the XACK, the re-delivered rows already
+exist and are skipped.
+
+A database that is down or locked does not lose the batch in hand: the sink keeps it and
+retries with capped backoff while its lag (`fraudstream.store.lag`) grows, then catches up.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import msgspec
+import redis
+import sqlalchemy as sa
+
+from fraudstream.errors import StoreError
+from fraudstream.schema import Decision
+from fraudstream.store import migrate
+from fraudstream.store.engine import describe, first_line
+from fraudstream.store.lag import Lag, measure
+from fraudstream.store.write import store_decisions
+from fraudstream.stream.commit import DeadLetter
+from fraudstream.stream.keys import PAYLOAD, StreamKeys
+
+log = logging.getLogger(__name__)
+
+SINK_GROUP = "sink"
+Entry = tuple[bytes, dict[bytes, bytes]]
+_decoder = msgspec.json.Decoder(Decision)
+
+
+@dataclass
+class SinkStats:
+    stored: int = 0
+    """Decisions written (new rows)."""
+    duplicates: int = 0
+    """Decisions delivered again and already stored (skipped by the database)."""
+    dead_lettered: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    """Attempts that failed because the database was down or locked."""
+    claimed: int = 0
+    lag: Lag | None = None
+    """As measured at the last progress tick."""
+    lost: int = 0
+    """Decisions trimmed from the stream before they were stored, as far as seen: the count
+    is visible only while the sink is behind the trimmed part (from the start, or a stall),
+    so it is the largest ``lag.trimmed`` measured, a lower bound."""
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    batch_size: int = 1000
+    block_ms: int = 500
+    claim_idle_ms: int = 30_000
+    progress_s: float = 5.0
+    max_backoff_s: float = 5.0
+
+
+YOUNG_GC_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Fewer garbage collections for a process that runs a sink.
+
+    A batch of 1,000 decisions allocates some 5,000 container objects (the entries' dicts,
+    the decisions, their lists, the rows), so Python's default, a young-generation
+    collection every 700 allocations, collects several times per batch and finds nothing:
+    what the sink makes holds no cycles and is freed by reference counting. What was loaded
+    before the loop (modules, the engine, the client) is frozen out of every collection.
+    `fraudstream sink` calls this; the rate gains a third or more (``bench_sink.py``).
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
+
+
+def consumer_name() -> str:
+    """Stable across restarts on a host: a sink that comes back reads its own pending first."""
+    return f"sink:{socket.gethostname()}"
+
+
+@dataclass
+class _Batch:
+    ids: list[bytes] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class Sink:
+    """One consumer of the ``sink`` group on ``{prefix}.decisions``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        engine: sa.Engine,
+        keys: StreamKeys,
+        options: SinkOptions,
+        *,
+        consumer: str | None = None,
+        on_progress: Callable[[SinkStats, float], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.keys = keys
+        self.options = options
+        self.consumer = consumer or consumer_name()
+        self.on_progress = on_progress
+        self.stats = SinkStats()
+        self.stop_requested = False
+        self._signals = 0
+        self._pending_from: bytes | str | None = "0"
+        self._claim_from: bytes | str = "0-0"
+        self._migrated = False
+        self._next_claim = 0.0
+        self._next_progress = 0.0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, burst: bool = False, handle_signals: bool = True) -> SinkStats:
+        """Store decisions until asked to stop (signal), or, with ``burst``, until every
+        decision in the stream is stored.
+
+        The next batch is read while the current one is written (one reader thread): the
+        database and Valkey then work at the same time, and the drivers release the GIL
+        while they wait. A batch read ahead and not stored when the sink stops stays pending,
+        and is the first thing read on the next start."""
+        self.bootstrap()
+        if handle_signals:
+            self.install_signal_handlers()
+        backoff = 0.1
+        started = time.monotonic()
+        self.progress(started, force=True)  # the lag at start, before any read
+        ahead: Future[_Batch] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="sink-read") as reader:
+            while not self.stop_requested:
+                try:
+                    fetched, ahead = ahead, None
+                    batch = fetched.result() if fetched else self.next_batch()
+                    if batch.ids:
+                        ahead = reader.submit(self.next_batch)
+                        self.process(batch)
+                    elif burst and self.caught_up():
+                        break
+                    self.progress(started)
+                    backoff = 0.1
+                except redis.ConnectionError as exc:
+                    log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
+                    self._reread_pending(ahead)
+                    ahead = None
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.options.max_backoff_s)
+        try:
+            self.progress(started, force=True)
+        except redis.RedisError as exc:
+            log.warning("could not measure the final lag: %s", exc)
+        return self.stats
+
+    def _reread_pending(self, ahead: Future[_Batch] | None) -> None:
+        """After a lost connection, what we read and did not ack (a batch stored but not
+        acked, a batch read ahead) is read again from our pending entries, at once rather
+        than after ``claim_idle_ms``. A read-ahead still running is let finish first."""
+        if ahead is not None:
+            wait([ahead])
+        self._pending_from = "0"
+
+    def bootstrap(self) -> None:
+        """Migrate the schema to the newest revision, then create the group (from the start
+        of the stream: a new store takes every decision the stream still holds). A database
+        that is down at start is waited for, like one that goes down later."""
+        if not self._migrated:
+            self._migrated = self._until_available(lambda: migrate.upgrade(self.engine))
+        self._pending_from = "0"
+        try:
+            self.client.xgroup_create(self.keys.decisions, SINK_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """First signal: finish (or give up retrying) the batch in hand, then exit. Second:
+        exit now. A batch not stored stays pending, to be stored after the restart."""
+        self._signals += 1
+        if self._signals > 1:
+            raise SystemExit(1)
+        self.stop_requested = True
+
+    def next_batch(self) -> _Batch:
+        """Our own pending entries first (a previous run of this consumer died holding them),
+        then, every ``claim_idle_ms``, entries another sink left pending, then new ones.
+
+        Both sweeps go on from where the previous batch ended: the batch being written while
+        this one is read is still pending, and must not be read twice."""
+        if self._pending_from is not None:
+            entries, last = self._read(self._pending_from)
+            if last is not None:
+                self._pending_from = last
+                return self._decode(entries)
+            self._pending_from = None
+        if time.monotonic() >= self._next_claim:
+            entries, self._claim_from = self._claim(self._claim_from)
+            if entries:
+                self.stats.claimed += len(entries)
+                return self._decode(entries)
+            if self._claim_from in (b"0-0", "0-0"):  # the sweep is over
+                self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
+        return self._decode(self._read(">")[0])
+
+    def _read(self, start: bytes | str) -> tuple[list[Entry], bytes | None]:
+        """Entries from ``start`` (``>``: new ones), and the last id read (``None``: none).
+        A pending entry the stream's trim removed comes back empty: it is acked, and lost."""
+        reply: Any = self.client.xreadgroup(
+            SINK_GROUP,
+            self.consumer,
+            {self.keys.decisions: start},
+            count=self.options.batch_size,
+            block=self.options.block_ms if start == ">" else None,
+        )
+        got = [(i, f) for _, entries in reply or [] for i, f in entries]
+        gone = [i for i, f in got if f is None]
+        if gone:
+            log.warning("%d pending decisions were trimmed before they were stored", len(gone))
+            self.client.xack(self.keys.decisions, SINK_GROUP, *gone)
+        return [(i, f) for i, f in got if f is not None], (got[-1][0] if got else None)
+
+    def _claim(self, start: bytes | str) -> tuple[list[Entry], bytes | str]:
+        """Entries idle for ``claim_idle_ms`` from ``start`` on, and where to go on from.
+        (The server drops trimmed entries from the pending list itself.)"""
+        reply: Any = self.client.xautoclaim(
+            self.keys.decisions,
+            SINK_GROUP,
+            self.consumer,
+            self.options.claim_idle_ms,
+            start_id=start,
+            count=self.options.batch_size,
+        )
+        return [(i, f) for i, f in reply[1] if f is not None], reply[0]
+
+    def caught_up(self) -> bool:
+        measured = measure(self.client, self.keys.decisions, SINK_GROUP)
+        return measured.unread == 0 and measured.pending == 0
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def process(self, batch: _Batch) -> None:
+        """Store the batch (retrying while the database is unavailable), then ack it and
+        dead-letter what could not be decoded, in one MULTI/EXEC."""
+        if not self._store(batch):
+            return  # stop requested while the database was down: the batch stays pending
+        self._ack(batch)
+        self.stats.batches += 1
+        self.stats.dead_lettered += len(batch.dead)
+
+    def _ack(self, batch: _Batch) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for record in batch.dead:
+            pipe.xadd(self.keys.deadletter, record)
+        pipe.xack(self.keys.decisions, SINK_GROUP, *batch.ids)
+        pipe.execute()
+
+    def _store(self, batch: _Batch) -> bool:
+        def write() -> None:
+            with self.engine.begin() as connection:
+                new = store_decisions(connection, batch.decisions)
+            self.stats.stored += new
+            self.stats.duplicates += len(batch.decisions) - new
+
+        return self._until_available(write)
+
+    def _until_available(self, action: Callable[[], object]) -> bool:
+        """Run ``action`` until the database lets it through; False if asked to stop first.
+        Only unavailability is retried (down, unreachable, locked); any other error is a bug
+        or a schema mismatch, and stops the sink."""
+        backoff = 0.1
+        while True:
+            try:
+                action()
+                return True
+            except (sa.exc.OperationalError, sa.exc.InterfaceError, StoreError) as exc:
+                if isinstance(exc, StoreError) and not _unavailable(exc.__cause__):
+                    raise
+                self.stats.db_retries += 1
+                log.warning(
+                    "database %s unavailable (%s); retrying in %.1fs",
+                    describe(self.engine),
+                    first_line(exc),
+                    backoff,
+                )
+                if self.stop_requested:
+                    return False
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.options.max_backoff_s)
+
+    def _decode(self, entries: list[Entry]) -> _Batch:
+        batch = _Batch()
+        for entry_id, fields in entries:
+            batch.ids.append(entry_id)
+            payload = fields.get(PAYLOAD, b"")
+            try:
+                batch.decisions.append(_decoder.decode(payload))
+            except msgspec.MsgspecError as exc:
+                batch.dead.append(_dead_letter(self.keys.decisions, entry_id, payload, str(exc)))
+        return batch
+
+    def progress(self, started: float, *, force: bool = False) -> None:
+        """Every ``progress_s``: measure the lag and report (the CLI prints a line)."""
+        now = time.monotonic()
+        if not force and now < self._next_progress:
+            return
+        self._next_progress = now + self.options.progress_s
+        self.stats.lag = measure(self.client, self.keys.decisions, SINK_GROUP)
+        self.stats.lost = max(self.stats.lost, self.stats.lag.trimmed)
+        if self.on_progress is not None:
+            self.on_progress(self.stats, now - started)
+
+
+def _unavailable(exc: BaseException | None) -> bool:
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def _dead_letter(stream: str, entry_id: bytes, payload: bytes, reason: str) -> DeadLetter:
+    return {
+        "reason": f"sink: {reason}",
+        "field": "",
+        "stream": stream,
+        "entry_id": entry_id,
+        "payload": payload,
+        "at_ms": int(time.time() * 1000),
+    }

@@ -1,0 +1,204 @@
+"""The sink on SQLite and PostgreSQL: stores everything once, survives crashes and outages."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from fraudstream.store import migrate
+from fraudstream.store.lag import measure
+from fraudstream.store.scratch import ScratchPostgres
+from fraudstream.store.sink import SINK_GROUP, Sink, SinkOptions, _Batch
+from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from storekit import make_decisions, publish, stored_ids
+
+KEYS = StreamKeys("tx", 4)
+OPTIONS = SinkOptions(batch_size=100, block_ms=50, claim_idle_ms=60_000, progress_s=0.0)
+
+
+def make_sink(client: redis.Redis, engine: sa.Engine, **kwargs: object) -> Sink:
+    return Sink(client, engine, KEYS, OPTIONS, consumer="sink:test", **kwargs)  # type: ignore[arg-type]
+
+
+def test_sink_stores_every_decision_once_and_acks(client: redis.Redis, engine: sa.Engine) -> None:
+    publish(client, KEYS.decisions, make_decisions(250))
+    stats = make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.duplicates) == (250, 0)
+    assert sorted(stored_ids(engine)) == sorted(f"tx-{i}" for i in range(250))
+    assert measure(client, KEYS.decisions, SINK_GROUP).entries == 0
+    publish(client, KEYS.decisions, make_decisions(10, start=250))
+    again = make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert (again.stored, again.duplicates) == (10, 0)
+
+
+def test_lag_counts_what_is_not_stored(client: redis.Redis, engine: sa.Engine) -> None:
+    sink = make_sink(client, engine)
+    sink.bootstrap()
+    publish(client, KEYS.decisions, make_decisions(30))
+    assert measure(client, KEYS.decisions, SINK_GROUP).entries == 30
+    sink.run(burst=True, handle_signals=False)
+    assert measure(client, KEYS.decisions, SINK_GROUP).entries == 0
+
+
+def test_decisions_trimmed_before_they_were_stored_are_counted_as_lost(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    sink = make_sink(client, engine)
+    sink.bootstrap()
+    publish(client, KEYS.decisions, make_decisions(100))
+    client.xtrim(KEYS.decisions, maxlen=40, approximate=False)  # decisions_maxlen at work
+    assert measure(client, KEYS.decisions, SINK_GROUP).trimmed == 60
+    stats = sink.run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.lost) == (40, 60)
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+class CrashBeforeAck(Sink):
+    """Commits its first batch to the database, then dies before the XACK."""
+
+    def _ack(self, batch: _Batch) -> None:
+        raise Crash
+
+
+def crash_after_first_commit(client: redis.Redis, engine: sa.Engine, consumer: str) -> None:
+    """250 decisions published; a sink called ``consumer`` stored 100 and died unacked."""
+    publish(client, KEYS.decisions, make_decisions(250))
+    crashing = CrashBeforeAck(client, engine, KEYS, OPTIONS, consumer=consumer)
+    with pytest.raises(Crash):
+        crashing.run(burst=True, handle_signals=False)
+    assert len(stored_ids(engine)) == 100  # committed, not acked
+
+
+def test_redelivery_after_a_crash_between_commit_and_ack_writes_nothing_twice(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    crash_after_first_commit(client, engine, "sink:test")
+    stats = make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.duplicates) == (150, 100)
+    ids = stored_ids(engine)
+    assert len(ids) == len(set(ids)) == 250
+
+
+def test_entries_another_sink_left_pending_are_claimed(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    crash_after_first_commit(client, engine, "sink:other-host")
+    left: Any = client.xpending_range(KEYS.decisions, SINK_GROUP, "-", "+", 1000)
+    ids = [p["message_id"] for p in left]
+    # As if the other host had been gone for a minute:
+    client.xclaim(KEYS.decisions, SINK_GROUP, "sink:other-host", 0, ids, idle=60_000)
+    patient = SinkOptions(batch_size=100, block_ms=50, claim_idle_ms=30_000, progress_s=0.0)
+    stats = Sink(client, engine, KEYS, patient, consumer="sink:test").run(
+        burst=True, handle_signals=False
+    )
+    assert stats.claimed == len(ids) >= 100
+    assert stats.duplicates == 100  # the first batch was committed before the crash
+    stored = stored_ids(engine)
+    assert len(stored) == len(set(stored)) == 250
+
+
+class LoseValkeyAtFirstAck(Sink):
+    """The connection drops after the first batch is committed, before its XACK."""
+
+    lost = False
+
+    def _ack(self, batch: _Batch) -> None:
+        if not self.lost:
+            self.lost = True
+            raise redis.ConnectionError("connection reset by peer")
+        super()._ack(batch)
+
+
+def test_a_batch_not_acked_for_a_lost_connection_is_read_again_at_once(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    """Not after ``claim_idle_ms``: our own pending entries are swept again on reconnect."""
+    publish(client, KEYS.decisions, make_decisions(250))
+    options = SinkOptions(batch_size=100, block_ms=50, claim_idle_ms=2_000, progress_s=0.0)
+    sink = LoseValkeyAtFirstAck(client, engine, KEYS, options, consumer="sink:test")
+    stats = sink.run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.duplicates, stats.claimed) == (250, 100, 0)
+    ids = stored_ids(engine)
+    assert len(ids) == len(set(ids)) == 250
+
+
+def test_undecodable_entry_is_dead_lettered_and_the_rest_stored(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    publish(client, KEYS.decisions, make_decisions(5))
+    client.xadd(KEYS.decisions, {PAYLOAD: b'{"transaction_id": 3}'})
+    stats = make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.dead_lettered) == (5, 1)
+    dead: Any = client.xrange(KEYS.deadletter)
+    assert b"sink:" in dead[0][1][b"reason"]
+
+
+def test_database_down_or_locked_then_back_loses_nothing(
+    client: redis.Redis, engine: sa.Engine, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The sink keeps its batch while the database is unavailable (PostgreSQL stopped, the
+    SQLite file locked by another writer), its lag grows, and it catches up afterwards."""
+    sink = make_sink(client, engine)
+    publish(client, KEYS.decisions, make_decisions(50))
+    sink.run(burst=True, handle_signals=False)  # up: schema migrated, pool warm
+    take_down, bring_back = _outage(engine, request)
+    take_down()
+    publish(client, KEYS.decisions, make_decisions(200, start=50))
+    runner = threading.Thread(target=sink.run, kwargs={"burst": True, "handle_signals": False})
+    runner.start()
+    try:
+        _until(lambda: sink.stats.db_retries >= 2)
+        assert measure(client, KEYS.decisions, SINK_GROUP).entries == 200  # lag is visible
+    finally:
+        bring_back()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    ids = stored_ids(engine)
+    assert len(ids) == len(set(ids)) == 250
+    assert measure(client, KEYS.decisions, SINK_GROUP).entries == 0
+
+
+def _outage(
+    engine: sa.Engine, request: pytest.FixtureRequest
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    if engine.dialect.name == "sqlite":
+        locker = sqlite3.connect(str(engine.url.database), isolation_level=None)
+
+        def lock() -> None:
+            locker.execute("BEGIN EXCLUSIVE")
+
+        def unlock() -> None:
+            locker.execute("COMMIT")
+            locker.close()
+
+        return lock, unlock
+    server = request.getfixturevalue("postgres")
+    assert isinstance(server, ScratchPostgres), "the outage test needs the scratch cluster"
+
+    def restart() -> None:
+        server.start()
+
+    return server.stop, restart
+
+
+def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_migrations_run_on_start(client: redis.Redis, engine: sa.Engine) -> None:
+    make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert migrate.current(engine) == migrate.head()
