@@ -11,6 +11,10 @@ import pytest
 from clikit import run_cli
 from historykit import set_fields, tiny_handbook_csv, zero_amounts
 
+# A clean keyspace for each test: a model registered by an earlier test would make `train`
+# ask for that registry's key before it reads the file under test.
+pytestmark = pytest.mark.usefixtures("client")
+
 CARD_TESTING = """\
 mode: all_matched
 rules:
