@@ -400,11 +400,11 @@ def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_sto
 @pytest.mark.integration
 def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Redis) -> None:
     """A first batch seconds late (numba compiling) makes a worker lose its leases."""
-    from fraudstream.features import resp, seen, windows
+    from fraudstream.features import history, resp, seen, windows
 
     e = engine(client)
     kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
-    kernels += [windows.recent, seen._replay, resp._bitfields, resp._keys, resp._sets]
+    kernels += [history._admit, seen._replay, resp._bitfields, resp._keys, resp._sets]
     compiled = [len(k.signatures) for k in kernels]
     assert all(compiled)
     e.compute_batch([tx(1, customer="solo")])

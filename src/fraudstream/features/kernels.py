@@ -50,7 +50,8 @@ class RawInputs:
     prev_cents: I64
     prev_cell: I64
     last_ts: I64
-    """Exact time of the customer's previous transaction (processing order); NONE_TS if none."""
+    """Exact time of the customer's newest earlier transaction (by event time; for a late
+    one, the newer one it finds online); NONE_TS if none."""
     last_loc_sys: NDArray[np.uint8]
     last_loc_a: F64
     last_loc_b: F64
@@ -250,8 +251,9 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(ref > 0, raw.amount / (ref / 100.0), np.nan)
     if kind == "seconds_since_last_tx":
+        # Absolute: a late transaction is measured against the newer one it finds.
         last = raw.last_ts
-        return np.where(last != NONE_TS, (raw.ts - last) / US, np.nan)
+        return np.where(last != NONE_TS, np.abs(raw.ts - last) / US, np.nan)
     if kind == "distance_from_home":
         mask = (raw.prev_ts != NONE_TS) & (raw.prev_cell > 0)
         home_sys, ha, hb = _cell_center(plan, row_mode(raw.prev_cell, mask))
@@ -263,7 +265,7 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         if kind == "distance_from_last":
             return dist
         known = raw.last_loc_ts != NONE_TS
-        elapsed = np.where(known, raw.ts - np.where(known, raw.last_loc_ts, 0), US)
+        elapsed = np.where(known, np.abs(raw.ts - np.where(known, raw.last_loc_ts, 0)), US)
         speed: F64 = dist / (np.maximum(elapsed, US) / HOUR_US)
         if kind == "speed_from_last_kmh":
             return speed

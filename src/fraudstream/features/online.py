@@ -16,10 +16,12 @@ inspection.
 
 Point in time: transaction ``i`` sees the stored state plus the earlier transactions of the
 same batch (same entity, processing order) plus itself, never a later one. Idempotent: a
-transaction whose id is in its customer's recent history (the last ``history`` transactions)
-or earlier in the batch is scored but changes nothing (`EngineStats.duplicates`). Late: a
-transaction older than the engine's watermark minus ``lateness_s`` is scored but not stored
-(`EngineStats.late`); within the lateness it lands in its own tile.
+transaction whose id is in its customer's kept history (the ``history`` newest
+transactions) or earlier in the batch is scored but changes nothing
+(`EngineStats.duplicates`). Late: a transaction older than its customer's newest one by
+more than ``lateness_s`` is scored but not stored (`EngineStats.late`); within the lateness
+it lands in its own tile, and the state does not depend on the arrival order (see
+`fraudstream.features`, "Out of order").
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ class FeatureEngine:
         client: a redis-py client (decode_responses must be off).
         definitions: the feature set (default: `default_feature_set`).
         namespace: prefix of every key (``fs:{c:42}``): several engines can share a server.
-        lateness_s: how late (event time behind the watermark) a transaction may be and still
-            update state; it also sizes the tile rings, so `backfill` must be given the same.
+        lateness_s: how late (event time behind its customer's newest transaction) a
+            transaction may be and still update state; it also sizes the tile rings, so
+            `backfill` must be given the same.
         max_future_skew_s: a transaction further in the future than this (vs. ``clock``) is
             rejected with a `SchemaError` naming ``timestamp``.
         ttl_s: idle customers and terminals' known-fraud stamps expire after this.
@@ -139,7 +142,9 @@ class FeatureEngine:
         """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._started = False
         """A batch `start`ed and not yet `finish`ed: its read holds the connection."""
-        self._watermark = -(1 << 62)  # "no event yet", far from int64 overflow
+        self._watermark = -(1 << 62)
+        """Newest event time this process has seen ("none yet": far from int64 overflow):
+        what `sweep` deems unreachable. Lateness is judged per customer, from its state."""
         self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
         self._hashes = HashCache()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.kernels import cells, history_entry, sketch_bits
+from fraudstream.features.kernels import sketch_bits
 from fraudstream.features.layout import (
     EMPTY_LO,
     KEY_TAG,
@@ -45,15 +45,6 @@ def block_ttl(fam: Family, block: Any, lateness_s: int, now_us: Any) -> Any:
     return np.maximum(1, (end_us - now_us) // US + 1)
 
 
-def _last_per(group: I64, index: I64, groups: int) -> tuple[I64, I64]:
-    """The groups present and, for each, its largest ``index`` (the last in batch order):
-    a fancy assignment with repeated indices keeps no defined winner, this does."""
-    last = np.full(groups, -1, dtype=np.int64)
-    np.maximum.at(last, group, index)
-    who = np.flatnonzero(last >= 0)
-    return who, last[who]
-
-
 class Writer:
     """Write steps of `fraudstream.features.batch.BatchRun` (its base class)."""
 
@@ -64,7 +55,6 @@ class Writer:
     n: int
     uniq: dict[str, list[str]]
     _layout: dict[str, Any]
-    _runs: tuple[I64, I64, I64]
     _commands: list[tuple[Any, ...]]
     _read_keys: list[str]
     _encoded: tuple[NDArray[np.uint8], I64]
@@ -175,6 +165,8 @@ class Writer:
             )
 
     def _update_blobs(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """The valid transactions into their customers' tile rings, and each touched
+        customer's write count (its history and newest transaction: `history.admit`)."""
         b = self.b
         cust = self.codes["customer"]
         vb = np.flatnonzero(valid)
@@ -193,25 +185,7 @@ class Writer:
                 arr[moved] = empty_value(c)
                 at = (rows[current], slot[current])
                 combine(c).at(arr, at, contrib[c][vb][current].astype(arr.dtype))
-        k = self.plan.features.history
-        vbs, starts, before = self._runs
-        head = blobs["head"].astype(np.int64)
-        pos = (head[rows] + before[vb]) % k
-        kept_ts, kept_cents = history_entry(b.ts[vb], b.cents[vb])
-        blobs["h_ts"][rows, pos] = kept_ts // US
-        blobs["h_cents"][rows, pos] = kept_cents
-        blobs["h_cell"][rows, pos] = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)[vb]
-        blobs["h_id"][rows, pos] = b.txid[vb]
         counts = np.bincount(rows, minlength=len(blobs))
-        blobs["head"] = (head + counts).astype(np.uint32)
-        who, last = _last_per(rows, vb, len(blobs))
-        blobs["last_ts"][who] = b.ts[last]
-        located = vb[b.loc_sys[vb] > 0]
-        who, last = _last_per(cust[located], located, len(blobs))
-        blobs["loc_sys"][who] = b.loc_sys[last]
-        blobs["loc_a"][who] = b.loc_a[last]
-        blobs["loc_b"][who] = b.loc_b[last]
-        blobs["loc_ts"][who] = b.ts[last]
         touched = counts > 0
         blobs["seq"][touched] += 1
         return touched
