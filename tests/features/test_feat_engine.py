@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -189,6 +190,37 @@ def test_late_events_are_scored_but_not_stored(client: redis.Redis) -> None:
     assert col(e, out, "customer_tx_count_1h") == [0.0]
     e.compute_batch([tx(3, minutes=115)])
     assert e.stats.late == 1
+
+
+def unreadable(kind: str, good: bytes) -> bytes:
+    """A customer state the engine cannot read: cut short, of another layout version, or of
+    another size (another feature set, another release)."""
+    if kind == "short":
+        return good[:17]
+    if kind == "old layout":
+        return (2).to_bytes(2, "little") + good[2:]
+    return good + bytes(8)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["short", "old layout", "foreign"])
+def test_an_unreadable_customer_state_is_reset_and_the_rest_decided(
+    client: redis.Redis, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1), tx(2, minutes=1, customer="c2")])
+    good = client.get(e.customer_key("c1"))
+    assert isinstance(good, bytes)
+    client.set(e.customer_key("c1"), unreadable(kind, good))
+    state = e.customer_state("c1")
+    assert state["exists"] is True and state["readable"] is False
+    with caplog.at_level(logging.WARNING, logger="fraudstream.features"):
+        out = e.compute_batch([tx(3, minutes=2), tx(4, minutes=3, customer="c2"), tx(5, minutes=4)])
+    assert col(e, out, "customer_tx_count_1h") == [1.0, 2.0, 2.0]  # c1 from scratch
+    assert e.stats.reset == 1 and e.stats.processed == 5
+    assert "fs:{c:c1}" in caplog.text and "reset" in caplog.text
+    assert len(client.get(e.customer_key("c1")) or b"") == e.plan.blob.itemsize
+    assert e.customer_state("c1")["transactions_seen"] == 2
 
 
 @pytest.mark.integration

@@ -68,6 +68,11 @@ transactions; a transaction found there (or earlier in the batch) is scored but 
 batch's writes go in one ``MULTI``/``EXEC``, so a crash leaves all or nothing of a batch.
 Labels are applied once per transaction id (a marker key set ``NX`` by the label function).
 
+Unreadable state: a customer blob of another size or layout version (`BLOB_VERSION`) —
+corrupt, or left by another release or feature set — holds up nobody: that customer is
+read as new (its transactions scored without history, the batch's write replacing the
+blob), counted (`EngineStats.reset`) and logged; the rest of the batch is untouched.
+
 Concurrency: shared entities (card, terminal, merchant, device, IP) take commutative
 ``BITFIELD INCRBY`` only, so any number of workers can update them. The customer blob has a
 single writer (partitions are keyed by customer); the engine ``WATCH``es the batch's customer

@@ -80,28 +80,21 @@ class _State:
     seen_present: dict[str, NDArray[np.bool_]]
 
 
-def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> np.ndarray:
+def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> tuple[np.ndarray, NDArray[np.bool_]]:
+    """The customers' states as records (read-only: copy to change), and which of them were
+    unreadable: another size or layout version (corrupt, or left by another release or
+    feature set). Those read as fresh state, as absent ones do."""
     size = plan.blob.itemsize
     template = empty_blobs(plan, 1).tobytes()
-    parts = []
-    for raw in raws:
-        if raw is None:
-            parts.append(template)
-        elif len(raw) != size:
-            raise FeatureStoreError(
-                f"customer state has {len(raw)} bytes, expected {size} "
-                "(written by another feature set? use another namespace)"
-            )
-        else:
-            parts.append(raw)
-    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)  # read-only: copy to change
-    if len(blobs) and (blobs["version"] != BLOB_VERSION).any():
-        found = int(blobs["version"][blobs["version"] != BLOB_VERSION][0])
-        raise FeatureStoreError(
-            f"customer state has layout version {found}, this engine writes {BLOB_VERSION} "
-            "(left by another release? use another namespace)"
-        )
-    return blobs
+    sized = [raw is None or len(raw) == size for raw in raws]
+    parts = [raw if raw and ok else template for raw, ok in zip(raws, sized, strict=True)]
+    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)
+    bad = ~np.array(sized, dtype=bool)
+    if len(blobs) and (foreign := blobs["version"] != BLOB_VERSION).any():
+        bad |= foreign
+        parts = [template if b else part for part, b in zip(parts, bad.tolist(), strict=True)]
+        blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)
+    return blobs, bad
 
 
 def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
@@ -292,7 +285,9 @@ class BatchRun(Writer):
         self, values: list[Any], layout: dict[str, Any]
     ) -> tuple[np.ndarray, dict[int, dict[str, I64]], tuple[I64, I64]]:
         nc = len(self.uniq["customer"])
-        blobs = decode_blobs(self.plan, values[:nc])
+        blobs, bad = decode_blobs(self.plan, values[:nc])
+        if bad.any():
+            self.e._unreadable([(self._read_keys[j], values[j]) for j in np.flatnonzero(bad)])
         blocks: dict[int, dict[str, I64]] = {}
         for fam in self.plan.shared:
             start, uniq, _ = layout["blocks"][fam.index]

@@ -211,6 +211,9 @@ def _blob_dtype(features: FeatureSet, families: tuple[Family, ...]) -> np.dtype[
 
 
 BLOB_VERSION = 3
+"""Layout version of the customer blob (its first two bytes). Bump it when the layout, or
+the meaning of a field, changes: a blob of another version reads as unreadable, and its
+customer starts afresh (`fraudstream.features.online.EngineStats.reset`)."""
 
 
 def empty_blobs(plan: Plan, n: int) -> np.ndarray:

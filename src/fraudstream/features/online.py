@@ -27,6 +27,7 @@ it lands in its own tile, and the state does not depend on the arrival order (se
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ from fraudstream.features.definitions import (
     default_feature_set,
 )
 from fraudstream.features.kernels import GRID, LATLON, to_cents
-from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
+from fraudstream.features.layout import BLOB_VERSION, KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
@@ -62,6 +63,7 @@ from fraudstream.features.wire import (
 from fraudstream.features.write import block_ttl
 from fraudstream.schema import Label, Transaction
 
+log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -71,6 +73,10 @@ class EngineStats:
     processed: int = 0
     duplicates: int = 0
     late: int = 0
+    reset: int = 0
+    """Customers whose stored state was unreadable (another size or layout version: corrupt,
+    or left by another release or feature set): scored without history, state started
+    afresh (logged)."""
     labels_applied: int = 0
     labels_duplicate: int = 0
     labels_late: int = 0
@@ -353,6 +359,21 @@ class FeatureEngine:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         self.stats.processed += stored
 
+    def _unreadable(self, found: list[tuple[str, bytes]]) -> None:
+        """Customers whose state could not be read: counted and logged; the batch reads
+        them as fresh state and its write replaces what was stored."""
+        self.stats.reset += len(found)
+        shown = ", ".join(f"{key} ({len(raw)} bytes)" for key, raw in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        log.warning(
+            "feature state unreadable (expected %d bytes, layout %d; corrupt, or another "
+            "release or feature set?): scored without history, state reset: %s%s",
+            self.plan.blob.itemsize,
+            BLOB_VERSION,
+            shown,
+            more,
+        )
+
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()
         self.timings[phase] = self.timings.get(phase, 0.0) + now - since
@@ -469,13 +490,25 @@ class FeatureEngine:
         if not isinstance(raw, bytes):
             absent: dict[str, object] = {"customer_id": customer_id, "exists": False}
             return absent if profile is None else {**absent, "profile": profile}
-        blob = decode_blobs(self.plan, [raw])[0]
+        blobs, bad = decode_blobs(self.plan, [raw])
+        if bad[0]:
+            layout = int.from_bytes(raw[:2], "little") if len(raw) >= 2 else None
+            return {
+                "customer_id": customer_id,
+                "exists": True,
+                "readable": False,
+                "bytes": len(raw),
+                "layout": layout,
+                "profile": profile,
+            }
+        blob = blobs[0]
         k = self.plan.features.history
         head = int(blob["head"])
         recent = [(head - 1 - j) % k for j in range(min(head, k))]
         out: dict[str, object] = {
             "customer_id": customer_id,
             "exists": True,
+            "readable": True,
             "bytes": len(raw),
             "writes": int(blob["seq"]),
             "transactions_seen": head,
