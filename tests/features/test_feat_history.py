@@ -111,3 +111,26 @@ def test_every_process_judges_lateness_from_the_stored_state(client: redis.Redis
     assert {k[2:]: v for k, v in state.items() if k.startswith(b"a:")} == {
         k[2:]: v for k, v in state.items() if k.startswith(b"b:")
     }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("batch", [1, 70], ids=["one by one", "one batch"])
+def test_a_redelivery_never_counts_twice_within_the_lateness(
+    client: redis.Redis, batch: int
+) -> None:
+    """70 transactions of one customer in half an hour (a card-testing burst: more than the
+    64 the history keeps, well within the hour of lateness), then the first one again."""
+    e = engine(client)
+    burst = [tx(i, minutes=i * 0.4, amount=1.0) for i in range(70)]
+    for at in range(0, len(burst), batch):
+        e.compute_batch(burst[at : at + batch])
+    before = snapshot(client)
+    e.compute_batch([burst[0]])
+    e.compute_batch([burst[3], burst[69]])
+    assert snapshot(client) == before
+    assert e.stats.processed == 70 and e.stats.duplicates + e.stats.late == 3
+    # A new transaction dated before all 64 kept cannot be told from a redelivered one:
+    # it is scored, not stored (counted late), as one beyond the lateness would be.
+    out = e.compute_batch([tx(100, minutes=1.0, amount=1.0)])
+    assert snapshot(client) == before and e.stats.late >= 1
+    assert value(e, out, "customer_tx_count_1h") == 70.0

@@ -64,8 +64,12 @@ order-independent while exact, and as Bloom filters until a generation rotates: 
 value arriving after its generation rotated is remembered one generation longer.
 
 Idempotency: the customer blob keeps the 64-bit id hashes of its ``history`` newest
-transactions; a transaction found there (or earlier in the batch) is scored but changes nothing. The
-batch's writes go in one ``MULTI``/``EXEC``, so a crash leaves all or nothing of a batch.
+transactions; a transaction found there (or earlier in the batch) is scored but changes
+nothing. One not newer than all of a full history may be a redelivery of one dropped from
+it (after ``history`` newer ones, e.g. a card-testing burst): it is refused as late, so a
+redelivery never counts twice, with no more state; a new transaction that late within a
+burst is not stored either (`fraudstream.features.history`). The batch's writes go in one
+``MULTI``/``EXEC``, so a crash leaves all or nothing of a batch.
 Labels are applied once per transaction id (a marker key set ``NX`` by the label function).
 
 Unreadable state: a customer blob of another size or layout version (`BLOB_VERSION`) —

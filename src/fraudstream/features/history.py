@@ -6,11 +6,21 @@ One compiled pass over a batch, in batch order, on the customers' new state (`ad
   exact time and the newest located one's place (the "last" features);
 - whether it is admitted: not a redelivery (its id among the kept ones, or earlier in the
   batch), not late (older than the customer's newest by more than the lateness: the
-  watermark is the customer's, read from its state, so every process agrees);
+  watermark is the customer's, read from its state, so every process agrees), and, when
+  the history is full, newer than its oldest entry;
 - then, if admitted, the state it leaves: the history keeps the ``k`` newest transactions
   *by event time* (an entry older than some kept ones is inserted in order, the oldest
-  dropped; one older than all of a full history is not kept), and the newest time and
-  place are maxima by event time.
+  dropped), and the newest time and place are maxima by event time.
+
+Replays: a redelivered transaction is found by its id while its entry is kept; once
+dropped (``k`` newer ones since, e.g. a card-testing burst within the lateness), it is
+older than every kept entry, so it is refused as late. A redelivery never counts twice,
+at no cost in state; the price is that a *new* transaction dated before the ``k`` newest
+(arriving late within a burst) is not stored either (scored, counted late): the lateness
+of a customer is in effect the shorter of ``lateness_s`` and the span of its ``k`` newest
+transactions. Entries keep their time to the second, so the comparison is "not newer
+than the oldest kept second": an on-time transaction is refused only if all ``k`` kept
+ones share its second.
 
 So the state after a set of transactions does not depend on the order they arrived in
 (within the lateness), which is what the backfill, processing in event-time order, assumes.
@@ -153,8 +163,10 @@ def _admit(  # type: ignore[no-untyped-def]
         if total > 0 and ts[i] < last_ts[r] - lateness:
             status[i] = LATE
             continue
-        if filled < k or sec >= np.int64(h_ts[r, total % k]):  # else older than all kept
-            _insert(head, h_ts, h_cents, h_cell, h_id, r, sec, cents[i], cell[i], txid[i])
+        if filled == k and sec <= np.int64(h_ts[r, total % k]):
+            status[i] = LATE  # not newer than all it keeps: maybe one it dropped, again
+            continue
+        _insert(head, h_ts, h_cents, h_cell, h_id, r, sec, cents[i], cell[i], txid[i])
         if total == 0 or ts[i] >= last_ts[r]:
             last_ts[r] = ts[i]
         if sys[i] > 0 and (loc_sys[r] == 0 or ts[i] >= loc_ts[r]):

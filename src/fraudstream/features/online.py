@@ -19,7 +19,8 @@ same batch (same entity, processing order) plus itself, never a later one. Idemp
 transaction whose id is in its customer's kept history (the ``history`` newest
 transactions) or earlier in the batch is scored but changes nothing
 (`EngineStats.duplicates`). Late: a transaction older than its customer's newest one by
-more than ``lateness_s`` is scored but not stored (`EngineStats.late`); within the lateness
+more than ``lateness_s``, or not newer than all of a full history (it may be a redelivery
+of one the history dropped), is scored but not stored (`EngineStats.late`); within these
 it lands in its own tile, and the state does not depend on the arrival order (see
 `fraudstream.features`, "Out of order").
 """
@@ -73,6 +74,8 @@ class EngineStats:
     processed: int = 0
     duplicates: int = 0
     late: int = 0
+    """Older than the customer's newest by more than the lateness, or than all of its full
+    history (maybe a redelivery): scored, not stored."""
     reset: int = 0
     """Customers whose stored state was unreadable (another size or layout version: corrupt,
     or left by another release or feature set): scored without history, state started
