@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import polars as pl
 import pytest
 import redis
 
-from featkit import FIXED_CLOCK, T0, transactions, tx
+from featkit import FIXED_CLOCK, T0, frame_of, transactions, tx, unchecked
 from fraudstream.errors import ConfigError, SchemaError
 from fraudstream.features import (
     Aggregate,
@@ -177,6 +178,57 @@ def test_definitions_are_checked() -> None:
         Aggregate("customer", "count", "90m", tile="1h")
     with pytest.raises(ConfigError):
         FeatureSet((Aggregate("card", "count", "1h"), Aggregate("card", "count", "1h")))
+
+
+def amount_features(e: FeatureEngine) -> list[str]:
+    """The features computed from amounts (sums, means, ratios, z-scores, extremes)."""
+    return [n for n in e.names if any(w in n for w in ("amount", "ratio", "zscore"))]
+
+
+def paying(i: int, minutes: float, amount: float) -> Transaction:
+    """A transaction with every entity an amount feature reads (card, device, IP)."""
+    return tx(i, minutes=minutes, amount=amount, device_id="D1", ip="1.2.3.4")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("huge", [1e17, 1e300, math.inf])
+def test_a_huge_amount_saturates_the_sums_and_spoils_nothing_after_it(
+    client: redis.Redis, huge: float
+) -> None:
+    """One absurd amount (past the schema: a bug upstream) must not wrap a sum into a
+    negative mean, nor make the customer's next ordinary payment look unusual."""
+    e = engine(client)
+    txs = [paying(1, 0, 40.0), paying(2, 1, 50.0)]
+    txs += [unchecked(paying(3, 2, 1.0), huge), paying(4, 3, 45.0)]
+    out = np.vstack([e.compute_batch(txs[:2]), e.compute_batch(txs[2:])])
+    cap = (2**39 - 1) / 100  # the widest sum a tile keeps, in currency units
+    assert col(e, out, "card_amount_sum_1h")[2:] == [cap, cap]
+    assert col(e, out, "customer_amount_sum_24h")[2:] == [cap, cap]
+    assert col(e, out, "card_tx_count_1h") == [1.0, 2.0, 3.0, 4.0]  # no carry into counts
+    assert col(e, out, "customer_amount_mean_30d")[3] == cap / 4
+    after = out[3, [e.names.index(n) for n in amount_features(e)]]
+    assert np.isfinite(after).all(), dict(zip(amount_features(e), after, strict=True))
+    assert 0 < col(e, out, "customer_amount_ratio_mean_30d")[3] < 1e-6
+    offline = backfill(frame_of(txs)).drop("transaction_id").to_numpy()
+    assert np.array_equal(out, offline, equal_nan=True)
+
+
+@pytest.mark.integration
+def test_zero_amounts_give_finite_features_online_and_offline(client: redis.Redis) -> None:
+    """A zero amount is valid (card verification, card testing): no ratio may turn it into
+    NaN or inf. A zero reference counts as one cent."""
+    e = engine(client)
+    txs = [paying(1, 0, 0.0), paying(2, 1, 0.0), paying(3, 2, 25.0), paying(4, 3, 0.0)]
+    out = np.vstack([e.compute_batch(txs[:2]), e.compute_batch(txs[2:])])
+    values = out[:, [e.names.index(n) for n in amount_features(e)]]
+    first_prev = [j for j, n in enumerate(amount_features(e)) if "_prev_" in n]
+    values[0, first_prev] = 0.0  # the first transaction has no previous ones: NaN there
+    assert np.isfinite(values).all()
+    assert col(e, out, "customer_amount_ratio_mean_30d") == [0.0, 0.0, 3.0, 0.0]
+    assert col(e, out, "customer_amount_ratio_median_prev_30d")[1:] == [0.0, 2500.0, 0.0]
+    assert col(e, out, "customer_amount_mean_30d") == [0.0, 0.0, 25 / 3, 25 / 4]
+    offline = backfill(frame_of(txs)).drop("transaction_id").to_numpy()
+    assert np.array_equal(out, offline, equal_nan=True)
 
 
 @pytest.mark.integration

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pytest
 import redis
 
-from featkit import FIXED_CLOCK, tx
+from featkit import FIXED_CLOCK, frame_of, tx
 from fraudstream.features import FeatureEngine, backfill, default_feature_set
-from fraudstream.schema import Transaction
 
 PARIS: dict[str, Any] = {"lat": 48.8566, "lon": 2.3522, "x": None, "y": None}
 NEW_YORK: dict[str, Any] = {"lat": 40.7128, "lon": -74.0060, "x": None, "y": None}
@@ -33,13 +31,6 @@ def snapshot(client: redis.Redis) -> dict[Any, Any]:
 
 def value(e: FeatureEngine, out: np.ndarray, name: str, row: int = -1) -> float:
     return float(out[row, e.names.index(name)])
-
-
-def frame(txs: list[Transaction]) -> pl.DataFrame:
-    fields = ["transaction_id", "timestamp", "customer_id", "terminal_id", "merchant_id"]
-    fields += ["amount", "currency", "channel", "card_id", "lat", "lon", "x", "y"]
-    rows = pl.DataFrame([{f: getattr(t, f) for f in fields} for t in txs])
-    return rows.select(c for c in rows.columns if rows[c].null_count() < rows.height)
 
 
 @pytest.mark.integration
@@ -64,7 +55,7 @@ def test_a_late_transaction_does_not_move_the_last_one_back(
     assert value(e, out, "customer_seconds_since_last_tx") == 60.0
     assert value(e, out, "customer_distance_from_last") == pytest.approx(0.0, abs=1e-9)
     assert value(e, out, "customer_impossible_travel") == 0.0
-    offline = backfill(frame(arrivals)).drop("transaction_id").to_numpy()
+    offline = backfill(frame_of(arrivals)).drop("transaction_id").to_numpy()
     for name in ("customer_seconds_since_last_tx", "customer_distance_from_last"):
         assert value(e, out, name) == value(e, offline, name), name
     state = e.customer_state("c1")

@@ -21,7 +21,7 @@ from fraudstream.features import Aggregate, FeatureEngine, FeatureSet, backfill,
 from fraudstream.features.definitions import ENTITIES, FirstSeen
 from fraudstream.features.profiles import load_profiles
 from fraudstream.features.sample import synthetic_history
-from fraudstream.schema import Label
+from fraudstream.schema import AMOUNT_CEILING, Label
 
 BATCH = 400
 LABEL_FIELDS = set(Label.__struct_fields__)
@@ -334,3 +334,21 @@ def test_online_equals_backfill_when_transactions_arrive_late(client: redis.Redi
     assert_same(engine.names, online, offline, where)
     since = online[:, engine.names.index("customer_seconds_since_last_tx")]
     assert (since[~np.isnan(since)] >= 0).all()
+
+
+@pytest.mark.integration
+def test_online_equals_backfill_with_zero_and_ceiling_amounts(client: redis.Redis) -> None:
+    """Zero amounts (valid), and amounts at the schema's ceiling whose sums saturate in
+    state: both paths clip and saturate alike."""
+    history, labels = synthetic_history(n_customers=150, n_terminals=120, n_days=20, seed=17)
+    rng = np.random.default_rng(17)
+    pick = rng.random(history.height)
+    amount = np.where(pick < 0.08, 0.0, history["amount"].to_numpy())
+    amount = np.where(pick > 0.995, AMOUNT_CEILING, amount)
+    history = history.with_columns(pl.Series("amount", amount))
+    engine = FeatureEngine(client, default_feature_set(), clock=lambda: 2e9)
+    online = run_online(engine, history, labels, batch=150)
+    offline = backfill(history, labels).drop("transaction_id").to_numpy()
+    assert_same(engine.names, online, offline)
+    sums = offline[:, engine.names.index("customer_amount_sum_24h")]
+    assert sums.max() == (2**39 - 1) / 100 and (sums == 0).any()

@@ -32,7 +32,12 @@ bounded history behind the ``…_prev`` ratios.
 
 Amounts are integer cents in state, timestamps integer microseconds, so sums are exact and
 order-independent; ratios, means and deviations are computed by `kernels` from those exact
-inputs in both paths.
+inputs in both paths. No amount can overflow them: a transaction's cents are clipped to
+[0, 5,497,558,138.87] (`layout.S_CAP`, the width of a shared tile's sum), and every sum of
+amounts — a tile's, online or in a shared block (``BITFIELD … OVERFLOW SAT``), a window's —
+saturates there instead of wrapping, in both paths alike. Zero amounts are ordinary: a
+ratio to a reference amount of zero (the customer's mean, median or max) takes it as one
+cent, so no feature is NaN or infinite because of a zero.
 
 First seen (`FirstSeen`): ``is_first_seen_merchant`` … is 1.0 when the customer has not
 used the value in its earlier transactions (earlier ones of its own batch included), 0.0 when

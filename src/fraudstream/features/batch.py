@@ -26,6 +26,7 @@ from fraudstream.features.layout import (
     SHIFT,
     Family,
     Plan,
+    cap_of,
     empty_blobs,
     empty_value,
 )
@@ -367,6 +368,7 @@ class BatchRun(Writer):
             self._previous(fam.entity),
             np.stack([contrib[c] for c in counters]),
             np.array([op_of(c) for c in counters], dtype=np.int64),
+            np.array([cap_of(c) for c in counters], dtype=np.int64),
             np.array([c != "f" for c in counters]),  # labels are never in the batch
             np.array([a.lag for a in fam.aggregates], dtype=np.int64),
             np.array([a.tiles for a in fam.aggregates], dtype=np.int64),

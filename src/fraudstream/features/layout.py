@@ -55,7 +55,28 @@ def combine(counter: str) -> np.ufunc:
 
 SHIFT = {"s": 24, "f": 32}
 """In a shared block, ``s`` or ``f`` rides above ``n`` in one int64 word: per tile up to
-16.7 M transactions and 5.5 G in cents, or 4.3 G transactions and 2.1 G frauds."""
+16.7 M transactions and 5.5 G in currency units, or 4.3 G transactions and 2.1 G frauds.
+A batch adds to each counter of a word as its own saturating field (`Family.fields`), so a
+full one stays at its maximum and never carries into its neighbour."""
+SUM_BITS = 64 - SHIFT["s"]
+S_CAP = (1 << (SUM_BITS - 1)) - 1
+"""The largest amount in cents (5,497,558,138.87) that state holds: a transaction's
+(`fraudstream.features.kernels.to_cents` clips), a tile's and a window's sum (they
+saturate there: the width of a shared block's sum field, the narrowest one). Sums only
+add non-negative amounts, so saturating is the same whatever the order: the backfill
+gets the same values."""
+Q_CAP = (1 << 62) - 1
+"""Where sums of squared cents saturate (a window adds two of them without overflow)."""
+SUM_CAPS = {"s": S_CAP, "q": Q_CAP}
+COUNT_CAP = (1 << 62) - 1
+"""Counts and frauds: never reached, but the window sums saturate alike."""
+
+
+def cap_of(counter: str) -> int:
+    """Where a sum counter saturates (counters that combine otherwise: unused)."""
+    return SUM_CAPS.get(counter, COUNT_CAP)
+
+
 KEY_TAG = {
     "customer": "c",
     "card": "k",
@@ -121,6 +142,25 @@ class Family:
     @cached_property
     def block_bytes(self) -> int:
         return self.slots * 8 * len(self.words)
+
+    @cached_property
+    def fields(self) -> tuple[tuple[int, str, int, str], ...]:
+        """Shared blocks: what a batch adds to a tile, one ``BITFIELD`` field per counter
+        (labels add ``f``, see `FUNCTIONS`): (word, counter, bit offset in the word's
+        big-endian bytes, type). Sums are signed 40-bit fields, saturating at `S_CAP`;
+        counts unsigned, as wide as their place in the word (saturating there)."""
+        out: list[tuple[int, str, int, str]] = []
+        for w, members in enumerate(self.words):
+            for j, c in enumerate(members):
+                if c == "f":
+                    continue
+                low = SHIFT[c] if j else 0
+                high = SHIFT[members[1]] if j == 0 and len(members) > 1 else 64
+                if c == "s":
+                    high = low + SUM_BITS
+                kind = f"i{high - low}" if c == "s" or high - low == 64 else f"u{high - low}"
+                out.append((w, c, 64 - high, kind))
+        return tuple(out)
 
     def word_of(self, counter: str) -> tuple[int, int]:
         """(word index, bit shift) of a counter in a shared block."""

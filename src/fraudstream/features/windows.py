@@ -40,9 +40,9 @@ def previous_same(code: I64) -> I64:
 
 
 @njit(cache=True)
-def _combine(op: int, a: np.int64, b: np.int64) -> np.int64:
-    if op == ADD:
-        return a + b
+def _combine(op: int, a: np.int64, b: np.int64, cap: np.int64) -> np.int64:
+    if op == ADD:  # saturating: both at most the cap (< 2**62), so the sum cannot overflow
+        return min(a + b, cap)
     if op == MIN:
         return min(a, b)
     if op == MAX:
@@ -87,8 +87,9 @@ def shared_grid(blocks, idx, tile, span, slots):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # type: ignore[no-untyped-def]
+def window_sums(grid, tile, prev, contrib, ops, caps, in_batch, lags, lengths):  # type: ignore[no-untyped-def]
     """Each aggregate's window value per counter and transaction, shape (aggregates, k, n).
+    Sums saturate at their counter's cap (`fraudstream.features.layout.cap_of`).
 
     ``grid`` (k, n, span) holds the stored tiles and is completed in place: each valid
     earlier transaction of the same entity (``prev`` chain; ``contrib`` is zero / the
@@ -104,11 +105,13 @@ def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # typ
             if 0 <= o < span:
                 for c in range(k):
                     if in_batch[c]:
-                        grid[c, i, o] = _combine(ops[c], grid[c, i, o], contrib[c, j])
+                        grid[c, i, o] = _combine(ops[c], grid[c, i, o], contrib[c, j], caps[c])
             j = prev[j]
         for c in range(k):
             if in_batch[c]:
-                grid[c, i, span - 1] = _combine(ops[c], grid[c, i, span - 1], contrib[c, i])
+                grid[c, i, span - 1] = _combine(
+                    ops[c], grid[c, i, span - 1], contrib[c, i], caps[c]
+                )
     out = np.empty((lags.shape[0], k, n), dtype=np.int64)
     for a in range(lags.shape[0]):
         hi = span - lags[a]
@@ -117,6 +120,6 @@ def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # typ
             for i in range(n):
                 acc = grid[c, i, lo]
                 for o in range(lo + 1, hi):
-                    acc = _combine(ops[c], acc, grid[c, i, o])
+                    acc = _combine(ops[c], acc, grid[c, i, o], caps[c])
                 out[a, c, i] = acc
     return out
