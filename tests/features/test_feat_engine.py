@@ -24,6 +24,7 @@ from fraudstream.features import (
     default_feature_set,
 )
 from fraudstream.features.batch import BatchRun
+from fraudstream.features.profiles import profile_key
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
@@ -273,6 +274,26 @@ def test_an_unreadable_customer_state_is_reset_and_the_rest_decided(
     assert "fs:{c:c1}" in caplog.text and "reset" in caplog.text
     assert len(client.get(e.customer_key("c1")) or b"") == e.plan.blob.itemsize
     assert e.customer_state("c1")["transactions_seen"] == 2
+
+
+@pytest.mark.integration
+def test_an_unreadable_profile_or_fraud_stamp_reads_as_none(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = engine(client)
+    client.set(profile_key(e.namespace, "c1"), b"\x07" * 5)
+    client.set(e.known_fraud_key("T1"), b"not:a stamp")
+    with caplog.at_level(logging.WARNING, logger="fraudstream.features"):
+        out = e.compute_batch([tx(1), tx(2, minutes=1, customer="c2")])
+    assert np.isnan(col(e, out, "customer_profile_segment")).all()
+    assert np.isnan(col(e, out, "terminal_days_since_first_fraud")).all()
+    assert profile_key(e.namespace, "c1") in caplog.text
+    assert e.known_fraud_key("T1") in caplog.text
+    assert e.profile("c1") is None
+    e.apply_labels([FRAUD_AT_T9, msgspec.structs.replace(FRAUD_AT_T9, terminal_id="T1")])
+    assert e.stats.labels_applied == 2  # the label replaced the stamp it could not read
+    later = e.compute_batch([tx(3, minutes=60 * 24 * 9)])
+    assert col(e, later, "terminal_days_since_first_fraud") == [9.0]
 
 
 @pytest.mark.integration

@@ -80,7 +80,9 @@ Labels are applied once per transaction id (a marker key set ``NX`` by the label
 Unreadable state: a customer blob of another size or layout version (`BLOB_VERSION`) —
 corrupt, or left by another release or feature set — holds up nobody: that customer is
 read as new (its transactions scored without history, the batch's write replacing the
-blob), counted (`EngineStats.reset`) and logged; the rest of the batch is untouched.
+blob), counted (`EngineStats.reset`) and logged; the rest of the batch is untouched. An
+unreadable profile or terminal known-fraud stamp reads as none (logged; the next label
+replaces the stamp).
 
 Concurrency: shared entities (card, terminal, merchant, device, IP) take commutative
 ``BITFIELD INCRBY`` only, so any number of workers can update them. The customer blob has a

@@ -98,6 +98,15 @@ def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> tuple[np.ndarray, 
     return blobs, bad
 
 
+def _stamps(raw: bytes) -> tuple[int, int] | None:
+    """A terminal's known-fraud value, ``first_us:last_us`` (None: unreadable)."""
+    a, _, z = raw.partition(b":")
+    try:
+        return int(a), int(z)
+    except ValueError:
+        return None
+
+
 def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
     """Every counter of every block row (BITFIELD words are big-endian int64)."""
     out: dict[str, I64] = {}
@@ -288,7 +297,12 @@ class BatchRun(Writer):
         nc = len(self.uniq["customer"])
         blobs, bad = decode_blobs(self.plan, values[:nc])
         if bad.any():
-            self.e._unreadable([(self._read_keys[j], values[j]) for j in np.flatnonzero(bad)])
+            self.e.stats.reset += int(bad.sum())
+            consequence = (
+                f"customer state (expected {self.plan.blob.itemsize} bytes, layout "
+                f"{BLOB_VERSION}) scored without history and reset"
+            )
+            self._unreadable(np.flatnonzero(bad), values, consequence)
         blocks: dict[int, dict[str, I64]] = {}
         for fam in self.plan.shared:
             start, uniq, _ = layout["blocks"][fam.index]
@@ -304,18 +318,29 @@ class BatchRun(Writer):
         first = np.full(nt, NONE_TS, dtype=np.int64)
         last = np.full(nt, NONE_TS, dtype=np.int64)
         if self.e._wants_known_fraud():
+            unread: list[int] = []
             for j, v in enumerate(values[layout["kf_start"] : layout["kf_start"] + nt]):
-                if v:
-                    a, _, z = v.partition(b":")
-                    first[j], last[j] = int(a), int(z)
+                stamps = _stamps(v) if v else (NONE_TS, NONE_TS)
+                if stamps is None:
+                    unread.append(layout["kf_start"] + j)
+                else:
+                    first[j], last[j] = stamps
+            if unread:
+                self._unreadable(unread, values, "known frauds of the terminal read as none")
         code = self.codes["terminal"]
         return blobs, blocks, (first[code], last[code])
+
+    def _unreadable(self, at: Any, values: list[Any], consequence: str) -> None:
+        self.e._unreadable([(self._read_keys[j], values[j]) for j in at], consequence)
 
     def _static(self, values: list[Any], layout: dict[str, Any]) -> StaticInputs | None:
         if not self.plan.features.uses_profiles:
             return None
         nc, start = len(self.uniq["customer"]), layout["profiles"]
-        records = decode_profiles(values[start : start + nc])[self.codes["customer"]]
+        records, bad = decode_profiles(values[start : start + nc])
+        if bad.any():
+            self._unreadable(start + np.flatnonzero(bad), values, "profile read as none")
+        records = records[self.codes["customer"]]
         code = self.codes["card"]
         hashes = self.e._hashes.lookup(self.uniq["card"])
         card = np.where(code >= 0, hashes[np.maximum(code, 0)] if len(hashes) else 0, 0)

@@ -48,7 +48,7 @@ from fraudstream.features.definitions import (
     default_feature_set,
 )
 from fraudstream.features.kernels import GRID, LATLON, to_cents
-from fraudstream.features.layout import BLOB_VERSION, KEY_TAG, US, Family, Plan, compile_plan
+from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
@@ -362,17 +362,14 @@ class FeatureEngine:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         self.stats.processed += stored
 
-    def _unreadable(self, found: list[tuple[str, bytes]]) -> None:
-        """Customers whose state could not be read: counted and logged; the batch reads
-        them as fresh state and its write replaces what was stored."""
-        self.stats.reset += len(found)
+    def _unreadable(self, found: list[tuple[str, bytes]], consequence: str) -> None:
+        """Log keys whose value could not be read (the batch goes on without them)."""
         shown = ", ".join(f"{key} ({len(raw)} bytes)" for key, raw in found[:5])
         more = f" and {len(found) - 5} more" if len(found) > 5 else ""
         log.warning(
-            "feature state unreadable (expected %d bytes, layout %d; corrupt, or another "
-            "release or feature set?): scored without history, state reset: %s%s",
-            self.plan.blob.itemsize,
-            BLOB_VERSION,
+            "feature state unreadable (corrupt, or left by another release or feature set?),"
+            " %s: %s%s",
+            consequence,
             shown,
             more,
         )
@@ -484,7 +481,8 @@ class FeatureEngine:
         raw = self.client.get(profile_key(self.namespace, customer_id))
         if not isinstance(raw, bytes):
             return None
-        return _profile_view(decode_profiles([raw])[0])
+        records, bad = decode_profiles([raw])
+        return None if bad[0] else _profile_view(records[0])
 
     def customer_state(self, customer_id: str) -> dict[str, object]:
         """The live state of one customer, decoded (for ``fraudstream features show``)."""
