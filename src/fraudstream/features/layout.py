@@ -145,21 +145,22 @@ class Family:
 
     @cached_property
     def fields(self) -> tuple[tuple[int, str, int, str], ...]:
-        """Shared blocks: what a batch adds to a tile, one ``BITFIELD`` field per counter
-        (labels add ``f``, see `FUNCTIONS`): (word, counter, bit offset in the word's
-        big-endian bytes, type). Sums are signed 40-bit fields, saturating at `S_CAP`;
-        counts unsigned, as wide as their place in the word (saturating there)."""
+        """Shared blocks: what a batch adds to a tile with ``BITFIELD`` (labels add ``f``,
+        see `FUNCTIONS`): (word, counter, bit offset in the word's big-endian bytes, type).
+        A word holding a sum takes one saturating field per counter (the sum signed 40
+        bits, at most `S_CAP`; the count beside it unsigned), so a full sum stays full and
+        never carries into the count. Other words hold counts only (the batch adds to the
+        low one; billions a tile away from a carry) and take the word as one ``i64``."""
         out: list[tuple[int, str, int, str]] = []
         for w, members in enumerate(self.words):
-            for j, c in enumerate(members):
-                if c == "f":
-                    continue
-                low = SHIFT[c] if j else 0
-                high = SHIFT[members[1]] if j == 0 and len(members) > 1 else 64
-                if c == "s":
-                    high = low + SUM_BITS
-                kind = f"i{high - low}" if c == "s" or high - low == 64 else f"u{high - low}"
-                out.append((w, c, 64 - high, kind))
+            if "s" not in members:
+                if members[0] != "f":
+                    out.append((w, members[0], 0, "i64"))
+                continue
+            low = SHIFT["s"] if len(members) > 1 else 0
+            out.append((w, "s", 64 - low - SUM_BITS, f"i{SUM_BITS}"))
+            if low:
+                out.append((w, members[0], 64 - low, f"u{low}"))
         return tuple(out)
 
     def word_of(self, counter: str) -> tuple[int, int]:

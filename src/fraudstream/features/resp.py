@@ -70,10 +70,10 @@ def field_type(field: int) -> str:
 def bitfield_commands(
     blob: U8, starts: I64, key: I64, ops: I64, field: I64, offset: I64, value: I64, ttl: I64
 ) -> U8:
-    """``BITFIELD k OVERFLOW SAT INCRBY <type> <offset> <value> …`` per ``k`` in ``key``
-    (key ``k`` is ``blob[starts[k]:starts[k + 1]]``, its operations ``ops[j]:ops[j + 1]``,
-    their types coded as `field_type` reads them), each followed by ``EXPIRE k <ttl>``
-    where ``ttl[j] > 0``."""
+    """``BITFIELD k INCRBY <type> <offset> <value> …`` per ``k`` in ``key`` (key ``k`` is
+    ``blob[starts[k]:starts[k + 1]]``, its operations ``ops[j]:ops[j + 1]``, their types
+    coded as `field_type` reads them; ``OVERFLOW SAT`` first where one is narrower than
+    ``i64``), each followed by ``EXPIRE k <ttl>`` where ``ttl[j] > 0``."""
     size = 0
     if len(key):
         longest = int(np.max(starts[key + 1] - starts[key]))
@@ -202,10 +202,14 @@ def _bitfields(
     at = 0
     for j in range(len(key)):
         lo, hi = starts[key[j]], starts[key[j] + 1]
-        at = _put_len(out, at, 42, 4 + 4 * (ops[j + 1] - ops[j]))
+        narrow = False
+        for p in range(ops[j], ops[j + 1]):
+            narrow |= field[p] != 64
+        at = _put_len(out, at, 42, 2 + 2 * narrow + 4 * (ops[j + 1] - ops[j]))
         at = _put(out, at, bitfield)
         at = _put_key(out, at, blob, lo, hi)
-        at = _put(out, at, saturate)
+        if narrow:
+            at = _put(out, at, saturate)
         for p in range(ops[j], ops[j + 1]):
             at = _put(out, at, incrby)
             at = _put_type(out, at, field[p])

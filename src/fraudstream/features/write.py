@@ -263,10 +263,11 @@ def _field_code(kind: str) -> int:
 
 @dataclass
 class BlockWrites:
-    """A batch's shared-block increments: ``BITFIELD key[j] OVERFLOW SAT`` then ``INCRBY
-    field[p] offset[p] value[p]`` for ``p`` in ``ops[j]:ops[j + 1]``, then ``EXPIRE key[j]
-    ttl[j]`` where ``ttl[j] > 0`` (``key``: indices into the read's keys; ``field``: types
-    coded as `fraudstream.features.resp.field_type` reads them)."""
+    """A batch's shared-block increments: ``BITFIELD key[j]`` then ``INCRBY field[p]
+    offset[p] value[p]`` for ``p`` in ``ops[j]:ops[j + 1]`` (``OVERFLOW SAT`` first if a
+    field is narrower than ``i64``), then ``EXPIRE key[j] ttl[j]`` where ``ttl[j] > 0``
+    (``key``: indices into the read's keys; ``field``: types coded as
+    `fraudstream.features.resp.field_type` reads them)."""
 
     key: I64
     ops: I64
@@ -288,7 +289,8 @@ class BlockWrites:
         fields = [field_type(f) for f in self.field.tolist()]
         out: list[tuple[Any, ...]] = []
         for j, (k, ttl) in enumerate(zip(self.key.tolist(), self.ttl.tolist(), strict=True)):
-            args: list[Any] = ["OVERFLOW", "SAT"]
+            narrow = any(f != "i64" for f in fields[ops[j] : ops[j + 1]])
+            args: list[Any] = ["OVERFLOW", "SAT"] if narrow else []
             for p in range(ops[j], ops[j + 1]):
                 args += ["INCRBY", fields[p], offset[p], value[p]]
             out.append(("BITFIELD", keys[k], *args))
