@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import polars as pl
 
 from fraudstream.schema import Transaction
@@ -39,3 +40,16 @@ def transactions(frame: pl.DataFrame) -> list[Transaction]:
     for row in frame.select(cols).iter_rows(named=True):
         out.append(Transaction(**{k: v for k, v in row.items() if v is not None}))
     return out
+
+
+def unchecked(t: Transaction, amount: float) -> Transaction:
+    """``t`` with an amount the schema refuses, set past its checks: what a bug upstream
+    could hand the engine."""
+    msgspec.structs.force_setattr(t, "amount", amount)
+    return t
+
+
+def frame_of(txs: list[Transaction]) -> pl.DataFrame:
+    """Transactions as a history for `backfill` (the columns some of them fill)."""
+    rows = pl.DataFrame([{f: getattr(t, f) for f in Transaction.__struct_fields__} for t in txs])
+    return rows.select(c for c in rows.columns if rows[c].null_count() < rows.height)

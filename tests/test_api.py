@@ -68,6 +68,14 @@ def test_concurrent_requests_are_all_answered(server: str, client: redis.Redis) 
     assert client.xlen("tx.decisions") == 80
 
 
+def test_an_unreadable_customer_state_fails_no_request(server: str, client: redis.Redis) -> None:
+    client.set("fs:{c:c3}", b"\x07" * 17)  # c3: one of the 8 customers of the batch
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda i: post(server, "/v1/score", sample_tx(200 + i)), range(8)))
+    assert [status for status, _ in results] == [200] * 8
+    assert len(client.get("fs:{c:c3}") or b"") > 17  # its state started afresh
+
+
 def test_published_rule_applies_to_the_api_path(server: str, client: redis.Redis) -> None:
     schema = RuleSchema.build(default_feature_set().names)
     RuleRegistry(client, schema).publish(

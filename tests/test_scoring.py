@@ -59,7 +59,7 @@ def test_batch_keeps_order_ids_and_reasons() -> None:
     for d in decisions:  # where the latency went: the queue dominates (arrived at the epoch)
         assert set(d.stages) == {"queue", "features", "model", "rules"}
         assert all(v >= 0 for v in d.stages.values())
-        assert sum(d.stages.values()) <= d.latency_ms
+        assert sum(d.stages.values()) <= d.latency_ms + 0.01  # each stage rounded to 1 µs
         assert d.stages["queue"] > 0.99 * d.latency_ms
 
 

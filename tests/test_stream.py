@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fraudstream.config import Settings
+from fraudstream.features import FeatureEngine
 from fraudstream.schema import Decision, Transaction, decode_decision, decode_transaction, encode
 from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.stream.decided import DecidedStore
@@ -39,7 +40,12 @@ def _keys(settings: Settings) -> StreamKeys:
     return StreamKeys(settings.stream_prefix, settings.partitions)
 
 
-def _worker(client: redis.Redis, settings: Settings, consumer: str = "w1") -> Worker:
+def _worker(
+    client: redis.Redis,
+    settings: Settings,
+    consumer: str = "w1",
+    features: FeatureEngine | None = None,
+) -> Worker:
     options = WorkerOptions(
         batch_size=64,
         block_ms=settings.block_ms,
@@ -49,7 +55,7 @@ def _worker(client: redis.Redis, settings: Settings, consumer: str = "w1") -> Wo
     return Worker(
         client,
         _keys(settings),
-        Scorer(AmountPolicy.from_settings(settings)),
+        Scorer(AmountPolicy.from_settings(settings), features=features),
         options,
         consumer=consumer,
     )
@@ -132,6 +138,30 @@ def _decided_elsewhere(transaction_id: str) -> Decision:
         latency_ms=1.0,
         decided_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+def test_an_unreadable_customer_state_holds_up_no_batch(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """17 bytes at one customer's key: every transaction is still decided, that customer's
+    without history (its state started afresh), nothing retried."""
+    features = FeatureEngine(client)
+    client.set(features.customer_key("c3"), b"\x07" * 17)
+    txs = _txs(200)
+    Producer(client, _keys(settings)).send(txs)
+    w = _worker(client, settings, features=features)
+    watchdog = threading.Timer(20, w.request_stop)  # a batch retried forever ends the test
+    watchdog.start()
+    try:
+        stats = w.run(burst=True, handle_signals=False)
+    finally:
+        watchdog.cancel()
+    assert stats.retried_batches == 0
+    assert sorted(d.transaction_id for d in _decisions(client, settings)) == sorted(
+        t.transaction_id for t in txs
+    )
+    assert features.stats.reset == 1 and features.stats.processed == 200
+    assert features.customer_state("c3")["transactions_seen"] == 4
 
 
 def test_poison_messages_go_to_dead_letter_with_reason(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +13,7 @@ import polars as pl
 import pytest
 import redis
 
-from featkit import FIXED_CLOCK, T0, transactions, tx
+from featkit import FIXED_CLOCK, T0, frame_of, transactions, tx, unchecked
 from fraudstream.errors import ConfigError, SchemaError
 from fraudstream.features import (
     Aggregate,
@@ -22,6 +24,7 @@ from fraudstream.features import (
     default_feature_set,
 )
 from fraudstream.features.batch import BatchRun
+from fraudstream.features.profiles import profile_key
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import Label, Transaction
 
@@ -178,6 +181,57 @@ def test_definitions_are_checked() -> None:
         FeatureSet((Aggregate("card", "count", "1h"), Aggregate("card", "count", "1h")))
 
 
+def amount_features(e: FeatureEngine) -> list[str]:
+    """The features computed from amounts (sums, means, ratios, z-scores, extremes)."""
+    return [n for n in e.names if any(w in n for w in ("amount", "ratio", "zscore"))]
+
+
+def paying(i: int, minutes: float, amount: float) -> Transaction:
+    """A transaction with every entity an amount feature reads (card, device, IP)."""
+    return tx(i, minutes=minutes, amount=amount, device_id="D1", ip="1.2.3.4")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("huge", [1e17, 1e300, math.inf])
+def test_a_huge_amount_saturates_the_sums_and_spoils_nothing_after_it(
+    client: redis.Redis, huge: float
+) -> None:
+    """One absurd amount (past the schema: a bug upstream) must not wrap a sum into a
+    negative mean, nor make the customer's next ordinary payment look unusual."""
+    e = engine(client)
+    txs = [paying(1, 0, 40.0), paying(2, 1, 50.0)]
+    txs += [unchecked(paying(3, 2, 1.0), huge), paying(4, 3, 45.0)]
+    out = np.vstack([e.compute_batch(txs[:2]), e.compute_batch(txs[2:])])
+    cap = (2**39 - 1) / 100  # the widest sum a tile keeps, in currency units
+    assert col(e, out, "card_amount_sum_1h")[2:] == [cap, cap]
+    assert col(e, out, "customer_amount_sum_24h")[2:] == [cap, cap]
+    assert col(e, out, "card_tx_count_1h") == [1.0, 2.0, 3.0, 4.0]  # no carry into counts
+    assert col(e, out, "customer_amount_mean_30d")[3] == cap / 4
+    after = out[3, [e.names.index(n) for n in amount_features(e)]]
+    assert np.isfinite(after).all(), dict(zip(amount_features(e), after, strict=True))
+    assert 0 < col(e, out, "customer_amount_ratio_mean_30d")[3] < 1e-6
+    offline = backfill(frame_of(txs)).drop("transaction_id").to_numpy()
+    assert np.array_equal(out, offline, equal_nan=True)
+
+
+@pytest.mark.integration
+def test_zero_amounts_give_finite_features_online_and_offline(client: redis.Redis) -> None:
+    """A zero amount is valid (card verification, card testing): no ratio may turn it into
+    NaN or inf. A zero reference counts as one cent."""
+    e = engine(client)
+    txs = [paying(1, 0, 0.0), paying(2, 1, 0.0), paying(3, 2, 25.0), paying(4, 3, 0.0)]
+    out = np.vstack([e.compute_batch(txs[:2]), e.compute_batch(txs[2:])])
+    values = out[:, [e.names.index(n) for n in amount_features(e)]]
+    first_prev = [j for j, n in enumerate(amount_features(e)) if "_prev_" in n]
+    values[0, first_prev] = 0.0  # the first transaction has no previous ones: NaN there
+    assert np.isfinite(values).all()
+    assert col(e, out, "customer_amount_ratio_mean_30d") == [0.0, 0.0, 3.0, 0.0]
+    assert col(e, out, "customer_amount_ratio_median_prev_30d")[1:] == [0.0, 2500.0, 0.0]
+    assert col(e, out, "customer_amount_mean_30d") == [0.0, 0.0, 25 / 3, 25 / 4]
+    offline = backfill(frame_of(txs)).drop("transaction_id").to_numpy()
+    assert np.array_equal(out, offline, equal_nan=True)
+
+
 @pytest.mark.integration
 def test_late_events_are_scored_but_not_stored(client: redis.Redis) -> None:
     e = engine(client, lateness_s=600)
@@ -189,6 +243,57 @@ def test_late_events_are_scored_but_not_stored(client: redis.Redis) -> None:
     assert col(e, out, "customer_tx_count_1h") == [0.0]
     e.compute_batch([tx(3, minutes=115)])
     assert e.stats.late == 1
+
+
+def unreadable(kind: str, good: bytes) -> bytes:
+    """A customer state the engine cannot read: cut short, of another layout version, or of
+    another size (another feature set, another release)."""
+    if kind == "short":
+        return good[:17]
+    if kind == "old layout":
+        return (2).to_bytes(2, "little") + good[2:]
+    return good + bytes(8)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["short", "old layout", "foreign"])
+def test_an_unreadable_customer_state_is_reset_and_the_rest_decided(
+    client: redis.Redis, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = engine(client)
+    e.compute_batch([tx(1), tx(2, minutes=1, customer="c2")])
+    good = client.get(e.customer_key("c1"))
+    assert isinstance(good, bytes)
+    client.set(e.customer_key("c1"), unreadable(kind, good))
+    state = e.customer_state("c1")
+    assert state["exists"] is True and state["readable"] is False
+    with caplog.at_level(logging.WARNING, logger="fraudstream.features"):
+        out = e.compute_batch([tx(3, minutes=2), tx(4, minutes=3, customer="c2"), tx(5, minutes=4)])
+    assert col(e, out, "customer_tx_count_1h") == [1.0, 2.0, 2.0]  # c1 from scratch
+    assert e.stats.reset == 1 and e.stats.processed == 5
+    assert "fs:{c:c1}" in caplog.text and "reset" in caplog.text
+    assert len(client.get(e.customer_key("c1")) or b"") == e.plan.blob.itemsize
+    assert e.customer_state("c1")["transactions_seen"] == 2
+
+
+@pytest.mark.integration
+def test_an_unreadable_profile_or_fraud_stamp_reads_as_none(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = engine(client)
+    client.set(profile_key(e.namespace, "c1"), b"\x07" * 5)
+    client.set(e.known_fraud_key("T1"), b"not:a stamp")
+    with caplog.at_level(logging.WARNING, logger="fraudstream.features"):
+        out = e.compute_batch([tx(1), tx(2, minutes=1, customer="c2")])
+    assert np.isnan(col(e, out, "customer_profile_segment")).all()
+    assert np.isnan(col(e, out, "terminal_days_since_first_fraud")).all()
+    assert profile_key(e.namespace, "c1") in caplog.text
+    assert e.known_fraud_key("T1") in caplog.text
+    assert e.profile("c1") is None
+    e.apply_labels([FRAUD_AT_T9, msgspec.structs.replace(FRAUD_AT_T9, terminal_id="T1")])
+    assert e.stats.labels_applied == 2  # the label replaced the stamp it could not read
+    later = e.compute_batch([tx(3, minutes=60 * 24 * 9)])
+    assert col(e, later, "terminal_days_since_first_fraud") == [9.0]
 
 
 @pytest.mark.integration
@@ -400,11 +505,11 @@ def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_sto
 @pytest.mark.integration
 def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Redis) -> None:
     """A first batch seconds late (numba compiling) makes a worker lose its leases."""
-    from fraudstream.features import resp, seen, windows
+    from fraudstream.features import history, resp, seen, windows
 
     e = engine(client)
     kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
-    kernels += [windows.recent, seen._replay, resp._bitfields, resp._keys, resp._sets]
+    kernels += [history._admit, seen._replay, resp._bitfields, resp._keys, resp._sets]
     compiled = [len(k.signatures) for k in kernels]
     assert all(compiled)
     e.compute_batch([tx(1, customer="solo")])

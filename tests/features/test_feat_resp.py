@@ -24,6 +24,7 @@ def test_packed_block_writes_are_the_bytes_of_their_commands() -> None:
     writes = BlockWrites(
         key=rng.choice(len(keys), size=12, replace=False).astype(np.int64),
         ops=np.r_[0, np.cumsum(per_key)].astype(np.int64),
+        field=rng.choice([64, 40, -24, -32, -63], size=n),
         offset=rng.integers(0, 1 << 16, size=n) * 64,
         value=np.r_[0, -1, -(1 << 62), (1 << 62) + 12345, rng.integers(-(10**12), 10**12, n - 4)],
         ttl=np.where(rng.random(12) < 0.5, rng.integers(1, 10**7, 12), 0),
@@ -36,12 +37,12 @@ def test_packed_block_writes_are_the_bytes_of_their_commands() -> None:
     reader = hiredis.Reader()
     reader.feed(bytes(packed.data))
     first = reader.gets()
-    assert first[:2] == [b"BITFIELD", keys[writes.key[0]].encode()]
+    assert first[:5] == [b"BITFIELD", keys[writes.key[0]].encode(), b"OVERFLOW", b"SAT", b"INCRBY"]
 
 
 def test_no_block_writes_pack_to_nothing() -> None:
     none = np.zeros(0, dtype=np.int64)
-    writes = BlockWrites(none, np.zeros(1, dtype=np.int64), none, none, none)
+    writes = BlockWrites(none, np.zeros(1, dtype=np.int64), none, none, none, none)
     assert bytes(writes.packed(*encode_keys([])).data) == b"" and writes.commands([]) == []
 
 

@@ -249,6 +249,7 @@ def _work(
             err_console.print(
                 f"features: {fs.processed:,} stored, {fs.duplicates:,} duplicates, "
                 f"{fs.late:,} too late to store (lateness {settings.feature_lateness_s} s), "
+                f"{fs.reset:,} unreadable customer states reset, "
                 f"labels {fs.labels_applied:,} applied / {fs.labels_late:,} too late"
             )
         if scorer.models is not None:

@@ -32,7 +32,12 @@ bounded history behind the ``…_prev`` ratios.
 
 Amounts are integer cents in state, timestamps integer microseconds, so sums are exact and
 order-independent; ratios, means and deviations are computed by `kernels` from those exact
-inputs in both paths.
+inputs in both paths. No amount can overflow them: a transaction's cents are clipped to
+[0, 5,497,558,138.87] (`layout.S_CAP`, the width of a shared tile's sum), and every sum of
+amounts — a tile's, online or in a shared block (``BITFIELD … OVERFLOW SAT``), a window's —
+saturates there instead of wrapping, in both paths alike. Zero amounts are ordinary: a
+ratio to a reference amount of zero (the customer's mean, median or max) takes it as one
+cent, so no feature is NaN or infinite because of a zero.
 
 First seen (`FirstSeen`): ``is_first_seen_merchant`` … is 1.0 when the customer has not
 used the value in its earlier transactions (earlier ones of its own batch included), 0.0 when
@@ -46,10 +51,38 @@ Point in time and order: a transaction sees the state built by the transactions 
 before it (earlier batches, and earlier ones of its own batch) and itself, then updates it.
 The backfill processes a history in ``(timestamp, input row)`` order.
 
-Idempotency: the customer blob keeps the 64-bit hashes of its last ``history`` transaction
-ids; a transaction found there (or earlier in the batch) is scored but changes nothing. The
-batch's writes go in one ``MULTI``/``EXEC``, so a crash leaves all or nothing of a batch.
+Out of order: online, transactions may arrive out of event-time order (within the
+lateness), and the state they leave does not depend on that order: tiles add (or take the
+min, max, OR), the customer's history keeps its ``history`` newest transactions *by event
+time*, its "last" time and place are the newest by event time (equal times: the later
+arrival, as offline the later row; `fraudstream.features.history`). So a transaction gets
+exactly the backfill's features when the transactions of its customer, card, terminal …
+that precede it in event time all arrived before it and none that follow it did (the
+parity tests shuffle arrival and check every such one, and a transaction after all). For
+the others exact parity is impossible by definition: a late transaction, or one that
+arrived before an earlier one of the same entity, shares tiles with transactions that
+cannot be taken out (or misses one not yet arrived). A late transaction sees the state as
+stored, later transactions included; its "last" features measure it against its
+customer's newest transaction, the gap taken as positive (so the speed between the two is
+checked once online, as it is offline on the later one). First-seen sets are
+order-independent while exact, and as Bloom filters until a generation rotates: a late
+value arriving after its generation rotated is remembered one generation longer.
+
+Idempotency: the customer blob keeps the 64-bit id hashes of its ``history`` newest
+transactions; a transaction found there (or earlier in the batch) is scored but changes
+nothing. One not newer than all of a full history may be a redelivery of one dropped from
+it (after ``history`` newer ones, e.g. a card-testing burst): it is refused as late, so a
+redelivery never counts twice, with no more state; a new transaction that late within a
+burst is not stored either (`fraudstream.features.history`). The batch's writes go in one
+``MULTI``/``EXEC``, so a crash leaves all or nothing of a batch.
 Labels are applied once per transaction id (a marker key set ``NX`` by the label function).
+
+Unreadable state: a customer blob of another size or layout version (`BLOB_VERSION`) —
+corrupt, or left by another release or feature set — holds up nobody: that customer is
+read as new (its transactions scored without history, the batch's write replacing the
+blob), counted (`EngineStats.reset`) and logged; the rest of the batch is untouched. An
+unreadable profile or terminal known-fraud stamp reads as none (logged; the next label
+replaces the stamp).
 
 Concurrency: shared entities (card, terminal, merchant, device, IP) take commutative
 ``BITFIELD INCRBY`` only, so any number of workers can update them. The customer blob has a
@@ -81,15 +114,18 @@ a three-node cluster: parity with the backfill, and a concurrent writer.
 
 Memory: a customer's state is one 3,547-byte blob (MEMORY USAGE 3,600 bytes with its key),
 whatever its history: tile rings 1,184 (30 daily tiles of count, cents, squared cents; 26
-hourly tiles of count, cents), the last 64 transactions 1,280 (time to the second, cents
+hourly tiles of count, cents), the 64 newest transactions 1,280 (time to the second, cents
 clipped at 21,474,836.47, home cell, id hash), first-seen sets 1,040, the rest 43. A profile
 adds 29 bytes; a shared entity holds at most three tile blocks (512 bytes each, hourly or
 daily).
 
-Lateness: a transaction older than the engine's watermark minus ``lateness_s`` is scored
-against the current state but not stored (`EngineStats.late`); within it, it lands in its own
-tile. A label whose transaction's tile has left the ring is ignored (`EngineStats.labels_late`);
-the backfill drops the same labels.
+Lateness: a transaction older than its customer's newest stored one by more than
+``lateness_s`` is scored against the current state but not stored (`EngineStats.late`).
+The watermark is the customer's, read with its state, so every process (a worker running
+for days, one just started, the API) decides alike; a customer without state takes any
+transaction. Within the lateness, a transaction lands in its own tile. A label whose
+transaction's tile has left the ring is ignored (`EngineStats.labels_late`); the backfill
+drops the same labels.
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.features.definitions import ENTITIES
+from fraudstream.features.history import DUPLICATE, LATE, Found, admit
 from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
 from fraudstream.features.layout import (
     BLOB_VERSION,
     SHIFT,
-    US,
     Family,
     Plan,
+    cap_of,
     empty_blobs,
     empty_value,
 )
@@ -36,7 +37,6 @@ from fraudstream.features.windows import (
     op_of,
     owned_grid,
     previous_same,
-    recent,
     shared_grid,
     window_sums,
 )
@@ -72,6 +72,8 @@ class _State:
     """The customers' state as read (the features see this)."""
     blocks: dict[int, dict[str, I64]]
     known: tuple[I64, I64]
+    found: Found
+    """What each transaction found of its customer's history, and whether it was admitted."""
     valid: NDArray[np.bool_]
     new: np.ndarray
     """The customers' state to write."""
@@ -79,28 +81,30 @@ class _State:
     seen_present: dict[str, NDArray[np.bool_]]
 
 
-def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> np.ndarray:
+def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> tuple[np.ndarray, NDArray[np.bool_]]:
+    """The customers' states as records (read-only: copy to change), and which of them were
+    unreadable: another size or layout version (corrupt, or left by another release or
+    feature set). Those read as fresh state, as absent ones do."""
     size = plan.blob.itemsize
     template = empty_blobs(plan, 1).tobytes()
-    parts = []
-    for raw in raws:
-        if raw is None:
-            parts.append(template)
-        elif len(raw) != size:
-            raise FeatureStoreError(
-                f"customer state has {len(raw)} bytes, expected {size} "
-                "(written by another feature set? use another namespace)"
-            )
-        else:
-            parts.append(raw)
-    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)  # read-only: copy to change
-    if len(blobs) and (blobs["version"] != BLOB_VERSION).any():
-        found = int(blobs["version"][blobs["version"] != BLOB_VERSION][0])
-        raise FeatureStoreError(
-            f"customer state has layout version {found}, this engine writes {BLOB_VERSION} "
-            "(left by another release? use another namespace)"
-        )
-    return blobs
+    sized = [raw is None or len(raw) == size for raw in raws]
+    parts = [raw if raw and ok else template for raw, ok in zip(raws, sized, strict=True)]
+    blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)
+    bad = ~np.array(sized, dtype=bool)
+    if len(blobs) and (foreign := blobs["version"] != BLOB_VERSION).any():
+        bad |= foreign
+        parts = [template if b else part for part, b in zip(parts, bad.tolist(), strict=True)]
+        blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)
+    return blobs, bad
+
+
+def _stamps(raw: bytes) -> tuple[int, int] | None:
+    """A terminal's known-fraud value, ``first_us:last_us`` (None: unreadable)."""
+    a, _, z = raw.partition(b":")
+    try:
+        return int(a), int(z)
+    except ValueError:
+        return None
 
 
 def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
@@ -141,7 +145,6 @@ class BatchRun(Writer):
             self.uniq[entity] = list(index)
         self._prev: dict[str, I64] = {}
         self._layout: dict[str, Any] = {}
-        self._runs: tuple[I64, I64, I64] = (np.zeros(0, np.int64),) * 3
         self._session: Session
         """The connection of the read (`send_read`) and then the write (one node)."""
         self.labels: list[tuple[Any, ...]] = []
@@ -237,14 +240,15 @@ class BatchRun(Writer):
         return self._features(values, state, time.perf_counter()), stored
 
     def _state(self, values: list[Any]) -> _State:
-        """Decode the read, mark duplicates and late ones, and build the customers' new
-        state on a copy (the first-seen sets replayed into it, with their flags)."""
+        """Decode the read and build the customers' new state on a copy: the history
+        (admitting the transactions that are neither duplicates nor late), then the
+        first-seen sets, with what each transaction found of them."""
         blobs, blocks, known = self._decode(values, self._layout)
-        valid = self._valid(blobs)
         new = blobs.copy()
+        found = self._admit(new)
+        valid = found.admitted
         first_seen, seen_present = self._first_seen(new, valid)
-        self._runs = self._customer_runs(valid)
-        return _State(blobs, blocks, known, valid, new, first_seen, seen_present)
+        return _State(blobs, blocks, known, found, valid, new, first_seen, seen_present)
 
     def _features(self, values: list[Any], st: _State, since: float) -> NDArray[np.float64]:
         raw = self._raw(st)
@@ -291,7 +295,14 @@ class BatchRun(Writer):
         self, values: list[Any], layout: dict[str, Any]
     ) -> tuple[np.ndarray, dict[int, dict[str, I64]], tuple[I64, I64]]:
         nc = len(self.uniq["customer"])
-        blobs = decode_blobs(self.plan, values[:nc])
+        blobs, bad = decode_blobs(self.plan, values[:nc])
+        if bad.any():
+            self.e.stats.reset += int(bad.sum())
+            consequence = (
+                f"customer state (expected {self.plan.blob.itemsize} bytes, layout "
+                f"{BLOB_VERSION}) scored without history and reset"
+            )
+            self._unreadable(np.flatnonzero(bad), values, consequence)
         blocks: dict[int, dict[str, I64]] = {}
         for fam in self.plan.shared:
             start, uniq, _ = layout["blocks"][fam.index]
@@ -307,43 +318,53 @@ class BatchRun(Writer):
         first = np.full(nt, NONE_TS, dtype=np.int64)
         last = np.full(nt, NONE_TS, dtype=np.int64)
         if self.e._wants_known_fraud():
+            unread: list[int] = []
             for j, v in enumerate(values[layout["kf_start"] : layout["kf_start"] + nt]):
-                if v:
-                    a, _, z = v.partition(b":")
-                    first[j], last[j] = int(a), int(z)
+                stamps = _stamps(v) if v else (NONE_TS, NONE_TS)
+                if stamps is None:
+                    unread.append(layout["kf_start"] + j)
+                else:
+                    first[j], last[j] = stamps
+            if unread:
+                self._unreadable(unread, values, "known frauds of the terminal read as none")
         code = self.codes["terminal"]
         return blobs, blocks, (first[code], last[code])
+
+    def _unreadable(self, at: Any, values: list[Any], consequence: str) -> None:
+        self.e._unreadable([(self._read_keys[j], values[j]) for j in at], consequence)
 
     def _static(self, values: list[Any], layout: dict[str, Any]) -> StaticInputs | None:
         if not self.plan.features.uses_profiles:
             return None
         nc, start = len(self.uniq["customer"]), layout["profiles"]
-        records = decode_profiles(values[start : start + nc])[self.codes["customer"]]
+        records, bad = decode_profiles(values[start : start + nc])
+        if bad.any():
+            self._unreadable(start + np.flatnonzero(bad), values, "profile read as none")
+        records = records[self.codes["customer"]]
         code = self.codes["card"]
         hashes = self.e._hashes.lookup(self.uniq["card"])
         card = np.where(code >= 0, hashes[np.maximum(code, 0)] if len(hashes) else 0, 0)
         return StaticInputs.of(records, card.astype(np.uint64))
 
-    def _valid(self, blobs: np.ndarray) -> NDArray[np.bool_]:
-        """Not a duplicate (of the customer's recent history or earlier in the batch), not
-        late; advances the watermark."""
+    def _admit(self, new: np.ndarray) -> Found:
+        """`fraudstream.features.history.admit` over the batch, counted in the stats."""
         b, e = self.b, self.e
-        cust = self.codes["customer"]
-        k = self.plan.features.history
-        ring = blobs["h_id"][cust]
-        filled = np.arange(k)[None, :] < np.minimum(blobs["head"][cust], k)[:, None]
-        dup = ((ring == b.txid[:, None]) & filled).any(axis=1)
-        _, first = np.unique(b.txid, return_index=True)
-        repeat = np.ones(self.n, dtype=bool)
-        repeat[first] = False
-        dup |= repeat
-        marks = np.maximum.accumulate(np.concatenate([[e._watermark], b.ts]))
-        late = b.ts < marks[:-1] - e.lateness_us
-        e._watermark = int(marks[-1])
-        e.stats.duplicates += int(dup.sum())
-        e.stats.late += int((late & ~dup).sum())
-        valid: NDArray[np.bool_] = ~dup & ~late
-        return valid
+        _, kept_cents = history_entry(b.ts, b.cents)
+        found = admit(
+            new,
+            self.codes["customer"],
+            b.ts,
+            b.txid,
+            kept_cents,
+            cells(self.plan, b.loc_sys, b.loc_a, b.loc_b),
+            (b.loc_sys, b.loc_a, b.loc_b),
+            e.lateness_us,
+            NONE_TS,
+        )
+        e.stats.duplicates += int(np.count_nonzero(found.status == DUPLICATE))
+        e.stats.late += int(np.count_nonzero(found.status == LATE))
+        e._watermark = max(e._watermark, int(b.ts.max()))
+        return found
 
     # --- compute ---------------------------------------------------------------------------
 
@@ -372,6 +393,7 @@ class BatchRun(Writer):
             self._previous(fam.entity),
             np.stack([contrib[c] for c in counters]),
             np.array([op_of(c) for c in counters], dtype=np.int64),
+            np.array([cap_of(c) for c in counters], dtype=np.int64),
             np.array([c != "f" for c in counters]),  # labels are never in the batch
             np.array([a.lag for a in fam.aggregates], dtype=np.int64),
             np.array([a.tiles for a in fam.aggregates], dtype=np.int64),
@@ -391,7 +413,7 @@ class BatchRun(Writer):
             windows = self._windows(fam, blobs, st.blocks, valid)
             for agg, values in zip(fam.aggregates, windows, strict=True):
                 sums[agg.name] = values
-        prev_ts, prev_cents, prev_cell, last_ts, last = self._history(blobs, valid)
+        found = st.found
         return RawInputs(
             ts=b.ts,
             cents=b.cents,
@@ -401,14 +423,14 @@ class BatchRun(Writer):
             loc_b=b.loc_b,
             sums=sums,
             present={e: self.codes[e] >= 0 for e in ENTITIES},
-            prev_ts=prev_ts,
-            prev_cents=prev_cents,
-            prev_cell=prev_cell,
-            last_ts=last_ts,
-            last_loc_sys=last[0].astype(np.uint8),
-            last_loc_a=last[1],
-            last_loc_b=last[2],
-            last_loc_ts=last[3].astype(np.int64),
+            prev_ts=found.prev_ts,
+            prev_cents=found.prev_cents,
+            prev_cell=found.prev_cell,
+            last_ts=found.last_ts,
+            last_loc_sys=found.loc_sys,
+            last_loc_a=found.loc_a,
+            last_loc_b=found.loc_b,
+            last_loc_ts=found.loc_ts,
             fraud_first=st.known[0],
             fraud_last=st.known[1],
             first_seen=st.first_seen,
@@ -435,61 +457,3 @@ class BatchRun(Writer):
             blobs[f"s{j}_n"] = state.count
             flags[spec.name], present[spec.name] = first, has
         return flags, present
-
-    def _customer_runs(self, valid: NDArray[np.bool_]) -> tuple[I64, I64, I64]:
-        """Valid transactions grouped by customer (batch order inside a group), each group's
-        start, and per transaction how many valid ones of its customer precede it."""
-        cust = self.codes["customer"]
-        vb = np.flatnonzero(valid)
-        vb = vb[np.argsort(cust[vb], kind="stable")]
-        nc = len(self.uniq["customer"])
-        starts = np.searchsorted(cust[vb], np.arange(nc), side="left")
-        order = np.argsort(cust, kind="stable")
-        counted = valid[order].astype(np.int64)
-        prior = np.cumsum(counted) - counted  # valid ones before, in customer order
-        first = np.searchsorted(cust[order], cust[order], side="left")
-        before = np.empty(self.n, dtype=np.int64)
-        before[order] = prior - prior[first]
-        return vb, starts, before
-
-    def _history(
-        self, blobs: np.ndarray, valid: NDArray[np.bool_]
-    ) -> tuple[Any, Any, Any, Any, Any]:
-        b = self.b
-        cust = self.codes["customer"]
-        vb, starts, before = self._runs
-        kept_ts, kept_cents = history_entry(b.ts, b.cents)
-        prev_ts, prev_cents, prev_cell, latest = recent(
-            self._previous("customer"),
-            valid,
-            kept_ts,
-            kept_cents,
-            cells(self.plan, b.loc_sys, b.loc_a, b.loc_b),
-            cust,
-            blobs["head"].astype(np.int64),
-            blobs["h_ts"],
-            blobs["h_cents"],
-            blobs["h_cell"],
-            US,
-            NONE_TS,
-        )
-        stored_last = np.where(blobs["head"][cust] > 0, blobs["last_ts"][cust], NONE_TS)
-        last_ts = np.where(latest >= 0, b.ts[np.maximum(latest, 0)], stored_last)
-        last_loc = self._last_location(blobs, vb, starts, before)
-        return prev_ts, prev_cents, prev_cell, last_ts, last_loc
-
-    def _last_location(self, blobs: np.ndarray, vb: I64, starts: I64, before: I64) -> Any:
-        b = self.b
-        cust = self.codes["customer"]
-        located = b.loc_sys[vb] > 0
-        acc = np.maximum.accumulate(np.where(located, np.arange(len(vb)), -1)) if len(vb) else vb
-        p = starts[cust] + before - 1
-        has = (before > 0) & (acc[np.clip(p, 0, None)] >= starts[cust]) if len(vb) else before < 0
-        src = vb[acc[np.clip(p, 0, None)]] if len(vb) else np.zeros(self.n, dtype=np.int64)
-        src = np.where(has, src, 0)
-        bl = blobs[cust]
-        sys = np.where(has, b.loc_sys[src], bl["loc_sys"])
-        a = np.where(has, b.loc_a[src], np.where(bl["loc_sys"] > 0, bl["loc_a"], np.nan))
-        bb = np.where(has, b.loc_b[src], np.where(bl["loc_sys"] > 0, bl["loc_b"], np.nan))
-        ts = np.where(has, b.ts[src], np.where(bl["loc_sys"] > 0, bl["loc_ts"], NONE_TS))
-        return sys, a, bb, ts

@@ -342,9 +342,9 @@ class FeatureSet:
     aggregates: tuple[Aggregate, ...]
     derived: tuple[Derived, ...] = ()
     history: int = 64
-    """Bound of the per-customer history (last N transactions) behind the robust amount
-    features, the home location and idempotency: 20 bytes per entry in the customer blob
-    (time in whole seconds, amount, home cell, transaction-id hash)."""
+    """Bound of the per-customer history (its N newest transactions by event time) behind
+    the robust amount features, the home location and idempotency: 20 bytes per entry in
+    the customer blob (time in whole seconds, amount, home cell, transaction-id hash)."""
     impossible_speed_kmh: float = 500.0
     min_travel_km: float = 20.0
     """Travel shorter than this is never impossible (GPS noise, neighbouring terminals)."""

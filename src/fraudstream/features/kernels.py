@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.features.definitions import PROFILE_KINDS, Aggregate, Derived, parse_duration
-from fraudstream.features.layout import EMPTY_LO, HISTORY_CENTS_MAX, US, Plan
+from fraudstream.features.layout import EMPTY_LO, HISTORY_CENTS_MAX, S_CAP, US, Plan
 
 if TYPE_CHECKING:
     from fraudstream.features.profiles import StaticInputs
@@ -50,7 +50,8 @@ class RawInputs:
     prev_cents: I64
     prev_cell: I64
     last_ts: I64
-    """Exact time of the customer's previous transaction (processing order); NONE_TS if none."""
+    """Exact time of the customer's newest earlier transaction (by event time; for a late
+    one, the newer one it finds online); NONE_TS if none."""
     last_loc_sys: NDArray[np.uint8]
     last_loc_a: F64
     last_loc_b: F64
@@ -86,7 +87,14 @@ def history_entry(ts: I64, cents: I64) -> tuple[I64, I64]:
 
 
 def to_cents(amount: F64) -> I64:
-    return np.rint(np.asarray(amount, dtype=np.float64) * 100.0).astype(np.int64)
+    """Integer cents, clipped to ``[0, S_CAP]`` (NaN as 0): what state sums, so that no
+    amount, however absurd, can overflow them.
+
+    >>> to_cents(np.array([12.345, 0.0, 1e300, np.nan])).tolist()
+    [1234, 0, 549755813887, 0]
+    """
+    cents = np.fmin(np.fmax(np.asarray(amount, dtype=np.float64) * 100.0, 0.0), float(S_CAP))
+    return np.rint(cents).astype(np.int64)
 
 
 def cells(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
@@ -235,8 +243,8 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         s = sums["s"].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = s / np.maximum(n, 1)
-            if kind == "amount_ratio_mean":
-                return np.where(s > 0, raw.cents / mean, np.nan)
+            if kind == "amount_ratio_mean":  # a zero reference counts as one cent
+                return np.where(n > 0, raw.cents / np.maximum(mean, 1.0), np.nan)
             std = _std_cents(sums)
             return np.where(std > 0, (raw.cents - mean) / std, 0.0)
     if kind in ("amount_ratio_median_prev", "amount_ratio_max_prev"):
@@ -246,12 +254,12 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
             since = raw.ts - parse_duration(d.window) * US
             mask = (raw.prev_ts != NONE_TS) & (raw.prev_ts >= since[:, None])
             cache[key + "med"], cache[key + "max"] = row_median_max(raw.prev_cents, mask)
-        ref = cache[key + ("med" if "median" in kind else "max")]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(ref > 0, raw.amount / (ref / 100.0), np.nan)
+        ref = cache[key + ("med" if "median" in kind else "max")]  # NaN: no history
+        return raw.amount / (np.maximum(ref, 1.0) / 100.0)
     if kind == "seconds_since_last_tx":
+        # Absolute: a late transaction is measured against the newer one it finds.
         last = raw.last_ts
-        return np.where(last != NONE_TS, (raw.ts - last) / US, np.nan)
+        return np.where(last != NONE_TS, np.abs(raw.ts - last) / US, np.nan)
     if kind == "distance_from_home":
         mask = (raw.prev_ts != NONE_TS) & (raw.prev_cell > 0)
         home_sys, ha, hb = _cell_center(plan, row_mode(raw.prev_cell, mask))
@@ -263,7 +271,7 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         if kind == "distance_from_last":
             return dist
         known = raw.last_loc_ts != NONE_TS
-        elapsed = np.where(known, raw.ts - np.where(known, raw.last_loc_ts, 0), US)
+        elapsed = np.where(known, np.abs(raw.ts - np.where(known, raw.last_loc_ts, 0)), US)
         speed: F64 = dist / (np.maximum(elapsed, US) / HOUR_US)
         if kind == "speed_from_last_kmh":
             return speed

@@ -55,7 +55,28 @@ def combine(counter: str) -> np.ufunc:
 
 SHIFT = {"s": 24, "f": 32}
 """In a shared block, ``s`` or ``f`` rides above ``n`` in one int64 word: per tile up to
-16.7 M transactions and 5.5 G in cents, or 4.3 G transactions and 2.1 G frauds."""
+16.7 M transactions and 5.5 G in currency units, or 4.3 G transactions and 2.1 G frauds.
+A batch adds to each counter of a word as its own saturating field (`Family.fields`), so a
+full one stays at its maximum and never carries into its neighbour."""
+SUM_BITS = 64 - SHIFT["s"]
+S_CAP = (1 << (SUM_BITS - 1)) - 1
+"""The largest amount in cents (5,497,558,138.87) that state holds: a transaction's
+(`fraudstream.features.kernels.to_cents` clips), a tile's and a window's sum (they
+saturate there: the width of a shared block's sum field, the narrowest one). Sums only
+add non-negative amounts, so saturating is the same whatever the order: the backfill
+gets the same values."""
+Q_CAP = (1 << 62) - 1
+"""Where sums of squared cents saturate (a window adds two of them without overflow)."""
+SUM_CAPS = {"s": S_CAP, "q": Q_CAP}
+COUNT_CAP = (1 << 62) - 1
+"""Counts and frauds: never reached, but the window sums saturate alike."""
+
+
+def cap_of(counter: str) -> int:
+    """Where a sum counter saturates (counters that combine otherwise: unused)."""
+    return SUM_CAPS.get(counter, COUNT_CAP)
+
+
 KEY_TAG = {
     "customer": "c",
     "card": "k",
@@ -121,6 +142,26 @@ class Family:
     @cached_property
     def block_bytes(self) -> int:
         return self.slots * 8 * len(self.words)
+
+    @cached_property
+    def fields(self) -> tuple[tuple[int, str, int, str], ...]:
+        """Shared blocks: what a batch adds to a tile with ``BITFIELD`` (labels add ``f``,
+        see `FUNCTIONS`): (word, counter, bit offset in the word's big-endian bytes, type).
+        A word holding a sum takes one saturating field per counter (the sum signed 40
+        bits, at most `S_CAP`; the count beside it unsigned), so a full sum stays full and
+        never carries into the count. Other words hold counts only (the batch adds to the
+        low one; billions a tile away from a carry) and take the word as one ``i64``."""
+        out: list[tuple[int, str, int, str]] = []
+        for w, members in enumerate(self.words):
+            if "s" not in members:
+                if members[0] != "f":
+                    out.append((w, members[0], 0, "i64"))
+                continue
+            low = SHIFT["s"] if len(members) > 1 else 0
+            out.append((w, "s", 64 - low - SUM_BITS, f"i{SUM_BITS}"))
+            if low:
+                out.append((w, members[0], 64 - low, f"u{low}"))
+        return tuple(out)
 
     def word_of(self, counter: str) -> tuple[int, int]:
         """(word index, bit shift) of a counter in a shared block."""
@@ -211,6 +252,9 @@ def _blob_dtype(features: FeatureSet, families: tuple[Family, ...]) -> np.dtype[
 
 
 BLOB_VERSION = 3
+"""Layout version of the customer blob (its first two bytes). Bump it when the layout, or
+the meaning of a field, changes: a blob of another version reads as unreadable, and its
+customer starts afresh (`fraudstream.features.online.EngineStats.reset`)."""
 
 
 def empty_blobs(plan: Plan, n: int) -> np.ndarray:

@@ -37,6 +37,7 @@ from fraudstream.features.layout import (
     Q_CLIP_CENTS,
     Family,
     Plan,
+    cap_of,
     combine,
     compile_plan,
     empty_value,
@@ -279,11 +280,9 @@ def _family_sums(
     n = len(ts)
     order, keys, pos, counted = _entity_order(fam, ts, channel, code)
     w = counted.astype(np.int64)
-    prefix = {
-        "n": np.concatenate([[0], np.cumsum(w)]),
-        "s": np.concatenate([[0], np.cumsum(w * cents[order])]),
-        "q": np.concatenate([[0], np.cumsum(w * np.minimum(cents[order], Q_CLIP_CENTS) ** 2)]),
-    }
+    added = {"n": w, "s": w * cents[order], "q": w * np.minimum(cents[order], Q_CLIP_CENTS) ** 2}
+    prefix = {c: np.concatenate([[0], np.cumsum(v)]) for c, v in added.items()}
+    rough = {c: np.concatenate([[0.0], np.cumsum(v, dtype=np.float64)]) for c, v in added.items()}
     own = np.arange(1, n + 1)
     for agg in fam.aggregates:
         # Needles in key order (keys minus a constant), so the binary searches walk memory
@@ -296,8 +295,19 @@ def _family_sums(
             if c == "f":
                 out[c] = _label_counts(fam, agg, labels, codes["terminal"], ts)
             elif c in prefix:
-                out[c] = (prefix[c][right] - prefix[c][left])[pos]
+                out[c] = _saturated(prefix[c], rough[c], left, right, cap_of(c))[pos]
         sums[agg.name] = out  # min / max / distinct: `_family_extremes`
+
+
+def _saturated(exact: I64, rough: NDArray[np.float64], left: I64, right: I64, cap: int) -> I64:
+    """Window sums from prefix sums, saturated at ``cap`` as the online tiles are. The int64
+    prefix sums of a long history may wrap, but a difference of two is still exact when the
+    true sum is below 2**63; the float64 ones (rounded, never wrapped) tell when it is not.
+    """
+    total = exact[right] - exact[left]
+    huge = rough[right] - rough[left] >= 2.0**62
+    out: I64 = np.where(huge, cap, np.minimum(total, cap))
+    return out
 
 
 def _sketch(frame: pl.DataFrame, what: str) -> I64:

@@ -16,15 +16,19 @@ inspection.
 
 Point in time: transaction ``i`` sees the stored state plus the earlier transactions of the
 same batch (same entity, processing order) plus itself, never a later one. Idempotent: a
-transaction whose id is in its customer's recent history (the last ``history`` transactions)
-or earlier in the batch is scored but changes nothing (`EngineStats.duplicates`). Late: a
-transaction older than the engine's watermark minus ``lateness_s`` is scored but not stored
-(`EngineStats.late`); within the lateness it lands in its own tile.
+transaction whose id is in its customer's kept history (the ``history`` newest
+transactions) or earlier in the batch is scored but changes nothing
+(`EngineStats.duplicates`). Late: a transaction older than its customer's newest one by
+more than ``lateness_s``, or not newer than all of a full history (it may be a redelivery
+of one the history dropped), is scored but not stored (`EngineStats.late`); within these
+it lands in its own tile, and the state does not depend on the arrival order (see
+`fraudstream.features`, "Out of order").
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -60,6 +64,7 @@ from fraudstream.features.wire import (
 from fraudstream.features.write import block_ttl
 from fraudstream.schema import Label, Transaction
 
+log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -69,6 +74,12 @@ class EngineStats:
     processed: int = 0
     duplicates: int = 0
     late: int = 0
+    """Older than the customer's newest by more than the lateness, or than all of its full
+    history (maybe a redelivery): scored, not stored."""
+    reset: int = 0
+    """Customers whose stored state was unreadable (another size or layout version: corrupt,
+    or left by another release or feature set): scored without history, state started
+    afresh (logged)."""
     labels_applied: int = 0
     labels_duplicate: int = 0
     labels_late: int = 0
@@ -93,8 +104,9 @@ class FeatureEngine:
         client: a redis-py client (decode_responses must be off).
         definitions: the feature set (default: `default_feature_set`).
         namespace: prefix of every key (``fs:{c:42}``): several engines can share a server.
-        lateness_s: how late (event time behind the watermark) a transaction may be and still
-            update state; it also sizes the tile rings, so `backfill` must be given the same.
+        lateness_s: how late (event time behind its customer's newest transaction) a
+            transaction may be and still update state; it also sizes the tile rings, so
+            `backfill` must be given the same.
         max_future_skew_s: a transaction further in the future than this (vs. ``clock``) is
             rejected with a `SchemaError` naming ``timestamp``.
         ttl_s: idle customers and terminals' known-fraud stamps expire after this.
@@ -139,7 +151,9 @@ class FeatureEngine:
         """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._started = False
         """A batch `start`ed and not yet `finish`ed: its read holds the connection."""
-        self._watermark = -(1 << 62)  # "no event yet", far from int64 overflow
+        self._watermark = -(1 << 62)
+        """Newest event time this process has seen ("none yet": far from int64 overflow):
+        what `sweep` deems unreachable. Lateness is judged per customer, from its state."""
         self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
         self._hashes = HashCache()
@@ -348,6 +362,18 @@ class FeatureEngine:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         self.stats.processed += stored
 
+    def _unreadable(self, found: list[tuple[str, bytes]], consequence: str) -> None:
+        """Log keys whose value could not be read (the batch goes on without them)."""
+        shown = ", ".join(f"{key} ({len(raw)} bytes)" for key, raw in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        log.warning(
+            "feature state unreadable (corrupt, or left by another release or feature set?),"
+            " %s: %s%s",
+            consequence,
+            shown,
+            more,
+        )
+
     def _tick(self, phase: str, since: float) -> float:
         now = time.perf_counter()
         self.timings[phase] = self.timings.get(phase, 0.0) + now - since
@@ -455,7 +481,8 @@ class FeatureEngine:
         raw = self.client.get(profile_key(self.namespace, customer_id))
         if not isinstance(raw, bytes):
             return None
-        return _profile_view(decode_profiles([raw])[0])
+        records, bad = decode_profiles([raw])
+        return None if bad[0] else _profile_view(records[0])
 
     def customer_state(self, customer_id: str) -> dict[str, object]:
         """The live state of one customer, decoded (for ``fraudstream features show``)."""
@@ -464,13 +491,25 @@ class FeatureEngine:
         if not isinstance(raw, bytes):
             absent: dict[str, object] = {"customer_id": customer_id, "exists": False}
             return absent if profile is None else {**absent, "profile": profile}
-        blob = decode_blobs(self.plan, [raw])[0]
+        blobs, bad = decode_blobs(self.plan, [raw])
+        if bad[0]:
+            layout = int.from_bytes(raw[:2], "little") if len(raw) >= 2 else None
+            return {
+                "customer_id": customer_id,
+                "exists": True,
+                "readable": False,
+                "bytes": len(raw),
+                "layout": layout,
+                "profile": profile,
+            }
+        blob = blobs[0]
         k = self.plan.features.history
         head = int(blob["head"])
         recent = [(head - 1 - j) % k for j in range(min(head, k))]
         out: dict[str, object] = {
             "customer_id": customer_id,
             "exists": True,
+            "readable": True,
             "bytes": len(raw),
             "writes": int(blob["seq"]),
             "transactions_seen": head,

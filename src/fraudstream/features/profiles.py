@@ -125,19 +125,20 @@ def _preferred_cards(frame: pl.DataFrame) -> pl.Series | None:
     return None
 
 
-def decode_profiles(raws: Sequence[bytes | None]) -> np.ndarray:
-    """Records of stored profiles; an absent one reads as "no profile"."""
+def decode_profiles(raws: Sequence[bytes | None]) -> tuple[np.ndarray, NDArray[np.bool_]]:
+    """Records of stored profiles, and which were unreadable (another size: corrupt, or
+    written by another release; reload the profiles). Those, like absent ones, read as
+    "no profile"."""
     out = empty_profiles(len(raws))
+    bad = np.zeros(len(raws), dtype=bool)
     for i, raw in enumerate(raws):
         if raw is None:
             continue
         if len(raw) != PROFILE.itemsize:
-            raise FeatureStoreError(
-                f"a profile has {len(raw)} bytes, expected {PROFILE.itemsize} "
-                "(written by another release? reload the profiles)"
-            )
+            bad[i] = True
+            continue
         out[i] = np.frombuffer(raw, dtype=PROFILE)[0]
-    return out
+    return out, bad
 
 
 def load_profiles(

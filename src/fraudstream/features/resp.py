@@ -18,13 +18,14 @@ U8 = NDArray[np.uint8]
 I64 = NDArray[np.int64]
 
 _BITFIELD = np.frombuffer(b"$8\r\nBITFIELD\r\n", dtype=np.uint8)
-_INCRBY_I64 = np.frombuffer(b"$6\r\nINCRBY\r\n$3\r\ni64\r\n", dtype=np.uint8)
+_SATURATE = np.frombuffer(b"$8\r\nOVERFLOW\r\n$3\r\nSAT\r\n", dtype=np.uint8)
+_INCRBY = np.frombuffer(b"$6\r\nINCRBY\r\n", dtype=np.uint8)
 _EXPIRE = np.frombuffer(b"*3\r\n$6\r\nEXPIRE\r\n", dtype=np.uint8)
 _SET = np.frombuffer(b"*5\r\n$3\r\nSET\r\n", dtype=np.uint8)
 _EX = np.frombuffer(b"$2\r\nEX\r\n", dtype=np.uint8)
-_OP_MAX = len(_INCRBY_I64) + 2 * (1 + 2 + 2 + 20 + 2)
-"""Bytes an operation can take: the two words, then offset and value (at most 20 digits
-with the sign, each as ``$<len>\\r\\n<digits>\\r\\n``)."""
+_OP_MAX = len(_INCRBY) + 9 + 2 * (1 + 2 + 2 + 20 + 2)
+"""Bytes an operation can take: ``INCRBY``, the field's type (``$3\\r\\nu24\\r\\n``), then
+offset and value (at most 20 digits with the sign, each as ``$<len>\\r\\n<digits>\\r\\n``)."""
 
 
 def encode_keys(keys: list[str]) -> tuple[U8, I64]:
@@ -61,20 +62,25 @@ def set_commands(blob: U8, starts: I64, key: I64, values: U8, ttl: int) -> U8:
     return out[:used]
 
 
+def field_type(field: int) -> str:
+    """A ``BITFIELD`` type from its code: ``i<bits>`` (signed, > 0) or ``u<bits>`` (< 0)."""
+    return f"i{field}" if field > 0 else f"u{-field}"
+
+
 def bitfield_commands(
-    blob: U8, starts: I64, key: I64, ops: I64, offset: I64, value: I64, ttl: I64
+    blob: U8, starts: I64, key: I64, ops: I64, field: I64, offset: I64, value: I64, ttl: I64
 ) -> U8:
-    """``BITFIELD k INCRBY i64 <offset> <value> …`` per ``k`` in ``key`` (key ``k`` is
-    ``blob[starts[k]:starts[k + 1]]``, its operations ``ops[j]:ops[j + 1]``), each followed
-    by ``EXPIRE k <ttl>`` where ``ttl[j] > 0``."""
+    """``BITFIELD k INCRBY <type> <offset> <value> …`` per ``k`` in ``key`` (key ``k`` is
+    ``blob[starts[k]:starts[k + 1]]``, its operations ``ops[j]:ops[j + 1]``, their types
+    coded as `field_type` reads them; ``OVERFLOW SAT`` first where one is narrower than
+    ``i64``), each followed by ``EXPIRE k <ttl>`` where ``ttl[j] > 0``."""
     size = 0
     if len(key):
         longest = int(np.max(starts[key + 1] - starts[key]))
-        size = len(key) * (2 * (longest + 30) + 70) + (int(ops[-1]) - int(ops[0])) * _OP_MAX
+        size = len(key) * (2 * (longest + 30) + 90) + (int(ops[-1]) - int(ops[0])) * _OP_MAX
     out = np.empty(size, dtype=np.uint8)
-    used = _bitfields(
-        out, blob, starts, key, ops, offset, value, ttl, _BITFIELD, _INCRBY_I64, _EXPIRE
-    )
+    heads = (_BITFIELD, _SATURATE, _INCRBY, _EXPIRE)
+    used = _bitfields(out, blob, starts, key, ops, field, offset, value, ttl, *heads)
     return out[:used]
 
 
@@ -166,27 +172,47 @@ def _sets(out: U8, blob: U8, starts: I64, key: I64, values: U8, ttl: int, set_: 
 
 
 @njit(cache=True)
+def _put_type(out: U8, at: int, field: int) -> int:
+    """The bulk string ``i<bits>`` / ``u<bits>`` of a field code (see `field_type`)."""
+    bits = abs(field)
+    at = _put_len(out, at, 36, 1 + _int_width(bits))
+    out[at] = 105 if field > 0 else 117  # "i" / "u"
+    at = _put_int(out, at + 1, bits)
+    out[at] = 13
+    out[at + 1] = 10
+    return at + 2
+
+
+@njit(cache=True)
 def _bitfields(
     out: U8,
     blob: U8,
     starts: I64,
     key: I64,
     ops: I64,
+    field: I64,
     offset: I64,
     value: I64,
     ttl: I64,
     bitfield: U8,
+    saturate: U8,
     incrby: U8,
     expire: U8,
 ) -> int:
     at = 0
     for j in range(len(key)):
         lo, hi = starts[key[j]], starts[key[j] + 1]
-        at = _put_len(out, at, 42, 2 + 4 * (ops[j + 1] - ops[j]))
+        narrow = False
+        for p in range(ops[j], ops[j + 1]):
+            narrow |= field[p] != 64
+        at = _put_len(out, at, 42, 2 + 2 * narrow + 4 * (ops[j + 1] - ops[j]))
         at = _put(out, at, bitfield)
         at = _put_key(out, at, blob, lo, hi)
+        if narrow:
+            at = _put(out, at, saturate)
         for p in range(ops[j], ops[j + 1]):
             at = _put(out, at, incrby)
+            at = _put_type(out, at, field[p])
             at = _put_bulk_int(out, at, offset[p])
             at = _put_bulk_int(out, at, value[p])
         if ttl[j] > 0:

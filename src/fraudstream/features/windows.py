@@ -40,9 +40,9 @@ def previous_same(code: I64) -> I64:
 
 
 @njit(cache=True)
-def _combine(op: int, a: np.int64, b: np.int64) -> np.int64:
-    if op == ADD:
-        return a + b
+def _combine(op: int, a: np.int64, b: np.int64, cap: np.int64) -> np.int64:
+    if op == ADD:  # saturating: both at most the cap (< 2**62), so the sum cannot overflow
+        return min(a + b, cap)
     if op == MIN:
         return min(a, b)
     if op == MAX:
@@ -87,8 +87,9 @@ def shared_grid(blocks, idx, tile, span, slots):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # type: ignore[no-untyped-def]
+def window_sums(grid, tile, prev, contrib, ops, caps, in_batch, lags, lengths):  # type: ignore[no-untyped-def]
     """Each aggregate's window value per counter and transaction, shape (aggregates, k, n).
+    Sums saturate at their counter's cap (`fraudstream.features.layout.cap_of`).
 
     ``grid`` (k, n, span) holds the stored tiles and is completed in place: each valid
     earlier transaction of the same entity (``prev`` chain; ``contrib`` is zero / the
@@ -104,11 +105,13 @@ def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # typ
             if 0 <= o < span:
                 for c in range(k):
                     if in_batch[c]:
-                        grid[c, i, o] = _combine(ops[c], grid[c, i, o], contrib[c, j])
+                        grid[c, i, o] = _combine(ops[c], grid[c, i, o], contrib[c, j], caps[c])
             j = prev[j]
         for c in range(k):
             if in_batch[c]:
-                grid[c, i, span - 1] = _combine(ops[c], grid[c, i, span - 1], contrib[c, i])
+                grid[c, i, span - 1] = _combine(
+                    ops[c], grid[c, i, span - 1], contrib[c, i], caps[c]
+                )
     out = np.empty((lags.shape[0], k, n), dtype=np.int64)
     for a in range(lags.shape[0]):
         hi = span - lags[a]
@@ -117,43 +120,6 @@ def window_sums(grid, tile, prev, contrib, ops, in_batch, lags, lengths):  # typ
             for i in range(n):
                 acc = grid[c, i, lo]
                 for o in range(lo + 1, hi):
-                    acc = _combine(ops[c], acc, grid[c, i, o])
+                    acc = _combine(ops[c], acc, grid[c, i, o], caps[c])
                 out[a, c, i] = acc
     return out
-
-
-@njit(cache=True)
-def recent(prev, valid, kept_ts, kept_cents, cell, cust, head, h_ts, h_cents, h_cell, us, none_ts):  # type: ignore[no-untyped-def]
-    """Each transaction's customer history, newest first, as it sees it: the earlier valid
-    transactions of the batch (``prev`` chain), then the stored ring of ``k`` entries
-    (``head`` written so far; times stored in seconds). Returns the (n, k) time / cents /
-    cell matrices (``none_ts`` / 0 pad) and each transaction's latest earlier valid one in
-    the batch (-1: none)."""
-    n, k = prev.shape[0], h_ts.shape[1]
-    out_ts = np.full((n, k), none_ts, dtype=np.int64)
-    out_cents = np.zeros((n, k), dtype=np.int64)
-    out_cell = np.zeros((n, k), dtype=np.int64)
-    latest = np.full(n, -1, dtype=np.int64)
-    for i in range(n):
-        col = 0
-        j = prev[i]
-        while j >= 0 and col < k:
-            if valid[j]:
-                if col == 0:
-                    latest[i] = j
-                out_ts[i, col] = kept_ts[j]
-                out_cents[i, col] = kept_cents[j]
-                out_cell[i, col] = cell[j]
-                col += 1
-            j = prev[j]
-        r = cust[i]
-        stored = min(head[r], k)
-        age = 0
-        while col < k and age < stored:
-            slot = (head[r] - 1 - age) % k
-            out_ts[i, col] = np.int64(h_ts[r, slot]) * us
-            out_cents[i, col] = h_cents[r, slot]
-            out_cell[i, col] = h_cell[r, slot]
-            col += 1
-            age += 1
-    return out_ts, out_cents, out_cell, latest

@@ -225,8 +225,8 @@ local function fs_label(keys, args)
   local t = tonumber(args[2])
   local first, last = t, t
   local kf = redis.call('GET', keys[2])
-  if kf then
-    local a, b = string.match(kf, '^(%-?%d+):(%-?%d+)$')
+  local a, b = string.match(kf or '', '^(%-?%d+):(%-?%d+)$')
+  if a then  -- an unreadable value is replaced
     first = math.min(tonumber(a), t)
     last = math.max(tonumber(b), t)
   end

@@ -15,17 +15,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.kernels import cells, history_entry, sketch_bits
+from fraudstream.features.kernels import sketch_bits
 from fraudstream.features.layout import (
     EMPTY_LO,
     KEY_TAG,
     Q_CLIP_CENTS,
+    SUM_CAPS,
     US,
     Family,
     combine,
     empty_value,
 )
-from fraudstream.features.resp import bitfield_commands, set_commands
+from fraudstream.features.resp import bitfield_commands, field_type, set_commands
 from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 
 if TYPE_CHECKING:
@@ -45,15 +46,6 @@ def block_ttl(fam: Family, block: Any, lateness_s: int, now_us: Any) -> Any:
     return np.maximum(1, (end_us - now_us) // US + 1)
 
 
-def _last_per(group: I64, index: I64, groups: int) -> tuple[I64, I64]:
-    """The groups present and, for each, its largest ``index`` (the last in batch order):
-    a fancy assignment with repeated indices keeps no defined winner, this does."""
-    last = np.full(groups, -1, dtype=np.int64)
-    np.maximum.at(last, group, index)
-    who = np.flatnonzero(last >= 0)
-    return who, last[who]
-
-
 class Writer:
     """Write steps of `fraudstream.features.batch.BatchRun` (its base class)."""
 
@@ -64,7 +56,6 @@ class Writer:
     n: int
     uniq: dict[str, list[str]]
     _layout: dict[str, Any]
-    _runs: tuple[I64, I64, I64]
     _commands: list[tuple[Any, ...]]
     _read_keys: list[str]
     _encoded: tuple[NDArray[np.uint8], I64]
@@ -175,6 +166,8 @@ class Writer:
             )
 
     def _update_blobs(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """The valid transactions into their customers' tile rings, and each touched
+        customer's write count (its history and newest transaction: `history.admit`)."""
         b = self.b
         cust = self.codes["customer"]
         vb = np.flatnonzero(valid)
@@ -193,25 +186,9 @@ class Writer:
                 arr[moved] = empty_value(c)
                 at = (rows[current], slot[current])
                 combine(c).at(arr, at, contrib[c][vb][current].astype(arr.dtype))
-        k = self.plan.features.history
-        vbs, starts, before = self._runs
-        head = blobs["head"].astype(np.int64)
-        pos = (head[rows] + before[vb]) % k
-        kept_ts, kept_cents = history_entry(b.ts[vb], b.cents[vb])
-        blobs["h_ts"][rows, pos] = kept_ts // US
-        blobs["h_cents"][rows, pos] = kept_cents
-        blobs["h_cell"][rows, pos] = cells(self.plan, b.loc_sys, b.loc_a, b.loc_b)[vb]
-        blobs["h_id"][rows, pos] = b.txid[vb]
+                if c in SUM_CAPS:  # below the cap + a batch of amounts: no overflow yet
+                    np.minimum(arr, SUM_CAPS[c], out=arr)
         counts = np.bincount(rows, minlength=len(blobs))
-        blobs["head"] = (head + counts).astype(np.uint32)
-        who, last = _last_per(rows, vb, len(blobs))
-        blobs["last_ts"][who] = b.ts[last]
-        located = vb[b.loc_sys[vb] > 0]
-        who, last = _last_per(cust[located], located, len(blobs))
-        blobs["loc_sys"][who] = b.loc_sys[last]
-        blobs["loc_a"][who] = b.loc_a[last]
-        blobs["loc_b"][who] = b.loc_b[last]
-        blobs["loc_ts"][who] = b.ts[last]
         touched = counts > 0
         blobs["seq"][touched] += 1
         return touched
@@ -223,13 +200,14 @@ class Writer:
         parts = [w for w in found if w is not None]
         if not parts:
             none = np.zeros(0, dtype=np.int64)
-            return BlockWrites(none, np.zeros(1, dtype=np.int64), none, none, none)
+            return BlockWrites(none, np.zeros(1, dtype=np.int64), none, none, none, none)
         ops = [w.ops for w in parts]
         for j in range(1, len(ops)):
             ops[j] = ops[j][1:] + ops[j - 1][-1]
         return BlockWrites(
             key=np.concatenate([w.key for w in parts]),
             ops=np.concatenate(ops),
+            field=np.concatenate([w.field for w in parts]),
             offset=np.concatenate([w.offset for w in parts]),
             value=np.concatenate([w.value for w in parts]),
             ttl=np.concatenate([w.ttl for w in parts]),
@@ -239,33 +217,28 @@ class Writer:
         self, fam: Family, valid: NDArray[np.bool_], values: list[Any]
     ) -> BlockWrites | None:
         """One family's block increments: every increment of the batch to a tile summed,
-        the tiles of a block in one ``BITFIELD`` (overflow wraps, BITFIELD's default), a
-        block read as absent given its TTL. The keys are the ones the read used."""
+        the tiles of a block in one ``BITFIELD``, one saturating field per counter
+        (`Family.fields`), a block read as absent given its TTL. The keys are the ones the
+        read used."""
         start, uniq, rows = self._layout["blocks"][fam.index]
         contrib = self._contrib(fam, valid)
-        counted = [c for c in fam.counters if c != "f"]
         use = np.flatnonzero(contrib["n"] > 0)
-        if not counted or not len(use):
+        if not fam.fields or not len(use):
             return None
         slots = fam.slots
         combo = rows[use, 1] * slots + (self.b.ts[use] // fam.tile_us) % slots
         cells, inverse = np.unique(combo, return_inverse=True)
-        totals = {
-            c: np.bincount(inverse, weights=contrib[c][use]).astype(np.int64) for c in counted
-        }
-        words = [w for w, members in enumerate(fam.words) if members != ("f",)]
-        value = np.zeros((len(cells), len(words)), dtype=np.int64)
-        for j, w in enumerate(words):
-            for c in fam.words[w]:
-                if c != "f":
-                    value[:, j] += totals[c] << fam.word_of(c)[1]
-        offset = (
-            np.array(words, dtype=np.int64)[None, :] * slots * 64 + (cells % slots)[:, None] * 64
-        )
+        # Sums of a batch's (clipped) cents stay far below 2**53: float weights are exact.
+        value = np.stack(
+            [np.bincount(inverse, weights=contrib[c][use]) for _, c, _, _ in fam.fields], axis=1
+        ).astype(np.int64)
+        word = np.array([w * slots * 64 + bit for w, _, bit, _ in fam.fields], dtype=np.int64)
+        offset = word[None, :] + (cells % slots)[:, None] * 64
+        kinds = np.array([_field_code(kind) for *_, kind in fam.fields], dtype=np.int64)
         row_of = cells // slots
         first = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]])
         row = row_of[first]
-        ops = np.r_[first, len(cells)] * len(words)
+        ops = np.r_[first, len(cells)] * len(fam.fields)
         first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
         absent = np.fromiter(
@@ -275,20 +248,30 @@ class Writer:
         return BlockWrites(
             key=start + row,
             ops=ops,
+            field=np.tile(kinds, len(cells)),
             offset=offset.ravel(),
             value=value.ravel(),
             ttl=np.where(absent, ttl, 0),
         )
 
 
+def _field_code(kind: str) -> int:
+    """``i40`` -> 40, ``u24`` -> -24 (`fraudstream.features.resp.field_type`)."""
+    bits = int(kind[1:])
+    return bits if kind[0] == "i" else -bits
+
+
 @dataclass
 class BlockWrites:
-    """A batch's shared-block increments: ``BITFIELD key[j] INCRBY i64 offset[p] value[p]``
-    for ``p`` in ``ops[j]:ops[j + 1]``, then ``EXPIRE key[j] ttl[j]`` where ``ttl[j] > 0``
-    (``key``: indices into the read's keys)."""
+    """A batch's shared-block increments: ``BITFIELD key[j]`` then ``INCRBY field[p]
+    offset[p] value[p]`` for ``p`` in ``ops[j]:ops[j + 1]`` (``OVERFLOW SAT`` first if a
+    field is narrower than ``i64``), then ``EXPIRE key[j] ttl[j]`` where ``ttl[j] > 0``
+    (``key``: indices into the read's keys; ``field``: types coded as
+    `fraudstream.features.resp.field_type` reads them)."""
 
     key: I64
     ops: I64
+    field: I64
     offset: I64
     value: I64
     ttl: I64
@@ -296,18 +279,20 @@ class BlockWrites:
     def packed(self, blob: NDArray[np.uint8], starts: I64) -> Packed:
         """The commands as protocol bytes, the keys from `encode_keys` (one node)."""
         data = bitfield_commands(
-            blob, starts, self.key, self.ops, self.offset, self.value, self.ttl
+            blob, starts, self.key, self.ops, self.field, self.offset, self.value, self.ttl
         )
         return Packed(data, len(self.key) + int(np.count_nonzero(self.ttl)))
 
     def commands(self, keys: list[str]) -> list[tuple[Any, ...]]:
         """The same commands as tuples (a cluster routes each to its node)."""
         offset, value, ops = self.offset.tolist(), self.value.tolist(), self.ops.tolist()
+        fields = [field_type(f) for f in self.field.tolist()]
         out: list[tuple[Any, ...]] = []
         for j, (k, ttl) in enumerate(zip(self.key.tolist(), self.ttl.tolist(), strict=True)):
-            args: list[Any] = []
+            narrow = any(f != "i64" for f in fields[ops[j] : ops[j + 1]])
+            args: list[Any] = ["OVERFLOW", "SAT"] if narrow else []
             for p in range(ops[j], ops[j + 1]):
-                args += ["INCRBY", "i64", offset[p], value[p]]
+                args += ["INCRBY", fields[p], offset[p], value[p]]
             out.append(("BITFIELD", keys[k], *args))
             if ttl > 0:
                 out.append(("EXPIRE", keys[k], ttl))
