@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import msgspec
@@ -38,6 +35,7 @@ from fraudstream.store.engine import describe, first_line
 from fraudstream.store.lag import Lag, measure
 from fraudstream.store.write import store_decisions
 from fraudstream.stream.commit import DeadLetter
+from fraudstream.stream.consumer import TwoStageStop, ensure_group
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 
 log = logging.getLogger(__name__)
@@ -105,7 +103,7 @@ class _Batch:
     dead: list[DeadLetter] = field(default_factory=list)
 
 
-class Sink:
+class Sink(TwoStageStop):
     """One consumer of the ``sink`` group on ``{prefix}.decisions``."""
 
     def __init__(
@@ -125,8 +123,6 @@ class Sink:
         self.consumer = consumer or consumer_name()
         self.on_progress = on_progress
         self.stats = SinkStats()
-        self.stop_requested = False
-        self._signals = 0
         self._pending_from: bytes | str | None = "0"
         self._claim_from: bytes | str = "0-0"
         self._migrated = False
@@ -189,24 +185,7 @@ class Sink:
         if not self._migrated:
             self._migrated = self._until_available(lambda: migrate.upgrade(self.engine))
         self._pending_from = "0"
-        try:
-            self.client.xgroup_create(self.keys.decisions, SINK_GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    def install_signal_handlers(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
-
-    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        """First signal: finish (or give up retrying) the batch in hand, then exit. Second:
-        exit now. A batch not stored stays pending, to be stored after the restart."""
-        self._signals += 1
-        if self._signals > 1:
-            raise SystemExit(1)
-        self.stop_requested = True
+        ensure_group(self.client, self.keys.decisions, SINK_GROUP)
 
     def next_batch(self) -> _Batch:
         """Our own pending entries first (a previous run of this consumer died holding them),

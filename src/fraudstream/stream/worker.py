@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Protocol
 
 import redis
@@ -37,6 +34,7 @@ from fraudstream.schema import (
 from fraudstream.scoring import Scorer
 from fraudstream.stream.batch import Batch, BatchReader, Entry
 from fraudstream.stream.commit import Committer, DeadLetter
+from fraudstream.stream.consumer import TwoStageStop, ensure_group
 from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import LeaseManager
@@ -85,7 +83,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Worker:
+class Worker(TwoStageStop):
     """One consumer of the ``scorers`` group."""
 
     def __init__(
@@ -121,8 +119,6 @@ class Worker:
             decision_ttl_s=options.decision_ttl_s,
         )
         self.stats = WorkerStats()
-        self.stop_requested = False
-        self._signals = 0
         self._claiming = False
 
     # --- the loop ---------------------------------------------------------------------------
@@ -168,23 +164,7 @@ class Worker:
         """Create the consumer group on every partition and on the labels stream (from the
         start of each stream)."""
         for stream in [*self.keys.inputs(), self.keys.labels]:
-            try:
-                self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-    def install_signal_handlers(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
-
-    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        """First signal: finish and ack the batch in hand, then exit. Second: exit now."""
-        self._signals += 1
-        if self._signals > 1:
-            raise SystemExit(1)
-        self.stop_requested = True
+            ensure_group(self.client, stream, GROUP)
 
     def heartbeat(self) -> None:
         """Every third of the lease TTL: keep our leases, take free ones, and look again for
