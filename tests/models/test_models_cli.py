@@ -46,5 +46,8 @@ def test_train_then_evaluate_a_handbook_csv(
     assert {p.name for p in report.parent.glob("*.png")} >= {"roc.png", "pr.png"}
     listed = _run("models", "list", "--json", cwd=work, valkey_url=valkey_url)
     assert [v["version"] for v in json.loads(listed.stdout)] == [t["version"]]
+    table = _run("models", "list", cwd=work, valkey_url=valkey_url, env={"COLUMNS": "200"})
+    holdout_auc = json.loads(listed.stdout)[0]["metrics"]["holdout"]["auc_roc"]
+    assert f"{holdout_auc:.3f}" in table.stdout  # the table shows what training stored
     missing = _run("evaluate", "--data", "nope.csv", cwd=work, valkey_url=valkey_url)
     assert missing.returncode == 2 and "nope.csv" in missing.stderr

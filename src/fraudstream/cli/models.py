@@ -227,20 +227,17 @@ def models_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     if as_json:
         print(json.dumps([v.__dict__ for v in versions], default=str))
         return
-    table = Table("version", "created", "role", "AUC", "AP", "CP@100", "threshold")
+    table = Table("version", "created", "role", "holdout AUC", "holdout AP", "threshold")
     for v in versions:
         role = "active" if v.active else "shadow" if v.shadow else ""
         if not v.verified:
             role = ", ".join(filter(None, [role, "metadata fails its signature check"]))
-        m: dict[str, Any] = v.metrics or {}
+        m: dict[str, Any] = (v.metrics or {}).get("holdout", {})  # what training stores
         table.add_row(
             v.version,
             v.created_at[:19],
             role,
-            *(
-                f"{m[k]:.3f}" if k in m else ""
-                for k in ("auc_roc", "average_precision", "card_precision_at_100")
-            ),
+            *(f"{m[k]:.3f}" if k in m else "" for k in ("auc_roc", "average_precision")),
             f"{v.threshold:.0f}" if v.verified else "",
         )
     console.print(table)
