@@ -85,31 +85,28 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
         pipe.execute()
 
     scorer = build_scorer(settings, client)
-    state = {"batcher": MicroBatcher(scorer, decided, publish)}
+    batcher = MicroBatcher(scorer, decided, publish)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         client.close()
 
-    def batcher() -> MicroBatcher:
-        return state["batcher"]
-
     # --- scoring -----------------------------------------------------------------------------
 
     async def score(request: Request) -> Response:
         arrived = time.time()
         tx = decode_transaction(await request.body())
-        batcher().scorer.validate(tx)
-        answer = await batcher().score(tx, arrived)
+        scorer.validate(tx)
+        answer = await batcher.score(tx, arrived)
         headers = {REPLAY_HEADER: "true"} if answer.replay else {}
         return Response(encode(answer.decision), media_type=JSON, headers=headers)
 
     async def score_batch(request: Request) -> Response:
         arrived = time.time()
         raw = _decode(await request.body(), bodies.RawBatch)
-        items, errors = _validate_items(raw.transactions, batcher().scorer)
-        answers = iter(await batcher().score_many(items, arrived) if items else [])
+        items, errors = _validate_items(raw.transactions, batcher.scorer)
+        answers = iter(await batcher.score_many(items, arrived) if items else [])
         results = [
             bodies.BatchItem(error=errors[n]) if n in errors else _item(next(answers))
             for n in range(len(raw.transactions))
@@ -123,7 +120,7 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
             raw_items = _decode(body, bodies.RawBatch).transactions
         else:  # one transaction
             raw_items = [msgspec.Raw(body)]
-        items, errors = _validate_items(raw_items, batcher().scorer)
+        items, errors = _validate_items(raw_items, batcher.scorer)
         if not items:
             first = min(errors)
             raise SchemaError(errors[first].field or "", errors[first].message)
@@ -141,7 +138,7 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
 
     async def labels(request: Request) -> Response:
         label = decode_label(await request.body())
-        batcher().scorer.validate_label(label)
+        scorer.validate_label(label)
         await to_thread.run_sync(partial(client.xadd, keys.labels, {PAYLOAD: encode(label)}))
         return _json(bodies.LabelAccepted(label.transaction_id), status=202)
 
