@@ -208,7 +208,7 @@ class Scorer:
         now = time.time()
         decided_at = datetime.fromtimestamp(now, UTC)
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
-        rules_version = self._rules_version()
+        rules_version = self.rules_version()
         batch_stages = {
             "features": _ms(featured - started + now - explained),
             "model": _ms(modelled - featured + explained - ruled),
@@ -309,8 +309,9 @@ class Scorer:
         self.rules.maybe_reload()
         return self.rules.ruleset
 
-    def _rules_version(self) -> str:
-        """The rule set this batch ran (already reloaded by `_rules`; no second GET)."""
+    def rules_version(self) -> str:
+        """The rule set in force, as decisions report it (the one the last batch ran:
+        reloaded by `_rules`; no second GET)."""
         ruleset = self.rules.ruleset if self.rules is not None else None
         if ruleset is None:
             return self.policy.version

@@ -414,8 +414,7 @@ def _item(answer: Answer) -> bodies.BatchItem:
 def _versions(scorer: Scorer) -> tuple[str, str]:
     models = scorer.models
     model = models.active.version if models is not None and models.active else "none"
-    ruleset = scorer.rules.ruleset if scorer.rules is not None else None
-    return model, ruleset.version if ruleset is not None else scorer.policy.version
+    return model, scorer.rules_version()
 
 
 def _json(body: msgspec.Struct, status: int = 200) -> Response:
