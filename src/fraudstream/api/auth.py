@@ -9,7 +9,6 @@ scoped key of the `KeyStore`. A request costs no Valkey round trip in the steady
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fraudstream.api.bodies import send_error
 from fraudstream.api.keys import BOOTSTRAP, ApiKey, KeyStore, digest
 from fraudstream.api.session import SAFE_METHODS, SessionStore, cookie_token
 from fraudstream.keyfile import read_or_create
@@ -122,25 +122,8 @@ def _presented(scope: Scope) -> bytes | None:
 
 
 async def _refuse(send: Send) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "field": "api_key",
-                "message": "missing or wrong API key (X-API-Key or Authorization: Bearer)",
-            }
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"www-authenticate", b"Bearer"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    message = "missing or wrong API key (X-API-Key or Authorization: Bearer)"
+    await send_error(send, 401, "api_key", message, [(b"www-authenticate", b"Bearer")])
 
 
 def ensure_api_key(configured: str, data_dir: Path) -> tuple[str, Path | None]:

@@ -6,9 +6,11 @@ one source of truth for what the API accepts and answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
+from starlette.types import Send
 
 from fraudstream.schema import Decision
 
@@ -33,6 +35,16 @@ class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
+
+
+async def send_error(
+    send: Send, status: int, field: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """An `ErrorBody` answer from a plain ASGI middleware (before any route runs)."""
+    body = msgspec.json.encode(ErrorBody(ErrorDetail(message, field)))
+    start = [(b"content-type", b"application/json"), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

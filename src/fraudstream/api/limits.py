@@ -7,9 +7,9 @@ uploads), so a 50 MB body never sits in memory.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fraudstream.api.bodies import send_error
 
 
 class BodyTooLarge(Exception):
@@ -55,15 +55,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         message = f"the body is larger than {self.max_bytes} bytes (api_max_body_bytes)"
-        body = json.dumps({"error": {"field": "body", "message": message}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "body", message, [(b"connection", b"close")])
 
 
 def _content_length(scope: Scope) -> int | None:
