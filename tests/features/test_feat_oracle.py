@@ -9,7 +9,7 @@ counting only labels reported by scoring time, the bounded previous-history robu
 from __future__ import annotations
 
 import statistics
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -120,3 +120,27 @@ def test_previous_history(data: Data) -> None:
         )
         top = float(me["amount"]) / (max(recent) / 100)
         assert features["customer_amount_ratio_max_prev_30d"][i] == pytest.approx(top, rel=1e-12)
+
+
+def test_since_gives_the_same_rows_as_the_whole_backfill_cut_afterwards() -> None:
+    """Training asks only for its window; the rows it gets must be the whole backfill's,
+    bit for bit (the earlier history still counts in every window), even when the input
+    is out of time order and repeats an id."""
+    history, labels = synthetic_history(n_customers=40, n_terminals=20, n_days=12, seed=5)
+    shuffled = history.sample(fraction=1.0, shuffle=True, seed=1)
+    shuffled = pl.concat([shuffled, shuffled.head(3)])
+    cut = datetime(2024, 3, 7, tzinfo=UTC)
+    whole = backfill(shuffled, labels)
+    part = backfill(shuffled, labels, since=cut)
+    at = shuffled.unique("transaction_id", keep="first", maintain_order=True).select(
+        "transaction_id", "timestamp"
+    )
+    expected = whole.join(at, on="transaction_id").filter(pl.col("timestamp") >= cut)
+    assert 0 < part.height < whole.height
+    assert part.height == expected.height
+    got = part.join(expected.select("transaction_id"), on="transaction_id", how="semi")
+    assert got.height == part.height
+    cols = [c for c in whole.columns if c != "transaction_id"]
+    a = expected.sort("transaction_id").select(cols).to_numpy()
+    b = part.sort("transaction_id").select(cols).to_numpy()
+    np.testing.assert_array_equal(a, b)

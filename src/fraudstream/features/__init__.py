@@ -137,7 +137,7 @@ from fraudstream.features.definitions import (
     FirstSeen,
     default_feature_set,
 )
-from fraudstream.features.offline import backfill
+from fraudstream.features.offline import FeatureRows, backfill, backfill_rows
 from fraudstream.features.online import EngineStats, FeatureEngine
 from fraudstream.features.wire import FeatureStoreError
 
@@ -149,6 +149,8 @@ __all__ = [
     "FeatureSet",
     "FeatureStoreError",
     "FirstSeen",
+    "FeatureRows",
     "backfill",
+    "backfill_rows",
     "default_feature_set",
 ]

@@ -10,6 +10,9 @@ same code the online engine uses, in chunks so memory stays bounded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
@@ -49,8 +52,27 @@ I64 = NDArray[np.int64]
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
 OPTIONAL_STR = ("merchant_id", "channel", "card_id", "device_id", "ip", "product_category")
 OPTIONAL_F64 = ("lat", "lon", "x", "y")
-CHUNK = 131_072
+CHUNK_CELLS = 1 << 21
+"""Rows per chunk times the history bound: the previous-transaction matrices of a chunk
+stay ~16 MB each."""
 _KEY = 1 << 40
+SEEN_CHUNK = 1 << 18
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Backfilled features in processing order (event time, ties in input order), one row
+    per distinct ``transaction_id``, as a matrix: what training wants, without a second
+    copy in a data frame."""
+
+    ids: pl.Series
+    """``transaction_id`` of each row."""
+    rows: I64
+    """Each row's position in the history given."""
+    values: NDArray[np.float64]
+    """(rows, features), float64, column-major."""
+    names: list[str]
 
 
 def backfill(
@@ -60,7 +82,35 @@ def backfill(
     *,
     lateness_s: int = 3600,
     profiles: pl.DataFrame | None = None,
+    since: datetime | None = None,
 ) -> pl.DataFrame:
+    """Features of every transaction of ``history`` as the online engine computes them:
+    `backfill_rows` as a data frame in input order (arguments as there).
+
+    Returns:
+        ``transaction_id`` plus one float64 column per feature, rows in input order.
+    """
+    got = backfill_rows(
+        history, labels, definitions, lateness_s=lateness_s, profiles=profiles, since=since
+    )
+    back = np.argsort(got.rows, kind="stable")
+    return pl.DataFrame(
+        [
+            got.ids.gather(back),
+            *(pl.Series(name, got.values[back, j]) for j, name in enumerate(got.names)),
+        ]
+    )
+
+
+def backfill_rows(
+    history: pl.DataFrame,
+    labels: pl.DataFrame | None = None,
+    definitions: FeatureSet | None = None,
+    *,
+    lateness_s: int = 3600,
+    profiles: pl.DataFrame | None = None,
+    since: datetime | None = None,
+) -> FeatureRows:
     """Features of every transaction of ``history`` as the online engine computes them.
 
     Args:
@@ -73,9 +123,9 @@ def backfill(
         lateness_s: must equal the online engine's (it sizes the tile rings).
         profiles: customer profiles (`fraudstream.features.profiles`), as loaded online;
             without them the static features are NaN.
-
-    Returns:
-        ``transaction_id`` plus one float64 column per feature, rows in input order.
+        since: only transactions at or after this instant get a row (the earlier ones
+            still count in every window): training asks for its window only, and memory
+            follows the rows asked for, not the history's length.
 
     Raises:
         SchemaError: a required column is missing or has nulls, naming it.
@@ -94,16 +144,19 @@ def backfill(
     label_frame = label_frame.join(terminals, on="terminal_id", how="left").with_columns(
         pl.col("terminal_code").fill_null(-1)
     )
+    lo = 0 if since is None else int(np.searchsorted(ts, _epoch_us_of(since), side="left"))
 
-    sums: dict[str, dict[str, I64]] = {}
     sketches = {what: _sketch(frame, what) for what in plan.features.distinct_of}
-    for fam in plan.families:
-        _family_sums(fam, ts, cents, channel, codes[fam.entity], label_frame, codes, sums)
-        _family_extremes(fam, ts, cents, channel, codes[fam.entity], sketches, sums)
+    orders = {e: _EntityOrder.of(codes[e]) for e in {f.entity for f in plan.families}}
+    windows = [
+        _Windows.of(fam, orders[fam.entity], ts, cents, channel, sketches) for fam in plan.families
+    ]
+    frauds = _fraud_counts(plan, label_frame, codes["terminal"], ts, lo)
+    del sketches
     sys, a, b = _locations(frame)
     cust = codes["customer"]
     first, last = _known_fraud(plan, label_frame, codes["terminal"], ts)
-    order = np.argsort(cust, kind="stable")
+    order = orders["customer"].order if "customer" in orders else _EntityOrder.of(cust).order
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
     sorted_cust = cust[order]
@@ -112,20 +165,27 @@ def backfill(
     kept_ts, kept_cents = history_entry(pool_ts, pool_cents)
     pool_cell = cells(plan, sys, a, b)[order]
     last_idx = _previous_located(sys[order] > 0, sorted_cust)[pos]
+    del sorted_cust
 
     first_seen, seen_present = _first_seen(plan, frame, cust)
     static = _static_inputs(plan, frame, profiles)
-    out = np.empty((n, len(plan.names)), order="F")
+    out = np.empty((n - lo, len(plan.names)), order="F")
     amount = frame["amount"].to_numpy()
     k = plan.features.history
-    for lo in range(0, n, CHUNK):
-        rows = np.arange(lo, min(n, lo + CHUNK))
+    step = max(1024, CHUNK_CELLS // k)
+    for start in range(lo, n, step):
+        rows = np.arange(start, min(n, start + step))
         idx = pos[rows, None] - 1 - np.arange(k)[None, :]
         ok = idx >= seg_start[rows, None]
         idx = np.where(ok, idx, 0)
         li = last_idx[rows]
         has_last = li >= 0
         li_src = order[np.where(has_last, li, 0)]
+        sums: dict[str, dict[str, I64]] = {}
+        for w in windows:
+            w.sums_at(rows, sums)
+        for name, f in frauds.items():
+            sums.setdefault(name, {})["f"] = f[rows - lo]
         raw = RawInputs(
             ts=ts[rows],
             cents=cents[rows],
@@ -133,7 +193,7 @@ def backfill(
             loc_sys=sys[rows],
             loc_a=a[rows],
             loc_b=b[rows],
-            sums={name: {c: v[rows] for c, v in cs.items()} for name, cs in sums.items()},
+            sums=sums,
             present={e: codes[e][rows] >= 0 for e in ENTITIES},
             prev_ts=np.where(ok, kept_ts[idx], NONE_TS),
             prev_cents=np.where(ok, kept_cents[idx], 0),
@@ -151,10 +211,15 @@ def backfill(
             first_seen={name: v[rows] for name, v in first_seen.items()},
             seen_present={name: v[rows] for name, v in seen_present.items()},
         )
-        out[rows] = finalize(plan, raw)
-    columns = {name: out[:, j] for j, name in enumerate(plan.names)}
-    result = pl.DataFrame(columns).with_columns(frame["transaction_id"], frame["_row"])
-    return result.sort("_row").select(["transaction_id", *plan.names])
+        out[rows - lo] = finalize(plan, raw)
+    rows_in = frame["_row"].to_numpy()[lo:].astype(np.int64)
+    return FeatureRows(frame["transaction_id"][lo:], rows_in, out, list(plan.names))
+
+
+def _epoch_us_of(when: datetime) -> int:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - EPOCH) // timedelta(microseconds=1)
 
 
 def _static_inputs(
@@ -208,8 +273,13 @@ def prepare_history(history: pl.DataFrame) -> pl.DataFrame:
     bad = frame.filter(~(pl.col("amount") >= 0) | pl.col("amount").is_nan())
     if bad.height:
         raise SchemaError("amount", f"must be >= 0, got {bad['amount'][0]!r}")
-    frame = frame.unique("transaction_id", keep="first", maintain_order=True)
-    return frame.sort(["ts", "_row"])
+    # Both copy every column: skipped when a file is already unique and in time order (the
+    # usual case), which spares a Handbook-sized history two copies of itself.
+    if frame["transaction_id"].n_unique() < frame.height:
+        frame = frame.unique("transaction_id", keep="first", maintain_order=True)
+    if not frame["ts"].is_sorted():
+        frame = frame.sort(["ts", "_row"])
+    return frame
 
 
 def _epoch_us(col: pl.Expr) -> pl.Expr:
@@ -251,60 +321,137 @@ def _codes(frame: pl.DataFrame, column: str) -> I64:
     return ranks.to_series().to_numpy() - 1
 
 
-def _entity_order(
-    fam: Family, ts: I64, channel: NDArray[np.object_], code: I64
-) -> tuple[I64, I64, I64, NDArray[np.bool_]]:
-    """Transactions grouped by entity, then tile (processing order inside a tile): the
-    order, its (entity, tile) keys, each transaction's place in it, and whether it counts
-    (has the entity, passes the channel filter), in that order."""
-    tile = ts // fam.tile_us
-    weight = (code >= 0) & ((channel == fam.where) if fam.where else True)
-    order = np.argsort(code, kind="stable")
-    keys = code[order] * _KEY + tile[order]
-    pos = np.empty(len(ts), dtype=np.int64)
-    pos[order] = np.arange(len(ts))
-    counted: NDArray[np.bool_] = weight[order]
-    return order, keys, pos, counted
+@dataclass(frozen=True)
+class _EntityOrder:
+    """Transactions grouped by one entity (stable: processing order inside a group), shared
+    by every family of that entity."""
+
+    code: I64
+    order: I64
+    pos: I64
+    """Processing row -> its place in ``order``."""
+    any: bool
+    """Some transaction has the entity (else its windows are all empty)."""
+
+    @classmethod
+    def of(cls, code: I64) -> _EntityOrder:
+        order = np.argsort(code, kind="stable")
+        pos = np.empty(len(code), dtype=np.int64)
+        pos[order] = np.arange(len(code))
+        return cls(code, order, pos, bool((code >= 0).any()))
 
 
-def _family_sums(
-    fam: Family,
-    ts: I64,
-    cents: I64,
-    channel: NDArray[np.object_],
-    code: I64,
-    labels: pl.DataFrame,
-    codes: dict[str, I64],
-    sums: dict[str, dict[str, I64]],
-) -> None:
-    n = len(ts)
-    order, keys, pos, counted = _entity_order(fam, ts, channel, code)
-    w = counted.astype(np.int64)
-    added = {"n": w, "s": w * cents[order], "q": w * np.minimum(cents[order], Q_CLIP_CENTS) ** 2}
-    prefix = {c: np.concatenate([[0], np.cumsum(v)]) for c, v in added.items()}
-    rough = {c: np.concatenate([[0.0], np.cumsum(v, dtype=np.float64)]) for c, v in added.items()}
-    own = np.arange(1, n + 1)
-    for agg in fam.aggregates:
-        # Needles in key order (keys minus a constant), so the binary searches walk memory
-        # forwards: ~10x faster than searching in row order.
-        left = np.searchsorted(keys, keys - (agg.lag + agg.tiles - 1), side="left")
-        right = np.minimum(np.searchsorted(keys, keys - agg.lag, side="right"), own)
-        right = np.maximum(right, left)
-        out: dict[str, I64] = {}
+@dataclass
+class _Windows:
+    """One family's window sums, ready to be read for any rows: prefix sums (and prefix
+    extremes) in (entity, tile) order, kept whole, so each chunk of rows costs memory in
+    proportion to the chunk, not to the history."""
+
+    fam: Family
+    entity: _EntityOrder
+    keys: I64
+    prefix: dict[str, I64]
+    rough: dict[str, NDArray[np.float64]]
+    """Float prefix sums, only for counters whose int64 prefix may wrap (see `_saturated`)."""
+    extremes: dict[str, I64]
+
+    @classmethod
+    def of(
+        cls,
+        fam: Family,
+        entity: _EntityOrder,
+        ts: I64,
+        cents: I64,
+        channel: NDArray[np.object_],
+        sketches: dict[str, I64],
+    ) -> _Windows:
+        if not entity.any:
+            return cls(fam, entity, np.zeros(0, np.int64), {}, {}, {})
+        order = entity.order
+        keys = entity.code[order] * _KEY + ts[order] // fam.tile_us
+        counted = (entity.code >= 0) & ((channel == fam.where) if fam.where else True)
+        w = counted[order]
+        prefix: dict[str, I64] = {}
+        rough: dict[str, NDArray[np.float64]] = {}
         for c in fam.counters:
-            if c == "f":
-                out[c] = _label_counts(fam, agg, labels, codes["terminal"], ts)
-            elif c in prefix:
-                out[c] = _saturated(prefix[c], rough[c], left, right, cap_of(c))[pos]
-        sums[agg.name] = out  # min / max / distinct: `_family_extremes`
+            if c not in ("n", "s", "q"):
+                continue
+            if c == "n":
+                added = w.astype(np.int64)
+            else:
+                c_cents = cents[order] if c == "s" else np.minimum(cents[order], Q_CLIP_CENTS) ** 2
+                added = np.where(w, c_cents, 0)
+            prefix[c] = np.concatenate([[0], np.cumsum(added)])
+            if float(np.sum(added, dtype=np.float64)) >= 2.0**62:
+                rough[c] = np.concatenate([[0.0], np.cumsum(added, dtype=np.float64)])
+        extremes: dict[str, I64] = {}
+        start = np.searchsorted(keys, keys, side="left")
+        for c in fam.counters:
+            if c in ("lo", "hi") or c.startswith("d_"):
+                raw = sketches[c[2:]] if c.startswith("d_") else cents
+                v = np.where(w, raw[order], empty_value(c))
+                extremes[c] = _prefix_combine(c, v, start)
+        return cls(fam, entity, keys, prefix, rough, extremes)
+
+    def sums_at(self, rows: I64, into: dict[str, dict[str, I64]]) -> None:
+        """Each aggregate's counters (but ``f``: `_fraud_counts`) for ``rows``."""
+        fam = self.fam
+        if not self.entity.any:
+            for agg in fam.aggregates:
+                sums = into.setdefault(agg.name, {})
+                for c in agg.counters:
+                    if c != "f":
+                        sums[c] = np.full(len(rows), empty_value(c), dtype=np.int64)
+            return
+        kp = self.entity.pos[rows]
+        # Needles in key order, so the binary searches walk memory forwards (~10x faster
+        # than in row order); results go back to row order at the end.
+        srt = np.argsort(kp, kind="stable")
+        here = kp[srt]
+        needle = self.keys[here]
+        back = np.empty_like(srt)
+        back[srt] = np.arange(len(srt))
+        for agg in fam.aggregates:
+            sums = into.setdefault(agg.name, {})
+            wanted = [c for c in agg.counters if c in self.prefix]
+            if wanted:
+                left = np.searchsorted(self.keys, needle - (agg.lag + agg.tiles - 1), "left")
+                right = np.minimum(np.searchsorted(self.keys, needle - agg.lag, "right"), here + 1)
+                right = np.maximum(right, left)
+                for c in wanted:
+                    total = _saturated(self.prefix[c], self.rough.get(c), left, right, cap_of(c))
+                    sums[c] = total[back]
+            for c in agg.counters:
+                if c in self.extremes:
+                    sums[c] = self._extreme(c, agg, here, needle)[back]
+
+    def _extreme(self, c: str, agg: Aggregate, here: I64, needle: I64) -> I64:
+        """The min / max / distinct counter as the online tiles combine it: the row's own
+        tile up to itself, plus the whole earlier tiles of the window."""
+        prefix, op, empty = self.extremes[c], combine(c), empty_value(c)
+        out = np.full(len(here), empty, dtype=np.int64)
+        for d in range(agg.lag, agg.lag + agg.tiles):
+            if d == 0:
+                out = op(out, prefix[here])
+                continue
+            j = np.searchsorted(self.keys, needle - d, side="right") - 1
+            hit = (j >= 0) & (self.keys[np.maximum(j, 0)] == needle - d)
+            out = op(out, np.where(hit, prefix[np.maximum(j, 0)], empty))
+        return out
 
 
-def _saturated(exact: I64, rough: NDArray[np.float64], left: I64, right: I64, cap: int) -> I64:
+def _saturated(
+    exact: I64, rough: NDArray[np.float64] | None, left: I64, right: I64, cap: int
+) -> I64:
     """Window sums from prefix sums, saturated at ``cap`` as the online tiles are. The int64
     prefix sums of a long history may wrap, but a difference of two is still exact when the
-    true sum is below 2**63; the float64 ones (rounded, never wrapped) tell when it is not.
+    true sum is below 2**63; the float64 ones (rounded, never wrapped; only built when the
+    whole history's sum could wrap) tell when it is not.
     """
     total = exact[right] - exact[left]
+    if rough is None:
+        clipped: I64 = np.minimum(total, cap)
+        return clipped
     huge = rough[right] - rough[left] >= 2.0**62
     out: I64 = np.where(huge, cap, np.minimum(total, cap))
     return out
@@ -318,43 +465,6 @@ def _sketch(frame: pl.DataFrame, what: str) -> I64:
     index = pl.DataFrame({"_v": uniq, "_b": bits})
     joined = pl.DataFrame({"_v": values}).join(index, on="_v", how="left", maintain_order="left")
     return joined["_b"].fill_null(0).to_numpy().astype(np.int64)
-
-
-def _family_extremes(
-    fam: Family,
-    ts: I64,
-    cents: I64,
-    channel: NDArray[np.object_],
-    code: I64,
-    sketches: dict[str, I64],
-    sums: dict[str, dict[str, I64]],
-) -> None:
-    """The min / max / distinct counters of each window, as the online tiles combine them:
-    the transaction's own tile up to itself, plus the whole earlier tiles of the window."""
-    counters = [c for c in fam.counters if c in ("lo", "hi") or c.startswith("d_")]
-    if not counters:
-        return
-    n = len(ts)
-    order, keys, pos, w = _entity_order(fam, ts, channel, code)
-    start = np.searchsorted(keys, keys, side="left")
-    for c in counters:
-        empty = empty_value(c)
-        raw = sketches[c[2:]] if c.startswith("d_") else cents
-        v = np.where(w, raw[order], empty)
-        prefix = _prefix_combine(c, v, start)
-        for agg in fam.aggregates:
-            if c not in agg.counters:
-                continue
-            op = combine(c)
-            out = np.full(n, empty, dtype=np.int64)
-            for d in range(agg.lag, agg.lag + agg.tiles):
-                if d == 0:
-                    out = op(out, prefix)
-                    continue
-                j = np.searchsorted(keys, keys - d, side="right") - 1
-                hit = (j >= 0) & (keys[np.maximum(j, 0)] == keys - d)
-                out = op(out, np.where(hit, prefix[np.maximum(j, 0)], empty))
-            sums.setdefault(agg.name, {})[c] = out[pos]
 
 
 def _prefix_combine(counter: str, v: I64, start: I64) -> I64:
@@ -372,6 +482,16 @@ def _prefix_combine(counter: str, v: I64, start: I64) -> I64:
     total = np.cumsum(bits, dtype=np.uint64)
     before = np.concatenate([[np.uint64(0)], total])[start]
     out: I64 = (total - before).view(np.int64)
+    return out
+
+
+def _fraud_counts(plan: Plan, labels: pl.DataFrame, code: I64, ts: I64, lo: int) -> dict[str, I64]:
+    """Each ``f`` aggregate's fraud counts for processing rows ``lo`` onwards."""
+    out: dict[str, I64] = {}
+    for fam in plan.families:
+        for agg in fam.aggregates:
+            if "f" in agg.counters:
+                out[agg.name] = _label_counts(fam, agg, labels, code, ts)[lo:].copy()
     return out
 
 
@@ -435,7 +555,9 @@ def _first_seen(
         hashes = value_hashes(uniq.to_list())
         state = SeenState.empty(spec, customers)
         first = np.zeros(len(cust), dtype=bool)
-        first[idx] = replay(spec, state, cust[idx], hashes[code[idx]], np.ones(len(idx), bool))
+        for lo in range(0, len(idx), SEEN_CHUNK):  # the Bloom positions of a chunk at a time
+            at = idx[lo : lo + SEEN_CHUNK]
+            first[at] = replay(spec, state, cust[at], hashes[code[at]], np.ones(len(at), bool))
         flags[spec.name], present[spec.name] = first, has
     return flags, present
 

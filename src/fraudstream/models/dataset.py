@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from fraudstream.features import FeatureSet, backfill, default_feature_set
+from fraudstream.features import FeatureSet, backfill_rows, default_feature_set
 from fraudstream.history import read_history
 from fraudstream.models.errors import ModelError
 from fraudstream.models.protocol import Protocol
@@ -76,16 +76,21 @@ class Dataset:
 
     ``frame`` columns: ``transaction_id``, ``timestamp``, ``day``, ``customer_id``,
     ``amount``, ``fraud`` (ground truth, any report time), ``reported_at`` (of its label,
-    null when genuine), ``scenario`` (0 genuine or unknown), then ``feature_names``.
+    null when genuine), ``scenario`` (0 genuine or unknown) and ``_i``, the row's place in
+    ``values``: the features live in one matrix, not in frame columns, so a Handbook-sized
+    history is held once (the frames `split` cuts stay small, and only the rows a model
+    needs are copied out, by `matrix`).
     """
 
     frame: pl.DataFrame
+    values: F64
+    """(rows, features) float64 in ``feature_names`` order."""
     feature_names: list[str]
 
     def matrix(self, frame: pl.DataFrame | None = None) -> F64:
-        """The features of ``frame`` (default: all rows) as a C-ordered float64 matrix."""
+        """The features of ``frame``'s rows (default: all) as a C-ordered float64 matrix."""
         src = self.frame if frame is None else frame
-        return np.ascontiguousarray(src.select(self.feature_names).to_numpy().astype(np.float64))
+        return np.ascontiguousarray(self.values[src["_i"].to_numpy()])
 
 
 def build_dataset(
@@ -108,15 +113,42 @@ def build_dataset(
     values).
     """
     definitions = definitions or default_feature_set()
+    names = definitions.names
     day = pl.col("timestamp").dt.date()
     if last_day is not None:
         history = history.filter(day <= last_day)
     if first_day is not None:
         history = history.filter(day >= first_day - timedelta(days=WARMUP_DAYS))
-    if features is None:
-        features = backfill(history, labels, definitions, lateness_s=lateness_s, profiles=profiles)
-    truth = labels.select(
+    base = history.select(
         "transaction_id",
+        "timestamp",
+        day.alias("day"),
+        pl.col("customer_id").cast(pl.String),
+        "amount",
+        *([pl.col("fraud_scenario").cast(pl.Int8)] if "fraud_scenario" in history.columns else []),
+    )
+    if features is None:
+        since = None if first_day is None else datetime.combine(first_day, time(), UTC)
+        got = backfill_rows(
+            history, labels, definitions, lateness_s=lateness_s, profiles=profiles, since=since
+        )
+        base = base[got.rows].with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
+        values = got.values
+    else:
+        base = base.unique("transaction_id", keep="first", maintain_order=True)
+        if first_day is not None:
+            base = base.filter(pl.col("day") >= first_day)
+        base = base.sort("timestamp", maintain_order=True)
+        joined = base.select(pl.col("transaction_id").cast(pl.String)).join(
+            features.with_columns(pl.col("transaction_id").cast(pl.String)),
+            on="transaction_id",
+            how="left",
+            maintain_order="left",
+        )
+        values = joined.select(names).to_numpy().astype(np.float64, copy=False)
+        base = base.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
+    truth = labels.select(
+        pl.col("transaction_id").cast(pl.String),
         pl.col("reported_at"),
         *(
             [pl.col("fraud_scenario").cast(pl.Int8).alias("_lscen")]
@@ -124,16 +156,8 @@ def build_dataset(
             else []
         ),
     ).unique("transaction_id", keep="first")
-    base = history.select(
-        "transaction_id",
-        "timestamp",
-        day.alias("day"),
-        "customer_id",
-        "amount",
-        *([pl.col("fraud_scenario").cast(pl.Int8)] if "fraud_scenario" in history.columns else []),
-    ).unique("transaction_id", keep="first", maintain_order=True)
-    frame = base.join(truth, on="transaction_id", how="left").join(
-        features, on="transaction_id", how="left"
+    frame = base.with_columns(pl.col("transaction_id").cast(pl.String)).join(
+        truth, on="transaction_id", how="left", maintain_order="left"
     )
     scen = pl.col("fraud_scenario") if "fraud_scenario" in frame.columns else pl.lit(None, pl.Int8)
     lscen = pl.col("_lscen") if "_lscen" in frame.columns else pl.lit(None, pl.Int8)
@@ -141,8 +165,6 @@ def build_dataset(
         pl.col("reported_at").is_not_null().alias("fraud"),
         pl.coalesce(scen, lscen, pl.lit(0, pl.Int8)).cast(pl.Int8).alias("scenario"),
     ).with_columns(pl.when(pl.col("fraud")).then(pl.col("scenario")).otherwise(0).alias("scenario"))
-    if first_day is not None:
-        frame = frame.filter(pl.col("day") >= first_day)
     columns = [
         "transaction_id",
         "timestamp",
@@ -152,9 +174,9 @@ def build_dataset(
         "fraud",
         "reported_at",
         "scenario",
+        "_i",
     ]
-    names = definitions.names
-    return Dataset(frame.select([*columns, *names]).sort("timestamp", maintain_order=True), names)
+    return Dataset(frame.select(columns), values, names)
 
 
 @dataclass(frozen=True)
