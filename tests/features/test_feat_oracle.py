@@ -67,6 +67,37 @@ def test_tiled_windows(data: Data) -> None:
             assert np.isnan(features["device_tx_count_24h"][i])
 
 
+def test_zero_amount_counts_follow_their_definition() -> None:
+    """Zero-amount authorisations (card testing) counted per customer, card and device over
+    the short windows, straight from the definition, on a history with bursts of 0.00."""
+    history, labels = synthetic_history(n_customers=40, n_terminals=30, n_days=4, seed=8)
+    history = history.sort("timestamp", maintain_order=True)
+    zero = np.random.default_rng(8).random(history.height) < 0.2
+    history = history.with_columns(
+        pl.Series("amount", np.where(zero, 0.0, history["amount"].to_numpy()))
+    )
+    features = backfill(history, labels)
+    rows = list(history.iter_rows(named=True))
+    checked = 0
+    for i in range(len(rows)):
+        h = _tile(rows[i], HOUR)
+        for entity, column in (
+            ("customer", "customer_id"),
+            ("card", "card_id"),
+            ("device", "device_id"),
+        ):
+            for name, lo in (("1h", h), ("24h", h - 23)):
+                got = features[f"{entity}_tx_count_{name}_zero_amount"][i]
+                if rows[i][column] is None:
+                    assert np.isnan(got)
+                    continue
+                window = _window(rows, i, column, HOUR, lo, h)
+                want = sum(1 for r in window if r["amount"] == 0.0)
+                assert got == want, (i, entity, name)
+                checked += want > 0
+    assert checked > 50
+
+
 def test_delayed_terminal_risk(data: Data) -> None:
     rows, labels, features = data
     first_label: dict[str, Row] = {}

@@ -12,6 +12,8 @@ compiles to the online engine (`fraudstream.features.online`) and to the offline
 'terminal_risk_30d_delay7d'
 >>> Aggregate("card", "sum", "1h", where="ecommerce").name
 'card_amount_sum_1h_ecommerce'
+>>> Aggregate("card", "count", "1h", where="zero_amount").name
+'card_tx_count_1h_zero_amount'
 >>> Aggregate("customer", "distinct", "24h", of="merchant").name
 'customer_distinct_merchant_24h'
 >>> FirstSeen("merchant").name
@@ -78,7 +80,10 @@ DISTINCT_FIELDS: dict[str, str] = {
     "product_category": "product_category",
 }
 """What a ``distinct`` aggregate can count -> the transaction field holding it."""
-Where = Literal["card_present", "ecommerce"]
+Where = Literal["card_present", "ecommerce", "zero_amount"]
+WHERE: tuple[str, ...] = ("card_present", "ecommerce", "zero_amount")
+"""Filters of an aggregate: a channel, or ``zero_amount`` (0.00: card verifications, and what
+card testing looks like)."""
 
 _DURATION = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[mhd])$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
@@ -127,7 +132,8 @@ class Aggregate:
     window: str
     delay: str | None = None
     where: Where | None = None
-    """Count only transactions of this channel (the feature is still computed for all)."""
+    """Count only transactions of this channel, or of amount 0.00 (``zero_amount``); the
+    feature is still computed for all."""
     tile: str | None = None
     """Override the tile length (default: `default_tile`)."""
     of: str | None = None
@@ -147,8 +153,8 @@ class Aggregate:
             raise ConfigError("agg", f"{self.agg} needs an owned entity, got {self.entity!r}")
         if "f" in self.counters and self.entity not in LABELLED:
             raise ConfigError("agg", f"{self.agg} needs a labelled entity, got {self.entity!r}")
-        if self.where not in (None, "card_present", "ecommerce"):
-            raise ConfigError("where", f"must be card_present or ecommerce, got {self.where!r}")
+        if self.where is not None and self.where not in WHERE:
+            raise ConfigError("where", f"must be one of {', '.join(WHERE)}, got {self.where!r}")
         if self.window_s % self.tile_s or (self.delay and self.delay_s % self.tile_s):
             raise ConfigError("window", f"{self.name}: window and delay must be whole tiles")
 
@@ -419,6 +425,11 @@ def default_feature_set() -> FeatureSet:
     for entity in entities:
         for w in ("1h", "24h"):
             aggs += [Aggregate(entity, "count", w), Aggregate(entity, "sum", w)]
+    # Zero-amount authorisations (card verification) in bursts are what card testing looks
+    # like: counted per customer, card and device over the short windows.
+    for entity in ("customer", "card", "device"):
+        for w in ("1h", "24h"):
+            aggs.append(Aggregate(entity, "count", w, where="zero_amount"))
     aggs.append(Aggregate("customer", "std", "30d"))
     for w in ("30d", "60d"):
         aggs += [Aggregate("terminal", "fraud_count", w), Aggregate("terminal", "risk", w)]

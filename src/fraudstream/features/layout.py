@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fraudstream.features.definitions import (
     OWNED,
@@ -27,6 +28,7 @@ from fraudstream.features.definitions import (
     FeatureSet,
 )
 
+Bools = NDArray[np.bool_]
 COUNTERS = ("n", "s", "q", "f", "lo", "hi")
 """Counter order in state; ``d_<field>`` sketches (``distinct``) follow, sorted."""
 WIDTH = {"n": 4, "s": 8, "q": 8, "f": 4, "lo": 8, "hi": 8}
@@ -117,6 +119,16 @@ class Family:
     @property
     def owned(self) -> bool:
         return self.entity in OWNED
+
+    def counts(self, channel: NDArray[np.object_], cents: NDArray[np.int64]) -> Bools | bool:
+        """Which transactions the family's filter lets count (online and offline alike)."""
+        if self.where is None:
+            return True
+        if self.where == "zero_amount":
+            zero: Bools = cents == 0
+            return zero
+        same: Bools = channel == self.where
+        return same
 
     @property
     def tile_us(self) -> int:

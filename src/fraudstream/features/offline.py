@@ -369,7 +369,7 @@ class _Windows:
             return cls(fam, entity, np.zeros(0, np.int64), {}, {}, {})
         order = entity.order
         keys = entity.code[order] * _KEY + ts[order] // fam.tile_us
-        counted = (entity.code >= 0) & ((channel == fam.where) if fam.where else True)
+        counted = (entity.code >= 0) & fam.counts(channel, cents)
         w = counted[order]
         prefix: dict[str, I64] = {}
         rough: dict[str, NDArray[np.float64]] = {}

@@ -68,9 +68,7 @@ class Writer:
 
     def _contrib(self, fam: Family, valid: NDArray[np.bool_]) -> dict[str, I64]:
         b = self.b
-        w = valid & (self.codes[fam.entity] >= 0)
-        if fam.where:
-            w &= b.channel == fam.where
+        w = valid & (self.codes[fam.entity] >= 0) & fam.counts(b.channel, b.cents)
         wi = w.astype(np.int64)
         out = {"n": wi, "s": wi * b.cents, "f": np.zeros(self.n, dtype=np.int64)}
         out["q"] = wi * np.minimum(b.cents, Q_CLIP_CENTS) ** 2
