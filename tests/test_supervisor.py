@@ -10,16 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
+import msgspec
+import numpy as np
 import pytest
 import redis
 
+from featkit import frame_of
 from fraudstream.config import Settings
+from fraudstream.features import FeatureEngine, backfill
+from fraudstream.schema import Transaction
 from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.report import Report, encode_report
 from fraudstream.stream.supervisor import RestartPolicy, Supervisor
+from test_stream import _txs
 from test_worker_process import _backlog, _decided_ids, _finish_and_check, _pending, worker_env
 
 LINE = re.compile(
@@ -53,6 +60,37 @@ def _two_workers_deciding(
     return [int(name.rsplit(b":", 1)[1]) for name in names]
 
 
+def _features_match_an_offline_recount(
+    client: redis.Redis, settings: Settings, txs: list[Transaction]
+) -> None:
+    """The feature state the workers left equals the backfill of the same transactions: a
+    batch counted twice (or lost) by the killed worker shows in the probes' window counts.
+    One probe per customer, an hour after the backlog, reads that state."""
+    end = max(t.timestamp for t in txs) + timedelta(hours=1)
+    customers = sorted({t.customer_id for t in txs})
+    probes = [
+        msgspec.structs.replace(
+            txs[0], transaction_id=f"probe-{c}", customer_id=c, timestamp=end, amount=1.0
+        )
+        for c in customers
+    ]
+    engine = FeatureEngine(
+        client,
+        namespace=settings.feature_namespace,
+        lateness_s=settings.feature_lateness_s,
+        max_future_skew_s=settings.feature_max_future_skew_s,
+        ttl_s=settings.feature_ttl_s,
+    )
+    online = engine.compute_batch(probes)
+    offline = backfill(frame_of([*txs, *probes])).tail(len(probes))
+    assert offline["transaction_id"].to_list() == [p.transaction_id for p in probes]
+    names = ["customer_tx_count_1d", "customer_amount_mean_1d", "customer_tx_count_24h"]
+    for name in names:
+        j = engine.names.index(name)
+        np.testing.assert_array_equal(online[:, j], offline[name].to_numpy(), err_msg=name)
+    assert online[:, engine.names.index("customer_tx_count_24h")].sum() == len(txs) + len(probes)
+
+
 def _kept_as_streamed(client: redis.Redis, keys: StreamKeys) -> None:
     """Every streamed decision is the one kept for its id."""
     ids = _decided_ids(client, keys)
@@ -76,6 +114,7 @@ def test_a_killed_worker_is_restarted_and_the_backlog_decided_once(
     ids = _decided_ids(client, keys)
     assert len(ids) == len(set(ids)) == total
     _kept_as_streamed(client, keys)
+    _features_match_an_offline_recount(client, settings, _txs(total, customers=300))
     died = re.search(rf"supervisor: worker (\d) \(pid {victim}\) died \(killed by SIGKILL\)", err)
     assert died is not None, err
     assert f"supervisor: worker {died[1]} restarted (pid " in err, err.replace("\n", " | ")
