@@ -13,12 +13,16 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from fraudstream.store import migrate
+from fraudstream.config import Settings
+from fraudstream.schema import encode
+from fraudstream.store import migrate, tables
 from fraudstream.store.lag import measure
 from fraudstream.store.scratch import ScratchPostgres
 from fraudstream.store.sink import SINK_GROUP, Sink, SinkOptions, _Batch
-from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
+from fraudstream.stream.producer import Producer
 from storekit import make_decisions, publish, stored_ids
+from test_stream import _txs, _worker
 
 KEYS = StreamKeys("tx", 4)
 OPTIONS = SinkOptions(batch_size=100, block_ms=50, claim_idle_ms=60_000, progress_s=0.0)
@@ -202,3 +206,27 @@ def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 def test_migrations_run_on_start(client: redis.Redis, engine: sa.Engine) -> None:
     make_sink(client, engine).run(burst=True, handle_signals=False)
     assert migrate.current(engine) == migrate.head()
+
+
+def test_transactions_stream_with_their_decisions_and_are_stored_with_them(
+    client: redis.Redis, engine: sa.Engine, settings: Settings
+) -> None:
+    """A worker streams each decision with its transaction as received; the sink stores
+    both in one database transaction. A transaction that cannot be read back is told of in
+    a dead letter, and its decision is kept."""
+    txs = _txs(40, customers=7)
+    Producer(client, KEYS).send(txs)
+    _worker(client, settings).run(burst=True, handle_signals=False)
+    decision = make_decisions(1, start=99)[0]
+    client.xadd(KEYS.decisions, {PAYLOAD: encode(decision), TX: b'{"amount": -1}'})
+    stats = make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.transactions, stats.dead_lettered) == (41, 40, 1)
+    with engine.connect() as connection:
+        t, d = tables.transactions.c, tables.decisions.c
+        query = sa.select(t.transaction_id, t.amount).join(
+            tables.decisions, d.transaction_id == t.transaction_id
+        )
+        rows = connection.execute(query).all()
+    assert sorted(rows) == sorted((t.transaction_id, t.amount) for t in txs)
+    dead: Any = client.xrange(KEYS.deadletter)
+    assert b"transaction: " in dead[-1][1][b"reason"]

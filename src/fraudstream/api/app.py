@@ -56,6 +56,7 @@ from fraudstream.schema import (
     schema_error,
 )
 from fraudstream.scoring import Scorer, build_scorer
+from fraudstream.stream.commit import decision_entry
 from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.producer import Producer
@@ -77,12 +78,12 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
     sessions = SessionStore(client, store, digest(api_key))
     auth = Authenticator(api_key, store, sessions)
 
-    def publish(decisions: Sequence[Decision]) -> None:
+    def publish(decisions: Sequence[Decision], txs: Sequence[Transaction]) -> None:
         pipe = client.pipeline(transaction=False)
-        for d in decisions:  # trimmed like the workers': approximately, cheaply
+        for d, tx in zip(decisions, txs, strict=True):  # trimmed like the workers'
             pipe.xadd(
                 keys.decisions,
-                {PAYLOAD: encode(d)},
+                decision_entry(d, encode(tx)),
                 maxlen=settings.decisions_maxlen,
                 approximate=True,
             )

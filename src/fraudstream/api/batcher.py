@@ -34,7 +34,8 @@ class Answer:
     """True when ``decision`` was kept from an earlier request for the same id."""
 
 
-Publish = Callable[[Sequence[Decision]], None]
+Publish = Callable[[Sequence[Decision], Sequence[Transaction]], None]
+"""Streams new decisions, each with its transaction."""
 """Appends new decisions to the decisions stream (runs in the batch's thread)."""
 
 
@@ -104,7 +105,8 @@ class MicroBatcher:
         kept_before = self.decided.keep(fresh)
         new = [d for d, earlier in zip(fresh, kept_before, strict=True) if earlier is None]
         if new:
-            self.publish(new)
+            by_id = {tx.transaction_id: tx for tx in txs}
+            self.publish(new, [by_id[d.transaction_id] for d in new])
         for d, earlier in zip(fresh, kept_before, strict=True):
             known[d.transaction_id] = Answer(d, False) if earlier is None else Answer(earlier, True)
         return [

@@ -28,15 +28,15 @@ import msgspec
 import redis
 import sqlalchemy as sa
 
-from fraudstream.errors import StoreError
-from fraudstream.schema import Decision
+from fraudstream.errors import SchemaError, StoreError
+from fraudstream.schema import Decision, Transaction, decode_transaction
 from fraudstream.store import migrate
 from fraudstream.store.engine import describe, first_line
 from fraudstream.store.lag import Lag, measure
-from fraudstream.store.write import store_decisions
+from fraudstream.store.write import store_decisions, store_transactions
 from fraudstream.stream.commit import DeadLetter
 from fraudstream.stream.consumer import TwoStageStop, ensure_group
-from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ _decoder = msgspec.json.Decoder(Decision)
 class SinkStats:
     stored: int = 0
     """Decisions written (new rows)."""
+    transactions: int = 0
+    """Transactions written (new rows), from the decision entries that carry them."""
     duplicates: int = 0
     """Decisions delivered again and already stored (skipped by the database)."""
     dead_lettered: int = 0
@@ -100,6 +102,7 @@ def consumer_name() -> str:
 class _Batch:
     ids: list[bytes] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    transactions: list[Transaction] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -263,7 +266,9 @@ class Sink(TwoStageStop):
     def _store(self, batch: _Batch) -> bool:
         def write() -> None:
             with self.engine.begin() as connection:
+                txs = store_transactions(connection, batch.transactions)
                 new = store_decisions(connection, batch.decisions)
+            self.stats.transactions += txs
             self.stats.stored += new
             self.stats.duplicates += len(batch.decisions) - new
 
@@ -302,6 +307,16 @@ class Sink(TwoStageStop):
                 batch.decisions.append(_decoder.decode(payload))
             except msgspec.MsgspecError as exc:
                 batch.dead.append(_dead_letter(self.keys.decisions, entry_id, payload, str(exc)))
+                continue
+            tx = fields.get(TX)
+            if tx is None:  # streamed by a release that did not carry it
+                continue
+            try:
+                batch.transactions.append(decode_transaction(tx))
+            except SchemaError as exc:  # the decision is kept; its transaction is told of
+                batch.dead.append(
+                    _dead_letter(self.keys.decisions, entry_id, tx, f"transaction: {exc}")
+                )
         return batch
 
     def progress(self, started: float, *, force: bool = False) -> None:

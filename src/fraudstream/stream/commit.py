@@ -12,7 +12,7 @@ in one slot).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
 from redis.client import Pipeline
@@ -21,7 +21,7 @@ from redis.typing import EncodableT, FieldT
 from fraudstream.schema import Decision, encode
 from fraudstream.stream.batch import Batch
 from fraudstream.stream.decided import DEFAULT_TTL_S, DecidedStore
-from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
+from fraudstream.stream.keys import GROUP, PAYLOAD, TX, StreamKeys
 from fraudstream.stream.leases import Lease
 
 DeadLetter = dict[FieldT, EncodableT]
@@ -29,6 +29,14 @@ DeadLetter = dict[FieldT, EncodableT]
 ATTEMPTS = 3
 """Checks of the fence before a batch is given up: a lease key changes under a live owner
 only when it expires and is re-taken, so a second look settles it."""
+
+
+def decision_entry(decision: Decision, transaction: bytes | None) -> dict[FieldT, EncodableT]:
+    """A ``tx.decisions`` entry: the decision, and its transaction when known."""
+    entry: dict[FieldT, EncodableT] = {PAYLOAD: encode(decision)}
+    if transaction is not None:
+        entry[TX] = transaction
+    return entry
 
 
 class Committer:
@@ -49,14 +57,22 @@ class Committer:
         self.lease_ttl_ms = lease_ttl_ms
         self.decided = DecidedStore(client, keys.prefix, decision_ttl_s)
 
-    def commit(self, batch: Batch, decisions: Sequence[Decision], dead: list[DeadLetter]) -> bool:
-        """Returns False, having written nothing, if a lease of the batch was lost."""
+    def commit(
+        self,
+        batch: Batch,
+        decisions: Sequence[Decision],
+        dead: list[DeadLetter],
+        transactions: Mapping[str, bytes] | None = None,
+    ) -> bool:
+        """Returns False, having written nothing, if a lease of the batch was lost.
+        ``transactions``: id -> the transaction's payload as received, streamed beside its
+        decision."""
         with self.client.pipeline(transaction=True) as pipe:
             for _ in range(ATTEMPTS):
                 try:
                     if not self._fence(pipe, batch.leases):
                         return False
-                    self._queue(pipe, batch, decisions, dead)
+                    self._queue(pipe, batch, decisions, dead, transactions or {})
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -96,12 +112,17 @@ class Committer:
         return lapsed
 
     def _queue(
-        self, pipe: Pipeline, batch: Batch, decisions: Sequence[Decision], dead: list[DeadLetter]
+        self,
+        pipe: Pipeline,
+        batch: Batch,
+        decisions: Sequence[Decision],
+        dead: list[DeadLetter],
+        transactions: Mapping[str, bytes],
     ) -> None:
         for decision in decisions:
             pipe.xadd(
                 self.keys.decisions,
-                {PAYLOAD: encode(decision)},
+                decision_entry(decision, transactions.get(decision.transaction_id)),
                 maxlen=self.decisions_maxlen,
                 approximate=True,
             )

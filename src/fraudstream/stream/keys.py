@@ -12,6 +12,9 @@ from dataclasses import dataclass
 GROUP = "scorers"
 PAYLOAD = b"d"
 """Each entry carries the record as one JSON blob: ~2x the XADD rate of one field per column."""
+TX = b"t"
+"""A decision entry also carries its transaction as received, so that a consumer of
+decisions (the SQL sink) has both from one entry, written in the same commit."""
 
 
 def partition_of(customer_id: str, partitions: int) -> int:

@@ -201,7 +201,7 @@ class Worker(TwoStageStop):
         owns the partition next). If a lease was lost, the batch is dropped (`_drop`)."""
         decoded = self._decode(batch.entries)
         decisions = self.scorer.score_batch(decoded.good, decoded.arrived, decoded.labels)
-        if not self.committer.commit(batch, decisions, decoded.dead):
+        if not self.committer.commit(batch, decisions, decoded.dead, decoded.payloads):
             self._drop(batch)
             return
         self._count(decisions, len(decoded.dead))
@@ -222,6 +222,7 @@ class Worker(TwoStageStop):
                 tx = decode_transaction(payload)
                 self.scorer.validate(tx)
                 decoded.good.append(tx)
+                decoded.payloads[tx.transaction_id] = payload
                 decoded.arrived.append(_enqueued_at(entry_id))
             except SchemaError as exc:
                 decoded.dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
@@ -262,6 +263,8 @@ class _Decoded:
     """A batch's entries sorted out: transactions to score, labels, dead letters."""
 
     good: list[Transaction] = field(default_factory=list)
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    """Each good transaction's payload as received (streamed beside its decision)."""
     arrived: list[float] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
