@@ -23,15 +23,12 @@ from fraudstream.cli.reading import (
     ColumnsFileOpt,
     DateFormatOpt,
     SkipInvalidOpt,
-    read_history,
     read_options,
     tell,
 )
 
 if TYPE_CHECKING:
     import polars as pl
-
-    from fraudstream.history import ReadOptions
 
 
 @app.command()
@@ -225,20 +222,17 @@ def generate(
 
 
 def features_for_history(
-    path: Path, date_from: str | None, date_to: str | None, options: ReadOptions
+    history: pl.DataFrame, labels: pl.DataFrame | None, date_from: str | None, date_to: str | None
 ) -> pl.DataFrame:
-    """A history with its point-in-time features (offline backfill) and labels (the
-    labels file beside it, else none), restricted to ``[date_from, date_to]`` after
-    the features are computed on all of it."""
+    """A history with its point-in-time features (offline backfill, ``labels`` counted as
+    reported), restricted to ``[date_from, date_to]`` after the features are computed on all
+    of it."""
     from datetime import date, timedelta
 
     import polars as pl
 
     from fraudstream.features import backfill
-    from fraudstream.history import read_labels
 
-    history = read_history(path, options)
-    labels = read_labels(path)
     frame = history.join(backfill(history, labels), on="transaction_id", how="left")
     for flag, value, op in (("--from", date_from, "ge"), ("--to", date_to, "le")):
         if value is None:

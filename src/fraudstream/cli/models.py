@@ -24,7 +24,8 @@ from fraudstream.cli.reading import (
     ColumnsFileOpt,
     DateFormatOpt,
     SkipInvalidOpt,
-    read_history,
+    SourceDatabaseOpt,
+    load_history,
     read_options,
 )
 
@@ -32,18 +33,18 @@ if TYPE_CHECKING:
     import polars as pl
 
     from fraudstream.config import Settings
-    from fraudstream.history import ReadOptions
     from fraudstream.models import ModelRegistry, TrainOptions
 
 models_app = typer.Typer(no_args_is_help=True, help="Model versions: list, activate, shadow.")
 app.add_typer(models_app, name="models")
 
 DataOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--data",
         help="History: CSV, Parquet or JSON lines in our columns, the Handbook's "
-        "(TX_FRAUD gives the labels) or mapped with --column, or a `simulate` output folder.",
+        "(TX_FRAUD gives the labels) or mapped with --column, or a `simulate` output folder "
+        "(or --database).",
         exists=True,
     ),
 ]
@@ -114,14 +115,6 @@ def _options(
     )
 
 
-def _load(
-    data: Path, labels: Path | None, options: ReadOptions
-) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    from fraudstream.history import read_labels
-
-    return read_history(data, options), read_labels(data, labels)
-
-
 def _profiles(path: Path | None) -> pl.DataFrame | None:
     from fraudstream.history import read_table
 
@@ -130,7 +123,8 @@ def _profiles(path: Path | None) -> pl.DataFrame | None:
 
 @app.command()
 def train(
-    data: DataOpt,
+    data: DataOpt = None,
+    database: SourceDatabaseOpt = None,
     labels: LabelsOpt = None,
     train_end: TrainEndOpt = None,
     train_days: TrainDaysOpt = 56,
@@ -153,8 +147,8 @@ def train(
     settings = settings_from(config)
     registry = _registry(settings)
     options = _options(train_end, train_days, delay_days, test_days)
-    history, label_frame = _load(
-        data, labels, read_options(columns, column, date_format, skip_invalid)
+    history, label_frame = load_history(
+        data, database, labels, read_options(columns, column, date_format, skip_invalid), config
     )
     profile_frame = _profiles(profiles)
     if created := registry.create_key():
@@ -177,7 +171,8 @@ def train(
 
 @app.command("evaluate")
 def evaluate_command(
-    data: DataOpt,
+    data: DataOpt = None,
+    database: SourceDatabaseOpt = None,
     labels: LabelsOpt = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: active).")] = None,
     train_end: TrainEndOpt = None,
@@ -205,8 +200,8 @@ def evaluate_command(
     if chosen is None:
         raise typer.BadParameter("no active model: train one or name it", param_hint="--version")
     bundle = registry.load(chosen)
-    history, label_frame = _load(
-        data, labels, read_options(columns, column, date_format, skip_invalid)
+    history, label_frame = load_history(
+        data, database, labels, read_options(columns, column, date_format, skip_invalid), config
     )
     options = _options(train_end, train_days, delay_days, test_days)
     evaluation = evaluate_detailed(
@@ -306,7 +301,8 @@ def models_import(
 def models_compare(
     a: str,
     b: str,
-    data: DataOpt,
+    data: DataOpt = None,
+    database: SourceDatabaseOpt = None,
     labels: LabelsOpt = None,
     columns: ColumnsFileOpt = None,
     column: ColumnOpt = None,
@@ -319,8 +315,8 @@ def models_compare(
     from fraudstream.models import compare
 
     registry = _registry(settings_from(config))
-    history, label_frame = _load(
-        data, labels, read_options(columns, column, date_format, skip_invalid)
+    history, label_frame = load_history(
+        data, database, labels, read_options(columns, column, date_format, skip_invalid), config
     )
     result = compare(registry.load(a), registry.load(b), history, label_frame)
     if as_json:

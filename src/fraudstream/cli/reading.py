@@ -50,6 +50,46 @@ SkipInvalidOpt = Annotated[
 ]
 
 
+SourceDatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Read the history and labels from the SQL store instead of a file: its URL, or "
+        "'default' (database_url; else the SQLite file in the data dir).",
+        show_default=False,
+    ),
+]
+
+
+def load_history(
+    data: Path | None,
+    database: str | None,
+    labels: Path | None,
+    options: ReadOptions,
+    config: Path | None,
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The history and its labels from ``--data`` (a file, labels beside it or ``--labels``)
+    or from ``--database`` (the store's transactions and labels; ``--labels`` still wins).
+
+    Raises:
+        typer.BadParameter: neither or both sources given.
+    """
+    from fraudstream.history import read_labels, read_table
+
+    if (data is None) == (database is None):
+        raise typer.BadParameter("give one history: --data FILE or --database URL")
+    if database is None:
+        assert data is not None
+        return read_history(data, options), read_labels(data, labels)
+    from fraudstream.cli.common import settings_from
+    from fraudstream.store.engine import create_engine, database_url
+    from fraudstream.store.history import read_store_history
+
+    url = database_url(settings_from(config)) if database == "default" else database
+    history, said = read_store_history(create_engine(url))
+    return history, read_table(labels) if labels is not None else said
+
+
 def read_options(
     columns: Path | None,
     column: list[str] | None,

@@ -23,6 +23,8 @@ from fraudstream.cli.reading import (
     ColumnsFileOpt,
     DateFormatOpt,
     SkipInvalidOpt,
+    SourceDatabaseOpt,
+    load_history,
     read_options,
 )
 
@@ -144,12 +146,14 @@ def rules_test(
 def rules_backtest(
     path: RulesFile,
     history: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="A labelled history (any format, see --column) or a `simulate` folder.",
+            help="A labelled history (any format, see --column) or a `simulate` folder "
+            "(or --database).",
             exists=True,
         ),
-    ],
+    ] = None,
+    database: SourceDatabaseOpt = None,
     date_from: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD.")] = None,
     date_to: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD.")] = None,
     baseline: Annotated[
@@ -170,7 +174,9 @@ def rules_backtest(
     ruleset = load_ruleset(path, schema)
     base = load_ruleset(baseline, schema) if baseline is not None else None
     reading = read_options(columns, column, date_format, skip_invalid)
-    frame = features_for_history(history, date_from, date_to, reading)
+    frame = features_for_history(
+        *load_history(history, database, None, reading, None), date_from, date_to
+    )
     report = backtest(ruleset, frame, base)
     if as_json:
         print(json.dumps(report.to_dict(), default=str))

@@ -1,0 +1,85 @@
+"""The store as a history source: its transactions and labels in the columns every command
+that reads a file gets (`fraudstream.history`), so `train`, `evaluate` and `rules backtest`
+learn from what production decided and analysts and chargebacks said.
+
+A transaction's ``is_fraud`` is True when any label source says fraud (a chargeback and a
+reviewer may both speak); the labels frame keeps, per transaction, the first report that
+said so, which is when the fraud became known (the time-based protocol needs it). Rows are
+read in chunks (`CHUNK_ROWS`) so the driver never holds the table twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from fraudstream.errors import StoreError
+from fraudstream.store.engine import describe
+from fraudstream.store.tables import labels, transactions
+
+CHUNK_ROWS = 200_000
+TIMES = ("timestamp", "reported_at", "tx_timestamp")
+UTC_US = pl.Datetime("us", "UTC")
+LABELS: dict[str, Any] = {
+    "transaction_id": pl.String,
+    "is_fraud": pl.Boolean,
+    "reported_at": UTC_US,
+    "customer_id": pl.String,
+    "terminal_id": pl.String,
+    "tx_timestamp": UTC_US,
+}
+
+
+def read_store_history(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(history, labels)`` from the store.
+
+    Raises:
+        StoreError: the store holds no transaction (naming the database).
+    """
+    with engine.connect() as connection:
+        history = _read(connection, sa.select(transactions).order_by(transactions.c.timestamp))
+        said = _read(
+            connection,
+            sa.select(
+                labels.c.transaction_id,
+                labels.c.is_fraud,
+                labels.c.reported_at,
+                labels.c.customer_id,
+                labels.c.terminal_id,
+                labels.c.tx_timestamp,
+            ).order_by(labels.c.reported_at),
+            LABELS,
+        )
+    if history.height == 0:
+        raise StoreError(f"{describe(engine)}: no transactions stored yet (run `fraudstream sink`)")
+    frauds = said.filter(pl.col("is_fraud")).unique("transaction_id", keep="first")
+    history = history.join(
+        frauds.select("transaction_id", pl.lit(True).alias("is_fraud")),
+        on="transaction_id",
+        how="left",
+        maintain_order="left",
+    ).with_columns(pl.col("is_fraud").fill_null(False))
+    return history, frauds
+
+
+def _read(
+    connection: sa.Connection, query: sa.Select[Any], empty: dict[str, Any] | None = None
+) -> pl.DataFrame:
+    chunks = list(pl.read_database(query, connection, iter_batches=True, batch_size=CHUNK_ROWS))
+    if not chunks or sum(c.height for c in chunks) == 0:
+        return pl.DataFrame(schema=empty or {c.name: pl.String for c in query.selected_columns})
+    frame = pl.concat(chunks, how="vertical_relaxed")
+    return frame.with_columns(
+        _utc(pl.col(name), frame.schema[name]) for name in TIMES if name in frame.columns
+    )
+
+
+def _utc(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """SQLite hands back naive UTC times, PostgreSQL aware ones: UTC either way."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        return column.dt.convert_time_zone("UTC")
+    if isinstance(dtype, pl.Datetime):
+        return column.dt.replace_time_zone("UTC")
+    return column.str.to_datetime(time_zone="UTC") if dtype == pl.String else column

@@ -1,0 +1,91 @@
+"""The store as a history source: `train`, `evaluate` and `rules backtest` on ``--database``
+give what they give on the same history and labels read from files."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from clikit import run_cli
+from featkit import transactions
+from fraudstream.schema import Label
+from fraudstream.simulate import SimulationResult, write_history
+from fraudstream.store import migrate
+from fraudstream.store.engine import create_engine
+from fraudstream.store.write import store_labels, store_transactions
+
+_run = partial(run_cli, timeout=300)
+FIGURES = ("auc_roc", "average_precision", "card_precision_at_100")
+RULES = """\
+mode: all_matched
+rules:
+  - id: busy_customer
+    when: customer_tx_count_1d >= 4
+    outcome: review
+    score: 300
+"""
+
+
+@pytest.fixture
+def sources(tmp_path: Path, history: SimulationResult) -> tuple[Path, str]:
+    """The same history and labels as a `simulate` folder and as a SQLite store."""
+    write_history(history, tmp_path / "sim", formats=("parquet",))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    labels = [msgspec.convert(row, Label) for row in history.labels.iter_rows(named=True)]
+    with engine.begin() as connection:
+        store_transactions(connection, transactions(history.transactions))
+        store_labels(connection, labels)
+    engine.dispose()
+    return tmp_path / "sim", url
+
+
+def test_train_and_evaluate_from_the_store_match_the_files(
+    sources: tuple[Path, str], tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    folder, url = sources
+    common = ("--train-days", "21", "--json", "--no-activate")
+    on = {"cwd": tmp_path, "valkey_url": valkey_url}
+    from_files = _run("train", "--data", str(folder), *common, **on)  # type: ignore[arg-type]
+    assert from_files.returncode == 0, from_files.stderr
+    from_store = _run("train", "--database", url, *common, **on)  # type: ignore[arg-type]
+    assert from_store.returncode == 0, from_store.stderr
+    a, b = json.loads(from_files.stdout), json.loads(from_store.stdout)
+    for key in FIGURES:
+        assert b[key] == pytest.approx(a[key], abs=1e-12), key
+    version = ("--version", b["version"])
+    evaluated = _run("evaluate", "--database", url, *version, "--json", **on)  # type: ignore[arg-type]
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["auc_roc"] == pytest.approx(b["auc_roc"], abs=1e-12)
+    both = _run("train", "--data", str(folder), "--database", url, **on)  # type: ignore[arg-type]
+    assert both.returncode == 2 and "--data FILE or --database URL" in both.stderr
+
+
+def test_rules_backtest_from_the_store_matches_the_files(
+    sources: tuple[Path, str], tmp_path: Path
+) -> None:
+    folder, url = sources
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    reports = []
+    for source in (("--history", str(folder)), ("--database", url)):
+        done = _run("rules", "backtest", str(rules), *source, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    assert reports[0]["rules"][0]["hits"] > 0
+    assert reports[1] == reports[0]
+
+
+def test_an_empty_store_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    migrate.upgrade(create_engine(url))
+    (tmp_path / "rules.yaml").write_text(RULES)
+    done = _run("rules", "backtest", "rules.yaml", "--database", url, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no transactions stored yet" in done.stderr and "Traceback" not in done.stderr
