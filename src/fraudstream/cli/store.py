@@ -175,6 +175,35 @@ def db_status(
     )
 
 
+@db_app.command("load-customers")
+def db_load_customers(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="customer_id plus any of name, email, phone, segment: CSV, Parquet or JSON "
+            "lines (e.g. the customers.parquet `simulate` writes).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    database: DatabaseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Load (or update) who the customers are, for alerts and the review queue."""
+    from fraudstream.history import read_table
+    from fraudstream.store import migrate
+    from fraudstream.store.customers import customer_rows, upsert_customers
+    from fraudstream.store.engine import describe
+
+    rows = customer_rows(read_table(path))
+    engine = _engine(settings_from(config, database_url=database))
+    with _one_line(engine):
+        migrate.upgrade(engine)
+        with engine.begin() as connection:
+            upsert_customers(connection, rows)
+    console.print(f"{describe(engine)}: {len(rows):,} customers loaded", highlight=False)
+
+
 def _moment(value: str | None, flag: str) -> datetime | None:
     """An ISO date or date-time; without a zone it is UTC."""
     if value is None:

@@ -187,6 +187,7 @@ def customers_frame(customers: Customers, ids: Identities | None) -> pl.DataFram
             "available_terminals": ragged(customers.offsets, _str_ids(customers.available)),
         }
     )
+    frame = frame.with_columns(_contact(n))
     if ids is None:
         return frame
     habit_offsets = np.concatenate([[0], np.cumsum(ids.n_habits)]).astype(np.int64)
@@ -206,6 +207,21 @@ def customers_frame(customers: Customers, ids: Identities | None) -> pl.DataFram
         ),
     )
     return pl.concat([frame, identity], how="horizontal")
+
+
+FIRST_NAMES = ("Alex", "Sam", "Maria", "Jon", "Aisha", "Chen", "Lucia", "Omar", "Ines", "Kofi")
+LAST_NAMES = ("Smith", "Garcia", "Müller", "Rossi", "Dubois", "Khan", "Novak", "Silva", "Berg")
+
+
+def _contact(n: int) -> list[pl.Series]:
+    """A made-up name and a phone number from the range reserved for drama (+44 7700 900xxx,
+    never a real subscriber), by id: who an alert or a review is about."""
+    code = np.arange(n)
+    first = pl.Series(FIRST_NAMES).gather(code % len(FIRST_NAMES))
+    last = pl.Series(LAST_NAMES).gather((code // len(FIRST_NAMES)) % len(LAST_NAMES))
+    name = first + " " + last
+    phone = pl.Series([f"+44 7700 900{c % 1000:03d}" for c in code.tolist()])
+    return [name.alias("name"), phone.alias("phone")]
 
 
 def terminals_frame(terminals: Terminals, ids: Identities | None) -> pl.DataFrame:
