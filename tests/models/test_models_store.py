@@ -89,3 +89,30 @@ def test_an_empty_store_is_one_line(tmp_path: Path) -> None:
     done = _run("rules", "backtest", "rules.yaml", "--database", url, cwd=tmp_path)
     assert done.returncode == 2
     assert "no transactions stored yet" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_retrain_shadows_a_new_version_and_promote_makes_it_active(
+    sources: tuple[Path, str], tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    folder, url = sources
+    on = {"cwd": tmp_path, "valkey_url": valkey_url}
+    first = _run("train", "--data", str(folder), "--train-days", "14", "--json", **on)  # type: ignore[arg-type]
+    assert first.returncode == 0, first.stderr
+    active = json.loads(first.stdout)["version"]
+    retrained = _run("retrain", "--database", url, "--train-days", "21", "--json", **on)  # type: ignore[arg-type]
+    assert retrained.returncode == 0, retrained.stderr
+    r = json.loads(retrained.stdout)
+    assert r["shadow"] is True and r["active"] == active and r["version"] != active
+    comparison = r["comparison"]
+    assert (comparison["a"], comparison["b"]) == (active, r["version"])
+    assert set(comparison["delta"]) >= set(FIGURES)
+    listed = json.loads(_run("models", "list", "--json", **on).stdout)  # type: ignore[arg-type]
+    roles = {v["version"]: (v.get("active"), v.get("shadow")) for v in listed}
+    assert roles[r["version"]] == (False, True)
+    promoted = _run("models", "promote", **on)  # type: ignore[arg-type]
+    assert promoted.returncode == 0, promoted.stderr
+    listed = json.loads(_run("models", "list", "--json", **on).stdout)  # type: ignore[arg-type]
+    roles = {v["version"]: (v.get("active"), v.get("shadow")) for v in listed}
+    assert roles[r["version"]] == (True, False) and roles[active] == (False, False)
+    nothing = _run("models", "promote", **on)  # type: ignore[arg-type]
+    assert nothing.returncode == 2 and "no shadow model to promote" in nothing.stderr

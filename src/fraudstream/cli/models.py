@@ -322,8 +322,98 @@ def models_compare(
     if as_json:
         print(json.dumps(result, default=str))
         return
-    table = Table("figure", "value", title=f"{a} vs {b}")
+    _comparison_table(result, f"{a} vs {b}")
+
+
+def _comparison_table(result: dict[str, Any], title: str) -> None:
+    table = Table("figure", "value", title=title)
     for key, value in result.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     err_console.print("deltas are b − a")
+
+
+@app.command()
+def retrain(
+    database: Annotated[
+        str,
+        typer.Option(
+            help="The store to learn from: its URL, or 'default' (database_url; else the "
+            "SQLite file in the data dir)."
+        ),
+    ] = "default",
+    train_end: TrainEndOpt = None,
+    train_days: TrainDaysOpt = 56,
+    delay_days: DelayOpt = 7,
+    test_days: TestDaysOpt = 7,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train on what production decided and what analysts and chargebacks said (the store's
+    transactions and labels), register the new version as the shadow, and compare it with
+    the active one on the latest labelled weeks. `fraudstream models promote` makes it
+    active."""
+    from fraudstream.features import default_feature_set
+    from fraudstream.models import compare
+    from fraudstream.models import train as fit_model
+
+    settings = settings_from(config)
+    registry = _registry(settings)
+    options = _options(train_end, train_days, delay_days, test_days)
+    reading = read_options(None, None, None, False)
+    history, label_frame = load_history(None, database, None, reading, config)
+    if created := registry.create_key():
+        err_console.print(key_created(created), highlight=False, soft_wrap=True)
+    with console.status("retraining on the store") as status:
+        trained = fit_model(history, label_frame, options, status.update if not as_json else None)
+    version = registry.save(trained, activate=False)
+    active = registry.active_version()
+    if version == active:  # the same artifact: nothing new was learnt
+        if as_json:
+            print(json.dumps({"version": version, "shadow": False, "active": active}))
+        else:
+            console.print(f"retrained model is the active one ({version}): nothing to shadow")
+        return
+    registry.shadow(version, default_feature_set())
+    result: dict[str, object] = {"version": version, "shadow": True, "active": active}
+    if active is not None and active != version:
+        result["comparison"] = compare(
+            registry.load(active),
+            trained.bundle,
+            None,
+            None,
+            options,
+            dataset=trained.dataset,
+            protocol=trained.protocol,
+        )
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    if "comparison" in result:
+        _comparison_table(result["comparison"], f"active {active} (a) vs new {version} (b)")  # type: ignore[arg-type]
+    console.print(
+        f"model {version} is the shadow (scored beside {active or 'the amount policy'}, never "
+        "deciding); `fraudstream models promote` makes it active",
+        highlight=False,
+    )
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[
+        str | None, typer.Argument(help="Version to make active (default: the shadow).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make the shadow version (or the one named) active, and stop shadowing it."""
+    from fraudstream.features import default_feature_set
+
+    registry = _registry(settings_from(config))
+    _, shadow = registry.pointers()
+    chosen = version or shadow
+    if chosen is None:
+        raise typer.BadParameter("no shadow model to promote: name a version")
+    registry.activate(chosen, default_feature_set())
+    if shadow == chosen:
+        registry.shadow(None)
+    console.print(f"model {chosen} is active")
