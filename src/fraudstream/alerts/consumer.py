@@ -1,0 +1,266 @@
+"""`fraudstream alerts run`: its own consumer group (``alerts``) on ``tx.decisions``, never in
+the scoring path.
+
+The loop reads like the SQL sink's (`fraudstream.store.sink`): bootstrap (migrate the
+store, create the group), then read a batch (own pending entries first, then entries another
+alerts consumer left idle, then new ones: `GroupReader`) → route each decision → look the batch's
+transactions and customers up in the store (one round) → claim the alerts in the delivery
+log → send them, concurrently, each with its retries → log the outcome → dead-letter what
+failed → XACK. A Valkey or database outage keeps the batch pending and is retried with
+capped backoff; the delivery log makes the second pass skip what already went out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import msgspec
+import redis
+import sqlalchemy as sa
+
+from fraudstream.alerts import deliveries
+from fraudstream.alerts.channels import Channel
+from fraudstream.alerts.context import look_up
+from fraudstream.alerts.payload import Alert, Decided, make_alert
+from fraudstream.alerts.retry import RetryPolicy, with_retries
+from fraudstream.alerts.routing import ChannelName, Routes
+from fraudstream.store import migrate
+from fraudstream.store.engine import first_line
+from fraudstream.store.lag import Lag, measure
+from fraudstream.stream.consumer import (
+    DeadLetter,
+    Entry,
+    GroupReader,
+    TwoStageStop,
+    dead_letter,
+    ensure_group,
+    host_consumer,
+)
+from fraudstream.stream.keys import PAYLOAD, StreamKeys
+
+log = logging.getLogger(__name__)
+
+ALERTS_GROUP = "alerts"
+_decoder = msgspec.json.Decoder(Decided)
+
+
+@dataclass
+class AlertStats:
+    sent: int = 0
+    failed: int = 0
+    """Alerts given up after their retries (dead-lettered, logged ``failed``)."""
+    skipped: int = 0
+    """Alerts of a re-delivered decision, logged already: not sent again."""
+    decisions: int = 0
+    alerted: int = 0
+    """Decisions that matched a route."""
+    dead_lettered: int = 0
+    """Entries that did not decode, and alerts that failed."""
+    outages: int = 0
+    """Batches left pending because Valkey or the database was unavailable."""
+    lag: Lag | None = None
+
+
+@dataclass(frozen=True)
+class AlertOptions:
+    batch_size: int = 100
+    block_ms: int = 500
+    claim_idle_ms: int = 30_000
+    progress_s: float = 5.0
+    max_backoff_s: float = 5.0
+    concurrency: int = 8
+    """Alerts of one batch in flight at once."""
+
+
+@dataclass
+class _Batch:
+    ids: list[bytes] = field(default_factory=list)
+    decisions: list[Decided] = field(default_factory=list)
+    entries: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    """Transaction id -> (entry id, payload), for dead letters."""
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class AlertConsumer(TwoStageStop):
+    """One consumer of the ``alerts`` group on ``{prefix}.decisions``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        engine: sa.Engine,
+        keys: StreamKeys,
+        routes: Routes,
+        channels: Mapping[ChannelName, Channel],
+        *,
+        policy: RetryPolicy,
+        options: AlertOptions,
+        consumer: str | None = None,
+        on_progress: Callable[[AlertStats, float], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.keys = keys
+        self.routes = routes
+        self.channels = dict(channels)
+        self.policy = policy
+        self.options = options
+        self.consumer = consumer or host_consumer(ALERTS_GROUP)
+        self.on_progress = on_progress
+        self.stats = AlertStats()
+        self.reader = GroupReader(
+            client,
+            keys.decisions,
+            ALERTS_GROUP,
+            self.consumer,
+            count=options.batch_size,
+            block_ms=options.block_ms,
+            claim_idle_ms=options.claim_idle_ms,
+        )
+        self._next_progress = 0.0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, burst: bool = False, handle_signals: bool = True) -> AlertStats:
+        """Alert until asked to stop (signal) or, with ``burst``, until every decision of the
+        stream is handled."""
+        self.bootstrap()
+        if handle_signals:
+            self.install_signal_handlers()
+        started, backoff = time.monotonic(), 0.1
+        self.progress(started, force=True)
+        with ThreadPoolExecutor(self.options.concurrency, "alerts-send") as pool:
+            while not self.stop_requested:
+                try:
+                    entries = self.reader.next()
+                    if entries:
+                        self.process(entries, pool)
+                    elif burst and self.caught_up():
+                        break
+                    self.progress(started)
+                    backoff = 0.1
+                except (
+                    redis.ConnectionError,
+                    sa.exc.OperationalError,
+                    sa.exc.InterfaceError,
+                ) as exc:
+                    self.stats.outages += 1
+                    log.warning("alerts: %s; retrying in %.1fs", first_line(exc), backoff)
+                    self.reader.reread_pending()  # what was read and not acked, again
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.options.max_backoff_s)
+        try:
+            self.progress(started, force=True)
+        except redis.RedisError as exc:
+            log.warning("could not measure the final lag: %s", exc)
+        return self.stats
+
+    def bootstrap(self) -> None:
+        """The store's schema at its newest (the delivery log), the group from the start of
+        the stream."""
+        migrate.upgrade(self.engine)
+        self.reader.reread_pending()
+        ensure_group(self.client, self.keys.decisions, ALERTS_GROUP)
+
+    def caught_up(self) -> bool:
+        lag = measure(self.client, self.keys.decisions, ALERTS_GROUP)
+        return lag.unread == 0 and lag.pending == 0
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def process(self, entries: list[Entry], pool: ThreadPoolExecutor) -> None:
+        """Route, look up, claim, send, log; then dead letters and the XACK in one
+        MULTI/EXEC."""
+        batch = self._decode(entries)
+        alerts = self._plan(batch.decisions)
+        if alerts:
+            with self.engine.begin() as connection:
+                wanted = [(a.transaction_id, _customer_id(a), a.channel) for a in alerts]
+                to_send = deliveries.claim(connection, wanted)
+            fresh = [a for a in alerts if (a.transaction_id, a.channel) in to_send]
+            self.stats.skipped += len(alerts) - len(fresh)
+            outcomes = list(pool.map(self._deliver, fresh))
+            with self.engine.begin() as connection:
+                deliveries.record(connection, outcomes)
+            self._count(outcomes, batch)
+        self._ack(batch)
+
+    def _plan(self, decisions: list[Decided]) -> list[Alert]:
+        """The alerts the routes ask for, one per (transaction, channel)."""
+        candidates = [d for d in decisions if self.routes.could_match(d)]
+        if not candidates:
+            return []
+        with self.engine.begin() as connection:
+            contexts = look_up(connection, candidates)
+        planned: dict[str, Alert] = {}
+        for decision in candidates:
+            context = contexts[decision.transaction_id]
+            for channel, names in self.routes.channels_for(decision, context.amount).items():
+                alert = make_alert(
+                    decision,
+                    channel,
+                    names,
+                    amount=context.amount,
+                    currency=context.currency,
+                    customer=context.customer,
+                )
+                planned.setdefault(alert.alert_id, alert)  # a decision twice in one batch
+        self.stats.alerted += len({a.transaction_id for a in planned.values()})
+        return list(planned.values())
+
+    def _deliver(self, alert: Alert) -> deliveries.Outcome:
+        channel = self.channels[alert.channel]
+        tried = with_retries(lambda: channel.send(alert), self.policy)
+        if tried.error is not None:
+            log.warning("alert %s failed after %d attempts: %s", alert.alert_id, tried.attempts,
+                        tried.error)  # fmt: skip
+        return deliveries.Outcome(alert.transaction_id, alert.channel, tried.attempts, tried.error)
+
+    def _count(self, outcomes: list[deliveries.Outcome], batch: _Batch) -> None:
+        for outcome in outcomes:
+            if outcome.error is None:
+                self.stats.sent += 1
+                continue
+            self.stats.failed += 1
+            entry_id, payload = batch.entries[outcome.transaction_id]
+            reason = f"alerts: {outcome.error} (after {outcome.attempts} attempts)"
+            batch.dead.append(
+                dead_letter(self.keys.decisions, entry_id, payload, reason, outcome.channel)
+            )
+
+    def _ack(self, batch: _Batch) -> None:
+        self.reader.ack(batch.ids, batch.dead, self.keys.deadletter)
+        self.stats.dead_lettered += len(batch.dead)
+        self.stats.decisions += len(batch.ids)
+
+    def _decode(self, entries: list[Entry]) -> _Batch:
+        batch = _Batch()
+        for entry_id, fields in entries:
+            batch.ids.append(entry_id)
+            payload = fields.get(PAYLOAD, b"")
+            try:
+                decision = _decoder.decode(payload)
+            except msgspec.MsgspecError as exc:
+                reason = f"alerts: {exc}"
+                batch.dead.append(dead_letter(self.keys.decisions, entry_id, payload, reason))
+                continue
+            batch.decisions.append(decision)
+            batch.entries.setdefault(decision.transaction_id, (entry_id, payload))
+        return batch
+
+    def progress(self, started: float, *, force: bool = False) -> None:
+        """Every ``progress_s``: measure the lag and report (the CLI prints a line)."""
+        now = time.monotonic()
+        if not force and now < self._next_progress:
+            return
+        self._next_progress = now + self.options.progress_s
+        self.stats.lag = measure(self.client, self.keys.decisions, ALERTS_GROUP)
+        if self.on_progress is not None:
+            self.on_progress(self.stats, now - started)
+
+
+def _customer_id(alert: Alert) -> str | None:
+    return alert.customer.customer_id if alert.customer else None
