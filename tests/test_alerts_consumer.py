@@ -270,3 +270,29 @@ def test_undecodable_entries_are_dead_lettered_and_acked(
     [dead] = dead_letters(client)
     assert dead[b"reason"].startswith(b"alerts: ")
     assert encode(decided(1)) != dead[b"payload"]
+
+
+def test_a_stop_cuts_the_retries_short_and_leaves_the_batch_pending(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    publish(client, KEYS.decisions, [decided(1)])
+    patient = RetryPolicy(attempts=1000, backoff_s=0.5, max_backoff_s=0.5)  # ~8 min of tries
+    with webhook_receiver(default=500) as receiver:
+        running = consumer(client, engine, {"webhook": webhook(receiver.url)})
+        running.policy = patient
+        thread = threading.Thread(target=lambda: running.run(handle_signals=False))
+        thread.start()
+        receiver.wait_for(2)  # retrying
+        running.request_stop()
+        thread.join(20)
+        assert not thread.is_alive(), "the stop waited for the retries"
+    assert measure(client, KEYS.decisions, ALERTS_GROUP).pending == 1  # not acked
+    assert [r["status"] for r in log_rows(engine)] == ["pending"]
+    assert dead_letters(client) == []
+    with webhook_receiver() as receiver:
+        stats = consumer(client, engine, {"webhook": webhook(receiver.url)}).run(
+            burst=True, handle_signals=False
+        )
+        assert len(receiver.wait_for(1)) == 1
+    assert (stats.sent, stats.failed) == (1, 0)
+    assert [r["status"] for r in log_rows(engine)] == ["sent"]

@@ -8,15 +8,21 @@ transactions and customers up in the store (one round) → claim the alerts in t
 log → send them, concurrently, each with its retries → log the outcome → dead-letter what
 failed → XACK. A Valkey or database outage keeps the batch pending and is retried with
 capped backoff; the delivery log makes the second pass skip what already went out.
+
+A stop (first SIGTERM / Ctrl-C) lets the sends in flight end but cuts a retry's backoff
+short: the batch is then not acked, its unsent alerts stay ``pending``, and the next start
+sends them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import FrameType
 
 import msgspec
 import redis
@@ -121,6 +127,7 @@ class AlertConsumer(TwoStageStop):
             claim_idle_ms=options.claim_idle_ms,
         )
         self._next_progress = 0.0
+        self._stopping = threading.Event()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -182,10 +189,13 @@ class AlertConsumer(TwoStageStop):
                 to_send = deliveries.claim(connection, wanted)
             fresh = [a for a in alerts if (a.transaction_id, a.channel) in to_send]
             self.stats.skipped += len(alerts) - len(fresh)
-            outcomes = list(pool.map(self._deliver, fresh))
+            outcomes, stopped = _gather([pool.submit(self._deliver, a) for a in fresh])
             with self.engine.begin() as connection:
                 deliveries.record(connection, outcomes)
             self._count(outcomes, batch)
+            if stopped:
+                log.info("stopped while retrying: %d alerts stay pending for the next run", stopped)
+                return  # not acked: the next start reads the batch again, sends what is pending
         self._ack(batch)
 
     def _plan(self, decisions: list[Decided]) -> list[Alert]:
@@ -213,11 +223,22 @@ class AlertConsumer(TwoStageStop):
 
     def _deliver(self, alert: Alert) -> deliveries.Outcome:
         channel = self.channels[alert.channel]
-        tried = with_retries(lambda: channel.send(alert), self.policy)
+        tried = with_retries(lambda: channel.send(alert), self.policy, sleep=self._pause)
         if tried.error is not None:
             log.warning("alert %s failed after %d attempts: %s", alert.alert_id, tried.attempts,
                         tried.error)  # fmt: skip
         return deliveries.Outcome(alert.transaction_id, alert.channel, tried.attempts, tried.error)
+
+    def _pause(self, seconds: float) -> None:
+        """The wait between two tries, cut short by a stop request (`_Stopped`)."""
+        if self._stopping.wait(seconds):
+            raise _Stopped
+
+    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """As `TwoStageStop`, and a batch waiting to retry stops waiting: it stays pending,
+        rather than hold the stop for up to the whole backoff."""
+        self._stopping.set()
+        super().request_stop(signum, frame)
 
     def _count(self, outcomes: list[deliveries.Outcome], batch: _Batch) -> None:
         for outcome in outcomes:
@@ -264,3 +285,20 @@ class AlertConsumer(TwoStageStop):
 
 def _customer_id(alert: Alert) -> str | None:
     return alert.customer.customer_id if alert.customer else None
+
+
+class _Stopped(Exception):
+    """A stop was requested while a delivery waited to retry."""
+
+
+def _gather(
+    futures: list[Future[deliveries.Outcome]],
+) -> tuple[list[deliveries.Outcome], int]:
+    """The outcomes of the deliveries that ended, and how many were cut short by a stop."""
+    outcomes, stopped = [], 0
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except _Stopped:
+            stopped += 1
+    return outcomes, stopped

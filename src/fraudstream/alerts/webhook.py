@@ -76,6 +76,7 @@ class WebhookChannel:
             with _opener.open(request, timeout=self.timeout_s) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
             raise AlertError(f"webhook: {self.describe()} answered HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
