@@ -296,3 +296,37 @@ def test_a_stop_cuts_the_retries_short_and_leaves_the_batch_pending(
         assert len(receiver.wait_for(1)) == 1
     assert (stats.sent, stats.failed) == (1, 0)
     assert [r["status"] for r in log_rows(engine)] == ["sent"]
+
+
+def test_alerts_that_failed_before_a_stop_are_dead_lettered_once(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    publish(client, KEYS.decisions, [decided(1), decided(2)])
+    one_at_a_time = AlertOptions(block_ms=50, progress_s=0.0, concurrency=1)
+    with webhook_receiver(default=500) as receiver:
+        running = consumer(
+            client, engine, {"webhook": webhook(receiver.url)}, options=one_at_a_time
+        )
+        running.policy = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.01)
+        receiver.hold_from = 4
+        receiver.gate.clear()
+        thread = threading.Thread(target=lambda: running.run(handle_signals=False))
+        thread.start()
+        receiver.wait_for(4)  # tx-1 failed its 3 tries; tx-2's first is held
+        running.request_stop()
+        receiver.gate.set()  # tx-2's first try fails: its retry is cut short
+        thread.join(20)
+        assert not thread.is_alive()
+    assert {r["transaction_id"]: r["status"] for r in log_rows(engine)} == {
+        "tx-1": "failed",
+        "tx-2": "pending",
+    }
+    assert [json.loads(d[b"payload"])["transaction_id"] for d in dead_letters(client)] == ["tx-1"]
+    with webhook_receiver() as receiver:
+        stats = consumer(client, engine, {"webhook": webhook(receiver.url)}).run(
+            burst=True, handle_signals=False
+        )
+        [got] = receiver.wait_for(1)
+    assert json.loads(got.body)["transaction_id"] == "tx-2"
+    assert (stats.sent, stats.skipped, stats.dead_lettered) == (1, 1, 0)
+    assert len(dead_letters(client)) == 1

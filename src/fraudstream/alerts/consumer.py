@@ -192,10 +192,13 @@ class AlertConsumer(TwoStageStop):
             outcomes, stopped = _gather([pool.submit(self._deliver, a) for a in fresh])
             with self.engine.begin() as connection:
                 deliveries.record(connection, outcomes)
-            self._count(outcomes, batch)
-            if stopped:
+            failed = self._count(outcomes, batch)
+            if stopped:  # not acked: the next start reads the batch again, sends the pending
                 log.info("stopped while retrying: %d alerts stay pending for the next run", stopped)
-                return  # not acked: the next start reads the batch again, sends what is pending
+                self.reader.ack([], failed, self.keys.deadletter)  # logged failed: not retried
+                self.stats.dead_lettered += len(failed)
+                return
+            batch.dead += failed
         self._ack(batch)
 
     def _plan(self, decisions: list[Decided]) -> list[Alert]:
@@ -240,7 +243,9 @@ class AlertConsumer(TwoStageStop):
         self._stopping.set()
         super().request_stop(signum, frame)
 
-    def _count(self, outcomes: list[deliveries.Outcome], batch: _Batch) -> None:
+    def _count(self, outcomes: list[deliveries.Outcome], batch: _Batch) -> list[DeadLetter]:
+        """Count the outcomes; the dead letters of the failed ones."""
+        failed = []
         for outcome in outcomes:
             if outcome.error is None:
                 self.stats.sent += 1
@@ -248,9 +253,10 @@ class AlertConsumer(TwoStageStop):
             self.stats.failed += 1
             entry_id, payload = batch.entries[outcome.transaction_id]
             reason = f"alerts: {outcome.error} (after {outcome.attempts} attempts)"
-            batch.dead.append(
+            failed.append(
                 dead_letter(self.keys.decisions, entry_id, payload, reason, outcome.channel)
             )
+        return failed
 
     def _ack(self, batch: _Batch) -> None:
         self.reader.ack(batch.ids, batch.dead, self.keys.deadletter)

@@ -107,12 +107,12 @@ class GroupReader:
 
     def ack(self, ids: Sequence[bytes], dead: Sequence[DeadLetter], deadletter: str) -> None:
         """Ack a batch handled, and add its dead letters to ``deadletter``, in one
-        MULTI/EXEC: a dead letter is never written for an entry left pending, nor lost for
-        one acked."""
+        MULTI/EXEC: a dead letter is not lost for an entry acked."""
         pipe = self.client.pipeline(transaction=True)
         for record in dead:
             pipe.xadd(deadletter, record)
-        pipe.xack(self.stream, self.group, *ids)
+        if ids:
+            pipe.xack(self.stream, self.group, *ids)
         pipe.execute()
 
     def _read(self, start: bytes | str) -> tuple[list[Entry], bytes | None]:
