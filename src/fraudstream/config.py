@@ -22,7 +22,16 @@ from fraudstream.schema import AMOUNT_CEILING
 
 ENV_PREFIX = "FRAUDSTREAM_"
 CONFIG_FILE = "fraudstream.toml"
-SECRET_FIELDS = frozenset({"api_key", "valkey_url", "model_registry_key", "database_url"})
+SECRET_FIELDS = frozenset(
+    {
+        "api_key",
+        "valkey_url",
+        "model_registry_key",
+        "database_url",
+        "alerts_webhook_secret",
+        "alerts_smtp_password",
+    }
+)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +103,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (a frozen Valkey must not hang requests, nor ``/healthz``)."""
     """Key of the HTTP API; empty = one generated once into ``data_dir/api.key``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    alerts_file: str = ""
+    """TOML routes of `fraudstream alerts` (``[[route]]`` tables); empty = one route: every
+    block to every configured channel."""
+    alerts_webhook_url: str = ""
+    """``http(s)://`` receiver of the alert webhook; empty = no webhook channel."""
+    alerts_webhook_secret: str = ""
+    """HMAC-SHA256 key signing each webhook body (required with a webhook; never logged)."""
+    alerts_webhook_timeout_s: float = 5.0
+    alerts_smtp_host: str = ""
+    """SMTP server of the alert e-mails; empty = no e-mail channel."""
+    alerts_smtp_port: int = 0
+    """0 = the port of ``alerts_smtp_security``: 587 (starttls), 465 (tls), 25 (plain)."""
+    alerts_smtp_security: Literal["starttls", "tls", "plain"] = "starttls"
+    alerts_smtp_user: str = ""
+    alerts_smtp_password: str = ""
+    alerts_email_from: str = "fraudstream@localhost"
+    alerts_email_to: str = ""
+    """Recipients of the alert e-mails, comma-separated."""
+    alerts_attempts: int = 5
+    """Tries per alert and channel before it is dead-lettered and logged ``failed``."""
+    alerts_backoff_s: float = 0.5
+    """Wait after the first failed try; doubles after each, up to ``alerts_max_backoff_s``."""
+    alerts_max_backoff_s: float = 30.0
+    alerts_batch_size: int = 100
+    """Decisions read per batch by `fraudstream alerts run`."""
 
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "partitions", f"must be >= 1, got {self.partitions}")
@@ -104,6 +138,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"must be >= 1, got {self.sink_batch_size}",
         )
         _check(0 <= self.valkey_port <= 65535, "valkey_port", f"not a port: {self.valkey_port}")
+        _check(
+            0 <= self.alerts_smtp_port <= 65535,
+            "alerts_smtp_port",
+            f"not a port: {self.alerts_smtp_port}",
+        )
+        _check(
+            self.alerts_attempts >= 1,
+            "alerts_attempts",
+            f"must be >= 1, got {self.alerts_attempts}",
+        )
+        _check(
+            0 <= self.alerts_backoff_s <= self.alerts_max_backoff_s,
+            "alerts_backoff_s",
+            f"must be >= 0 and <= alerts_max_backoff_s ({self.alerts_max_backoff_s:g}),"
+            f" got {self.alerts_backoff_s:g}",
+        )
+        _check(
+            self.alerts_batch_size >= 1,
+            "alerts_batch_size",
+            f"must be >= 1, got {self.alerts_batch_size}",
+        )
         _check(
             0 < self.review_amount <= self.block_amount,
             "review_amount",
@@ -236,7 +291,7 @@ def mask_url(url: str) -> str:
 def public_view(settings: Settings) -> dict[str, Any]:
     """The effective settings with secrets masked, for `fraudstream config show`."""
     out: dict[str, Any] = msgspec.structs.asdict(settings)
-    for key in ("api_key", "model_registry_key"):
+    for key in ("api_key", "model_registry_key", "alerts_webhook_secret", "alerts_smtp_password"):
         if out[key]:
             out[key] = "****"
     out["valkey_url"] = mask_url(out["valkey_url"])

@@ -38,6 +38,10 @@ class StoreError(FraudstreamError):
     """The SQL store could not be reached, migrated, written or read."""
 
 
+class AlertError(FraudstreamError):
+    """An alert could not be delivered on its channel (after its retries, or not at all)."""
+
+
 class StreamError(FraudstreamError):
     """A stream operation failed in a way the worker cannot absorb."""
 

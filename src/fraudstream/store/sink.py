@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import redis
@@ -34,14 +32,20 @@ from fraudstream.store import migrate
 from fraudstream.store.engine import describe, first_line
 from fraudstream.store.lag import Lag, measure
 from fraudstream.store.write import store_decisions, store_transactions
-from fraudstream.stream.commit import DeadLetter
-from fraudstream.stream.consumer import TwoStageStop, ensure_group
+from fraudstream.stream.consumer import (
+    DeadLetter,
+    Entry,
+    GroupReader,
+    TwoStageStop,
+    dead_letter,
+    ensure_group,
+    host_consumer,
+)
 from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
 
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "sink"
-Entry = tuple[bytes, dict[bytes, bytes]]
 _decoder = msgspec.json.Decoder(Decision)
 
 
@@ -93,11 +97,6 @@ def tune_gc() -> None:
     gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
 
 
-def consumer_name() -> str:
-    """Stable across restarts on a host: a sink that comes back reads its own pending first."""
-    return f"sink:{socket.gethostname()}"
-
-
 @dataclass
 class _Batch:
     ids: list[bytes] = field(default_factory=list)
@@ -123,13 +122,19 @@ class Sink(TwoStageStop):
         self.engine = engine
         self.keys = keys
         self.options = options
-        self.consumer = consumer or consumer_name()
+        self.consumer = consumer or host_consumer(SINK_GROUP)
         self.on_progress = on_progress
         self.stats = SinkStats()
-        self._pending_from: bytes | str | None = "0"
-        self._claim_from: bytes | str = "0-0"
+        self.reader = GroupReader(
+            client,
+            keys.decisions,
+            SINK_GROUP,
+            self.consumer,
+            count=options.batch_size,
+            block_ms=options.block_ms,
+            claim_idle_ms=options.claim_idle_ms,
+        )
         self._migrated = False
-        self._next_claim = 0.0
         self._next_progress = 0.0
 
     # --- the loop ---------------------------------------------------------------------------
@@ -179,7 +184,7 @@ class Sink(TwoStageStop):
         than after ``claim_idle_ms``. A read-ahead still running is let finish first."""
         if ahead is not None:
             wait([ahead])
-        self._pending_from = "0"
+        self.reader.reread_pending()
 
     def bootstrap(self) -> None:
         """Migrate the schema to the newest revision, then create the group (from the start
@@ -187,59 +192,14 @@ class Sink(TwoStageStop):
         that is down at start is waited for, like one that goes down later."""
         if not self._migrated:
             self._migrated = self._until_available(lambda: migrate.upgrade(self.engine))
-        self._pending_from = "0"
+        self.reader.reread_pending()
         ensure_group(self.client, self.keys.decisions, SINK_GROUP)
 
     def next_batch(self) -> _Batch:
-        """Our own pending entries first (a previous run of this consumer died holding them),
-        then, every ``claim_idle_ms``, entries another sink left pending, then new ones.
-
-        Both sweeps go on from where the previous batch ended: the batch being written while
-        this one is read is still pending, and must not be read twice."""
-        if self._pending_from is not None:
-            entries, last = self._read(self._pending_from)
-            if last is not None:
-                self._pending_from = last
-                return self._decode(entries)
-            self._pending_from = None
-        if time.monotonic() >= self._next_claim:
-            entries, self._claim_from = self._claim(self._claim_from)
-            if entries:
-                self.stats.claimed += len(entries)
-                return self._decode(entries)
-            if self._claim_from in (b"0-0", "0-0"):  # the sweep is over
-                self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
-        return self._decode(self._read(">")[0])
-
-    def _read(self, start: bytes | str) -> tuple[list[Entry], bytes | None]:
-        """Entries from ``start`` (``>``: new ones), and the last id read (``None``: none).
-        A pending entry the stream's trim removed comes back empty: it is acked, and lost."""
-        reply: Any = self.client.xreadgroup(
-            SINK_GROUP,
-            self.consumer,
-            {self.keys.decisions: start},
-            count=self.options.batch_size,
-            block=self.options.block_ms if start == ">" else None,
-        )
-        got = [(i, f) for _, entries in reply or [] for i, f in entries]
-        gone = [i for i, f in got if f is None]
-        if gone:
-            log.warning("%d pending decisions were trimmed before they were stored", len(gone))
-            self.client.xack(self.keys.decisions, SINK_GROUP, *gone)
-        return [(i, f) for i, f in got if f is not None], (got[-1][0] if got else None)
-
-    def _claim(self, start: bytes | str) -> tuple[list[Entry], bytes | str]:
-        """Entries idle for ``claim_idle_ms`` from ``start`` on, and where to go on from.
-        (The server drops trimmed entries from the pending list itself.)"""
-        reply: Any = self.client.xautoclaim(
-            self.keys.decisions,
-            SINK_GROUP,
-            self.consumer,
-            self.options.claim_idle_ms,
-            start_id=start,
-            count=self.options.batch_size,
-        )
-        return [(i, f) for i, f in reply[1] if f is not None], reply[0]
+        """The next entries of the group (`GroupReader`: own pending, idle, new), decoded."""
+        entries = self.reader.next()
+        self.stats.claimed = self.reader.claimed
+        return self._decode(entries)
 
     def caught_up(self) -> bool:
         measured = measure(self.client, self.keys.decisions, SINK_GROUP)
@@ -257,11 +217,7 @@ class Sink(TwoStageStop):
         self.stats.dead_lettered += len(batch.dead)
 
     def _ack(self, batch: _Batch) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for record in batch.dead:
-            pipe.xadd(self.keys.deadletter, record)
-        pipe.xack(self.keys.decisions, SINK_GROUP, *batch.ids)
-        pipe.execute()
+        self.reader.ack(batch.ids, batch.dead, self.keys.deadletter)
 
     def _store(self, batch: _Batch) -> bool:
         def write() -> None:
@@ -306,7 +262,9 @@ class Sink(TwoStageStop):
             try:
                 batch.decisions.append(_decoder.decode(payload))
             except msgspec.MsgspecError as exc:
-                batch.dead.append(_dead_letter(self.keys.decisions, entry_id, payload, str(exc)))
+                batch.dead.append(
+                    dead_letter(self.keys.decisions, entry_id, payload, f"sink: {exc}")
+                )
                 continue
             tx = fields.get(TX)
             if tx is None:  # streamed by a release that did not carry it
@@ -315,7 +273,7 @@ class Sink(TwoStageStop):
                 batch.transactions.append(decode_transaction(tx))
             except SchemaError as exc:  # the decision is kept; its transaction is told of
                 batch.dead.append(
-                    _dead_letter(self.keys.decisions, entry_id, tx, f"transaction: {exc}")
+                    dead_letter(self.keys.decisions, entry_id, tx, f"sink: transaction: {exc}")
                 )
         return batch
 
@@ -333,14 +291,3 @@ class Sink(TwoStageStop):
 
 def _unavailable(exc: BaseException | None) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-
-
-def _dead_letter(stream: str, entry_id: bytes, payload: bytes, reason: str) -> DeadLetter:
-    return {
-        "reason": f"sink: {reason}",
-        "field": "",
-        "stream": stream,
-        "entry_id": entry_id,
-        "payload": payload,
-        "at_ms": int(time.time() * 1000),
-    }

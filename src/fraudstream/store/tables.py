@@ -122,4 +122,11 @@ alerts = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("answered_at", Time),
     sa.Column("answer", sa.String(16)),
+    sa.Column("attempts", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("delivered_at", Time, comment="when it was sent, or given up (failed)"),
+    sa.Column("error", sa.String(256), comment="failed: the last attempt's error"),
+    sa.UniqueConstraint("transaction_id", "channel"),
 )
+"""The delivery log of `fraudstream.alerts`: one row per transaction and channel, ``pending``
+while it is being sent, then ``sent`` or ``failed``; the unique key is what keeps a
+re-delivered decision from being sent twice (`fraudstream.alerts.deliveries`)."""

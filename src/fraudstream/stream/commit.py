@@ -20,11 +20,10 @@ from redis.typing import EncodableT, FieldT
 
 from fraudstream.schema import Decision, encode
 from fraudstream.stream.batch import Batch
+from fraudstream.stream.consumer import DeadLetter
 from fraudstream.stream.decided import DEFAULT_TTL_S, DecidedStore
 from fraudstream.stream.keys import GROUP, PAYLOAD, TX, StreamKeys
 from fraudstream.stream.leases import Lease
-
-DeadLetter = dict[FieldT, EncodableT]
 
 ATTEMPTS = 3
 """Checks of the fence before a batch is given up: a lease key changes under a live owner

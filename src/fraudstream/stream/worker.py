@@ -33,8 +33,8 @@ from fraudstream.schema import (
 )
 from fraudstream.scoring import Scorer
 from fraudstream.stream.batch import Batch, BatchReader, Entry
-from fraudstream.stream.commit import Committer, DeadLetter
-from fraudstream.stream.consumer import TwoStageStop, ensure_group
+from fraudstream.stream.commit import Committer
+from fraudstream.stream.consumer import DeadLetter, TwoStageStop, dead_letter, ensure_group
 from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.leases import LeaseManager
@@ -225,7 +225,7 @@ class Worker(TwoStageStop):
                 decoded.payloads[tx.transaction_id] = payload
                 decoded.arrived.append(_enqueued_at(entry_id))
             except SchemaError as exc:
-                decoded.dead.append(_dead_letter(stream, entry_id, payload, exc.field, str(exc)))
+                decoded.dead.append(dead_letter(stream, entry_id, payload, str(exc), exc.field))
         return decoded
 
     def _drop(self, batch: Batch) -> None:
@@ -273,19 +273,6 @@ class _Decoded:
 def _enqueued_at(entry_id: bytes) -> float:
     """Epoch seconds at which the server stored the entry (the ms part of its id)."""
     return int(entry_id.split(b"-", 1)[0]) / 1000
-
-
-def _dead_letter(
-    stream: str, entry_id: bytes, payload: bytes, field_name: str, reason: str
-) -> DeadLetter:
-    return {
-        "reason": reason,
-        "field": field_name,
-        "stream": stream,
-        "entry_id": entry_id,
-        "payload": payload,
-        "at_ms": int(time.time() * 1000),
-    }
 
 
 WorkerFactory = Callable[[], Worker]

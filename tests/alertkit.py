@@ -1,0 +1,149 @@
+"""Real receivers for the alerts: an HTTP server that checks each webhook's signature and
+records it, and an SMTP server (aiosmtpd) that records each message."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fraudstream.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+
+SECRET = "test-webhook-secret"
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+    verified: bool
+
+
+@dataclass
+class Receiver:
+    """Answers each POST with the next of ``statuses`` (then ``default``), after checking
+    its signature with `verify_signature`; every request is kept in ``received``."""
+
+    url: str = ""
+    statuses: list[int] = field(default_factory=list)
+    default: int = 200
+    received: list[Received] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    gate: threading.Event = field(default_factory=threading.Event)
+    """Answers wait until it is set (it is, unless a test holds the receiver)."""
+    hold_from: int = 1
+    """The request (counting from 1) from which answers wait for the gate."""
+
+    def answer(self, body: bytes, headers: dict[str, str]) -> int:
+        verified = verify_signature(
+            SECRET,
+            headers.get(TIMESTAMP_HEADER, ""),
+            body,
+            headers.get(SIGNATURE_HEADER, ""),
+            tolerance_s=300,
+        )
+        with self.changed:
+            self.received.append(Received(body, headers, verified))
+            self.changed.notify_all()
+            status = self.statuses.pop(0) if self.statuses else self.default
+            held = len(self.received) >= self.hold_from
+        assert not held or self.gate.wait(30), "the test never released the receiver"
+        return status if verified else 401
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.received) >= count, timeout), (
+                f"{len(self.received)} of {count} webhooks received"
+            )
+            return list(self.received)
+
+
+@contextmanager
+def webhook_receiver(
+    *, statuses: list[int] | None = None, default: int = 200
+) -> Iterator[Receiver]:
+    receiver = Receiver(statuses=list(statuses or []), default=default)
+    receiver.gate.set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            status = receiver.answer(body, dict(self.headers.items()))
+            self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", receiver.url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/fraud"
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (a receiver that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@dataclass
+class Mailbox:
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        with self.changed:
+            self.messages.append((list(envelope.rcpt_tos), parsed))
+            self.changed.notify_all()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[list[str], EmailMessage]]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.messages) >= count, timeout), (
+                f"{len(self.messages)} of {count} e-mails received"
+            )
+            return list(self.messages)
+
+
+@contextmanager
+def smtp_server() -> Iterator[Mailbox]:
+    """A plain SMTP server on loopback (aiosmtpd), recording every message."""
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox(port=closed_port())
+    controller = Controller(mailbox, hostname=mailbox.host, port=mailbox.port)
+    controller.start()
+    try:
+        yield mailbox
+    finally:
+        controller.stop()
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    """The plain text and the HTML of an alert e-mail."""
+    plain = message.get_body(preferencelist=("plain",))
+    rich = message.get_body(preferencelist=("html",))
+    assert plain is not None and rich is not None
+    return str(plain.get_content()), str(rich.get_content())
