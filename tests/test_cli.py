@@ -140,6 +140,10 @@ def test_demo_json_accounts_for_every_message(
     assert report["model_version"] != "none"  # the first run trains and activates a model
     assert set(report["model_metrics"]) == {"auc_roc", "average_precision", "card_precision_at_100"}
     assert 0 <= report["frauds_flagged"] <= min(report["frauds_sent"], report["flagged"])
+    assert report["stored"] == report["decisions"]  # the sink kept every decision
+    assert str(tmp_path) in report["store"] or "fraudstream.db" in report["store"]
+    blocks = report["outcomes"].get("block", 0)
+    assert report["alerts"]["received"] == report["alerts"]["verified"] == blocks
     again = _run("demo", "--duration", "1", "--tps", "200", "--workers", "1", "--json", env=env)
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)

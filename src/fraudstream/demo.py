@@ -1,9 +1,11 @@
 """`fraudstream demo`: the whole path on one laptop, measured.
 
-Starts (or reuses) the embedded Valkey, runs worker processes, sends simulated transactions
-(the simulator's full profile) at a target rate with a few malformed ones, to show the
-dead-letter path, follows the decisions stream, and reports throughput, end-to-end latency
-(enqueue -> decision) and outcomes.
+Starts (or reuses) the embedded Valkey, runs worker processes, the SQL sink (decisions and
+transactions into the configured store, SQLite in the data dir by default) and the alerts
+consumer (every block by signed webhook to a local receiver the demo starts), sends simulated
+transactions (the simulator's full profile) at a target rate with a few malformed ones, to
+show the dead-letter path, follows the decisions stream, and reports throughput, end-to-end
+latency (enqueue -> decision), outcomes, what the store holds and the alerts received.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,14 @@ class DemoReport:
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     rule_hits: dict[str, int] = field(default_factory=dict)
+    store: str = ""
+    stored: int = 0
+    """Decisions of this run in the store when the demo ended."""
+    alerts_received: int = 0
+    alerts_verified: int = 0
+    alert_latencies_ms: list[float] = field(default_factory=list)
+    """Decision time -> webhook received, per alert."""
+    logs: str = ""
 
     @property
     def throughput(self) -> float:
@@ -86,6 +97,15 @@ class DemoReport:
                 "p99": round(self.percentile(99), 2),
                 "max": round(max(self.latencies_ms, default=0.0), 2),
             },
+            "store": self.store,
+            "stored": self.stored,
+            "alerts": {
+                "received": self.alerts_received,
+                "verified": self.alerts_verified,
+                "latency_ms_p50": _pct(self.alert_latencies_ms, 50),
+                "latency_ms_p95": _pct(self.alert_latencies_ms, 95),
+            },
+            "logs": self.logs,
             "outcomes": dict(sorted(self.outcomes.items())),
             "rule_hits": dict(sorted(self.rule_hits.items(), key=lambda kv: -kv[1])),
         }
@@ -117,21 +137,96 @@ class DemoRun:
         self._fraud_ids: set[str] = set()
 
     def run(self, on_progress: Callable[[int, int], None] | None = None) -> DemoReport:
+        from fraudstream.alerts.receiver import LocalReceiver
+        from fraudstream.store.engine import create_engine, database_url, describe
+
         self.report.backlog = self.backlog()
         start_decisions = _last_id(self.client, self.keys.decisions)
         start_dead = _last_id(self.client, self.keys.deadletter)
-        self._start_workers()
-        try:
-            self._wait_for_workers()
-            t0 = time.monotonic()
-            producer = threading.Thread(target=self._produce, daemon=True)
-            producer.start()
-            self._follow(start_decisions, producer, on_progress)
-            self.report.elapsed_s = time.monotonic() - t0
-            self.report.dead_letters = self._count_dead(start_dead)
-        finally:
-            self._stop_workers()
+        secret = secrets.token_hex(16)
+        with LocalReceiver(secret) as receiver:
+            self._start_workers()
+            self._start_consumers(receiver.url, secret)
+            try:
+                self._wait_for_workers()
+                t0 = time.monotonic()
+                producer = threading.Thread(target=self._produce, daemon=True)
+                producer.start()
+                self._follow(start_decisions, producer, on_progress)
+                self.report.elapsed_s = time.monotonic() - t0
+                self.report.dead_letters = self._count_dead(start_dead)
+                engine = create_engine(database_url(self.settings))
+                self.report.store = describe(engine)
+                self._wait_for_store(engine)
+                engine.dispose()
+                self._wait_for_alerts(receiver)
+            finally:
+                self._stop_workers()
         return self.report
+
+    def _start_consumers(self, webhook_url: str, secret: str) -> None:
+        """The SQL sink and the alerts consumer, their progress lines in log files (the
+        demo prints its own summary). The webhook goes to the demo's receiver whatever the
+        settings say; e-mail only if the settings configure it."""
+        env = {
+            **os.environ,
+            **to_environ(self.settings),
+            "FRAUDSTREAM_ALERTS_WEBHOOK_URL": webhook_url,
+            "FRAUDSTREAM_ALERTS_WEBHOOK_SECRET": secret,
+            "FRAUDSTREAM_ALERTS_FILE": "",
+        }
+        logs = self.settings.data_path / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.report.logs = str(logs)
+        for command in (["sink"], ["alerts", "run"]):
+            log = (logs / f"demo-{command[0]}.log").open("ab")
+            self._procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "fraudstream", *command],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+            log.close()
+
+    def _wait_for_store(self, engine: Any, timeout: float = 30.0) -> None:
+        """Until the sink holds every decision of the run (or ``timeout``)."""
+        import sqlalchemy as sa
+
+        from fraudstream.store.tables import decisions
+
+        query = sa.select(sa.func.count()).where(
+            decisions.c.transaction_id.like(self.report.run_id + "-%")
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with engine.connect() as connection:
+                    self.report.stored = int(connection.execute(query).scalar_one())
+            except sa.exc.OperationalError:  # the sink has not created the tables yet
+                self.report.stored = 0
+            if self.report.stored >= self.report.decided or time.monotonic() > deadline:
+                return
+            time.sleep(0.25)
+
+    def _wait_for_alerts(self, receiver: Any, timeout: float = 20.0) -> None:
+        """Until an alert per block of the run arrived (or ``timeout``)."""
+        expected = self.report.outcomes.get("block", 0)
+        deadline = time.monotonic() + timeout
+        prefix = self.report.run_id + "-"
+        while True:
+            got = [r for r in receiver.received() if _of_run(r.body, prefix)]
+            if len(got) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.report.alerts_received = len(got)
+        self.report.alerts_verified = sum(r.verified for r in got)
+        self.report.alert_latencies_ms = [
+            (r.at - datetime.fromisoformat(r.body["decided_at"]).timestamp()) * 1000
+            for r in got
+            if "decided_at" in r.body
+        ]
 
     def ensure_model(self, progress: Callable[[str], None] | None = None) -> str:
         """The active model, or one trained now on a small simulated history and activated
@@ -284,6 +379,14 @@ class DemoRun:
     def _count_dead(self, start: bytes) -> int:
         entries: Any = self.client.xrange(self.keys.deadletter, min=b"(" + start, max="+")
         return sum(self.report.run_id.encode() in f.get(b"payload", b"") for _, f in entries)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else 0.0
+
+
+def _of_run(body: dict[str, Any], prefix: str) -> bool:
+    return str(body.get("transaction_id", "")).startswith(prefix)
 
 
 def _malformed(blob: bytes) -> bytes:

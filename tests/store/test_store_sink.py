@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +232,27 @@ def test_transactions_stream_with_their_decisions_and_are_stored_with_them(
     assert sorted(rows) == sorted((t.transaction_id, t.amount) for t in txs)
     dead: Any = client.xrange(KEYS.deadletter)
     assert b"transaction: " in dead[-1][1][b"reason"]
+
+
+def _migrate_at(url: str, moment: float) -> object:
+    """In a process of its own (Alembic's context is per process): migrate at ``moment``."""
+    from fraudstream.store.engine import create_engine
+
+    engine = create_engine(url, busy_timeout_ms=20_000)
+    time.sleep(max(0.0, moment - time.time()))
+    try:
+        return migrate.upgrade(engine)
+    except Exception as exc:  # noqa: BLE001 (returned, shown by the assertion)
+        return repr(exc)
+    finally:
+        engine.dispose()
+
+
+def test_consumers_migrating_a_new_database_at_once_all_start(database_url: str) -> None:
+    """A sink and an alerts consumer started together on a new database race to migrate
+    it: the loser finds the schema the winner made, it does not stop."""
+    moment = time.time() + 2.0
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(3, mp_context=context) as pool:
+        results = list(pool.map(_migrate_at, [database_url] * 3, [moment] * 3))
+    assert results == [migrate.head()] * 3

@@ -101,6 +101,7 @@ def demo(
         report = run.run(on_progress=lambda done, total: progress.update(task, completed=done))
         progress.update(task, completed=report.decided + report.dead_letters)
     console.print(_demo_table(report.as_dict()))
+    console.print(f"sink and alerts logs: {report.logs}", highlight=False)
 
 
 def _say_key_created(path: Path | None) -> None:
@@ -131,6 +132,14 @@ def _demo_table(summary: dict[str, Any]) -> Table:
         ("throughput", f"{summary['throughput_tps']:,.0f} tx/s (target {summary['target_tps']:g})"),
         ("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"),
         ("latency max", f"{lat['max']:.1f} ms"),
+        ("stored (sink)", f"{summary['stored']:,} decisions in {summary['store']}"),
+        (
+            "alerts (webhook, blocks)",
+            f"{summary['alerts']['received']:,} received, {summary['alerts']['verified']:,} "
+            f"signatures verified; decision → receiver p50 / p95 "
+            f"{summary['alerts']['latency_ms_p50']:.1f} / "
+            f"{summary['alerts']['latency_ms_p95']:.1f} ms",
+        ),
     ]
     total = max(summary["decisions"], 1)
     rows += [

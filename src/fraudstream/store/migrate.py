@@ -7,7 +7,11 @@ we hand over, so no ``alembic.ini`` and no second URL setting exist. For a new r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +25,7 @@ from fraudstream.store.engine import describe, first_line
 from fraudstream.store.tables import metadata
 
 SCRIPTS = "fraudstream.store:migrations"
+LOCK_ID = 0x66737462  # "fstb": the advisory lock migrations take on PostgreSQL
 log = logging.getLogger(__name__)
 
 
@@ -34,14 +39,21 @@ def _config(connection: sa.Connection | None = None) -> Config:
 def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
     """Bring the schema to ``revision``; returns the revision it is at afterwards.
 
+    Processes started together on a new database (a sink and an alerts consumer) take turns
+    (`_exclusive`): the second finds the schema the first made, instead of failing on a
+    table that appeared under it.
+
     Raises:
         StoreError: the database is unreachable or a migration failed.
     """
     try:
-        before = current(engine)
-        with engine.begin() as connection:
-            command.upgrade(_config(connection), revision)
-        after = current(engine)
+        with _exclusive(engine):
+            before = current(engine)
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_ID})")
+                command.upgrade(_config(connection), revision)
+            after = current(engine)
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(
             f"database_url: migrating {describe(engine)} failed: {first_line(exc)}"
@@ -49,6 +61,25 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
     if after != before:
         log.info("schema of %s migrated: %s -> %s", describe(engine), before, after)
     return after
+
+
+@contextlib.contextmanager
+def _exclusive(engine: sa.Engine) -> Iterator[None]:
+    """One migrating process at a time on a SQLite file: an advisory lock on a file beside
+    it (SQLite runs DDL outside the migration's transaction, so its own locks cannot order
+    two migrations). PostgreSQL's transactional DDL is ordered by an advisory lock instead."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    lock = Path(f"{database}.migrate.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def current(engine: sa.Engine) -> str | None:

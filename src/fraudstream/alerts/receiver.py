@@ -1,0 +1,98 @@
+"""A local webhook receiver: what `fraudstream demo` points its alerts at, and what a team can
+start to see alerts arrive before wiring their own endpoint.
+
+Every POST is checked with `verify_signature` and recorded with the time it arrived; it is
+answered 204 when the signature holds, 401 when not (a real receiver must refuse unsigned
+alerts). Loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from fraudstream.alerts.signing import verify_signature
+
+MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class Received:
+    at: float
+    """Epoch seconds of arrival."""
+    body: dict[str, Any]
+    verified: bool
+
+
+class LocalReceiver:
+    """``with LocalReceiver(secret) as r: … r.url …``: an HTTP server on 127.0.0.1 (a free
+    port) in a thread, collecting what it receives."""
+
+    def __init__(self, secret: str, *, tolerance_s: float = 300.0) -> None:
+        self.secret = secret
+        self.tolerance_s = tolerance_s
+        self._lock = threading.Lock()
+        self._received: list[Received] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/alerts"
+
+    def received(self) -> list[Received]:
+        with self._lock:
+            return list(self._received)
+
+    def __enter__(self) -> LocalReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _record(self, body: bytes, timestamp: str, signature: str) -> bool:
+        ok = verify_signature(self.secret, timestamp, body, signature, self.tolerance_s)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = {}
+        with self._lock:
+            self._received.append(Received(time.time(), parsed, ok))
+        return ok
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY:
+                    self.send_response(413)
+                    self.end_headers()
+                    return
+                body = self.rfile.read(length)
+                ok = receiver._record(
+                    body,
+                    self.headers.get("X-Fraudstream-Timestamp", ""),
+                    self.headers.get("X-Fraudstream-Signature", ""),
+                )
+                self.send_response(204 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return  # quiet: the demo prints its own summary
+
+        return Handler
