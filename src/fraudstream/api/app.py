@@ -3,9 +3,10 @@
 The routes are the `ENDPOINTS` table (`spec.Endpoint`: handler, scope, body, answers); the
 OpenAPI document at ``/openapi.json`` and the page at ``/docs`` are generated from it.
 
-Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named, anything
-else 503; a Valkey error or timeout (``api_valkey_timeout_s``) is 503 too. Valkey calls run in
-worker threads, never on the event loop: a frozen Valkey slows the requests that need it, not
+Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named,
+`NotFoundError` 404, `ConflictError` 409, anything else 503; a Valkey error or timeout
+(``api_valkey_timeout_s``) is 503 too. Valkey and database calls run in worker threads, never
+on the event loop: a frozen Valkey or a locked database slows the requests that need it, not
 ``/healthz``.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import msgspec
 import redis
+import sqlalchemy as sa
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -41,9 +43,10 @@ from fraudstream.api.session import (
     signed_in,
     signed_out,
 )
-from fraudstream.api.spec import Endpoint, openapi
+from fraudstream.api.spec import Endpoint, Param, openapi
 from fraudstream.config import Settings
-from fraudstream.errors import FraudstreamError, SchemaError
+from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError, SchemaError
+from fraudstream.reviews import Resolution, ReviewDesk
 from fraudstream.rules import ListError
 from fraudstream.rules.lists import Lists
 from fraudstream.schema import (
@@ -56,6 +59,9 @@ from fraudstream.schema import (
     schema_error,
 )
 from fraudstream.scoring import Scorer, build_scorer
+from fraudstream.store import reviews as queue
+from fraudstream.store.engine import create_engine, database_url
+from fraudstream.store.reviews import Review
 from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.producer import Producer
@@ -64,11 +70,17 @@ JSON = "application/json"
 LIST_PAGE = 1000
 """Entries returned by ``GET /v1/lists/{name}`` (the CLI streams all of them)."""
 REPLAY_HEADER = "Idempotent-Replay"
+REVIEW_ID_MAX = 2**31 - 1
+"""Review ids are SQL integers: a larger one names no review."""
 
 
-def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlette:
+def create_app(
+    settings: Settings, client: redis.Redis, api_key: str, engine: sa.Engine | None = None
+) -> Starlette:
     """The app, its scorer built from ``settings`` on ``client`` (now, so that a server that
-    cannot load the active model refuses to start: see `build_scorer`)."""
+    cannot load the active model refuses to start: see `build_scorer`). The review queue is
+    in ``engine``'s database (by default the store of ``settings``, connected on first use;
+    the sink or ``fraudstream db upgrade`` creates its tables)."""
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     decided = DecidedStore(client, settings.stream_prefix, settings.decision_ttl_s)
     lists = Lists(client)
@@ -90,11 +102,14 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
 
     scorer = build_scorer(settings, client)
     batcher = MicroBatcher(scorer, decided, publish)
+    database = engine or create_engine(database_url(settings))
+    desk = ReviewDesk(database, producer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         client.close()
+        database.dispose()
 
     # --- scoring -----------------------------------------------------------------------------
 
@@ -145,6 +160,24 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
         scorer.validate_label(label)
         await to_thread.run_sync(partial(client.xadd, keys.labels, {PAYLOAD: encode(label)}))
         return _json(bodies.LabelAccepted(label.transaction_id), status=202)
+
+    # --- reviews -----------------------------------------------------------------------------
+
+    async def review_queue(request: Request) -> Response:
+        status, limit = _queue_query(request)
+        found = await to_thread.run_sync(desk.queue, status, limit)
+        return _json(bodies.ReviewPage(found))
+
+    async def review_claim(request: Request) -> Response:
+        review_id = _review_id(request)
+        claimed = await to_thread.run_sync(desk.claim, review_id, _caller(request))
+        return _json(claimed)
+
+    async def review_resolve(request: Request) -> Response:
+        body: bodies.ReviewVerdict = _decode(await request.body(), bodies.ReviewVerdict)
+        review_id = _review_id(request)
+        resolve = partial(desk.resolve, review_id, _caller(request), body.verdict, body.note)
+        return _json(await to_thread.run_sync(resolve))
 
     # --- lists -------------------------------------------------------------------------------
 
@@ -279,6 +312,41 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
         ),
         Endpoint(
             "GET",
+            "/v1/reviews",
+            review_queue,
+            "review",
+            "The review queue, oldest decision first, with score, reasons, amount and customer",
+            answers={200: bodies.ReviewPage},
+            params=(
+                Param("status", {"enum": list(queue.STATUSES), "default": "open"}),
+                Param(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": queue.MAX_LIMIT, "default": 100},
+                ),
+            ),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/reviews/{review_id}/claim",
+            review_claim,
+            "review",
+            "Claim a review for the calling key (409 if another key holds it, or it is resolved)",
+            answers={200: Review, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+            params=(_REVIEW_ID,),
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/reviews/{review_id}/resolve",
+            review_resolve,
+            "review",
+            "Resolve a review with a verdict: stored, and published as a label (source review)",
+            body=bodies.ReviewVerdict,
+            answers={200: Resolution, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+            params=(_REVIEW_ID,),
+        ),
+        Endpoint(
+            "GET",
             "/v1/lists/{name}",
             list_entries,
             "read",
@@ -364,6 +432,39 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
     )
 
 
+_REVIEW_ID = Param("review_id", {"type": "integer", "minimum": 1, "maximum": REVIEW_ID_MAX})
+
+
+def _review_id(request: Request) -> int:
+    """The path's review id; one that cannot be an id names no review.
+
+    Raises:
+        NotFoundError: ``review_id``.
+    """
+    raw: str = request.path_params["review_id"]
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= REVIEW_ID_MAX:
+        return int(raw)
+    raise NotFoundError("review_id", f"no review {raw[:32]!r}")
+
+
+def _queue_query(request: Request) -> tuple[queue.ReviewStatus, int]:
+    """``status`` and ``limit`` of ``GET /v1/reviews``.
+
+    Raises:
+        SchemaError: naming the parameter.
+    """
+    status = queue.check_status(request.query_params.get("status", "open"))
+    raw = request.query_params.get("limit", "100")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+        raise SchemaError("limit", f"must be an integer, got {raw[:32]!r}")
+    return status, queue.check_limit(int(raw))
+
+
+def _caller(request: Request) -> str:
+    """The name of the calling key: who claims and resolves."""
+    return str(request.state.api_key.name)
+
+
 def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:
     """One route per path (so ``OPTIONS`` and 405 answers list every method of the path),
     dispatching on the method to the endpoint's handler behind its scope check."""
@@ -438,7 +539,15 @@ async def _valkey_error(request: Request, exc: redis.RedisError) -> Response:
     return _json(bodies.ErrorBody(bodies.ErrorDetail(message)), status=503)
 
 
+_STATUS: tuple[tuple[type[FraudstreamError], int], ...] = (
+    (SchemaError, 422),
+    (ListError, 422),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+)
+
+
 async def _error(request: Request, exc: FraudstreamError) -> Response:
-    field = exc.field if isinstance(exc, SchemaError) else None
-    status = 422 if isinstance(exc, SchemaError | ListError) else 503
+    field = exc.field if isinstance(exc, SchemaError | NotFoundError | ConflictError) else None
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 503)
     return _json(bodies.ErrorBody(bodies.ErrorDetail(str(exc), field)), status=status)

@@ -1,5 +1,5 @@
 """The SQL sink: its own consumer group on ``tx.decisions``, batched idempotent writes, XACK
-after the commit.
+after the commit. A ``review`` decision opens its review in the same database transaction.
 
 The loop reads like a checklist (`Sink.run`): bootstrap (migrate the schema, create the
 group), then read a batch → store it in one database transaction → ack. Delivery is
@@ -33,6 +33,7 @@ from fraudstream.schema import Decision
 from fraudstream.store import migrate
 from fraudstream.store.engine import describe, first_line
 from fraudstream.store.lag import Lag, measure
+from fraudstream.store.reviews import open_reviews
 from fraudstream.store.write import store_decisions
 from fraudstream.stream.commit import DeadLetter
 from fraudstream.stream.consumer import TwoStageStop, ensure_group
@@ -56,6 +57,8 @@ class SinkStats:
     db_retries: int = 0
     """Attempts that failed because the database was down or locked."""
     claimed: int = 0
+    reviews_opened: int = 0
+    """Reviews queued for the ``review`` decisions stored (`fraudstream.store.reviews`)."""
     lag: Lag | None = None
     """As measured at the last progress tick."""
     lost: int = 0
@@ -264,7 +267,9 @@ class Sink(TwoStageStop):
         def write() -> None:
             with self.engine.begin() as connection:
                 new = store_decisions(connection, batch.decisions)
+                opened = open_reviews(connection, batch.decisions)
             self.stats.stored += new
+            self.stats.reviews_opened += opened
             self.stats.duplicates += len(batch.decisions) - new
 
         return self._until_available(write)
