@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import msgspec
 import sqlalchemy as sa
@@ -25,7 +25,9 @@ from fraudstream.store.write import store_labels
 ReviewStatus = Literal["open", "claimed", "resolved"]
 STATUSES: tuple[ReviewStatus, ...] = get_args(ReviewStatus)
 Verdict = Literal["fraud", "genuine"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 MAX_LIMIT = 1000
+S = TypeVar("S", bound=str)
 
 
 class Review(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,10 +203,22 @@ def check_status(status: str) -> ReviewStatus:
     """Raises:
     SchemaError: ``status`` naming the valid ones.
     """
-    for known in STATUSES:
-        if status == known:
+    return _one_of("status", status, STATUSES)
+
+
+def check_verdict(verdict: str) -> Verdict:
+    """Raises:
+    SchemaError: ``verdict`` naming the valid ones.
+    """
+    return _one_of("verdict", verdict, VERDICTS)
+
+
+def _one_of(field: str, value: str, choices: tuple[S, ...]) -> S:
+    """``value`` as the choice it equals (typed as the choices are)."""
+    for known in choices:
+        if value == known:
             return known
-    raise SchemaError("status", f"must be one of {', '.join(STATUSES)}, got {status[:32]!r}")
+    raise SchemaError(field, f"must be one of {', '.join(choices)}, got {value[:32]!r}")
 
 
 def check_limit(limit: int) -> int:
