@@ -9,6 +9,7 @@ test process on the same file and the same Valkey.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,7 @@ def _queued(server: str, client: redis.Redis, engine: sa.Engine, n: int) -> dict
     review as the queue lists it."""
     status, decision = post(server, "/v1/score", sample_tx(n, amount=1_000.0))
     assert status == 200 and decision["outcome"] == "review"
-    options = SinkOptions(batch_size=100, block_ms=50, progress_s=0.0)
-    Sink(client, engine, KEYS, options, consumer="sink:test").run(burst=True, handle_signals=False)
+    _sink(client, engine)
     status, page = get(server, "/v1/reviews?status=open&limit=1000")
     assert status == 200
     mine = [r for r in page["reviews"] if r["transaction_id"] == f"api-{n}"]
@@ -79,6 +79,11 @@ def _queued(server: str, client: redis.Redis, engine: sa.Engine, n: int) -> dict
     review: dict[str, Any] = mine[0]
     assert (review["score"], review["reasons"]) == (decision["score"], decision["reasons"])
     return review
+
+
+def _sink(client: redis.Redis, engine: sa.Engine) -> None:
+    options = SinkOptions(batch_size=100, block_ms=50, progress_s=0.0)
+    Sink(client, engine, KEYS, options, consumer="sink:test").run(burst=True, handle_signals=False)
 
 
 def _streamed_labels(client: redis.Redis) -> list[Any]:
@@ -101,17 +106,35 @@ def test_a_review_decision_is_queued_claimed_and_resolved_into_a_label(
     assert status == 200 and done["published"] is True
     assert (done["review"]["verdict"], done["review"]["note"]) == ("genuine", "customer confirmed")
     assert done["label"]["source"] == "review" and done["label"]["is_fraud"] is False
-    with engine.connect() as connection:
-        stored = connection.execute(sa.select(labels)).mappings().all()
-    assert [(r["transaction_id"], r["source"], r["is_fraud"]) for r in stored] == [
-        ("api-1", "review", False)
-    ]
+    assert _stored_labels(engine) == [("api-1", "review", False)]
     [label] = _streamed_labels(client)
     assert (label.transaction_id, label.source, label.is_fraud) == ("api-1", "review", False)
+    now = datetime.now(UTC)
+    chargeback = {
+        "transaction_id": "api-1",
+        "is_fraud": True,
+        "reported_at": now.isoformat(),
+        "terminal_id": "t1",
+        "tx_timestamp": (now - timedelta(days=1)).isoformat(),
+    }
+    assert post(server, "/v1/labels", chargeback)[0] == 202
     policy = Scorer(AmountPolicy.from_settings(Settings()))
     worker = Worker(client, KEYS, policy, WorkerOptions(block_ms=50))
     stats = worker.run(burst=True, handle_signals=False)
-    assert stats.labels == 1 and client.xlen(KEYS.deadletter) == 0
+    assert stats.labels == 2 and client.xlen(KEYS.deadletter) == 0
+    assert client.xlen(KEYS.labels) == 0  # applied and deleted by the workers
+    _sink(client, engine)
+    assert _stored_labels(engine) == [("api-1", "chargeback", True), ("api-1", "review", False)]
+
+
+def _stored_labels(engine: sa.Engine) -> list[tuple[str, str, bool]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(labels.c.transaction_id, labels.c.source, labels.c.is_fraud).where(
+                labels.c.transaction_id == "api-1"
+            )
+        )
+        return sorted((t, s, f) for t, s, f in rows)
 
 
 def test_a_fraud_verdict_names_the_stored_transaction_for_the_features(

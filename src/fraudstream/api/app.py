@@ -158,7 +158,7 @@ def create_app(
     async def labels(request: Request) -> Response:
         label = decode_label(await request.body())
         scorer.validate_label(label)
-        await to_thread.run_sync(partial(client.xadd, keys.labels, {PAYLOAD: encode(label)}))
+        await to_thread.run_sync(producer.send_labels, [label])
         return _json(bodies.LabelAccepted(label.transaction_id), status=202)
 
     # --- reviews -----------------------------------------------------------------------------
