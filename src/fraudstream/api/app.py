@@ -35,6 +35,7 @@ from fraudstream.api.batcher import Answer, MicroBatcher
 from fraudstream.api.docs import asset, docs_page
 from fraudstream.api.keys import BOOTSTRAP, KeyStore, digest
 from fraudstream.api.limits import BodyLimitMiddleware
+from fraudstream.api.reviews import QUEUE_PARAMS, REVIEW_ID, caller, queue_query, review_id_of
 from fraudstream.api.session import (
     SessionStore,
     cookie_token,
@@ -43,7 +44,7 @@ from fraudstream.api.session import (
     signed_in,
     signed_out,
 )
-from fraudstream.api.spec import Endpoint, Param, openapi
+from fraudstream.api.spec import Endpoint, openapi
 from fraudstream.config import Settings
 from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError, SchemaError
 from fraudstream.reviews import Resolution, ReviewDesk
@@ -59,7 +60,6 @@ from fraudstream.schema import (
     schema_error,
 )
 from fraudstream.scoring import Scorer, build_scorer
-from fraudstream.store import reviews as queue
 from fraudstream.store.engine import create_engine, database_url
 from fraudstream.store.reviews import Review
 from fraudstream.stream.decided import DecidedStore
@@ -70,8 +70,6 @@ JSON = "application/json"
 LIST_PAGE = 1000
 """Entries returned by ``GET /v1/lists/{name}`` (the CLI streams all of them)."""
 REPLAY_HEADER = "Idempotent-Replay"
-REVIEW_ID_MAX = 2**31 - 1
-"""Review ids are SQL integers: a larger one names no review."""
 
 
 def create_app(
@@ -80,7 +78,7 @@ def create_app(
     """The app, its scorer built from ``settings`` on ``client`` (now, so that a server that
     cannot load the active model refuses to start: see `build_scorer`). The review queue is
     in ``engine``'s database (by default the store of ``settings``, connected on first use;
-    the sink or ``fraudstream db upgrade`` creates its tables)."""
+    its tables are created on first use if the database is empty)."""
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     decided = DecidedStore(client, settings.stream_prefix, settings.decision_ttl_s)
     lists = Lists(client)
@@ -164,19 +162,19 @@ def create_app(
     # --- reviews -----------------------------------------------------------------------------
 
     async def review_queue(request: Request) -> Response:
-        status, limit = _queue_query(request)
+        status, limit = queue_query(request)
         found = await to_thread.run_sync(desk.queue, status, limit)
         return _json(bodies.ReviewPage(found))
 
     async def review_claim(request: Request) -> Response:
-        review_id = _review_id(request)
-        claimed = await to_thread.run_sync(desk.claim, review_id, _caller(request))
+        review_id = review_id_of(request)
+        claimed = await to_thread.run_sync(desk.claim, review_id, caller(request))
         return _json(claimed)
 
     async def review_resolve(request: Request) -> Response:
         body: bodies.ReviewVerdict = _decode(await request.body(), bodies.ReviewVerdict)
-        review_id = _review_id(request)
-        resolve = partial(desk.resolve, review_id, _caller(request), body.verdict, body.note)
+        review_id = review_id_of(request)
+        resolve = partial(desk.resolve, review_id, caller(request), body.verdict, body.note)
         return _json(await to_thread.run_sync(resolve))
 
     # --- lists -------------------------------------------------------------------------------
@@ -317,13 +315,7 @@ def create_app(
             "review",
             "The review queue, oldest decision first, with score, reasons, amount and customer",
             answers={200: bodies.ReviewPage},
-            params=(
-                Param("status", {"enum": list(queue.STATUSES), "default": "open"}),
-                Param(
-                    "limit",
-                    {"type": "integer", "minimum": 1, "maximum": queue.MAX_LIMIT, "default": 100},
-                ),
-            ),
+            params=QUEUE_PARAMS,
         ),
         Endpoint(
             "POST",
@@ -332,7 +324,7 @@ def create_app(
             "review",
             "Claim a review for the calling key (409 if another key holds it, or it is resolved)",
             answers={200: Review, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
-            params=(_REVIEW_ID,),
+            params=(REVIEW_ID,),
             errors=(401, 403, 503),
         ),
         Endpoint(
@@ -343,7 +335,7 @@ def create_app(
             "Resolve a review with a verdict: stored, and published as a label (source review)",
             body=bodies.ReviewVerdict,
             answers={200: Resolution, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
-            params=(_REVIEW_ID,),
+            params=(REVIEW_ID,),
         ),
         Endpoint(
             "GET",
@@ -430,39 +422,6 @@ def create_app(
         },
         lifespan=lifespan,
     )
-
-
-_REVIEW_ID = Param("review_id", {"type": "integer", "minimum": 1, "maximum": REVIEW_ID_MAX})
-
-
-def _review_id(request: Request) -> int:
-    """The path's review id; one that cannot be an id names no review.
-
-    Raises:
-        NotFoundError: ``review_id``.
-    """
-    raw: str = request.path_params["review_id"]
-    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= REVIEW_ID_MAX:
-        return int(raw)
-    raise NotFoundError("review_id", f"no review {raw[:32]!r}")
-
-
-def _queue_query(request: Request) -> tuple[queue.ReviewStatus, int]:
-    """``status`` and ``limit`` of ``GET /v1/reviews``.
-
-    Raises:
-        SchemaError: naming the parameter.
-    """
-    status = queue.check_status(request.query_params.get("status", "open"))
-    raw = request.query_params.get("limit", "100")
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
-        raise SchemaError("limit", f"must be an integer, got {raw[:32]!r}")
-    return status, queue.check_limit(int(raw))
-
-
-def _caller(request: Request) -> str:
-    """The name of the calling key: who claims and resolves."""
-    return str(request.state.api_key.name)
 
 
 def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:

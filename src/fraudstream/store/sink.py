@@ -61,9 +61,9 @@ class SinkStats:
     """Attempts that failed because the database was down or locked."""
     claimed: int = 0
     reviews_opened: int = 0
+    """Reviews queued for the ``review`` decisions stored (`fraudstream.store.reviews`)."""
     labels_stored: int = 0
     """Labels written (new rows; one per transaction and source)."""
-    """Reviews queued for the ``review`` decisions stored (`fraudstream.store.reviews`)."""
     lag: Lag | None = None
     """As measured at the last progress tick."""
     lost: int = 0
