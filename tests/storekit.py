@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 import sqlalchemy as sa
 
-from fraudstream.schema import Decision, Outcome, encode
+from fraudstream.schema import Decision, Outcome, Transaction, encode
 from fraudstream.store.tables import decisions
 from fraudstream.stream.keys import PAYLOAD
 
@@ -32,6 +32,20 @@ def make_decisions(n: int, *, start: int = 0) -> list[Decision]:
         )
         for i in range(start, start + n)
     ]
+
+
+def make_transaction(transaction_id: str, customer_id: str, terminal_id: str) -> Transaction:
+    """A transaction of 1,000 EUR at `T0`, as the store would hold it."""
+    return Transaction(
+        transaction_id=transaction_id,
+        timestamp=T0,
+        customer_id=customer_id,
+        terminal_id=terminal_id,
+        merchant_id="m1",
+        amount=1_000.0,
+        currency="EUR",
+        channel="ecommerce",
+    )
 
 
 def publish(client: redis.Redis, stream: str, items: list[Decision]) -> None:

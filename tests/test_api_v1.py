@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterator[str]:
+    redis.Redis.from_url(valkey_url).flushall()  # what earlier modules left (models)
     proc, base = start_server(valkey_url, tmp_path_factory.mktemp("api"), KEY)
     try:
         yield base

@@ -42,6 +42,26 @@ class AlertError(FraudstreamError):
     """An alert could not be delivered on its channel (after its retries, or not at all)."""
 
 
+class NotFoundError(FraudstreamError):
+    """What a request names does not exist (an unknown review id); `field` names the part of
+    the request that named it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class ConflictError(FraudstreamError):
+    """The request contradicts the state it meets (a review claimed by someone else, or
+    resolved already); asking again will not help."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
 class StreamError(FraudstreamError):
     """A stream operation failed in a way the worker cannot absorb."""
 

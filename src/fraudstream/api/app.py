@@ -3,9 +3,10 @@
 The routes are the `ENDPOINTS` table (`spec.Endpoint`: handler, scope, body, answers); the
 OpenAPI document at ``/openapi.json`` and the page at ``/docs`` are generated from it.
 
-Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named, anything
-else 503; a Valkey error or timeout (``api_valkey_timeout_s``) is 503 too. Valkey calls run in
-worker threads, never on the event loop: a frozen Valkey slows the requests that need it, not
+Every `FraudstreamError` maps to one status: `SchemaError` 422 with the field named,
+`NotFoundError` 404, `ConflictError` 409, anything else 503; a Valkey error or timeout
+(``api_valkey_timeout_s``) is 503 too. Valkey and database calls run in worker threads, never
+on the event loop: a frozen Valkey or a locked database slows the requests that need it, not
 ``/healthz``.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import msgspec
 import redis
+import sqlalchemy as sa
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,6 +35,7 @@ from fraudstream.api.batcher import Answer, MicroBatcher
 from fraudstream.api.docs import asset, docs_page
 from fraudstream.api.keys import BOOTSTRAP, KeyStore, digest
 from fraudstream.api.limits import BodyLimitMiddleware
+from fraudstream.api.reviews import QUEUE_PARAMS, REVIEW_ID, caller, queue_query, review_id_of
 from fraudstream.api.session import (
     SessionStore,
     cookie_token,
@@ -43,7 +46,8 @@ from fraudstream.api.session import (
 )
 from fraudstream.api.spec import Endpoint, openapi
 from fraudstream.config import Settings
-from fraudstream.errors import FraudstreamError, SchemaError
+from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError, SchemaError
+from fraudstream.reviews import Resolution, ReviewDesk
 from fraudstream.rules import ListError
 from fraudstream.rules.lists import Lists
 from fraudstream.schema import (
@@ -56,9 +60,11 @@ from fraudstream.schema import (
     schema_error,
 )
 from fraudstream.scoring import Scorer, build_scorer
+from fraudstream.store.engine import create_engine, database_url
+from fraudstream.store.reviews import Review
 from fraudstream.stream.commit import decision_entry
 from fraudstream.stream.decided import DecidedStore
-from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.producer import Producer
 
 JSON = "application/json"
@@ -67,9 +73,13 @@ LIST_PAGE = 1000
 REPLAY_HEADER = "Idempotent-Replay"
 
 
-def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlette:
+def create_app(
+    settings: Settings, client: redis.Redis, api_key: str, engine: sa.Engine | None = None
+) -> Starlette:
     """The app, its scorer built from ``settings`` on ``client`` (now, so that a server that
-    cannot load the active model refuses to start: see `build_scorer`)."""
+    cannot load the active model refuses to start: see `build_scorer`). The review queue is
+    in ``engine``'s database (by default the store of ``settings``, connected on first use;
+    its tables are created on first use if the database is empty)."""
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     decided = DecidedStore(client, settings.stream_prefix, settings.decision_ttl_s)
     lists = Lists(client)
@@ -91,11 +101,14 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
 
     scorer = build_scorer(settings, client)
     batcher = MicroBatcher(scorer, decided, publish)
+    database = engine or create_engine(database_url(settings))
+    desk = ReviewDesk(database, producer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         client.close()
+        database.dispose()
 
     # --- scoring -----------------------------------------------------------------------------
 
@@ -144,8 +157,26 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
     async def labels(request: Request) -> Response:
         label = decode_label(await request.body())
         scorer.validate_label(label)
-        await to_thread.run_sync(partial(client.xadd, keys.labels, {PAYLOAD: encode(label)}))
+        await to_thread.run_sync(producer.send_labels, [label])
         return _json(bodies.LabelAccepted(label.transaction_id), status=202)
+
+    # --- reviews -----------------------------------------------------------------------------
+
+    async def review_queue(request: Request) -> Response:
+        status, limit = queue_query(request)
+        found = await to_thread.run_sync(desk.queue, status, limit)
+        return _json(bodies.ReviewPage(found))
+
+    async def review_claim(request: Request) -> Response:
+        review_id = review_id_of(request)
+        claimed = await to_thread.run_sync(desk.claim, review_id, caller(request))
+        return _json(claimed)
+
+    async def review_resolve(request: Request) -> Response:
+        body: bodies.ReviewVerdict = _decode(await request.body(), bodies.ReviewVerdict)
+        review_id = review_id_of(request)
+        resolve = partial(desk.resolve, review_id, caller(request), body.verdict, body.note)
+        return _json(await to_thread.run_sync(resolve))
 
     # --- lists -------------------------------------------------------------------------------
 
@@ -277,6 +308,35 @@ def create_app(settings: Settings, client: redis.Redis, api_key: str) -> Starlet
             "Queue a label (chargeback, analyst verdict) for the workers",
             body=Label,
             answers={202: bodies.LabelAccepted},
+        ),
+        Endpoint(
+            "GET",
+            "/v1/reviews",
+            review_queue,
+            "review",
+            "The review queue, oldest decision first, with score, reasons, amount and customer",
+            answers={200: bodies.ReviewPage},
+            params=QUEUE_PARAMS,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/reviews/{review_id}/claim",
+            review_claim,
+            "review",
+            "Claim a review for the calling key (409 if another key holds it, or it is resolved)",
+            answers={200: Review, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+            params=(REVIEW_ID,),
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/reviews/{review_id}/resolve",
+            review_resolve,
+            "review",
+            "Resolve a review with a verdict: stored, and published as a label (source review)",
+            body=bodies.ReviewVerdict,
+            answers={200: Resolution, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+            params=(REVIEW_ID,),
         ),
         Endpoint(
             "GET",
@@ -439,7 +499,15 @@ async def _valkey_error(request: Request, exc: redis.RedisError) -> Response:
     return _json(bodies.ErrorBody(bodies.ErrorDetail(message)), status=503)
 
 
+_STATUS: tuple[tuple[type[FraudstreamError], int], ...] = (
+    (SchemaError, 422),
+    (ListError, 422),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+)
+
+
 async def _error(request: Request, exc: FraudstreamError) -> Response:
-    field = exc.field if isinstance(exc, SchemaError) else None
-    status = 422 if isinstance(exc, SchemaError | ListError) else 503
+    field = exc.field if isinstance(exc, SchemaError | NotFoundError | ConflictError) else None
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 503)
     return _json(bodies.ErrorBody(bodies.ErrorDetail(str(exc), field)), status=status)

@@ -13,6 +13,7 @@ import msgspec
 from starlette.types import Send
 
 from fraudstream.schema import Decision
+from fraudstream.store.reviews import Review, Verdict
 
 MAX_BATCH = 1000
 """Transactions per ``/v1/score/batch`` or ``/v1/transactions`` request."""
@@ -87,6 +88,19 @@ class Accepted(msgspec.Struct, frozen=True):
 
 class LabelAccepted(msgspec.Struct, frozen=True):
     accepted: str
+
+
+class ReviewVerdict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/reviews/{review_id}/resolve``."""
+
+    verdict: Verdict
+    note: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    """Why: kept with the review."""
+
+
+class ReviewPage(msgspec.Struct, frozen=True):
+    reviews: list[Review]
+    """Oldest decision first."""
 
 
 Value = Annotated[str, msgspec.Meta(max_length=256)]

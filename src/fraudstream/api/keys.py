@@ -24,7 +24,7 @@ import redis
 
 from fraudstream.errors import ConfigError
 
-Scope = Literal["score", "ingest", "labels", "read", "admin"]
+Scope = Literal["score", "ingest", "labels", "read", "review", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 """``admin`` holds every other scope too."""
 KEY_PREFIX = "fsk_"

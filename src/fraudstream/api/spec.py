@@ -41,6 +41,17 @@ class Endpoint:
     errors: tuple[int, ...] = (401, 403, 422, 503)
     headers: dict[str, str] = field(default_factory=dict)
     """Response headers it may set, with their meaning."""
+    params: tuple[Param, ...] = ()
+    """Query parameters, and path parameters that are not plain strings."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter with its JSON schema: of the path if the path names it, else of the query."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
 
 
 def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[str, Any]:
@@ -74,12 +85,9 @@ def _operation(e: Endpoint) -> dict[str, Any]:
     if e.scope is not None:
         op["security"] = [{"apiKey": []}, {"bearer": []}]
         op["description"] = f"Needs a key with the `{e.scope}` scope (or `admin`)."
-    params = re.findall(r"{(\w+)}", e.path)
-    if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in params
-        ]
+    parameters = _parameters(e)
+    if parameters:
+        op["parameters"] = parameters
     if e.body is not None:
         op["requestBody"] = {"required": True, "content": _json(e.body)}
     for status, body in e.answers.items():
@@ -101,6 +109,24 @@ def _operation(e: Endpoint) -> dict[str, Any]:
             "content": _json(ErrorBody),
         }
     return op
+
+
+def _parameters(e: Endpoint) -> list[dict[str, Any]]:
+    """The path's parameters (strings unless the endpoint says otherwise), then the query's."""
+    declared = {p.name: p for p in e.params}
+    path = [
+        declared.get(name, Param(name, {"type": "string"}))
+        for name in re.findall(r"{(\w+)}", e.path)
+    ]
+    query = [p for p in e.params if p not in path]
+    return [_parameter(p, "path") for p in path] + [_parameter(p, "query") for p in query]
+
+
+def _parameter(p: Param, where: str) -> dict[str, Any]:
+    out = {"name": p.name, "in": where, "required": where == "path", "schema": p.schema}
+    if p.description:
+        out["description"] = p.description
+    return out
 
 
 def _json(body: Any) -> dict[str, Any]:

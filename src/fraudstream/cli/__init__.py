@@ -12,6 +12,7 @@ from fraudstream.cli import (  # noqa: F401  (the modules register their command
     keys,
     models,
     pipeline,
+    reviews,
     rules,
     store,
 )

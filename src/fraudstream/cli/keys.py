@@ -19,7 +19,7 @@ ScopeOpt = Annotated[
     list[str],
     typer.Option(
         "--scope",
-        help="score, ingest, labels, read or admin (repeat for several).",
+        help="score, ingest, labels, read, review or admin (repeat for several).",
         show_default=False,
     ),
 ]

@@ -70,8 +70,9 @@ def sink(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Store every decision in the SQL system of record (own consumer group on the decisions
-    stream), migrating the schema first. Prints a progress line with the lag every few
+    """Store every decision and label in the SQL system of record (own consumer group on the
+    decisions stream and the label log), queueing review decisions for the analysts,
+    migrating the schema first. Prints a progress line with the lag every few
     seconds; stops on SIGTERM / Ctrl-C after the batch in hand."""
     from fraudstream.store.engine import describe
     from fraudstream.store.sink import Sink, SinkOptions, tune_gc
@@ -88,7 +89,8 @@ def sink(
         progress_s=progress_s,
     )
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
-    print(f"sink: {keys.decisions} -> {describe(engine)}", file=sys.stderr, flush=True)
+    streams = f"{keys.decisions} + {keys.label_log}"
+    print(f"sink: {streams} -> {describe(engine)}", file=sys.stderr, flush=True)
     runner = Sink(connect(settings), engine, keys, options, on_progress=_ProgressLines())
     tune_gc()
     stats = runner.run(burst=burst)
@@ -112,7 +114,8 @@ class _ProgressLines:
         self.stored, self.at = stats.stored, elapsed_s
         line = (
             f"sink: stored {stats.stored:,} ({stats.duplicates:,} already stored), "
-            f"{rate:,.0f}/s, lag {behind} entries"
+            f"{rate:,.0f}/s, lag {behind} entries, {stats.reviews_opened:,} reviews opened, "
+            f"{stats.labels_stored:,} labels stored"
         )
         if stats.db_retries:
             line += f", database retries {stats.db_retries:,}"
@@ -126,6 +129,8 @@ def _figures(stats: SinkStats) -> dict[str, object]:
     return {
         "stored": stats.stored,
         "duplicates": stats.duplicates,
+        "reviews_opened": stats.reviews_opened,
+        "labels_stored": stats.labels_stored,
         "dead_lettered": stats.dead_lettered,
         "batches": stats.batches,
         "db_retries": stats.db_retries,

@@ -40,12 +40,12 @@ def measure(client: redis.Redis, stream: str, group: str) -> Lag:
         groups, length, info = pipe.execute()
     except redis.ResponseError:  # no such stream yet
         return Lag(unread=0, pending=0, trimmed=0)
-    mine = next((g for g in groups if _text(g["name"]) == group), None)
+    mine = next((g for g in groups if as_text(g["name"]) == group), None)
     if mine is None:
         return Lag(unread=length, pending=0, trimmed=0)
     pending = int(mine["pending"])
     added, read = _field(info, "entries-added"), mine.get("entries-read")
-    if read is None and _text(mine["last-delivered-id"]) == "0-0":
+    if read is None and as_text(mine["last-delivered-id"]) == "0-0":
         read = 0  # never read anything
     if added is None or read is None:  # the server cannot tell; its own lag may be None
         lag = mine.get("lag")
@@ -64,5 +64,6 @@ def _field(info: Any, name: str) -> Any:
     return pairs.get(name.encode(), pairs.get(name))
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A stream or group name as the server gave it (bytes unless the client decodes)."""
     return value.decode() if isinstance(value, bytes) else value

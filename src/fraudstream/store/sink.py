@@ -1,5 +1,6 @@
-"""The SQL sink: its own consumer group on ``tx.decisions``, batched idempotent writes, XACK
-after the commit.
+"""The SQL sink: its own consumer group on ``tx.decisions`` and on the label log
+(``tx.labels.log``), batched idempotent writes, XACK after the commit. A ``review`` decision
+opens its review in the same database transaction.
 
 The loop reads like a checklist (`Sink.run`): bootstrap (migrate the schema, create the
 group), then read a batch → store it in one database transaction → ack. Delivery is
@@ -21,21 +22,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import redis
 import sqlalchemy as sa
 
 from fraudstream.errors import SchemaError, StoreError
-from fraudstream.schema import Decision, Transaction, decode_transaction
+from fraudstream.schema import Decision, Label, Transaction, decode_label, decode_transaction
 from fraudstream.store import migrate
 from fraudstream.store.engine import describe, first_line
-from fraudstream.store.lag import Lag, measure
-from fraudstream.store.write import store_decisions, store_transactions
+from fraudstream.store.lag import Lag, as_text, measure
+from fraudstream.store.reviews import open_reviews
+from fraudstream.store.write import store_decisions, store_labels, store_transactions
 from fraudstream.stream.consumer import (
     DeadLetter,
-    Entry,
-    GroupReader,
     TwoStageStop,
     dead_letter,
     ensure_group,
@@ -46,6 +47,9 @@ from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "sink"
+Entry = tuple[str, bytes, dict[bytes, bytes]]
+"""(stream, entry id, fields)."""
+Start = bytes | str
 _decoder = msgspec.json.Decoder(Decision)
 
 
@@ -62,6 +66,10 @@ class SinkStats:
     db_retries: int = 0
     """Attempts that failed because the database was down or locked."""
     claimed: int = 0
+    reviews_opened: int = 0
+    """Reviews queued for the ``review`` decisions stored (`fraudstream.store.reviews`)."""
+    labels_stored: int = 0
+    """Labels written (new rows; one per transaction and source)."""
     lag: Lag | None = None
     """As measured at the last progress tick."""
     lost: int = 0
@@ -99,14 +107,17 @@ def tune_gc() -> None:
 
 @dataclass
 class _Batch:
-    ids: list[bytes] = field(default_factory=list)
+    ids: dict[str, list[bytes]] = field(default_factory=dict)
+    """Per stream, the entries read (empty: nothing was read)."""
     decisions: list[Decision] = field(default_factory=list)
     transactions: list[Transaction] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
 
 class Sink(TwoStageStop):
-    """One consumer of the ``sink`` group on ``{prefix}.decisions``."""
+    """One consumer of the ``sink`` group on ``{prefix}.decisions`` and
+    ``{prefix}.labels.log``."""
 
     def __init__(
         self,
@@ -125,23 +136,19 @@ class Sink(TwoStageStop):
         self.consumer = consumer or host_consumer(SINK_GROUP)
         self.on_progress = on_progress
         self.stats = SinkStats()
-        self.reader = GroupReader(
-            client,
-            keys.decisions,
-            SINK_GROUP,
-            self.consumer,
-            count=options.batch_size,
-            block_ms=options.block_ms,
-            claim_idle_ms=options.claim_idle_ms,
-        )
+        self.streams = (keys.decisions, keys.label_log)
+        self._pending_from: dict[str, Start] = dict.fromkeys(self.streams, "0")
+        """Per stream, where the sweep of our own pending entries goes on (none: done)."""
+        self._claim_from: dict[str, Start] = dict.fromkeys(self.streams, "0-0")
         self._migrated = False
+        self._next_claim = 0.0
         self._next_progress = 0.0
 
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self, *, burst: bool = False, handle_signals: bool = True) -> SinkStats:
-        """Store decisions until asked to stop (signal), or, with ``burst``, until every
-        decision in the stream is stored.
+        """Store decisions and labels until asked to stop (signal), or, with ``burst``,
+        until every entry of both streams is stored.
 
         The next batch is read while the current one is written (one reader thread): the
         database and Valkey then work at the same time, and the drivers release the GIL
@@ -184,26 +191,86 @@ class Sink(TwoStageStop):
         than after ``claim_idle_ms``. A read-ahead still running is let finish first."""
         if ahead is not None:
             wait([ahead])
-        self.reader.reread_pending()
+        self._pending_from = dict.fromkeys(self.streams, "0")
 
     def bootstrap(self) -> None:
-        """Migrate the schema to the newest revision, then create the group (from the start
-        of the stream: a new store takes every decision the stream still holds). A database
+        """Migrate the schema to the newest revision, then create the groups (from the start
+        of each stream: a new store takes every entry the streams still hold). A database
         that is down at start is waited for, like one that goes down later."""
         if not self._migrated:
             self._migrated = self._until_available(lambda: migrate.upgrade(self.engine))
-        self.reader.reread_pending()
-        ensure_group(self.client, self.keys.decisions, SINK_GROUP)
+        self._pending_from = dict.fromkeys(self.streams, "0")
+        for stream in self.streams:
+            ensure_group(self.client, stream, SINK_GROUP)
 
     def next_batch(self) -> _Batch:
-        """The next entries of the group (`GroupReader`: own pending, idle, new), decoded."""
-        entries = self.reader.next()
-        self.stats.claimed = self.reader.claimed
-        return self._decode(entries)
+        """Our own pending entries first (a previous run of this consumer died holding them),
+        then, every ``claim_idle_ms``, entries another sink left pending, then new ones.
+
+        Both sweeps go on from where the previous batch ended: the batch being written while
+        this one is read is still pending, and must not be read twice. Each stream is swept
+        on its own; new entries of both come in one read."""
+        if self._pending_from:
+            entries, last = self._read(self._pending_from)
+            self._pending_from = {s: last[s] for s in self._pending_from if s in last}
+            if last:
+                return self._decode(entries)
+        if time.monotonic() >= self._next_claim:
+            entries = self._claim_all()
+            if entries:
+                self.stats.claimed += len(entries)
+                return self._decode(entries)
+            if all(start in (b"0-0", "0-0") for start in self._claim_from.values()):
+                self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
+        return self._decode(self._read(dict.fromkeys(self.streams, ">"))[0])
+
+    def _read(self, starts: dict[str, Start]) -> tuple[list[Entry], dict[str, bytes]]:
+        """Entries from each stream's start (``>``: new ones), and per stream the last id read
+        (absent: none). A pending entry the stream's trim removed comes back empty: it is
+        acked, and lost."""
+        new = all(start == ">" for start in starts.values())
+        reply: Any = self.client.xreadgroup(
+            SINK_GROUP,
+            self.consumer,
+            starts,  # type: ignore[arg-type]
+            count=self.options.batch_size,
+            block=self.options.block_ms if new else None,
+        )
+        got = [(as_text(stream), i, f) for stream, entries in reply or [] for i, f in entries]
+        last = {stream: i for stream, i, _ in got}
+        gone = [(stream, i) for stream, i, f in got if f is None]
+        if gone:
+            log.warning("%d pending entries were trimmed before they were stored", len(gone))
+            for stream, i in gone:
+                self.client.xack(stream, SINK_GROUP, i)
+        return [(stream, i, f) for stream, i, f in got if f is not None], last
+
+    def _claim_all(self) -> list[Entry]:
+        entries: list[Entry] = []
+        for stream in self.streams:
+            got, self._claim_from[stream] = self._claim(stream, self._claim_from[stream])
+            entries += got
+        return entries
+
+    def _claim(self, stream: str, start: Start) -> tuple[list[Entry], Start]:
+        """Entries idle for ``claim_idle_ms`` from ``start`` on, and where to go on from.
+        (The server drops trimmed entries from the pending list itself.)"""
+        reply: Any = self.client.xautoclaim(
+            stream,
+            SINK_GROUP,
+            self.consumer,
+            self.options.claim_idle_ms,
+            start_id=start,
+            count=self.options.batch_size,
+        )
+        return [(stream, i, f) for i, f in reply[1] if f is not None], reply[0]
 
     def caught_up(self) -> bool:
-        measured = measure(self.client, self.keys.decisions, SINK_GROUP)
-        return measured.unread == 0 and measured.pending == 0
+        for stream in self.streams:
+            measured = measure(self.client, stream, SINK_GROUP)
+            if measured.unread != 0 or measured.pending != 0:
+                return False
+        return True
 
     # --- one batch --------------------------------------------------------------------------
 
@@ -217,15 +284,24 @@ class Sink(TwoStageStop):
         self.stats.dead_lettered += len(batch.dead)
 
     def _ack(self, batch: _Batch) -> None:
-        self.reader.ack(batch.ids, batch.dead, self.keys.deadletter)
+        pipe = self.client.pipeline(transaction=True)
+        for record in batch.dead:
+            pipe.xadd(self.keys.deadletter, record)
+        for stream, ids in batch.ids.items():
+            pipe.xack(stream, SINK_GROUP, *ids)
+        pipe.execute()
 
     def _store(self, batch: _Batch) -> bool:
         def write() -> None:
             with self.engine.begin() as connection:
                 txs = store_transactions(connection, batch.transactions)
                 new = store_decisions(connection, batch.decisions)
-            self.stats.transactions += txs
+                opened = open_reviews(connection, batch.decisions)
+                labelled = store_labels(connection, batch.labels)
             self.stats.stored += new
+            self.stats.transactions += txs
+            self.stats.reviews_opened += opened
+            self.stats.labels_stored += labelled
             self.stats.duplicates += len(batch.decisions) - new
 
         return self._until_available(write)
@@ -256,15 +332,16 @@ class Sink(TwoStageStop):
 
     def _decode(self, entries: list[Entry]) -> _Batch:
         batch = _Batch()
-        for entry_id, fields in entries:
-            batch.ids.append(entry_id)
+        for stream, entry_id, fields in entries:
+            batch.ids.setdefault(stream, []).append(entry_id)
             payload = fields.get(PAYLOAD, b"")
             try:
+                if stream == self.keys.label_log:
+                    batch.labels.append(decode_label(payload))
+                    continue
                 batch.decisions.append(_decoder.decode(payload))
-            except msgspec.MsgspecError as exc:
-                batch.dead.append(
-                    dead_letter(self.keys.decisions, entry_id, payload, f"sink: {exc}")
-                )
+            except (msgspec.MsgspecError, SchemaError) as exc:
+                batch.dead.append(dead_letter(stream, entry_id, payload, f"sink: {exc}"))
                 continue
             tx = fields.get(TX)
             if tx is None:  # streamed by a release that did not carry it
@@ -272,9 +349,7 @@ class Sink(TwoStageStop):
             try:
                 batch.transactions.append(decode_transaction(tx))
             except SchemaError as exc:  # the decision is kept; its transaction is told of
-                batch.dead.append(
-                    dead_letter(self.keys.decisions, entry_id, tx, f"sink: transaction: {exc}")
-                )
+                batch.dead.append(dead_letter(stream, entry_id, tx, f"sink: transaction: {exc}"))
         return batch
 
     def progress(self, started: float, *, force: bool = False) -> None:

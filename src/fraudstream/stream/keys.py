@@ -53,6 +53,13 @@ class StreamKeys:
         return f"{self.prefix}.labels"
 
     @property
+    def label_log(self) -> str:
+        """Every label published, for the SQL sink alone. The workers delete each entry of
+        `labels` once applied, so another consumer group there would miss most of them;
+        the sink reads this copy instead, which only a length cap trims."""
+        return f"{self.prefix}.labels.log"
+
+    @property
     def workers(self) -> str:
         """Sorted set: consumer name -> last heartbeat (ms)."""
         return f"{self.prefix}.workers"

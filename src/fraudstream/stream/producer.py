@@ -1,7 +1,8 @@
 """Producer: transactions into the partitioned input streams, pipelined in batches.
 
 One round trip per batch (never per transaction): ~200 µs a round trip here, so batching is
-the difference between ~5k and ~80k messages/s.
+the difference between ~5k and ~80k messages/s. A label goes to the workers' labels stream
+and, in the same MULTI/EXEC, to the label log the SQL sink stores (`StreamKeys.label_log`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import redis
 
 from fraudstream.schema import Label, Transaction, encode
 from fraudstream.stream.keys import PAYLOAD, StreamKeys, partition_of
+
+LABEL_LOG_MAXLEN = 1_000_000
+"""Labels kept in the label log for the sink (approximately): a sink further behind than
+this loses the oldest, as it does decisions beyond ``decisions_maxlen``."""
 
 
 class Producer:
@@ -35,7 +40,8 @@ class Producer:
         return self.send_to_streams((self.keys.input(p), payload) for p, payload in entries)
 
     def send_labels(self, labels: Iterable[Label]) -> int:
-        """Labels (chargebacks) go to one stream, ``{prefix}.labels``."""
+        """Labels (chargebacks, review verdicts) go to one stream, ``{prefix}.labels``
+        (and its log)."""
         return self.send_to_streams((self.keys.labels, encode(label)) for label in labels)
 
     def send_to_streams(self, entries: Iterable[tuple[str, bytes]]) -> int:
@@ -52,8 +58,14 @@ class Producer:
         return sent
 
     def _flush(self, batch: Sequence[tuple[str, bytes]]) -> int:
-        pipe = self.client.pipeline(transaction=False)
+        """One round trip; a transaction when the batch holds labels, so that a label is in
+        both of its streams or in neither."""
+        labels = self.keys.labels
+        pipe = self.client.pipeline(transaction=any(stream == labels for stream, _ in batch))
         for stream, payload in batch:
             pipe.xadd(stream, {PAYLOAD: payload})
+            if stream == labels:
+                log = self.keys.label_log
+                pipe.xadd(log, {PAYLOAD: payload}, maxlen=LABEL_LOG_MAXLEN, approximate=True)
         pipe.execute()
         return len(batch)
