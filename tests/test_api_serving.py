@@ -1,0 +1,88 @@
+"""`fraudstream serve --workers N`: N processes on one port, every one answering, all of them
+stopped by one SIGTERM to the parent."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from apikit import KEY, get, post, sample_tx, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+READY_TRIES = 600
+"""Fresh connections to ``/readyz`` before giving up on hearing from every process (the
+second may still be compiling its scorer when the first answers)."""
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = {p for p, pp in parents.items() if pp == parent}
+        found |= kids
+        todo += kids
+    return found
+
+
+def answering_pids(base: str, want: int) -> set[int]:
+    """The pids ``/readyz`` names, one fresh connection each, until ``want`` distinct ones."""
+    pids: set[int] = set()
+    for _ in range(READY_TRIES):
+        status, body = get(base, "/readyz", key=None)
+        if status == 200:
+            pids.add(body["pid"])
+        if len(pids) >= want:
+            break
+    return pids
+
+
+def test_serve_workers_answers_from_each_process_and_stops_them_all(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    proc, base = start_server(valkey_url, tmp_path, KEY, args=["--workers", "2"])
+    try:
+        for i in range(20):
+            status, body = post(base, "/v1/score", sample_tx(i))
+            assert status == 200 and body["transaction_id"] == f"api-{i}"
+        pids = answering_pids(base, 2)
+        below = descendants(proc.pid)
+        assert len(pids) == 2 and pids <= below and proc.pid not in pids
+        exits = {pid: os.pidfd_open(pid) for pid in below}
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    try:
+        assert not still_running(exits, timeout_s=10), "left running after SIGTERM"
+    finally:
+        for fd in exits.values():
+            os.close(fd)
+
+
+def still_running(exits: dict[int, int], timeout_s: float) -> list[int]:
+    """The pids whose pidfd (readable once the process ends) is not readable in time."""
+    deadline = time.monotonic() + timeout_s
+    waiting = dict(exits)
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select(list(waiting.values()), [], [], left)
+        waiting = {pid: fd for pid, fd in waiting.items() if fd not in ready}
+    return list(waiting)
