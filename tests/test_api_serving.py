@@ -86,3 +86,26 @@ def still_running(exits: dict[int, int], timeout_s: float) -> list[int]:
         ready, _, _ = select.select(list(waiting.values()), [], [], left)
         waiting = {pid: fd for pid, fd in waiting.items() if fd not in ready}
     return list(waiting)
+
+
+def test_serve_workers_children_stop_when_the_parent_is_killed(
+    tmp_path: Path, valkey_url: str
+) -> None:
+    proc, base = start_server(valkey_url, tmp_path, KEY, args=["--workers", "2"])
+    try:
+        pids = answering_pids(base, 2)
+        assert len(pids) == 2
+        exits = {pid: os.pidfd_open(pid) for pid in pids}
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    proc.kill()  # the supervisor alone, with no chance to stop its children
+    proc.wait(timeout=30)
+    left = still_running(exits, timeout_s=20)
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    for fd in exits.values():
+        os.close(fd)
+    proc.communicate(timeout=30)  # its stderr: open until the last child is gone
+    assert not left, f"orphaned servers: {left}"

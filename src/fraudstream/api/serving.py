@@ -7,6 +7,8 @@ Chosen over ``SO_REUSEPORT`` because the supervisor comes with the server we alr
 pings its children and replaces one that dies or hangs, forwards SIGTERM/SIGINT to all of them
 and waits for each to finish its requests in hand, and stops, instead of restarting, when a
 child fails before serving (a model that does not load would fail every restart the same way).
+On Linux a child also stops when the parent dies without warning (``kill -9``): no server is
+left holding the port with nobody supervising it.
 
 The children read the settings the parent read, the same way (environment, then the config
 file; an explicit ``--config`` travels as ``FRAUDSTREAM_CONFIG``), and the API key from the
@@ -14,6 +16,11 @@ same place: the setting or the key file the parent created.
 """
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
 
 from starlette.applications import Starlette
 
@@ -31,6 +38,7 @@ def app_from_environment() -> Starlette:
     from fraudstream.config import load_settings
     from fraudstream.valkey import connect
 
+    _stop_with_parent()
     settings = load_settings()
     key, _ = ensure_api_key(settings.api_key, settings.data_path)
     return create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
@@ -49,3 +57,19 @@ def serve_processes(host: str, port: int, workers: int) -> int:
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     supervisor.run()
     return int(any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes))
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal this process gets when its parent dies."""
+
+
+def _stop_with_parent() -> None:
+    """In a server child on Linux: SIGTERM (a graceful stop) when the supervisor dies."""
+    parent = multiprocessing.parent_process()
+    if sys.platform != "linux" or parent is None:
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent.pid:  # it died before the call: nobody would signal us
+        os.kill(os.getpid(), signal.SIGTERM)
