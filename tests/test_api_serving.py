@@ -109,3 +109,34 @@ def test_serve_workers_children_stop_when_the_parent_is_killed(
         os.close(fd)
     proc.communicate(timeout=30)  # its stderr: open until the last child is gone
     assert not left, f"orphaned servers: {left}"
+
+
+def test_children_accept_connections_with_nodelay() -> None:
+    """The socket the children inherit says it is TCP, so asyncio turns Nagle off on every
+    connection they accept (else a response's second write waits for a delayed ACK)."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from fraudstream.api.serving import FACTORY, listening_socket
+
+    config = uvicorn.Config(FACTORY, factory=True, host="127.0.0.1", port=0, workers=2)
+    listener = listening_socket(config)
+
+    async def accepted_nodelay() -> int:
+        flags: asyncio.Queue[int] = asyncio.Queue()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            flags.put_nowait(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        flag = await asyncio.wait_for(flags.get(), 10)
+        writer.close()
+        server.close()
+        return flag
+
+    assert asyncio.run(accepted_nodelay()) != 0

