@@ -1,31 +1,46 @@
-"""Producer and worker throughput on a fresh embedded Valkey (temp dir, AOF everysec).
+"""The pipeline's throughput and latency on a fresh embedded Valkey (temp dir, AOF everysec).
 
-Run: ``python benchmarks/bench_pipeline.py [--n 100000] [--json]``. Figures: pipelined XADD
-of simulated transactions, pre-encoded (producer), then one in-process worker draining them
-(read, decode, score, MULTI{XADD decisions, XACK, XDEL}) with the amount policy alone and with
-every stage (online features, default rules, policy). Median of ``--repeat`` runs.
+Run: ``python benchmarks/bench_pipeline.py [--n 50000] [--repeat 3] [--json]``. Figures, each
+over ``--repeat`` runs:
+
+- in this process: pipelined XADD of simulated transactions, pre-encoded (producer), then one
+  `Worker` draining them (read, decode, score, MULTI{XADD decisions, XACK, XDEL}) with the
+  amount policy alone and with every stage (online features, default rules, policy);
+- the stream floor (`streamfloor`): the same payloads through XREADGROUP → XADD/XACK/XDEL
+  with no scoring, by one and by two processes;
+- ``fraudstream worker`` processes (1, then 2) as users run them, a model active (trained
+  once on a small simulated history, as `fraudstream demo` does): started and holding their
+  partitions, then ``--process-n`` transactions are sent at once; tx/s from the first
+  decision to the last (the decisions stream's entry ids carry the server's time);
+- end-to-end latency with 2 worker processes at a fixed offered rate (``fraudstream demo``'s
+  run, `DemoRun`): from the moment Valkey stored a transaction to its decision.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import redis
 
 from fraudstream.config import Settings
+from fraudstream.demo import DemoRun
 from fraudstream.generate import GenerateOptions, encode_rows, load_history, select
 from fraudstream.scoring import AmountPolicy, Scorer, build_scorer
 from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
 from fraudstream.valkey import EmbeddedValkey
+from streamfloor import floor_tps
+from summary import Figure, Progress, Target, report
 
-HISTORY, _ = load_history(None, seed=1)
 POLICY = AmountPolicy(review_amount=220, block_amount=5000, review_score=500, block_score=800)
 
 
@@ -44,8 +59,7 @@ def _worker_run(
 ) -> tuple[float, float]:
     client.flushall()
     keys = StreamKeys("bench", partitions)
-    picked = select(HISTORY, n, GenerateOptions(run_id="bench"))
-    entries = [(s, b) for _, s, b in encode_rows(picked, HISTORY.head(0), keys, False, batch)]
+    entries = bench_entries(keys, n, batch, "bench")
     t0 = time.perf_counter()
     Producer(client, keys, batch_size=batch).send_to_streams(entries)
     produce_s = time.perf_counter() - t0
@@ -62,44 +76,154 @@ def _worker_run(
     return n / produce_s, n / work_s
 
 
+@cache
+def history() -> pl.DataFrame:
+    """The demo's small simulated world (not at import: `streamfloor`'s processes re-import
+    this script)."""
+    return load_history(None, seed=1)[0]
+
+
+def bench_entries(keys: StreamKeys, n: int, batch: int, run_id: str) -> list[tuple[str, bytes]]:
+    """``n`` encoded transactions (stream, payload); ids and entities prefixed by ``run_id``,
+    so a run starts from fresh feature state."""
+    picked = select(history(), n, GenerateOptions(run_id=run_id, isolate=True))
+    return [(s, b) for _, s, b in encode_rows(picked, history().head(0), keys, False, batch)]
+
+
+class OnRunningWorkers(DemoRun):
+    """A demo run (fixed offered rate, latencies) on worker processes already running."""
+
+    def _start_workers(self) -> None:
+        pass
+
+    def _stop_workers(self) -> None:
+        pass
+
+
+@contextmanager
+def worker_processes(settings: Settings, client: redis.Redis, workers: int) -> Iterator[None]:
+    """``workers`` ``fraudstream worker`` processes, holding their partitions and warmed up
+    (their first batches compile and load what they need)."""
+    run = DemoRun(settings, client, workers=workers, tps=1, duration=1, bad_ratio=0, seed=0)
+    run._start_workers()
+    try:
+        run._wait_for_workers(timeout=180)
+        drain_tps(settings, client, 2_000, f"w{workers}warm")
+        yield
+    finally:
+        run._stop_workers()
+
+
+def drain_tps(settings: Settings, client: redis.Redis, n: int, run_id: str) -> float:
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    entries = bench_entries(keys, n, settings.batch_size, run_id)
+    before = client.xlen(keys.decisions)
+    last: Any = client.xrevrange(keys.decisions, count=1)
+    Producer(client, keys, batch_size=settings.batch_size).send_to_streams(entries)
+    deadline = time.monotonic() + 300
+    while client.xlen(keys.decisions) < before + n:
+        assert time.monotonic() < deadline, "the workers did not decide in time"
+        time.sleep(0.05)
+    start = last[0][0] if last else b"0-0"
+    first: Any = client.xrange(keys.decisions, min=b"(" + start, count=1)
+    end: Any = client.xrevrange(keys.decisions, count=1)
+    return n / max(_ms(end[0][0]) - _ms(first[0][0]), 1) * 1000
+
+
+def _ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])
+
+
+def latencies(
+    settings: Settings, client: redis.Redis, tps: float, duration: float, repeat: int
+) -> dict[str, list[float]]:
+    """p50/p95/p99 end-to-end latency (ms) of ``repeat`` demo runs at ``tps`` offered, on
+    the 2 worker processes running."""
+    out: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
+    for r in range(repeat):
+        run = OnRunningWorkers(
+            settings, client, workers=2, tps=tps, duration=duration, bad_ratio=0, seed=10 + r
+        )
+        report = run.run()
+        for q in (50, 95, 99):
+            out[f"p{q}"].append(report.percentile(q))
+    return out
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> list[Figure]:
+    server = EmbeddedValkey(tmp / "valkey")
+    info = server.ensure()
+    try:
+        client = redis.Redis(host=info.host, port=info.port, password=info.password)
+        url = f"redis://:{info.password}@{info.host}:{info.port}/0"
+        return _figures(args, client, url, tmp)
+    finally:
+        server.stop()
+
+
+def _figures(args: argparse.Namespace, client: redis.Redis, url: str, tmp: Path) -> list[Figure]:
+    say = Progress("pipeline")
+    runs = [one_run(client, url, args.n, args.partitions, args.batch) for _ in range(args.repeat)]
+    say("producer and Worker in process")
+    figures = [
+        Figure("producer, pipelined XADD (in process)", "tx/s", [r[0] for r in runs]),
+        Figure("one Worker, amount policy only (in process)", "tx/s", [r[1] for r in runs]),
+        Figure("one Worker, features + rules + policy (in process)", "tx/s", [r[2] for r in runs]),
+    ]
+    keys = StreamKeys("bench", args.partitions)
+    entries = bench_entries(keys, args.n, args.batch, "floor")
+    for consumers in (1, 2):
+        floor = [
+            floor_tps(client, url, keys, entries, consumers=consumers, batch=args.batch)
+            for _ in range(args.repeat)
+        ]
+        what = f"stream floor: XREADGROUP → XADD/XACK/XDEL, {consumers} process(es), no scoring"
+        figures.append(Figure(what, "tx/s", floor))
+        say(f"stream floor, {consumers} process(es)")
+    client.flushall()
+    settings = Settings(valkey_url=url, data_dir=str(tmp / "data"), partitions=args.partitions)
+    DemoRun(settings, client, workers=1, tps=1, duration=1, bad_ratio=0, seed=0).ensure_model()
+    say("model trained and activated")
+    rounds = range(args.repeat)
+    for workers, target in ((1, None), (2, Target(">=", 12_000))):
+        with worker_processes(settings, client, workers):
+            tps = [drain_tps(settings, client, args.process_n, f"w{workers}r{r}") for r in rounds]
+            what = f"pipeline, {workers} worker process(es), model + features + rules"
+            figures.append(Figure(what, "tx/s", tps, target))
+            say(f"{workers} worker process(es)")
+            if workers == 2:
+                figures += _latencies(settings, client, args, say)
+    return figures
+
+
+def _latencies(
+    settings: Settings, client: redis.Redis, args: argparse.Namespace, say: Progress
+) -> list[Figure]:
+    figures = []
+    for rate, p99 in ((2_000, 20.0), (5_000, 50.0)):
+        lat = latencies(settings, client, rate, args.duration, args.repeat)
+        for q in ("p50", "p95", "p99"):
+            target = Target("<", p99) if q == "p99" else None
+            what = f"pipeline latency {q} at {rate:,} tx/s offered, 2 workers"
+            figures.append(Figure(what, "ms", lat[q], target))
+        say(f"latency at {rate:,} tx/s")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--process-n", type=int, default=60_000)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per latency run")
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedValkey(Path(tmp))
-        info = server.ensure()
-        try:
-            client = redis.Redis(host=info.host, port=info.port, password=info.password)
-            url = f"redis://:{info.password}@{info.host}:{info.port}/0"
-            runs = [
-                one_run(client, url, args.n, args.partitions, args.batch)
-                for _ in range(args.repeat)
-            ]
-        finally:
-            server.stop()
-    result = {
-        "n": args.n,
-        "batch": args.batch,
-        "partitions": args.partitions,
-        "produce_tps": round(statistics.median(r[0] for r in runs)),
-        "worker_tps": round(statistics.median(r[1] for r in runs)),
-        "worker_full_tps": round(statistics.median(r[2] for r in runs)),
-    }
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(
-        f"{args.n:,} transactions, batches of {args.batch}, {args.partitions} partitions, "
-        f"median of {args.repeat}:"
-    )
-    print(f"  producer (pipelined XADD, one blob per entry)  {result['produce_tps']:>9,} tx/s")
-    print(f"  one worker, amount policy only                  {result['worker_tps']:>9,} tx/s")
-    print(f"  one worker, features + default rules + policy   {result['worker_full_tps']:>9,} tx/s")
+        figures = measure(args, Path(tmp))
+    title = f"pipeline, batches of {args.batch}, {args.partitions} partitions"
+    report(figures, f"{title}, {args.repeat} repeats", args.json, n=args.n)
 
 
 if __name__ == "__main__":

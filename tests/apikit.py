@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
@@ -27,10 +29,15 @@ def free_port() -> int:
 
 
 def start_server(
-    valkey_url: str, data_dir: Path, key: str | None, **settings: str
+    valkey_url: str,
+    data_dir: Path,
+    key: str | None,
+    *,
+    args: Sequence[str] = (),
+    **settings: str,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """The server process and its base URL, once ``/healthz`` answers. ``settings`` become
-    ``FRAUDSTREAM_*`` variables."""
+    """The server process and its base URL, once ``/healthz`` answers. ``args`` go to
+    ``serve``; ``settings`` become ``FRAUDSTREAM_*`` variables."""
     port = free_port()
     env = {
         **os.environ,
@@ -42,9 +49,10 @@ def start_server(
     if key:
         env["FRAUDSTREAM_API_KEY"] = key
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fraudstream", "serve", "--port", str(port)],
+        [sys.executable, "-m", "fraudstream", "serve", "--port", str(port), *args],
         env=env,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group: a failed start kills every process it began
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -55,7 +63,8 @@ def start_server(
         except OSError:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             time.sleep(0.1)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
     raise AssertionError("server did not start")
 
 

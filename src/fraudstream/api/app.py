@@ -13,6 +13,7 @@ on the event loop: a frozen Valkey or a locked database slows the requests that 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
@@ -234,7 +235,7 @@ def create_app(
             await to_thread.run_sync(client.ping)
         except redis.RedisError as exc:
             return _json(bodies.Ready("not ready", f"{type(exc).__name__}: {exc}"), status=503)
-        return _json(bodies.Ready("ready", "ok", *_versions(scorer)))
+        return _json(bodies.Ready("ready", "ok", *_versions(scorer), pid=os.getpid()))
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)

@@ -158,3 +158,5 @@ class Ready(msgspec.Struct, frozen=True, omit_defaults=True):
     """``ok``, or the error that made it unreachable."""
     model_version: str | None = None
     rules_version: str | None = None
+    pid: int | None = None
+    """The server process that answered (``serve --workers N`` runs several on one port)."""

@@ -331,18 +331,43 @@ def produce(
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Server processes on the one port (uvicorn's supervisor: the parent binds "
+            "the socket, each child has its own Valkey pool, scorer and micro-batcher; a "
+            "child that dies is replaced, SIGTERM stops them all).",
+            min=1,
+        ),
+    ] = 1,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve the HTTP scoring API (POST /v1/score, POST /v1/labels) with an API key."""
+    """Serve the HTTP scoring API (POST /v1/score, POST /v1/labels) with an API key.
+
+    With --workers N > 1, N processes accept on the same socket, bound once by a supervising
+    parent (uvicorn's multiprocess mode with an app factory, `fraudstream.api.serving`), not
+    SO_REUSEPORT: the supervisor replaces a child that dies or hangs and stops all of them on
+    SIGTERM. Each child builds its own app from the same settings. /readyz names the pid
+    that answered.
+    """
     import uvicorn
 
     from fraudstream.api import create_app
     from fraudstream.api.auth import ensure_api_key
+    from fraudstream.api.serving import serve_processes
 
     settings = settings_from(config, api_host=host, api_port=port)
     key, key_file = ensure_api_key(settings.api_key, settings.data_path)
-    app_ = create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
     where = f"in {key_file}" if key_file else "from FRAUDSTREAM_API_KEY"
+    if workers > 1:
+        if config is not None:  # the children read the settings the way this process did
+            os.environ["FRAUDSTREAM_CONFIG"] = str(config.resolve())
+        err_console.print(
+            f"serving on http://{settings.api_host}:{settings.api_port} with {workers} "
+            f"processes (API key {where})"
+        )
+        raise typer.Exit(serve_processes(settings.api_host, settings.api_port, workers))
+    app_ = create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
     err_console.print(
         f"serving on http://{settings.api_host}:{settings.api_port} (API key {where})"
     )
