@@ -1,8 +1,11 @@
 """Micro-batching: concurrent HTTP requests scored together in one `Scorer.score_batch`.
 
-A request waits at most ``max_wait_s`` for company (or until ``max_batch`` are waiting), then
-the whole group is decided in a worker thread with one feature round trip and one model call.
-One batch at a time, so this process is a single writer of the feature state; a batch the
+Natural batching: a request never waits for company. When nothing is being decided it goes
+at once (with whatever arrived in the same turn of the event loop); while a batch is being
+decided, new requests gather, and go together the moment it is done.
+So a lone request pays no batching delay, and under load batches grow with the load. Each
+batch is decided in a worker thread with one feature round trip and one model call. One
+batch at a time, so this process is a single writer of the feature state; a batch the
 feature store refuses (a worker wrote the same customer meanwhile) is retried.
 
 Deciding is idempotent by ``transaction_id`` (`DecidedStore`): an id decided before — by this
@@ -35,8 +38,12 @@ class Answer:
 
 
 Publish = Callable[[Sequence[Decision], Sequence[Transaction]], None]
-"""Streams new decisions, each with its transaction."""
-"""Appends new decisions to the decisions stream (runs in the batch's thread)."""
+"""Appends new decisions, each with its transaction, to the decisions stream (runs in the
+batch's thread)."""
+
+
+Waiting = tuple[Transaction, float, "asyncio.Future[Answer]"]
+"""A request's transaction, its arrival time, and where its answer goes."""
 
 
 class MicroBatcher:
@@ -45,18 +52,12 @@ class MicroBatcher:
         scorer: Scorer,
         decided: DecidedStore,
         publish: Publish,
-        *,
-        max_batch: int = 64,
-        max_wait_s: float = 0.002,
     ) -> None:
         self.scorer = scorer
         self.decided = decided
         self.publish = publish
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self._pending: list[tuple[Transaction, float, asyncio.Future[Answer]]] = []
-        self._flush_scheduled = False
-        self._lock = asyncio.Lock()
+        self._pending: list[Waiting] = []
+        self._draining = False
 
     async def score(self, tx: Transaction, arrived_at: float) -> Answer:
         return (await self.score_many([tx], arrived_at))[0]
@@ -67,31 +68,35 @@ class MicroBatcher:
         for tx in txs:
             futures.append(loop.create_future())
             self._pending.append((tx, arrived_at, futures[-1]))
-        if len(self._pending) >= self.max_batch:
-            asyncio.ensure_future(self._flush())
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_later(self.max_wait_s, lambda: asyncio.ensure_future(self._flush()))
+        if not self._draining:
+            self._draining = True
+            loop.call_soon(lambda: asyncio.ensure_future(self._drain()))
         return list(await asyncio.gather(*futures))
 
-    async def _flush(self) -> None:
-        async with self._lock:
-            self._flush_scheduled = False
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            txs = [tx for tx, _, _ in batch]
-            arrivals = [t for _, t, _ in batch]
-            try:
-                answers = await anyio.to_thread.run_sync(self._decide, txs, arrivals)
-            except Exception as exc:  # every waiting request must learn of it
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            for (_, _, future), answer in zip(batch, answers, strict=True):
-                if not future.done():  # its request may have been cancelled
-                    future.set_result(answer)
+    async def _drain(self) -> None:
+        """Decide what waits, batch after batch, until nothing does. Requests that arrive
+        while a batch is decided join the next one; the flag drops only once the queue is
+        empty, with no await in between, so no request is left behind."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._decide_batch(batch)
+        finally:
+            self._draining = False
+
+    async def _decide_batch(self, batch: list[Waiting]) -> None:
+        txs = [tx for tx, _, _ in batch]
+        arrivals = [t for _, t, _ in batch]
+        try:
+            answers = await anyio.to_thread.run_sync(self._decide, txs, arrivals)
+        except Exception as exc:  # every waiting request must learn of it
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), answer in zip(batch, answers, strict=True):
+            if not future.done():  # its request may have been cancelled
+                future.set_result(answer)
 
     def _decide(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> list[Answer]:
         """Kept decisions for known ids; the first request of each new id scored, kept

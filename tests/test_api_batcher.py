@@ -1,0 +1,77 @@
+"""The API's natural batching: a lone request goes at once; requests that arrive while a batch
+is being decided go together as the next one. On the real scorer and Valkey; the batch in
+flight is held open through the publish hook (it runs in the batch's thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Sequence
+
+import redis
+
+from apikit import sample_tx
+from fraudstream.api.batcher import MicroBatcher
+from fraudstream.config import Settings
+from fraudstream.schema import Decision, Transaction, decode_transaction
+from fraudstream.scoring import build_scorer
+from fraudstream.stream.decided import DecidedStore
+
+
+def _tx(i: int) -> Transaction:
+    return decode_transaction(json.dumps(sample_tx(i)))
+
+
+def test_requests_arriving_during_a_batch_go_together_as_the_next(
+    settings: Settings, client: redis.Redis
+) -> None:
+    scorer = build_scorer(settings, client)
+    sizes: list[int] = []
+    first_in_flight = threading.Event()
+    release = threading.Event()
+
+    def publish(decisions: Sequence[Decision], txs: Sequence[Transaction]) -> None:
+        sizes.append(len(decisions))
+        if len(sizes) == 1:
+            first_in_flight.set()
+            assert release.wait(30), "the test never released the first batch"
+
+    batcher = MicroBatcher(scorer, DecidedStore(client, settings.stream_prefix), publish)
+
+    async def scenario() -> list[str]:
+        lone = asyncio.ensure_future(batcher.score(_tx(0), time.time()))
+        while not first_in_flight.is_set():  # the lone request went without waiting
+            await asyncio.sleep(0.005)
+        late = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(1, 21)]
+        await asyncio.sleep(0.05)
+        assert sizes == [1]  # the others wait for the batch in flight, not for a timer
+        release.set()
+        answers = [await lone, *[await f for f in late]]
+        return [a.decision.transaction_id for a in answers]
+
+    ids = asyncio.run(scenario())
+    assert ids == [f"api-{i}" for i in range(21)]
+    assert sizes == [1, 20]
+
+
+def test_a_failed_batch_tells_every_waiting_request(
+    settings: Settings, client: redis.Redis
+) -> None:
+    scorer = build_scorer(settings, client)
+
+    def publish(decisions: Sequence[Decision], txs: Sequence[Transaction]) -> None:
+        raise redis.ConnectionError("valkey went away")
+
+    batcher = MicroBatcher(scorer, DecidedStore(client, settings.stream_prefix), publish)
+
+    async def scenario() -> list[BaseException | None]:
+        futures = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(5)]
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        after = await batcher.score(_tx(0), time.time())  # the batcher still works
+        assert after.replay  # kept before the publish failed: the same decision comes back
+        return [d if isinstance(d, BaseException) else None for d in done]
+
+    failures = asyncio.run(scenario())
+    assert all(isinstance(f, redis.ConnectionError) for f in failures)
