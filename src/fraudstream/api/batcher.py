@@ -1,9 +1,11 @@
 """Micro-batching: concurrent HTTP requests scored together in one `Scorer.score_batch`.
 
-Natural batching: a request never waits for company. When nothing is being decided it goes
-at once (with whatever arrived in the same turn of the event loop); while a batch is being
-decided, new requests gather, and go together the moment it is done.
-So a lone request pays no batching delay, and under load batches grow with the load. Each
+Natural batching: while a batch is being decided, new requests gather, and go together the
+moment it is done. When nothing is being decided, a request goes at once if the last batch
+was a lone request (a client calling one request at a time pays no batching delay), and
+waits ``max_wait_s`` for company if the last batch held several (concurrent clients, whose
+next requests are on their way: without the wait, batches would alternate between one
+request and the rest, twice the batches for the same traffic). Each
 batch is decided in a worker thread with one feature round trip and one model call. One
 batch at a time, so this process is a single writer of the feature state; a batch the
 feature store refuses (a worker wrote the same customer meanwhile) is retried.
@@ -52,8 +54,12 @@ class MicroBatcher:
         scorer: Scorer,
         decided: DecidedStore,
         publish: Publish,
+        *,
+        max_wait_s: float = 0.002,
     ) -> None:
         self.scorer = scorer
+        self.max_wait_s = max_wait_s
+        self._last_size = 0
         self.decided = decided
         self.publish = publish
         self._pending: list[Waiting] = []
@@ -70,7 +76,8 @@ class MicroBatcher:
             self._pending.append((tx, arrived_at, futures[-1]))
         if not self._draining:
             self._draining = True
-            loop.call_soon(lambda: asyncio.ensure_future(self._drain()))
+            wait = self.max_wait_s if self._last_size > 1 else 0.0
+            loop.call_later(wait, lambda: asyncio.ensure_future(self._drain()))
         return list(await asyncio.gather(*futures))
 
     async def _drain(self) -> None:
@@ -80,6 +87,7 @@ class MicroBatcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                self._last_size = len(batch)
                 await self._decide_batch(batch)
         finally:
             self._draining = False
