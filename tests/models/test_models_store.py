@@ -89,6 +89,10 @@ def test_an_empty_store_is_one_line(tmp_path: Path) -> None:
     done = _run("rules", "backtest", "rules.yaml", "--database", url, cwd=tmp_path)
     assert done.returncode == 2
     assert "no transactions stored yet" in done.stderr and "Traceback" not in done.stderr
+    never = f"sqlite:///{tmp_path / 'never-migrated.db'}"
+    done = _run("train", "--database", never, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "not a fraudstream store" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_retrain_shadows_a_new_version_and_promote_makes_it_active(

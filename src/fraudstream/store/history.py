@@ -16,7 +16,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from fraudstream.errors import StoreError
-from fraudstream.store.engine import describe
+from fraudstream.store import migrate
+from fraudstream.store.engine import describe, first_line
 from fraudstream.store.tables import labels, transactions
 
 CHUNK_ROWS = 200_000
@@ -36,8 +37,21 @@ def read_store_history(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(history, labels)`` from the store.
 
     Raises:
-        StoreError: the store holds no transaction (naming the database).
+        StoreError: the database is unreachable, has no fraudstream schema, or holds no
+            transaction (naming it).
     """
+    try:
+        return _read_all(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"{describe(engine)}: {first_line(exc)}") from None
+
+
+def _read_all(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if migrate.current(engine) is None:
+        raise StoreError(
+            f"{describe(engine)}: not a fraudstream store (no schema: run `fraudstream sink` "
+            "or `fraudstream db upgrade`, or check the URL)"
+        )
     with engine.connect() as connection:
         history = _read(connection, sa.select(transactions).order_by(transactions.c.timestamp))
         said = _read(
