@@ -20,8 +20,9 @@ import redis
 
 from featkit import frame_of
 from fraudstream.config import Settings
-from fraudstream.features import FeatureEngine, backfill
+from fraudstream.features import backfill
 from fraudstream.schema import Transaction
+from fraudstream.scoring import build_scorer
 from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.report import Report, encode_report
@@ -74,13 +75,8 @@ def _features_match_an_offline_recount(
         )
         for c in customers
     ]
-    engine = FeatureEngine(
-        client,
-        namespace=settings.feature_namespace,
-        lateness_s=settings.feature_lateness_s,
-        max_future_skew_s=settings.feature_max_future_skew_s,
-        ttl_s=settings.feature_ttl_s,
-    )
+    engine = build_scorer(settings, client).features  # the workers' engine, as they build it
+    assert engine is not None
     online = engine.compute_batch(probes)
     offline = backfill(frame_of([*txs, *probes])).tail(len(probes))
     assert offline["transaction_id"].to_list() == [p.transaction_id for p in probes]

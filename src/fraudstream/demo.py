@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
+import sqlalchemy as sa
 
 from fraudstream.config import Settings, to_environ
 from fraudstream.errors import StreamError
@@ -34,6 +35,9 @@ from fraudstream.schema import decode_decision
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.leases import holder
 from fraudstream.stream.producer import Producer
+
+if TYPE_CHECKING:
+    from fraudstream.alerts.receiver import LocalReceiver
 
 
 @dataclass
@@ -190,10 +194,8 @@ class DemoRun:
             )
             log.close()
 
-    def _wait_for_store(self, engine: Any, timeout: float = 30.0) -> None:
+    def _wait_for_store(self, engine: sa.Engine, timeout: float = 30.0) -> None:
         """Until the sink holds every decision of the run (or ``timeout``)."""
-        import sqlalchemy as sa
-
         from fraudstream.store.tables import decisions
 
         query = sa.select(sa.func.count()).where(
@@ -210,7 +212,7 @@ class DemoRun:
                 return
             time.sleep(0.25)
 
-    def _wait_for_alerts(self, receiver: Any, timeout: float = 20.0) -> None:
+    def _wait_for_alerts(self, receiver: LocalReceiver, timeout: float = 20.0) -> None:
         """Until an alert per block of the run arrived (or ``timeout``)."""
         expected = self.report.outcomes.get("block", 0)
         deadline = time.monotonic() + timeout

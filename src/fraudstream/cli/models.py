@@ -360,8 +360,7 @@ def retrain(
     settings = settings_from(config)
     registry = _registry(settings)
     options = _options(train_end, train_days, delay_days, test_days)
-    reading = read_options(None, None, None, False)
-    history, label_frame = load_history(None, database, None, reading, config)
+    history, label_frame = load_history(None, database, None, config=config)
     if created := registry.create_key():
         err_console.print(key_created(created), highlight=False, soft_wrap=True)
     with console.status("retraining on the store") as status:

@@ -65,8 +65,8 @@ def load_history(
     data: Path | None,
     database: str | None,
     labels: Path | None,
-    options: ReadOptions,
-    config: Path | None,
+    options: ReadOptions | None = None,
+    config: Path | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """The history and its labels from ``--data`` (a file, labels beside it or ``--labels``)
     or from ``--database`` (the store's transactions and labels; ``--labels`` still wins).
@@ -74,13 +74,13 @@ def load_history(
     Raises:
         typer.BadParameter: neither or both sources given.
     """
-    from fraudstream.history import read_labels, read_table
+    from fraudstream.history import ReadOptions, read_labels, read_table
 
     if (data is None) == (database is None):
         raise typer.BadParameter("give one history: --data FILE or --database URL")
     if database is None:
         assert data is not None
-        return read_history(data, options), read_labels(data, labels)
+        return read_history(data, options or ReadOptions()), read_labels(data, labels)
     from fraudstream.cli.common import settings_from
     from fraudstream.store.engine import create_engine, database_url
     from fraudstream.store.history import read_store_history

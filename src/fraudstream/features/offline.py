@@ -371,6 +371,7 @@ class _Windows:
         keys = entity.code[order] * _KEY + ts[order] // fam.tile_us
         counted = (entity.code >= 0) & fam.counts(channel, cents)
         w = counted[order]
+        ordered = cents[order]
         prefix: dict[str, I64] = {}
         rough: dict[str, NDArray[np.float64]] = {}
         for c in fam.counters:
@@ -379,7 +380,7 @@ class _Windows:
             if c == "n":
                 added = w.astype(np.int64)
             else:
-                c_cents = cents[order] if c == "s" else np.minimum(cents[order], Q_CLIP_CENTS) ** 2
+                c_cents = ordered if c == "s" else np.minimum(ordered, Q_CLIP_CENTS) ** 2
                 added = np.where(w, c_cents, 0)
             prefix[c] = np.concatenate([[0], np.cumsum(added)])
             if float(np.sum(added, dtype=np.float64)) >= 2.0**62:

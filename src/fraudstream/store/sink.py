@@ -47,7 +47,7 @@ from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "sink"
-Entry = tuple[str, bytes, dict[bytes, bytes]]
+StreamEntry = tuple[str, bytes, dict[bytes, bytes]]
 """(stream, entry id, fields)."""
 Start = bytes | str
 _decoder = msgspec.json.Decoder(Decision)
@@ -224,7 +224,7 @@ class Sink(TwoStageStop):
                 self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
         return self._decode(self._read(dict.fromkeys(self.streams, ">"))[0])
 
-    def _read(self, starts: dict[str, Start]) -> tuple[list[Entry], dict[str, bytes]]:
+    def _read(self, starts: dict[str, Start]) -> tuple[list[StreamEntry], dict[str, bytes]]:
         """Entries from each stream's start (``>``: new ones), and per stream the last id read
         (absent: none). A pending entry the stream's trim removed comes back empty: it is
         acked, and lost."""
@@ -245,14 +245,14 @@ class Sink(TwoStageStop):
                 self.client.xack(stream, SINK_GROUP, i)
         return [(stream, i, f) for stream, i, f in got if f is not None], last
 
-    def _claim_all(self) -> list[Entry]:
-        entries: list[Entry] = []
+    def _claim_all(self) -> list[StreamEntry]:
+        entries: list[StreamEntry] = []
         for stream in self.streams:
             got, self._claim_from[stream] = self._claim(stream, self._claim_from[stream])
             entries += got
         return entries
 
-    def _claim(self, stream: str, start: Start) -> tuple[list[Entry], Start]:
+    def _claim(self, stream: str, start: Start) -> tuple[list[StreamEntry], Start]:
         """Entries idle for ``claim_idle_ms`` from ``start`` on, and where to go on from.
         (The server drops trimmed entries from the pending list itself.)"""
         reply: Any = self.client.xautoclaim(
@@ -330,7 +330,7 @@ class Sink(TwoStageStop):
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.options.max_backoff_s)
 
-    def _decode(self, entries: list[Entry]) -> _Batch:
+    def _decode(self, entries: list[StreamEntry]) -> _Batch:
         batch = _Batch()
         for stream, entry_id, fields in entries:
             batch.ids.setdefault(stream, []).append(entry_id)
