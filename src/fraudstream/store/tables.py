@@ -130,3 +130,20 @@ alerts = sa.Table(
 """The delivery log of `fraudstream.alerts`: one row per transaction and channel, ``pending``
 while it is being sent, then ``sent`` or ``failed``; the unique key is what keeps a
 re-delivered decision from being sent twice (`fraudstream.alerts.deliveries`)."""
+
+challenges = sa.Table(
+    "challenges",
+    metadata,
+    sa.Column("transaction_id", Id, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, comment="pending, passed, failed, expired"),
+    sa.Column("attempts", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.SmallInteger, nullable=False),
+    sa.Column("created_at", Time, nullable=False, comment="when the step-up was decided"),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("resolved_at", Time),
+    sa.Column("final_outcome", sa.String(8), comment="approve on success, block otherwise"),
+    sa.Column("streamed_at", Time, comment="when the final decision reached tx.decisions"),
+    sa.Index(None, "status", "expires_at"),
+)
+"""Step-up challenges (`fraudstream.store.challenges`): one per ``step_up`` decision. The
+one-time code is never stored: it is derived from the transaction id and a secret."""
