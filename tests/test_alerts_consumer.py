@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 import sqlalchemy as sa
 
-from alertkit import SECRET, closed_port, parts, smtp_server, webhook_receiver
+from alertkit import SECRET, Mailbox, closed_port, parts, smtp_server, webhook_receiver
 from fraudstream.alerts.channels import Channel
 from fraudstream.alerts.consumer import ALERTS_GROUP, AlertConsumer, AlertOptions, _Batch
 from fraudstream.alerts.mail import EmailChannel, SmtpOptions
@@ -22,6 +23,7 @@ from fraudstream.alerts.payload import Decided
 from fraudstream.alerts.retry import RetryPolicy
 from fraudstream.alerts.routing import ChannelName, Routes, default_routes
 from fraudstream.alerts.webhook import WebhookChannel
+from fraudstream.challenges import Codes, code_for
 from fraudstream.schema import Decision, Outcome, Transaction, encode
 from fraudstream.store import migrate
 from fraudstream.store.engine import create_engine
@@ -60,6 +62,14 @@ def decided(i: int, outcome: Outcome = "block", **extra: Any) -> Decided:
         decided_at=T0 + timedelta(seconds=i),
         **extra,
     )
+
+
+def team_mail(mailbox: Mailbox) -> EmailChannel:
+    """The e-mail channel to the fraud team, through the test's SMTP server."""
+    options = SmtpOptions(
+        host=mailbox.host, port=mailbox.port, security="plain", recipients=("team@example.com",)
+    )
+    return EmailChannel(options)
 
 
 def webhook(url: str) -> WebhookChannel:
@@ -121,10 +131,7 @@ def test_blocks_are_alerted_by_webhook_and_email_with_the_customer_joined_in(
     ]
     publish(client, KEYS.decisions, items)
     with webhook_receiver() as receiver, smtp_server() as mailbox:
-        mail = EmailChannel(
-            SmtpOptions(host=mailbox.host, port=mailbox.port, security="plain",
-                        recipients=("fraud-team@example.com",))
-        )  # fmt: skip
+        mail = team_mail(mailbox)
         stats = consumer(client, engine, {"webhook": webhook(receiver.url), "email": mail}).run(
             burst=True, handle_signals=False
         )
@@ -149,7 +156,7 @@ def test_blocks_are_alerted_by_webhook_and_email_with_the_customer_joined_in(
     by_subject = {m["Subject"]: (to, m) for to, m in mails}
     subject = "[fraudstream] BLOCK tx-2: score 900, 1,234.50 EUR"
     to, message = by_subject[subject]
-    assert to == ["fraud-team@example.com"]
+    assert to == ["team@example.com"]
     plain, rich = parts(message)
     assert "Name: Ada Lovelace" in plain and "Segment: premium" in plain
     assert "<td>Ada Lovelace</td>" in rich and "rule:velocity" in rich
@@ -359,3 +366,40 @@ def test_the_transaction_streamed_with_its_decision_gives_amount_and_customer(
     body = json.loads(hook.body)
     assert (body["amount"], body["currency"]) == (812.25, "GBP")
     assert body["customer"] == {"customer_id": "c-7", "name": "Grace Hopper"}
+
+
+def test_a_step_up_sends_its_code_to_the_customer_and_the_webhook_but_a_final_nothing(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(customers),
+            [{"customer_id": "c-1", "name": "Ada Lovelace", "email": "ada@example.com"}],
+        )
+    secret = b"a challenge secret of 32 bytes.."
+    stepped = decided(5, "step_up", customer_id="c-1", amount=150.0, currency="EUR")
+    no_address = decided(6, "step_up", customer_id="c-2", amount=20.0)
+    final = msgspec.structs.replace(
+        decided(7, "block"), reasons=["rule:velocity", "challenge:failed"]
+    )
+    publish(client, KEYS.decisions, [stepped, no_address, final])
+    with webhook_receiver() as receiver, smtp_server() as mailbox:
+        mail = team_mail(mailbox)
+        run = consumer(client, engine, {"webhook": webhook(receiver.url), "email": mail})
+        run.codes = Codes(secret, ttl_s=300)
+        stats = run.run(burst=True, handle_signals=False)
+        hooks = receiver.wait_for(2)
+        [(to, message)] = mailbox.wait_for(1)
+    code = code_for(secret, "tx-5")
+    assert to == ["ada@example.com"] and code in message["Subject"]
+    text, _ = parts(message)
+    assert "150.00 EUR" in text and "score" not in text.lower()
+    bodies = {json.loads(h.body)["transaction_id"]: json.loads(h.body) for h in hooks}
+    assert bodies["tx-5"]["challenge"]["code"] == code
+    assert bodies["tx-6"]["challenge"]["code"] == code_for(secret, "tx-6")
+    assert bodies["tx-5"]["challenge"]["expires_at"].startswith("2026-03-01T12:05:05")
+    # tx-6 has no e-mail address: its code e-mail fails (and is dead-lettered); tx-7, the
+    # final of a challenge, raises no alert at all
+    assert (stats.sent, stats.failed, stats.alerted) == (3, 1, 2)
+    reasons = [f[b"reason"].decode() for f in dead_letters(client)]
+    assert any("no e-mail address for customer 'c-2'" in r for r in reasons), reasons

@@ -115,7 +115,7 @@ def test_without_a_file_blocks_go_to_every_configured_channel() -> None:
         ),
         (
             '[[route]]\nname = "a"\noutcome = "blocked"\nchannels = ["email"]\n',
-            "route 1 (a): outcome: must be among approve, review, block, got 'blocked'",
+            "route 1 (a): outcome: must be among approve, step_up, review, block, got 'blocked'",
         ),
         ('[[route]]\nchannels = ["email"]\n', "alerts.toml: route 1: name: required field"),
         ('[[route]]\nname = "a"\n', "alerts.toml: route 1 (a): channels: required field"),

@@ -30,6 +30,7 @@ SECRET_FIELDS = frozenset(
         "database_url",
         "alerts_webhook_secret",
         "alerts_smtp_password",
+        "challenge_secret",
     }
 )
 
@@ -88,6 +89,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     block_amount: float = 5_000.0
     review_score: int = 500
     block_score: int = 800
+    step_up_score: int = 0
+    """Scores from this up to the review threshold ask the buyer for a one-time code
+    (outcome ``step_up``); 0 = only rules ask for one."""
+    challenge_ttl_s: int = 300
+    """A step-up code not entered within this long expires: the payment is blocked."""
+    challenge_attempts: int = 3
+    """Wrong codes allowed for one challenge; the last one blocks the payment."""
+    challenge_secret: str = ""
+    """HMAC key the one-time codes are derived from (at least 16 bytes); empty = one
+    generated once into ``data_dir/challenge.key``. The API and the alerts need the same."""
     api_host: str = "127.0.0.1"
     """Interface `fraudstream serve` listens on (loopback unless you mean otherwise)."""
     api_port: int = 8000
@@ -187,6 +198,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "review_score",
             f"need 0 < review_score <= block_score <= 1000, got {self.review_score}"
             f" / {self.block_score}",
+        )
+        _check(
+            0 <= self.step_up_score <= 1000,
+            "step_up_score",
+            f"must be between 0 (off) and 1000, got {self.step_up_score}",
+        )
+        _check(
+            self.challenge_ttl_s >= 1,
+            "challenge_ttl_s",
+            f"must be >= 1, got {self.challenge_ttl_s}",
+        )
+        _check(
+            1 <= self.challenge_attempts <= 10,
+            "challenge_attempts",
+            f"must be between 1 and 10, got {self.challenge_attempts}",
         )
 
     @property
@@ -291,7 +317,7 @@ def mask_url(url: str) -> str:
 def public_view(settings: Settings) -> dict[str, Any]:
     """The effective settings with secrets masked, for `fraudstream config show`."""
     out: dict[str, Any] = msgspec.structs.asdict(settings)
-    for key in ("api_key", "model_registry_key", "alerts_webhook_secret", "alerts_smtp_password"):
+    for key in SECRET_FIELDS - {"valkey_url", "database_url"}:
         if out[key]:
             out[key] = "****"
     out["valkey_url"] = mask_url(out["valkey_url"])

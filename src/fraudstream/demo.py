@@ -2,10 +2,11 @@
 
 Starts (or reuses) the embedded Valkey, runs worker processes, the SQL sink (decisions and
 transactions into the configured store, SQLite in the data dir by default) and the alerts
-consumer (every block by signed webhook to a local receiver the demo starts), sends simulated
-transactions (the simulator's full profile) at a target rate with a few malformed ones, to
-show the dead-letter path, follows the decisions stream, and reports throughput, end-to-end
-latency (enqueue -> decision), outcomes, what the store holds and the alerts received.
+consumer (every block and every step-up's code by signed webhook to a local receiver the
+demo starts), sends simulated transactions (the simulator's full profile) at a target rate
+with a few malformed ones, to show the dead-letter path, follows the decisions stream, and
+reports throughput, end-to-end latency (enqueue -> decision), outcomes, what the store holds
+and the alerts received.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DemoReport:
     malformed_sent: int = 0
     frauds_sent: int = 0
     flagged: int = 0
-    """Decisions that were review or block."""
+    """Decisions that were step_up, review or block."""
     frauds_flagged: int = 0
     backlog: int = 0
     model_version: str = "none"
@@ -213,8 +214,9 @@ class DemoRun:
             time.sleep(0.25)
 
     def _wait_for_alerts(self, receiver: LocalReceiver, timeout: float = 20.0) -> None:
-        """Until an alert per block of the run arrived (or ``timeout``)."""
-        expected = self.report.outcomes.get("block", 0)
+        """Until an alert per block and per step-up (its code) of the run arrived (or
+        ``timeout``)."""
+        expected = sum(self.report.outcomes.get(o, 0) for o in ("block", "step_up"))
         deadline = time.monotonic() + timeout
         prefix = self.report.run_id + "-"
         while True:

@@ -10,24 +10,17 @@ workers.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import msgspec
 import sqlalchemy as sa
 
-from fraudstream.errors import StoreError
 from fraudstream.schema import Label
-from fraudstream.store import migrate
 from fraudstream.store import reviews as queue
-from fraudstream.store.engine import describe, first_line
+from fraudstream.store.ondemand import OnDemandStore
 from fraudstream.store.reviews import Review, ReviewStatus, Verdict
 from fraudstream.stream.producer import Producer
-
-T = TypeVar("T")
 
 
 class Resolution(msgspec.Struct, frozen=True):
@@ -44,13 +37,8 @@ def usable_by_workers(label: Label) -> bool:
     return not label.is_fraud or (label.terminal_id is not None and label.tx_timestamp is not None)
 
 
-class ReviewDesk:
-    """The queue in ``engine``'s database; verdicts published through ``producer``.
-
-    An empty database (never migrated: the server started before any sink) gets the schema
-    on first use, as ``history export`` does, so the queue is empty rather than an error; a
-    database at an older revision is left to ``fraudstream db upgrade``.
-    """
+class ReviewDesk(OnDemandStore):
+    """The queue in ``engine``'s database; verdicts published through ``producer``."""
 
     def __init__(
         self,
@@ -58,21 +46,19 @@ class ReviewDesk:
         producer: Producer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.producer = producer
         self.clock = clock
-        self._schema_checked = False
-        self._schema_lock = threading.Lock()
 
     def queue(self, status: ReviewStatus = "open", limit: int = 100) -> list[Review]:
-        with self._database(), self.engine.connect() as connection:
+        with self.database(), self.engine.connect() as connection:
             return queue.list_reviews(connection, status, limit)
 
     def claim(self, review_id: int, assignee: str) -> Review:
         """Raises:
         NotFoundError, ConflictError: see `fraudstream.store.reviews.claim`.
         """
-        return self._in_transaction(
+        return self.in_transaction(
             lambda c: queue.claim(c, review_id, assignee, self.clock()),
         )
 
@@ -90,25 +76,4 @@ class ReviewDesk:
                 self.producer.send_labels([label])
             return Resolution(review, label, published)
 
-        return self._in_transaction(store_and_publish)
-
-    def _in_transaction(self, action: Callable[[sa.Connection], T]) -> T:
-        with self._database(), self.engine.begin() as connection:
-            return action(connection)
-
-    @contextmanager
-    def _database(self) -> Iterator[None]:
-        """A database error as a one-line `StoreError` (the API answers 503, the CLI prints
-        it): the store is down, locked, or not migrated yet."""
-        try:
-            self._ensure_schema()
-            yield
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database_url: {describe(self.engine)}: {first_line(exc)}") from None
-
-    def _ensure_schema(self) -> None:
-        with self._schema_lock:
-            if not self._schema_checked:
-                if migrate.current(self.engine) is None:
-                    migrate.upgrade(self.engine)
-                self._schema_checked = True
+        return self.in_transaction(store_and_publish)

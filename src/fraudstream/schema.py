@@ -23,8 +23,11 @@ Text = Annotated[str, msgspec.Meta(max_length=256)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 Channel = Literal["card_present", "ecommerce"]
-Outcome = Literal["approve", "review", "block"]
-OUTCOMES: tuple[Outcome, ...] = ("approve", "review", "block")
+Outcome = Literal["approve", "step_up", "review", "block"]
+OUTCOMES: tuple[Outcome, ...] = ("approve", "step_up", "review", "block")
+"""Mildest first. ``step_up`` holds the payment for a one-time code the buyer must enter
+(`fraudstream.challenges`); its final outcome, approve or block, follows as a second
+decision of the same transaction with a ``challenge:…`` reason."""
 AMOUNT_CEILING = 1e12
 """No payment is larger: above it an amount is a unit or encoding error (and its cents would
 leave float64's exact integers). The configurable, lower bound is ``Settings.max_amount``."""

@@ -21,7 +21,7 @@ from fraudstream.errors import SchemaError
 from fraudstream.rules import RuleContext, RuleSet, evaluate_columns, transaction_columns
 from fraudstream.rules.evaluate import RuleResult
 from fraudstream.rules.policy import Thresholds, Verdict, decide
-from fraudstream.schema import AMOUNT_CEILING, Decision, Label, Outcome, Transaction
+from fraudstream.schema import AMOUNT_CEILING, OUTCOMES, Decision, Label, Outcome, Transaction
 
 if TYPE_CHECKING:
     import redis
@@ -45,6 +45,9 @@ class AmountPolicy:
     block_amount: float
     review_score: int
     block_score: int
+    step_up_score: int = 0
+    """Scores from here up to the review threshold step up (0: none do); applies to the
+    model's thresholds as well as to these."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AmountPolicy:
@@ -53,6 +56,7 @@ class AmountPolicy:
             settings.block_amount,
             settings.review_score,
             settings.block_score,
+            settings.step_up_score,
         )
 
     @property
@@ -71,12 +75,12 @@ class AmountPolicy:
             value = self.block_score + (1000 - self.block_score) * min(1.0, (amount - b) / b)
         return max(0, min(1000, round(value)))
 
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.review_score, self.block_score, self.step_up_score)
+
     def outcome(self, score: int) -> Outcome:
-        if score >= self.block_score:
-            return "block"
-        if score >= self.review_score:
-            return "review"
-        return "approve"
+        return OUTCOMES[self.thresholds.level(score)]
 
     def reasons(self, amount: float) -> list[str]:
         if amount >= self.block_amount:
@@ -133,7 +137,7 @@ class Scorer:
         self.rules = rules
         self.lists = lists
         self.models = models
-        self.thresholds = Thresholds(policy.review_score, policy.block_score)
+        self.thresholds = policy.thresholds
 
     def validate(self, tx: Transaction) -> None:
         """Checks beyond the schema that the stages need (e.g. event time not in the future).
@@ -250,7 +254,9 @@ class Scorer:
             reasons = [self.policy.reasons(tx.amount) for tx in transactions]
             return BaseScores(scores, reasons, "none", self.thresholds, shadow_notes)
         points = model.thresholds
-        thresholds = Thresholds(round(points["review"]), round(points["block"]))
+        thresholds = Thresholds(
+            round(points["review"]), round(points["block"]), self.policy.step_up_score
+        )
         scores = model.score(features).astype(np.float64)
         reasons = [[] for _ in range(n)]
         # Contributions cost ~1 ms a row (TreeSHAP over every tree): explain the transactions

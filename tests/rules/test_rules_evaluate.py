@@ -17,6 +17,7 @@ from fraudstream.rules import (
     explain,
     parse_ruleset,
 )
+from fraudstream.rules.evaluate import BatchResult
 from rulekit import batch
 
 
@@ -126,13 +127,36 @@ def test_policy_combines_rules_and_model(schema: RuleSchema) -> None:
     ]
     assert verdicts[0].reasons == ["rule:big", "rule:busy", "rule:new_category"]
     step = decide(RuleResult(hits=("new_category",), outcome="step_up"), 100, t)
-    assert (step.outcome, step.reasons) == ("review", ["rule:new_category", "outcome:step_up"])
+    assert (step.outcome, step.reasons) == ("step_up", ["rule:new_category"])
     allow = decide(RuleResult(hits=("vip",), outcome="approve", score_add=-100), 950, t)
     assert (allow.score, allow.outcome) == (850, "approve")
     # vectorised policy agrees with the per-transaction one
     scores, outcomes = decide_batch(evaluate_columns(rs, COLUMNS), model, t)
     assert scores.tolist() == [v.score for v in verdicts]
     assert outcomes == [v.outcome for v in verdicts]
+
+
+def test_step_up_band_lies_below_review_and_both_policies_agree() -> None:
+    banded = Thresholds(review=500, block=800, step_up=400)
+    scores = list(range(0, 1001, 25))
+    want = [
+        "block" if s >= 800 else "review" if s >= 500 else "step_up" if s >= 400 else "approve"
+        for s in scores
+    ]
+    none = RuleResult()
+    assert [decide(none, s, banded).outcome for s in scores] == want
+    n = len(scores)
+    no_hits = np.zeros((0, n), dtype=bool)
+    empty = BatchResult(
+        (), no_hits, (), no_hits, np.full(n, -1), np.zeros(n), np.full(n, np.nan), np.full(n, -1)
+    )
+    assert decide_batch(empty, scores, banded)[1] == want
+    # without a band, the scores that would step up approve; a step_up rule still steps up
+    assert decide(none, 450, Thresholds()).outcome == "approve"
+    assert decide_batch(empty, scores, Thresholds())[1].count("step_up") == 0
+    rule = RuleResult(hits=("new_device",), outcome="step_up")
+    assert decide(rule, 450, Thresholds()).outcome == "step_up"
+    assert decide(rule, 600, banded).outcome == "review"  # review outranks a step-up
 
 
 def test_first_matched_allowlist_overrides_the_model(schema: RuleSchema) -> None:

@@ -34,6 +34,7 @@ from fraudstream.alerts.context import look_up
 from fraudstream.alerts.payload import Alert, Decided, make_alert
 from fraudstream.alerts.retry import RetryPolicy, with_retries
 from fraudstream.alerts.routing import ChannelName, Routes
+from fraudstream.challenges import Codes, is_final
 from fraudstream.store import migrate
 from fraudstream.store.engine import first_line
 from fraudstream.store.lag import Lag, measure
@@ -132,8 +133,12 @@ class AlertConsumer(TwoStageStop):
         options: AlertOptions,
         consumer: str | None = None,
         on_progress: Callable[[AlertStats, float], None] | None = None,
+        codes: Codes | None = None,
     ) -> None:
+        """``codes``: how step-up codes are made; without it a ``step_up`` alert carries
+        none."""
         self.client = client
+        self.codes = codes
         self.engine = engine
         self.keys = keys
         self.routes = routes
@@ -228,8 +233,9 @@ class AlertConsumer(TwoStageStop):
         self._ack(batch)
 
     def _plan(self, decisions: list[Decided]) -> list[Alert]:
-        """The alerts the routes ask for, one per (transaction, channel)."""
-        candidates = [d for d in decisions if self.routes.could_match(d)]
+        """The alerts the routes ask for, one per (transaction, channel). A challenge's final
+        decision raises none: its step-up alert went out, and its outcome is in the store."""
+        candidates = [d for d in decisions if not is_final(d) and self.routes.could_match(d)]
         if not candidates:
             return []
         with self.engine.begin() as connection:
@@ -245,6 +251,7 @@ class AlertConsumer(TwoStageStop):
                     amount=context.amount,
                     currency=context.currency,
                     customer=context.customer,
+                    challenge=self.codes.of(decision) if self.codes else None,
                 )
                 planned.setdefault(alert.alert_id, alert)  # a decision twice in one batch
         self.stats.alerted += len({a.transaction_id for a in planned.values()})

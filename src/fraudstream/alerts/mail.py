@@ -1,5 +1,9 @@
 """The e-mail channel: stdlib ``smtplib``, one message per alert, plain text with an HTML
-alternative; the subject names the outcome, the score and the amount."""
+alternative; the subject names the outcome, the score and the amount.
+
+A step-up alert is the exception: it is the buyer's one-time code, so it goes to the
+customer's own e-mail address (from the store's customers), says nothing of scores or
+reasons, and fails (is retried, then dead-lettered) when the store knows no address."""
 
 from __future__ import annotations
 
@@ -49,12 +53,18 @@ class EmailChannel:
 
     def send(self, alert: Alert) -> None:
         """Raises:
-        AlertError: the server refused the message, or could not be reached."""
+        AlertError: the server refused the message, or could not be reached; or a step-up
+            code for a customer without an e-mail address."""
+        built = (
+            message(alert, self.options)
+            if alert.challenge is None
+            else code_message(alert, self.options)
+        )
         try:
             with self._connect() as smtp:
                 if self.options.user:
                     smtp.login(self.options.user, self.options.password)
-                smtp.send_message(message(alert, self.options))
+                smtp.send_message(built)
         except (smtplib.SMTPException, OSError) as exc:
             raise AlertError(f"email: {self.describe()}: {_reason(exc)}") from None
 
@@ -97,6 +107,33 @@ def message(alert: Alert, options: SmtpOptions) -> EmailMessage:
         f"<html><body><h2>{html.escape(subject(alert))}</h2><table>{cells}</table></body></html>",
         subtype="html",
     )
+    return msg
+
+
+def code_message(alert: Alert, options: SmtpOptions) -> EmailMessage:
+    """The buyer's one-time code, to the customer's own address.
+
+    Raises:
+        AlertError: the store holds no e-mail address for the customer.
+    """
+    challenge, customer = alert.challenge, alert.customer
+    assert challenge is not None
+    if customer is None or not customer.email:
+        who = customer.customer_id if customer else "unknown"
+        raise AlertError(f"email: no e-mail address for customer {who!r}: step-up code not sent")
+    until = challenge.expires_at.strftime("%H:%M UTC")
+    text = (
+        f"Your verification code for the payment of {describe_amount(alert)} is"
+        f" {challenge.code}. It is valid until {until}. If you did not make this payment,"
+        " do not share the code."
+    )
+    msg = EmailMessage()
+    msg["Subject"] = f"Your verification code: {challenge.code}"
+    msg["From"] = options.sender
+    msg["To"] = customer.email
+    msg["X-Fraudstream-Alert-Id"] = alert.alert_id
+    msg.set_content(text + "\n")
+    msg.add_alternative(f"<html><body><p>{html.escape(text)}</p></body></html>", subtype="html")
     return msg
 
 

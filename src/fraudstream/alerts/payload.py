@@ -8,6 +8,7 @@ from datetime import datetime
 import msgspec
 
 from fraudstream.alerts.routing import ChannelName
+from fraudstream.challenges import ChallengeCode
 from fraudstream.schema import Decision, Outcome
 
 
@@ -50,6 +51,9 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     routes: list[str]
     model_version: str
     rules_version: str
+    challenge: ChallengeCode | None = None
+    """A ``step_up``: the buyer's one-time code (the webhook's receiver relays it; the
+    e-mail goes to the customer), verified by ``POST /v1/challenges/{id}/verify``."""
 
 
 def make_alert(
@@ -60,6 +64,7 @@ def make_alert(
     amount: float | None,
     currency: str | None,
     customer: Customer | None,
+    challenge: ChallengeCode | None = None,
 ) -> Alert:
     return Alert(
         alert_id=f"{decision.transaction_id}:{channel}",
@@ -75,6 +80,7 @@ def make_alert(
         routes=routes,
         model_version=decision.model_version,
         rules_version=decision.rules_version,
+        challenge=challenge,
     )
 
 

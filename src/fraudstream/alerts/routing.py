@@ -120,11 +120,18 @@ class Routes:
 
 
 def default_routes(configured: Iterable[ChannelName]) -> Routes:
-    """Without a routing file: every block, to every configured channel."""
+    """Without a routing file: every block, and every step-up's code, to every configured
+    channel."""
     channels = [c for c in CHANNELS if c in set(configured)]
     if not channels:
-        return Routes([], "default route")
-    return Routes([Route(name="blocks", outcome=["block"], channels=channels)], "default route")
+        return Routes([], "default routes")
+    return Routes(
+        [
+            Route(name="blocks", outcome=["block"], channels=channels),
+            Route(name="step-ups", outcome=["step_up"], channels=channels),
+        ],
+        "default routes",
+    )
 
 
 def load_routes(path: Path) -> Routes:

@@ -46,6 +46,7 @@ from fraudstream.api.session import (
     signed_out,
 )
 from fraudstream.api.spec import Endpoint, openapi
+from fraudstream.challenges import ChallengeDesk, ChallengeState
 from fraudstream.config import Settings
 from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError, SchemaError
 from fraudstream.reviews import Resolution, ReviewDesk
@@ -104,6 +105,7 @@ def create_app(
     batcher = MicroBatcher(scorer, decided, publish)
     database = engine or create_engine(database_url(settings))
     desk = ReviewDesk(database, producer)
+    challenges = ChallengeDesk(database, client, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -178,6 +180,17 @@ def create_app(
         review_id = review_id_of(request)
         resolve = partial(desk.resolve, review_id, caller(request), body.verdict, body.note)
         return _json(await to_thread.run_sync(resolve))
+
+    # --- step-up challenges -------------------------------------------------------------------
+
+    async def challenge(request: Request) -> Response:
+        look = partial(challenges.look, request.path_params["transaction_id"])
+        return _json(await to_thread.run_sync(look))
+
+    async def challenge_verify(request: Request) -> Response:
+        body: bodies.ChallengeCode = _decode(await request.body(), bodies.ChallengeCode)
+        verify = partial(challenges.verify, request.path_params["transaction_id"], body.code)
+        return _json(await to_thread.run_sync(verify))
 
     # --- lists -------------------------------------------------------------------------------
 
@@ -338,6 +351,25 @@ def create_app(
             body=bodies.ReviewVerdict,
             answers={200: Resolution, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
             params=(REVIEW_ID,),
+        ),
+        Endpoint(
+            "GET",
+            "/v1/challenges/{transaction_id}",
+            challenge,
+            "read",
+            "A step-up challenge: pending (attempts left, expiry) or closed (final outcome)",
+            answers={200: ChallengeState, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/challenges/{transaction_id}/verify",
+            challenge_verify,
+            "score",
+            "Check the buyer's one-time code: the right one approves, the last allowed wrong"
+            " one or an expired challenge blocks; the final decision is stored and streamed",
+            body=bodies.ChallengeCode,
+            answers={200: ChallengeState, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
         ),
         Endpoint(
             "GET",

@@ -98,6 +98,13 @@ class ReviewVerdict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Why: kept with the review."""
 
 
+class ChallengeCode(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/challenges/{transaction_id}/verify``: what the buyer typed."""
+
+    code: Annotated[str, msgspec.Meta(pattern="^[0-9]{6}$")]
+    """Six digits (one that is not six digits spends no attempt: 422)."""
+
+
 class ReviewPage(msgspec.Struct, frozen=True):
     reviews: list[Review]
     """Oldest decision first."""

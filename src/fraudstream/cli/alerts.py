@@ -50,6 +50,7 @@ def alerts_run(
     seconds; stops on SIGTERM / Ctrl-C after the batch in hand."""
     from fraudstream.alerts.channels import CONFIGURE_HINT, channels_from, routes_from
     from fraudstream.alerts.consumer import AlertConsumer, AlertOptions
+    from fraudstream.challenges import Codes
     from fraudstream.errors import ConfigError
     from fraudstream.store.engine import create_engine, database_url, describe
     from fraudstream.stream.keys import StreamKeys
@@ -84,6 +85,7 @@ def alerts_run(
             progress_s=progress_s,
         ),
         on_progress=_progress_line,
+        codes=Codes.from_settings(settings),
     )
     stats = consumer.run(burst=burst)
     if as_json:

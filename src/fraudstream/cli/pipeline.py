@@ -122,7 +122,7 @@ def _demo_table(summary: dict[str, Any]) -> Table:
         ("dead letters", f"{summary['dead_letters']:,} of {summary['malformed_sent']:,} sent"),
         ("frauds in the traffic", f"{summary['frauds_sent']:,}"),
         (
-            "frauds flagged (review/block)",
+            "frauds flagged (step-up/review/block)",
             f"{summary['frauds_flagged']:,} of {summary['frauds_sent']:,}; "
             f"{summary['flagged']:,} flagged in all",
         ),
@@ -134,7 +134,7 @@ def _demo_table(summary: dict[str, Any]) -> Table:
         ("latency max", f"{lat['max']:.1f} ms"),
         ("stored (sink)", f"{summary['stored']:,} decisions in {summary['store']}"),
         (
-            "alerts (webhook, blocks)",
+            "alerts (webhook: blocks, step-up codes)",
             f"{summary['alerts']['received']:,} received, {summary['alerts']['verified']:,} "
             f"signatures verified; decision → receiver p50 / p95 "
             f"{summary['alerts']['latency_ms_p50']:.1f} / "

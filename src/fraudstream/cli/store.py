@@ -74,6 +74,7 @@ def sink(
     decisions stream and the label log), queueing review decisions for the analysts,
     migrating the schema first. Prints a progress line with the lag every few
     seconds; stops on SIGTERM / Ctrl-C after the batch in hand."""
+    from fraudstream.challenges import ChallengeDesk
     from fraudstream.store.engine import describe
     from fraudstream.store.sink import Sink, SinkOptions, tune_gc
     from fraudstream.stream.keys import StreamKeys
@@ -87,11 +88,21 @@ def sink(
         block_ms=settings.block_ms,
         claim_idle_ms=settings.claim_idle_ms,
         progress_s=progress_s,
+        challenge_ttl_s=settings.challenge_ttl_s,
+        challenge_attempts=settings.challenge_attempts,
     )
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     streams = f"{keys.decisions} + {keys.label_log}"
     print(f"sink: {streams} -> {describe(engine)}", file=sys.stderr, flush=True)
-    runner = Sink(connect(settings), engine, keys, options, on_progress=_ProgressLines())
+    client = connect(settings)
+    runner = Sink(
+        client,
+        engine,
+        keys,
+        options,
+        on_progress=_ProgressLines(),
+        challenges=ChallengeDesk(engine, client, settings),
+    )
     tune_gc()
     stats = runner.run(burst=burst)
     if as_json:

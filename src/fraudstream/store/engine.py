@@ -8,8 +8,9 @@ error.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import sqlalchemy as sa
@@ -93,3 +94,15 @@ def first_line(exc: BaseException) -> str:
     """The driver's own message, first line only (SQLAlchemy wraps it in several more)."""
     cause = getattr(exc, "orig", None) or exc
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time read back from the store, UTC-aware: SQLite gives back naive UTC, PostgreSQL
+    the session's zone (``None`` stays ``None``)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from fraudstream.errors import ConflictError, NotFoundError, SchemaError
 from fraudstream.schema import Decision, Label
+from fraudstream.store.engine import as_utc
 from fraudstream.store.tables import decisions, reviews, transactions
 from fraudstream.store.write import store_labels
 
@@ -233,12 +234,5 @@ def check_limit(limit: int) -> int:
 def _review(row: sa.RowMapping) -> Review:
     values = {str(name): value for name, value in row.items()}
     for name in ("created_at", "updated_at", "tx_timestamp"):
-        values[name] = _utc(values[name])
+        values[name] = as_utc(values[name])
     return msgspec.convert(values, Review)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive UTC, PostgreSQL the session's zone: UTC-aware either way."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,6 +1,9 @@
 """The SQL sink: its own consumer group on ``tx.decisions`` and on the label log
 (``tx.labels.log``), batched idempotent writes, XACK after the commit. A ``review`` decision
-opens its review in the same database transaction.
+opens its review, a ``step_up`` decision its challenge, in the same database transaction; a
+challenge's final decision is already stored by whoever closed the challenge (its row holds
+the final outcome; `fraudstream.challenges`), so the sink only counts it. Between batches,
+every ``sweep_s``, the sink closes the challenges whose time is up and streams their finals.
 
 The loop reads like a checklist (`Sink.run`): bootstrap (migrate the schema, create the
 group), then read a batch → store it in one database transaction → ack. Delivery is
@@ -28,9 +31,11 @@ import msgspec
 import redis
 import sqlalchemy as sa
 
+from fraudstream.challenges import ChallengeDesk, is_final
 from fraudstream.errors import SchemaError, StoreError
 from fraudstream.schema import Decision, Label, Transaction, decode_label, decode_transaction
 from fraudstream.store import migrate
+from fraudstream.store.challenges import open_challenges
 from fraudstream.store.engine import describe, first_line
 from fraudstream.store.lag import Lag, as_text, measure
 from fraudstream.store.reviews import open_reviews
@@ -70,6 +75,10 @@ class SinkStats:
     """Reviews queued for the ``review`` decisions stored (`fraudstream.store.reviews`)."""
     labels_stored: int = 0
     """Labels written (new rows; one per transaction and source)."""
+    challenges_opened: int = 0
+    """Challenges opened for the ``step_up`` decisions stored (`fraudstream.challenges`)."""
+    finals: int = 0
+    """Final decisions of closed challenges seen (stored with their challenge)."""
     lag: Lag | None = None
     """As measured at the last progress tick."""
     lost: int = 0
@@ -85,6 +94,10 @@ class SinkOptions:
     claim_idle_ms: int = 30_000
     progress_s: float = 5.0
     max_backoff_s: float = 5.0
+    challenge_ttl_s: int = 300
+    challenge_attempts: int = 3
+    sweep_s: float = 1.0
+    """How often the challenges whose time is up are closed (with a `ChallengeDesk`)."""
 
 
 YOUNG_GC_THRESHOLD = 50_000
@@ -128,8 +141,10 @@ class Sink(TwoStageStop):
         *,
         consumer: str | None = None,
         on_progress: Callable[[SinkStats, float], None] | None = None,
+        challenges: ChallengeDesk | None = None,
     ) -> None:
         self.client = client
+        self.challenges = challenges
         self.engine = engine
         self.keys = keys
         self.options = options
@@ -143,6 +158,7 @@ class Sink(TwoStageStop):
         self._migrated = False
         self._next_claim = 0.0
         self._next_progress = 0.0
+        self._next_sweep = 0.0
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -171,6 +187,7 @@ class Sink(TwoStageStop):
                         self.process(batch)
                     elif burst and self.caught_up():
                         break
+                    self.sweep()
                     self.progress(started)
                     backoff = 0.1
                 except redis.ConnectionError as exc:
@@ -292,17 +309,25 @@ class Sink(TwoStageStop):
         pipe.execute()
 
     def _store(self, batch: _Batch) -> bool:
+        firsts = [d for d in batch.decisions if not is_final(d)]
+        o = self.options
+
         def write() -> None:
             with self.engine.begin() as connection:
                 txs = store_transactions(connection, batch.transactions)
-                new = store_decisions(connection, batch.decisions)
-                opened = open_reviews(connection, batch.decisions)
+                new = store_decisions(connection, firsts)
+                opened = open_reviews(connection, firsts)
+                challenged = open_challenges(
+                    connection, firsts, o.challenge_ttl_s, o.challenge_attempts
+                )
                 labelled = store_labels(connection, batch.labels)
             self.stats.stored += new
             self.stats.transactions += txs
             self.stats.reviews_opened += opened
+            self.stats.challenges_opened += challenged
             self.stats.labels_stored += labelled
-            self.stats.duplicates += len(batch.decisions) - new
+            self.stats.duplicates += len(firsts) - new
+            self.stats.finals += len(batch.decisions) - len(firsts)
 
         return self._until_available(write)
 
@@ -351,6 +376,19 @@ class Sink(TwoStageStop):
             except SchemaError as exc:  # the decision is kept; its transaction is told of
                 batch.dead.append(dead_letter(stream, entry_id, tx, f"sink: transaction: {exc}"))
         return batch
+
+    def sweep(self) -> None:
+        """Every ``sweep_s``: close the challenges whose time is up and stream their finals
+        (and any final the API stored but could not stream). A database outage here is
+        left to the next sweep: the batches go on."""
+        now = time.monotonic()
+        if self.challenges is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + self.options.sweep_s
+        try:
+            self.challenges.sweep()
+        except StoreError as exc:
+            log.warning("challenge sweep: %s", exc)
 
     def progress(self, started: float, *, force: bool = False) -> None:
         """Every ``progress_s``: measure the lag and report (the CLI prints a line)."""

@@ -131,3 +131,9 @@ class DecidedStore:
         if decisions:
             keys = [self.key(d.transaction_id) for d in decisions]
             self._keep_all(keys, [self.ttl_s, *map(pack, decisions)], client=pipe)
+
+    def queue_replace(self, pipe: Pipeline, decisions: Sequence[Decision]) -> None:
+        """Keep these decisions in place of the ones kept (a step-up's final answer replaces
+        the step-up: a retried request then gets the answer the challenge gave)."""
+        for d in decisions:
+            pipe.set(self.key(d.transaction_id), pack(d), ex=self.ttl_s)
