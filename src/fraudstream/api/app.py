@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fraudstream import metrics
 from fraudstream.api import bodies
 from fraudstream.api.auth import ApiKeyMiddleware, Authenticator, require
 from fraudstream.api.batcher import Answer, MicroBatcher
@@ -100,6 +101,7 @@ def create_app(
                 approximate=True,
             )
         pipe.execute()
+        metrics.observe(decisions, "api")
 
     scorer = build_scorer(settings, client)
     batcher = MicroBatcher(scorer, decided, publish)
@@ -249,6 +251,10 @@ def create_app(
         except redis.RedisError as exc:
             return _json(bodies.Ready("not ready", f"{type(exc).__name__}: {exc}"), status=503)
         return _json(bodies.Ready("ready", "ok", *_versions(scorer), pid=os.getpid()))
+
+    async def metrics_text(request: Request) -> Response:
+        body = await to_thread.run_sync(metrics.exposition)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -418,6 +424,15 @@ def create_app(
             "Readiness: Valkey reachable, scorer built, versions",
             answers={200: bodies.Ready, 503: bodies.Ready},
             errors=(),
+        ),
+        Endpoint(
+            "GET",
+            "/metrics",
+            metrics_text,
+            "read",
+            "Prometheus metrics of every fraudstream process on this host (text format)",
+            answers={200: None},
+            errors=(401, 403),
         ),
         Endpoint(
             "GET",

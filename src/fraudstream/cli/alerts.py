@@ -48,6 +48,7 @@ def alerts_run(
     """Send an alert for every decision a route matches (own consumer group on the
     decisions stream, never in the scoring path). Prints sent, failed and the lag every few
     seconds; stops on SIGTERM / Ctrl-C after the batch in hand."""
+    from fraudstream import metrics
     from fraudstream.alerts.channels import CONFIGURE_HINT, channels_from, routes_from
     from fraudstream.alerts.consumer import AlertConsumer, AlertOptions
     from fraudstream.challenges import Codes
@@ -56,6 +57,7 @@ def alerts_run(
     from fraudstream.stream.keys import StreamKeys
 
     settings = settings_from(config, database_url=database, alerts_file=routes_file)
+    metrics.setup(settings.data_dir)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     channels = channels_from(settings)
@@ -84,7 +86,7 @@ def alerts_run(
             claim_idle_ms=settings.claim_idle_ms,
             progress_s=progress_s,
         ),
-        on_progress=_progress_line,
+        on_progress=_ProgressLine(),
         codes=Codes.from_settings(settings),
     )
     stats = consumer.run(burst=burst)
@@ -102,15 +104,26 @@ def alerts_run(
         print(json.dumps(figures))
 
 
-def _progress_line(stats: AlertStats, elapsed_s: float) -> None:
-    lag = stats.lag
-    behind = "?" if lag is None or lag.entries is None else f"{lag.entries:,}"
-    line = f"alerts: sent {stats.sent:,}, failed {stats.failed:,}, lag {behind} decisions"
-    if stats.skipped:
-        line += f", {stats.skipped:,} already sent"
-    if stats.outages:
-        line += f", outages {stats.outages:,}"
-    print(line, file=sys.stderr, flush=True)
+class _ProgressLine:
+    """One plain line on stderr per tick; the metrics move by what changed since the last."""
+
+    def __init__(self) -> None:
+        self.sent = self.failed = 0
+
+    def __call__(self, stats: AlertStats, elapsed_s: float) -> None:
+        from fraudstream import metrics
+
+        lag = stats.lag
+        behind = "?" if lag is None or lag.entries is None else f"{lag.entries:,}"
+        line = f"alerts: sent {stats.sent:,}, failed {stats.failed:,}, lag {behind} decisions"
+        if stats.skipped:
+            line += f", {stats.skipped:,} already sent"
+        if stats.outages:
+            line += f", outages {stats.outages:,}"
+        print(line, file=sys.stderr, flush=True)
+        entries = lag.entries if lag is not None and lag.entries is not None else 0
+        metrics.alerts_progress(stats.sent - self.sent, stats.failed - self.failed, entries)
+        self.sent, self.failed = stats.sent, stats.failed
 
 
 @alerts_app.command("test")

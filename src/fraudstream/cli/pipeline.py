@@ -174,7 +174,10 @@ def worker(
     config: ConfigOpt = None,
 ) -> None:
     """Consume the input partitions, score, write decisions (stop with Ctrl-C / SIGTERM)."""
+    from fraudstream import metrics
+
     settings = settings_from(config, batch_size=batch_size)
+    metrics.setup(settings.data_dir)  # the children inherit the folder
     processes = processes or os.cpu_count() or 1
     if processes > 1:
         raise typer.Exit(
@@ -212,6 +215,7 @@ def _work(
     quiet: bool,
 ) -> None:
     """One worker in this process (its figures on stdout every ``report_every`` seconds)."""
+    from fraudstream.metrics import Monitors, WorkerMetrics
     from fraudstream.scoring import build_scorer
     from fraudstream.stream.keys import StreamKeys
     from fraudstream.stream.report import IntervalReporter
@@ -230,7 +234,8 @@ def _work(
     )
     client = connect(settings)
     scorer = build_scorer(settings, client)
-    monitor = IntervalReporter(report_every) if report_every else None
+    reporter = IntervalReporter(report_every) if report_every else None
+    monitor = Monitors(reporter, WorkerMetrics())
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     w = Worker(client, keys, scorer, options, monitor=monitor)
     if not quiet:
@@ -352,11 +357,13 @@ def serve(
     """
     import uvicorn
 
+    from fraudstream import metrics
     from fraudstream.api import create_app
     from fraudstream.api.auth import ensure_api_key
     from fraudstream.api.serving import serve_processes
 
     settings = settings_from(config, api_host=host, api_port=port)
+    metrics.setup(settings.data_dir)  # before the app and its children: one folder for all
     key, key_file = ensure_api_key(settings.api_key, settings.data_path)
     where = f"in {key_file}" if key_file else "from FRAUDSTREAM_API_KEY"
     if workers > 1:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fraudstream import metrics
 from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, console, settings_from
 from fraudstream.errors import StoreError
@@ -80,6 +81,7 @@ def sink(
     from fraudstream.stream.keys import StreamKeys
 
     settings = settings_from(config, database_url=database, sink_batch_size=batch)
+    metrics.setup(settings.data_dir)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # `migrate` says what changed
     engine = _engine(settings)
@@ -122,6 +124,7 @@ class _ProgressLines:
         behind = "?" if lag is None or lag.entries is None else f"{lag.entries:,}"
         span = elapsed_s - self.at
         rate = (stats.stored - self.stored) / span if span > 0 else 0.0
+        metrics.sink_progress(stats.stored - self.stored, lag.entries if lag and lag.entries else 0)
         self.stored, self.at = stats.stored, elapsed_s
         line = (
             f"sink: stored {stats.stored:,} ({stats.duplicates:,} already stored), "

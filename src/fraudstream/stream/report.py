@@ -99,7 +99,7 @@ class IntervalReporter:
         now = self.clock()
         if now - self._since < self.interval_s:
             return
-        lag, pending = _backlog(worker)
+        lag, pending = backlog(worker)
         report = Report(
             pid=os.getpid(),
             tps=self._entries / (now - self._since),
@@ -121,7 +121,7 @@ class IntervalReporter:
             worker.request_stop()
 
 
-def _backlog(worker: Worker) -> tuple[int, int]:
+def backlog(worker: Worker) -> tuple[int, int]:
     """Entries in the worker's partitions (processed ones are deleted, so a stream's length
     is what is unread or pending), and how many of them are pending."""
     owned = sorted(worker.leases.owned)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO, TextIO, cast
 
+from fraudstream import metrics
 from fraudstream.stream.report import Report, decode_report
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -155,6 +156,7 @@ class Supervisor:
         if not child.proc.stdout.closed:  # what it wrote last, up to its pipe's end
             self._drain(child, child.proc.stdout)
         pid, child.proc, ready, child.ready = child.proc.pid, None, child.ready, False
+        metrics.forget_process(pid)  # its gauges (lag) no longer count
         if self.stopping or code == 0:
             child.done = True
             if code not in (0, -signal.SIGTERM):  # SIGTERM kills a child still starting

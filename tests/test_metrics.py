@@ -1,0 +1,124 @@
+"""Prometheus metrics across processes: two worker processes under the supervisor and the
+API server write to one folder, and the server's ``/metrics`` adds them up."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from apikit import KEY, call, post, sample_tx, start_server, stop_server
+from fraudstream import metrics
+from fraudstream.config import Settings
+from fraudstream.stream.keys import StreamKeys
+from fraudstream.stream.producer import Producer
+from test_stream import _txs
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No folder inherited from the test runner: each process finds its own from the
+    data dir, as on a user's machine."""
+    monkeypatch.delenv(metrics.ENV, raising=False)
+    yield
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """Labels -> value of every sample of ``name``."""
+    out = {}
+    for line in text.splitlines():
+        found = SAMPLE.match(line)
+        if found and found["name"] == name:
+            out[found["labels"] or ""] = float(found["value"])
+    return out
+
+
+def test_metrics_of_worker_processes_and_the_api_add_up_at_one_endpoint(
+    clean_env: None, valkey_url: str, settings: Settings, client: redis.Redis
+) -> None:
+    total = 120
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    Producer(client, keys).send(_txs(total, customers=40))
+    env = {
+        **{k: v for k, v in os.environ.items() if k != metrics.ENV},
+        "FRAUDSTREAM_VALKEY_URL": valkey_url,
+        "FRAUDSTREAM_DATA_DIR": settings.data_dir,
+        "FRAUDSTREAM_PARTITIONS": str(settings.partitions),
+        "FRAUDSTREAM_BLOCK_MS": "100",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudstream", "worker", "--processes", "2", "--burst", "--quiet"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    proc, base = start_server(
+        valkey_url, Path(settings.data_dir), KEY, partitions=str(settings.partitions)
+    )
+    try:
+        for i in range(5):
+            assert post(base, "/v1/score", sample_tx(i))[0] == 200
+        reply = call(base, "GET", "/metrics")
+        refused = call(base, "GET", "/metrics", key=None)
+    finally:
+        stop_server(proc)
+    assert reply.status == 200 and refused.status == 401
+    text = reply.raw.decode()
+    decided = _samples(text, "fraudstream_decisions_total")
+    by_source = {
+        source: sum(v for labels, v in decided.items() if f'source="{source}"' in labels)
+        for source in ("worker", "api")
+    }
+    assert by_source == {"worker": total, "api": 5}, decided
+    latency = _samples(text, "fraudstream_latency_seconds_count")
+    assert latency['stage="end_to_end"'] == total + 5
+    assert latency['stage="features"'] == total + 5  # every decision says where time went
+    assert sum(_samples(text, "fraudstream_score_count").values()) == total + 5
+    versions = _samples(text, "fraudstream_active_version")
+    assert any('kind="rules"' in labels and v == 1 for labels, v in versions.items()), versions
+    folder = Path(settings.data_dir) / metrics.FOLDER
+    assert list(folder.glob("counter_*.db")), "each process writes its own files"
+
+
+def test_setup_drops_the_gauges_of_processes_that_are_gone(clean_env: None, tmp_path: Path) -> None:
+    folder = metrics.setup(tmp_path)
+    try:
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        dead_pid = int(gone.stdout)
+        stale = folder / f"gauge_livesum_{dead_pid}.db"
+        live = folder / f"gauge_livesum_{os.getpid()}.db"
+        kept = folder / f"counter_{dead_pid}.db"
+        for path in (stale, live, kept):
+            path.write_bytes(b"")
+        metrics.setup(tmp_path)
+        assert not stale.exists() and live.exists() and kept.exists()
+    finally:
+        os.environ.pop(metrics.ENV, None)
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_fraudstream_exports(clean_env: None) -> None:
+    dashboard = json.loads(
+        (Path(__file__).parents[1] / "docs/grafana/fraudstream.json").read_text()
+    )
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    asked = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"fraudstream_[a-z_]+", expr)
+    }
+    helped = re.findall(r"^# HELP (\S+)", metrics.exposition().decode(), re.MULTILINE)
+    exported = {re.sub(r"_total$", "", name) for name in helped}
+    assert asked and asked <= exported, asked - exported
