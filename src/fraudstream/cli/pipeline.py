@@ -354,7 +354,7 @@ def serve(
 
     from fraudstream.api import create_app
     from fraudstream.api.auth import ensure_api_key
-    from fraudstream.api.serving import serve_processes
+    from fraudstream.api.serving import GRACE_S, serve_processes
 
     settings = settings_from(config, api_host=host, api_port=port)
     key, key_file = ensure_api_key(settings.api_key, settings.data_path)
@@ -371,4 +371,10 @@ def serve(
     err_console.print(
         f"serving on http://{settings.api_host}:{settings.api_port} (API key {where})"
     )
-    uvicorn.run(app_, host=settings.api_host, port=settings.api_port, log_level="warning")
+    uvicorn.run(
+        app_,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACE_S,
+    )
