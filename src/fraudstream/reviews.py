@@ -65,8 +65,13 @@ class ReviewDesk:
         self._schema_lock = threading.Lock()
 
     def queue(self, status: ReviewStatus = "open", limit: int = 100) -> list[Review]:
+        return self.read(lambda c: queue.list_reviews(c, status, limit))
+
+    def read(self, action: Callable[[sa.Connection], T]) -> T:
+        """Any read of the store (the console's drill-down too), with the desk's schema
+        check and its one-line `StoreError`."""
         with self._database(), self.engine.connect() as connection:
-            return queue.list_reviews(connection, status, limit)
+            return action(connection)
 
     def claim(self, review_id: int, assignee: str) -> Review:
         """Raises:
