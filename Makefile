@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean postgresql
+.PHONY: demo test lint typecheck unit bench clean postgresql chromium
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fraudstream needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -37,7 +37,14 @@ postgresql:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-unit: $(VENV)/.installed-dev postgresql
+# The console's browser test drives Debian's Chromium headless (Playwright, no browser download).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium (Debian package chromium) for the console's browser test"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+unit: $(VENV)/.installed-dev postgresql chromium
 	$(BIN)/pytest
 
 test: lint typecheck unit

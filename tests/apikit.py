@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -11,11 +12,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import redis
 
 KEY = "test-key-123"
 START_TIMEOUT_S = 90
@@ -71,6 +76,18 @@ def start_server(
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     proc.communicate(timeout=15)
+
+
+@contextmanager
+def serving(valkey_url: str, data_dir: Path) -> Iterator[str]:
+    """A server with the bootstrap key `KEY` on a keyspace cleared of what earlier modules
+    left (models, rules); its base URL."""
+    redis.Redis.from_url(valkey_url).flushall()
+    proc, base = start_server(valkey_url, data_dir, KEY)
+    try:
+        yield base
+    finally:
+        stop_server(proc)
 
 
 class Reply:
@@ -131,3 +148,19 @@ def sample_tx(i: int, **changes: Any) -> dict[str, Any]:
     }
     tx.update(changes)
     return tx
+
+
+def post_form(
+    base: str, path: str, body: str, cookie: str = ""
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """A form posted as a browser does, redirects not followed."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn.request("POST", path, body=body.encode(), headers=headers)
+    response = conn.getresponse()
+    text = response.read()
+    conn.close()
+    return response, text

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 import sqlalchemy as sa
 
+from fraudstream.config import Settings
 from fraudstream.schema import Decision, Outcome, Transaction, encode
+from fraudstream.store import migrate
+from fraudstream.store.engine import create_engine, database_url
 from fraudstream.store.tables import decisions
 from fraudstream.stream.keys import PAYLOAD
 
@@ -59,3 +65,15 @@ def stored_ids(engine: sa.Engine) -> list[str]:
     """Transaction ids of the stored decisions, duplicates included (there must be none)."""
     with engine.connect() as connection:
         return list(connection.scalars(sa.select(decisions.c.transaction_id)))
+
+
+@contextmanager
+def migrated_store(data_dir: Path) -> Iterator[sa.Engine]:
+    """The default store of ``data_dir`` (SQLite, where `fraudstream serve` finds it),
+    migrated."""
+    made = create_engine(database_url(Settings(data_dir=str(data_dir))))
+    migrate.upgrade(made)
+    try:
+        yield made
+    finally:
+        made.dispose()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from apikit import KEY, call, get, post, sample_tx, start_server, stop_server
+from apikit import KEY, call, get, post, post_form, sample_tx, start_server, stop_server
 from clikit import run_cli
 from fraudstream.api.keys import KeyStore
 from fraudstream.config import Settings
@@ -253,9 +253,9 @@ def test_docs_page_behind_a_browser_login(server: str) -> None:
     assert call(server, "GET", "/docs", key=None).status == 401
     login = call(server, "GET", "/login", key=None)
     assert login.status == 200 and b'name="api_key"' in login.raw
-    wrong, page_text = _form(server, "/login", "api_key=nope&next=/docs")
+    wrong, page_text = post_form(server, "/login", "api_key=nope&next=/docs")
     assert wrong.status == 401 and b"not valid" in page_text
-    signed, _ = _form(server, "/login", f"api_key={KEY}&next=//evil.example")
+    signed, _ = post_form(server, "/login", f"api_key={KEY}&next=//evil.example")
     cookie = signed.getheader("set-cookie") or ""
     assert signed.status == 303 and signed.getheader("location") == "/docs"
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie
@@ -272,24 +272,9 @@ def test_docs_page_behind_a_browser_login(server: str) -> None:
     # a session authenticates reads only: no cross-site form can change anything
     forged = call(server, "POST", "/v1/score", sample_tx(50), key=None, headers={"Cookie": session})
     assert forged.status == 401
-    _form(server, "/logout", "", cookie=session)
+    post_form(server, "/logout", "", cookie=session)
     after = call(server, "GET", "/openapi.json", key=None, headers={"Cookie": session})
     assert after.status == 401
-
-
-def _form(
-    base: str, path: str, body: str, cookie: str = ""
-) -> tuple[http.client.HTTPResponse, bytes]:
-    url = urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    if cookie:
-        headers["Cookie"] = cookie
-    conn.request("POST", path, body=body.encode(), headers=headers)
-    response = conn.getresponse()
-    text = response.read()
-    conn.close()
-    return response, text
 
 
 # --- fuzzing -----------------------------------------------------------------------------------

@@ -17,19 +17,18 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from apikit import KEY, get, post, sample_tx, start_server, stop_server
+from apikit import get, post, sample_tx, serving
 from fraudstream.api.keys import KeyStore
 from fraudstream.config import Settings
 from fraudstream.schema import decode_label
 from fraudstream.scoring import AmountPolicy, Scorer
-from fraudstream.store import migrate, tables
-from fraudstream.store.engine import create_engine, database_url
+from fraudstream.store import tables
 from fraudstream.store.sink import Sink, SinkOptions
 from fraudstream.store.tables import labels
 from fraudstream.store.write import store_transactions
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.worker import Worker, WorkerOptions
-from storekit import make_transaction
+from storekit import make_transaction, migrated_store
 
 pytestmark = pytest.mark.integration
 
@@ -43,22 +42,14 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(data_dir: Path) -> Iterator[sa.Engine]:
-    made = create_engine(database_url(Settings(data_dir=str(data_dir))))
-    migrate.upgrade(made)
-    try:
+    with migrated_store(data_dir) as made:
         yield made
-    finally:
-        made.dispose()
 
 
 @pytest.fixture(scope="module")
 def server(data_dir: Path, engine: sa.Engine, valkey_url: str) -> Iterator[str]:
-    redis.Redis.from_url(valkey_url).flushall()  # what earlier modules left (models)
-    proc, base = start_server(valkey_url, data_dir, KEY)
-    try:
+    with serving(valkey_url, data_dir) as base:
         yield base
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture

@@ -51,8 +51,7 @@ class ReviewDesk(OnDemandStore):
         self.clock = clock
 
     def queue(self, status: ReviewStatus = "open", limit: int = 100) -> list[Review]:
-        with self.database(), self.engine.connect() as connection:
-            return queue.list_reviews(connection, status, limit)
+        return self.read(lambda c: queue.list_reviews(c, status, limit))
 
     def claim(self, review_id: int, assignee: str) -> Review:
         """Raises:

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fraudstream import metrics
-from fraudstream.api import bodies
+from fraudstream.api import bodies, console
 from fraudstream.api.auth import ApiKeyMiddleware, Authenticator, require
 from fraudstream.api.batcher import Answer, MicroBatcher
 from fraudstream.api.docs import asset, docs_page
@@ -453,6 +453,8 @@ def create_app(
             errors=(401, 403),
         ),
     ]
+    page, page_parts = console.endpoints(client, keys, desk, decided, lambda: _versions(scorer))
+    endpoints += page
     document = openapi(endpoints, title="fraudstream", version=package_version("fraudstream"))
     pages = [
         Route("/login", login, methods=["GET", "POST"]),
@@ -460,7 +462,7 @@ def create_app(
     ]
     assets = Endpoint("GET", "/docs/assets/{name}", asset, "read", "")
     return Starlette(
-        routes=_routes([*endpoints, assets]) + pages,
+        routes=_routes([*endpoints, assets, *page_parts]) + pages,
         middleware=[
             Middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes),
             Middleware(ApiKeyMiddleware, auth=auth),

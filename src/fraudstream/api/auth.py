@@ -2,8 +2,10 @@
 route, with `require`.
 
 Every path except the public ones needs a key, in ``X-API-Key`` or ``Authorization: Bearer``
-(or, for GET and HEAD, a browser session's cookie, see `session`): the bootstrap key or a
-scoped key of the `KeyStore`. A request costs no Valkey round trip in the steady state.
+(or a browser session's cookie, with its CSRF token for anything but GET and HEAD, see
+`session`): the bootstrap key or a scoped key of the `KeyStore`. A browser loading a page
+without either is sent to the login form, which brings it back. A request costs no Valkey
+round trip in the steady state.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hmac
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 from anyio import to_thread
 from starlette.requests import Request
@@ -20,7 +23,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fraudstream.api.bodies import send_error
 from fraudstream.api.keys import BOOTSTRAP, ApiKey, KeyStore, digest
-from fraudstream.api.session import SAFE_METHODS, SessionStore, cookie_token
+from fraudstream.api.session import (
+    SAFE_METHODS,
+    SessionStore,
+    cookie_token,
+    csrf_checked_token,
+)
 from fraudstream.keyfile import read_or_create
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/login", "/logout"})
@@ -81,8 +89,9 @@ class Authenticator:
 
 
 class ApiKeyMiddleware:
-    """Refuses requests without a known key (or, for GET/HEAD, a session) with 401; puts
-    the caller's `ApiKey` in ``scope["state"]["api_key"]`` for the routes to check scopes."""
+    """Refuses requests without a known key or session with 401 (a browser's page load: a
+    redirect to ``/login``); puts the caller's `ApiKey` in ``scope["state"]["api_key"]`` for
+    the routes to check scopes."""
 
     def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
         self.app = app
@@ -93,10 +102,12 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         caller = await self.auth.key_of(_presented(scope))
-        if caller is None and scope["method"] in SAFE_METHODS:
-            caller = await self.auth.session_of(cookie_token(scope))
         if caller is None:
-            await _refuse(send)
+            safe = scope["method"] in SAFE_METHODS
+            token = cookie_token(scope) if safe else csrf_checked_token(scope)
+            caller = await self.auth.session_of(token)
+        if caller is None:
+            await (_to_login(scope, send) if _wants_page(scope) else _refuse(send))
             return
         scope.setdefault("state", {})["api_key"] = caller
         await self.app(scope, receive, send)
@@ -119,6 +130,24 @@ def _presented(scope: Scope) -> bytes | None:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             return bytes(value[7:])
     return None
+
+
+def _wants_page(scope: Scope) -> bool:
+    """A browser navigating (GET, HTML accepted), not a script or an API client."""
+    accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
+    return scope["method"] == "GET" and b"text/html" in accept
+
+
+async def _to_login(scope: Scope, send: Send) -> None:
+    query = urlencode({"next": scope["path"]}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", b"/login?" + query), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _refuse(send: Send) -> None:

@@ -8,6 +8,8 @@ from importlib.resources import files
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from fraudstream.api.spec import Handler
+
 STATIC = files("fraudstream.api") / "static"
 ASSETS: dict[str, tuple[str, str]] = {
     "swagger-ui.css": ("swagger-ui/swagger-ui.css", "text/css"),
@@ -32,10 +34,19 @@ def docs_page() -> Response:
     return HTMLResponse(_PAGE)
 
 
-async def asset(request: Request) -> Response:
-    name = request.path_params["name"]
-    if name not in ASSETS:
-        return Response("not found", status_code=404, media_type="text/plain")
-    path, media_type = ASSETS[name]
-    body = (STATIC / path).read_bytes()
-    return Response(body, media_type=media_type, headers={"cache-control": "max-age=86400"})
+def serve_assets(assets: dict[str, tuple[str, str]]) -> Handler:
+    """A handler serving the files ``assets`` names (name in the URL -> path under
+    ``static/``, media type), and nothing else."""
+
+    async def serve(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in assets:
+            return Response("not found", status_code=404, media_type="text/plain")
+        path, media_type = assets[name]
+        body = (STATIC / path).read_bytes()
+        return Response(body, media_type=media_type, headers={"cache-control": "max-age=86400"})
+
+    return serve
+
+
+asset = serve_assets(ASSETS)

@@ -29,6 +29,10 @@ from starlette.applications import Starlette
 if TYPE_CHECKING:
     from uvicorn import Config
 
+GRACE_S = 3
+"""At a stop, how long requests in hand may take to finish. An open console's event stream
+never finishes: without a limit it would hold the server up until the browser left."""
+
 FACTORY = "fraudstream.api.serving:app_from_environment"
 
 
@@ -57,7 +61,13 @@ def serve_processes(host: str, port: int, workers: int) -> int:
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(
-        FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning"
+        FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACE_S,
     )
     supervisor = Multiprocess(config, sockets=[listening_socket(config)])
     supervisor.run()

@@ -3,13 +3,17 @@
 A browser cannot send ``X-API-Key`` when it loads a page, so ``POST /login`` (a form with
 the key) opens a session: a random token in an ``HttpOnly``, ``SameSite=Strict`` cookie, and
 in Valkey only its SHA-256 with the key's name, scopes and digest, for ``SESSION_TTL_S``.
-A session authenticates safe methods only (GET, HEAD): anything that changes state still
-needs the key in a header, so a forged cross-site form can change nothing (no CSRF).
-A session ends at logout, at expiry, or when its key is revoked.
+A session authenticates safe methods (GET, HEAD). Anything that changes state needs the key
+in a header, or the session's cookie *and* its CSRF token in ``X-CSRF-Token``
+(`csrf_token`: derived from the cookie's token, which scripts cannot read, and given only in
+the pages this server sends that session), so a forged cross-site form or ``fetch`` can
+change nothing: it can neither read the token nor, under ``SameSite=Strict``, send the
+cookie. A session ends at logout, at expiry, or when its key is revoked.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import secrets
 from typing import Any
@@ -26,6 +30,7 @@ from fraudstream.api.keys import ApiKey, KeyStore, digest
 COOKIE = "fs_session"
 SESSION_TTL_S = 8 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+CSRF_HEADER = b"x-csrf-token"
 
 
 class StoredSession(msgspec.Struct, frozen=True):
@@ -70,6 +75,25 @@ def cookie_token(scope: Scope) -> bytes | None:
                 if key == COOKIE.encode() and token:
                     return bytes(token)
     return None
+
+
+def csrf_token(token: bytes) -> str:
+    """The session's CSRF token: a hash of the cookie's token under its own label (not the
+    digest that names the session in Valkey).
+
+    >>> csrf_token(b"t") == csrf_token(b"t") != csrf_token(b"u") != digest(b"u")
+    True
+    """
+    return digest(b"csrf:" + token)
+
+
+def csrf_checked_token(scope: Scope) -> bytes | None:
+    """The cookie's token if the request also carries that session's CSRF token."""
+    token = cookie_token(scope)
+    presented = next((v for k, v in scope["headers"] if k == CSRF_HEADER), None)
+    if token is None or presented is None:
+        return None
+    return token if hmac.compare_digest(presented, csrf_token(token).encode()) else None
 
 
 def login_form(error: str = "", next_path: str = "/docs", status: int = 200) -> Response:
@@ -119,6 +143,7 @@ _NO_STORE = {"cache-control": "no-store"}
 _LOGIN = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fraudstream — sign in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 26rem; margin: 4rem auto; }}
 input {{ width: 100%; padding: .5rem; margin: .5rem 0; box-sizing: border-box; }}

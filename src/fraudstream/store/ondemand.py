@@ -30,6 +30,12 @@ class OnDemandStore:
         self._schema_checked = False
         self._schema_lock = threading.Lock()
 
+    def read(self, action: Callable[[sa.Connection], T]) -> T:
+        """Any read of the store (the console's drill-down too), with the schema check and
+        the one-line `StoreError`."""
+        with self.database(), self.engine.connect() as connection:
+            return action(connection)
+
     def in_transaction(self, action: Callable[[sa.Connection], T]) -> T:
         with self.database(), self.engine.begin() as connection:
             return action(connection)
