@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -29,12 +28,11 @@ import redis
 import sqlalchemy as sa
 
 from fraudstream.config import Settings, to_environ
-from fraudstream.errors import StreamError
-from fraudstream.generate import GenerateOptions, encode_rows, load_history, select
+from fraudstream.generate import GenerateOptions, prepare_traffic
 from fraudstream.generate import run as run_generator
 from fraudstream.schema import decode_decision
+from fraudstream.stream.fleet import last_id, spawn_worker, stop_all, wait_for_partitions
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
-from fraudstream.stream.leases import holder
 from fraudstream.stream.producer import Producer
 
 if TYPE_CHECKING:
@@ -146,8 +144,8 @@ class DemoRun:
         from fraudstream.store.engine import create_engine, database_url, describe
 
         self.report.backlog = self.backlog()
-        start_decisions = _last_id(self.client, self.keys.decisions)
-        start_dead = _last_id(self.client, self.keys.deadletter)
+        start_decisions = last_id(self.client, self.keys.decisions)
+        start_dead = last_id(self.client, self.keys.deadletter)
         secret = secrets.token_hex(16)
         with LocalReceiver(secret) as receiver:
             self._start_workers()
@@ -282,40 +280,16 @@ class DemoRun:
         return int(sum(pipe.execute()))
 
     def _start_workers(self) -> None:
-        env = {**os.environ, **to_environ(self.settings)}
         for _ in range(self.report.workers):
-            self._procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "fraudstream", "worker", "--processes", "1", "--quiet"],
-                    env=env,
-                )
-            )
+            self._procs.append(spawn_worker(self.settings, 1))
 
     def _wait_for_workers(self, timeout: float = 30.0) -> None:
         """Produce only once every worker holds its share of partitions, so the figures
         measure the pipeline, not interpreter start-up."""
-        deadline = time.monotonic() + timeout
-        leases = [self.keys.lease(p) for p in range(self.keys.partitions)]
-        while time.monotonic() < deadline:
-            owners: list[bytes | None] = self.client.mget(leases)  # type: ignore[assignment]
-            holders = {holder(owner) for owner in owners if owner is not None}
-            if None not in owners and len(holders) >= min(
-                self.report.workers, self.keys.partitions
-            ):
-                return
-            if any(proc.poll() is not None for proc in self._procs):
-                raise StreamError("a demo worker exited at start-up (see its error above)")
-            time.sleep(0.1)
-        raise StreamError(f"workers did not take their partitions within {timeout:g}s")
+        wait_for_partitions(self.client, self.keys, self.report.workers, self._procs, timeout)
 
     def _stop_workers(self) -> None:
-        for proc in self._procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self._procs)
 
     def _produce(self) -> None:
         """Simulated traffic (a small full-profile world) at the target rate, a few payloads
@@ -328,9 +302,7 @@ class DemoRun:
             seed=self.seed,
             batch_size=self.settings.batch_size,
         )
-        transactions, labels = load_history(None, seed=self.seed)
-        picked = select(transactions, options.rows_needed(), options)
-        rows = encode_rows(picked, labels, self.keys, False, options.batch_size)
+        picked, rows = prepare_traffic(options, self.keys)
         rng = np.random.default_rng(self.seed + 1)
         bad = rng.random(len(rows)) < self.bad_ratio
         rows = [
@@ -396,8 +368,3 @@ def _of_run(body: dict[str, Any], prefix: str) -> bool:
 def _malformed(blob: bytes) -> bytes:
     """A payload a broken upstream might send: the amount went negative."""
     return blob.replace(b'"amount":', b'"amount":-', 1)
-
-
-def _last_id(client: redis.Redis, stream: str) -> bytes:
-    entries: Any = client.xrevrange(stream, count=1)
-    return entries[0][0] if entries else b"0-0"

@@ -22,7 +22,7 @@ import polars as pl
 from fraudstream.errors import ConfigError
 from fraudstream.history import History, ReadOptions, read_history, read_labels
 from fraudstream.simulate import SimulationConfig, iter_transaction_json, simulate
-from fraudstream.simulate.patterns import Pattern, RateCurve
+from fraudstream.simulate.patterns import Pattern, RateCurve, Shape
 from fraudstream.simulate.traffic import Pacer, PacerStats
 from fraudstream.stream.keys import StreamKeys
 from fraudstream.stream.producer import Producer
@@ -54,6 +54,8 @@ class GenerateOptions:
     batch_size: int = 500
     max_rows: int = 2_000_000
     """Upper bound of rows prepared for an unthrottled or replayed run."""
+    shape: Shape | None = None
+    """Parameters of the patterns (`Shape`); None = their defaults."""
 
     def __post_init__(self) -> None:
         if self.tps < 0:
@@ -66,7 +68,7 @@ class GenerateOptions:
     def rows_needed(self) -> int:
         if self.speedup is not None or self.tps == 0:
             return self.max_rows
-        curve = RateCurve(self.pattern, self.tps, self.duration, self.seed, None)
+        curve = RateCurve(self.pattern, self.tps, self.duration, self.seed, self.shape)
         return min(self.max_rows, math.ceil(curve.count(self.duration)) + self.batch_size)
 
 
@@ -217,18 +219,26 @@ def _label_rows(picked: pl.DataFrame, labels: pl.DataFrame, keys: StreamKeys) ->
     return [(t, keys.labels, b) for t, b in zip(times, blobs, strict=True)]
 
 
-def run(
+def prepare_traffic(options: GenerateOptions, keys: StreamKeys) -> tuple[pl.DataFrame, list[Row]]:
+    """The rows a paced run of a small simulated world needs (`load_history` without a
+    file), and the stream entries they make (no labels)."""
+    transactions, labels = load_history(None, seed=options.seed)
+    picked = select(transactions, options.rows_needed(), options)
+    return picked, encode_rows(picked, labels, keys, False, options.batch_size)
+
+
+def pacer(
     producer: Producer,
-    rows: list[Row],
     options: GenerateOptions,
     on_progress: Callable[[int, float], None] | None = None,
-) -> PacerStats:
-    """Send ``rows`` with the pacing the options ask for."""
+    progress_every: float = 0.2,
+) -> Pacer[Row]:
+    """A `Pacer` sending rows with the pacing the options ask for (`Pacer.stop` ends it)."""
 
     def send(batch: list[Row]) -> None:
         producer.send_to_streams((stream, blob) for _, stream, blob in batch)
 
-    pacer: Pacer[Row] = Pacer(
+    return Pacer(
         send,
         tps=options.tps,
         pattern=options.pattern,
@@ -236,8 +246,18 @@ def run(
         speedup=options.speedup,
         event_time=lambda row: row[0],
         max_batch=options.batch_size,
+        shape=options.shape,
         seed=options.seed,
         on_progress=on_progress,
-        progress_every=0.2,
+        progress_every=progress_every,
     )
-    return pacer.run(rows)
+
+
+def run(
+    producer: Producer,
+    rows: list[Row],
+    options: GenerateOptions,
+    on_progress: Callable[[int, float], None] | None = None,
+) -> PacerStats:
+    """Send ``rows`` with the pacing the options ask for."""
+    return pacer(producer, options, on_progress).run(rows)

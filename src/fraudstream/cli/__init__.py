@@ -10,6 +10,7 @@ from fraudstream.cli import (  # noqa: F401  (the modules register their command
     data,
     features,
     keys,
+    loadtest,
     models,
     pipeline,
     reviews,

@@ -147,3 +147,57 @@ challenges = sa.Table(
 )
 """Step-up challenges (`fraudstream.store.challenges`): one per ``step_up`` decision. The
 one-time code is never stored: it is derived from the transaction id and a secret."""
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("pattern", sa.String(16), nullable=False),
+    sa.Column("target_tps", sa.Float, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False, comment="asked for"),
+    sa.Column("processes", sa.SmallInteger, nullable=False),
+    sa.Column(
+        "status", sa.String(16), nullable=False, comment="completed, interrupted, incomplete"
+    ),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("ended_at", Time, nullable=False),
+    sa.Column("elapsed_s", sa.Float, nullable=False, comment="first send to last decision"),
+    sa.Column("sent", sa.Integer, nullable=False),
+    sa.Column("decided", sa.Integer, nullable=False),
+    sa.Column("dead_letters", sa.Integer, nullable=False),
+    sa.Column("outcomes", Json, nullable=False, comment="decisions per outcome"),
+    sa.Column("frauds_sent", sa.Integer, nullable=False),
+    sa.Column("frauds_caught", sa.Integer, nullable=False, comment="decided review or block"),
+    sa.Column("achieved_tps", sa.Float, nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Index(None, "started_at"),
+)
+"""One row per `fraudstream loadtest` run (`fraudstream.store.runs`)."""
+
+run_latencies = sa.Table(
+    "run_latencies",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("stage", sa.String(16), primary_key=True, comment="end_to_end or a Decision stage"),
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("avg_ms", sa.Float, nullable=False),
+    sa.Column("p50_ms", sa.Float, nullable=False),
+    sa.Column("p95_ms", sa.Float, nullable=False),
+    sa.Column("p99_ms", sa.Float, nullable=False),
+    sa.Column("min_ms", sa.Float, nullable=False),
+    sa.Column("max_ms", sa.Float, nullable=False),
+)
+"""A run's latency, end to end and per stage of the decisions' ``stages``."""
+
+run_seconds = sa.Table(
+    "run_seconds",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("second", sa.Integer, primary_key=True, comment="from the first send"),
+    sa.Column("target_tps", sa.Float, nullable=False),
+    sa.Column("sent", sa.Integer, nullable=False),
+    sa.Column("decided", sa.Integer, nullable=False, comment="the achieved tx/s"),
+    sa.Column("p50_ms", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+)
+"""A run second by second, for plots."""
