@@ -102,6 +102,18 @@ def demo(
         progress.update(task, completed=report.decided + report.dead_letters)
     console.print(_demo_table(report.as_dict()))
     console.print(f"sink and alerts logs: {report.logs}", highlight=False)
+    console.print(_console_hint(settings), highlight=False)
+
+
+def _console_hint(settings: Settings) -> str:
+    """How to look at what the demo left in the store and the streams."""
+    url = f"http://{settings.api_host}:{settings.api_port}/"
+    key_file = settings.data_path / "api.key"
+    key = "your FRAUDSTREAM_API_KEY" if settings.api_key else f"the key in {key_file}"
+    return (
+        f"live console: run `.venv/bin/fraudstream serve`, open {url} and sign in with {key}"
+        " (metrics: /metrics, API docs: /docs)"
+    )
 
 
 def _say_key_created(path: Path | None) -> None:
