@@ -24,7 +24,10 @@ from fraudstream.api.keys import KeyStore
 from fraudstream.api.live import Follower, LiveDecision, Window
 from fraudstream.api.serving import GRACE_S
 from fraudstream.api.session import csrf_token
+from fraudstream.schema import Decision
 from fraudstream.store import tables
+from fraudstream.store.challenges import open_challenges
+from fraudstream.store.write import store_decisions
 from storekit import migrated_store
 
 T = 1_900_000_000  # a fixed second (epoch)
@@ -167,8 +170,35 @@ def test_the_drill_down_shows_the_stored_decision_and_the_customers_transactions
     assert detail["review"]["status"] == "open" and detail["customer"]["customer_id"] == "cust-42"
     assert [r["transaction_id"] for r in detail["recent"]][:2] == ["tx-drill", "tx-drill-0"]
     assert detail["recent"][0]["outcome"] == "review" and detail["recent"][1]["outcome"] is None
+    assert detail["challenge"] is None
     status, body = get(server, "/v1/transactions/nowhere")
     assert status == 404 and body["error"]["field"] == "transaction_id"
+
+
+@pytest.mark.integration
+def test_the_drill_down_shows_a_step_ups_challenge(server: str, engine: sa.Engine) -> None:
+    stepped = Decision(
+        transaction_id="tx-stepped",
+        score=430,
+        outcome="step_up",
+        reasons=["rule:disposable_email"],
+        model_version="m",
+        rules_version="r",
+        latency_ms=3.0,
+        decided_at=datetime.now(UTC),
+    )
+    with engine.begin() as connection:
+        store_decisions(connection, [stepped])
+        open_challenges(connection, [stepped], ttl_s=300, max_attempts=3)
+    status, detail = get(server, "/v1/transactions/tx-stepped")
+    assert status == 200 and detail["decision"]["outcome"] == "step_up"
+    challenge = detail["challenge"]
+    assert (challenge["status"], challenge["attempts"], challenge["max_attempts"]) == (
+        "pending",
+        0,
+        3,
+    )
+    assert "code" not in json.dumps(challenge)
 
 
 @pytest.mark.integration

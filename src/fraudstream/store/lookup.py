@@ -1,6 +1,7 @@
 """One transaction as an analyst drills into it: the transaction, its stored decision (with
-the feature values and contributions kept for review and block), its review, who the
-customer is, and the customer's latest transactions with their outcomes."""
+the feature values and contributions kept for review and block), its review or step-up
+challenge, who the customer is, and the customer's latest transactions with their
+outcomes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from fraudstream.store.tables import customers, decisions, reviews, transactions
+from fraudstream.store.tables import challenges, customers, decisions, reviews, transactions
 
 RECENT = 20
 
@@ -36,6 +37,17 @@ class ReviewState(msgspec.Struct, frozen=True, kw_only=True):
     verdict: str | None = None
 
 
+class StoredChallenge(msgspec.Struct, frozen=True, kw_only=True):
+    """A step-up's challenge as stored (never its code)."""
+
+    status: str
+    attempts: int
+    max_attempts: int
+    expires_at: datetime
+    resolved_at: datetime | None = None
+    final_outcome: str | None = None
+
+
 class CustomerTransaction(msgspec.Struct, frozen=True, kw_only=True):
     transaction_id: str
     timestamp: datetime
@@ -55,6 +67,7 @@ class TransactionDetail(msgspec.Struct, frozen=True, kw_only=True):
     transaction: dict[str, Any] | None = None
     decision: StoredDecision | None = None
     review: ReviewState | None = None
+    challenge: StoredChallenge | None = None
     customer: dict[str, Any] | None = None
     recent: list[CustomerTransaction] = []
     """The customer's latest transactions, newest first (this one included)."""
@@ -66,12 +79,14 @@ def transaction_detail(
     tx = _row(connection, sa.select(transactions), transactions.c.transaction_id, transaction_id)
     decision = _row(connection, sa.select(decisions), decisions.c.transaction_id, transaction_id)
     review = _row(connection, sa.select(reviews), reviews.c.transaction_id, transaction_id)
+    challenge = _row(connection, sa.select(challenges), challenges.c.transaction_id, transaction_id)
     customer_id = tx["customer_id"] if tx else None
     return TransactionDetail(
         transaction_id=transaction_id,
         transaction=_present(tx) if tx else None,
         decision=_convert(decision, StoredDecision) if decision else None,
         review=_convert(review, ReviewState) if review else None,
+        challenge=_convert(challenge, StoredChallenge) if challenge else None,
         customer=_customer(connection, customer_id) if customer_id else None,
         recent=_recent(connection, customer_id, recent) if customer_id else [],
     )

@@ -195,6 +195,13 @@ function reviewPart(review) {
     ["assignee", review.assignee], ["verdict", review.verdict]]), controls];
 }
 
+function challengePart(c) {
+  if (!c) return [];
+  const final = c.final_outcome ? badge(c.final_outcome) : "–";
+  return [el("h3", {}, "Step-up challenge"), fields([["status", c.status], ["attempts", `${c.attempts} of ${c.max_attempts}`],
+    ["expires", fmt.when(c.expires_at)], ["closed", c.resolved_at ? fmt.when(c.resolved_at) : null], ["final outcome", final]])];
+}
+
 function drillView(d) {
   const tx = d.transaction || {};
   const decision = d.decision;
@@ -205,6 +212,7 @@ function drillView(d) {
       ["latency", `${fmt.ms(decision.latency_ms)}${stages ? ` (${stages} ms)` : ""}`], ["decided", fmt.when(decision.decided_at)],
       ["model", decision.model_version], ["rules", decision.rules_version]]) : el("p", { class: "empty" }, "No stored decision."),
     ...reviewPart(d.review ? { ...d.review, transaction_id: d.transaction_id } : null),
+    ...challengePart(d.challenge),
     decision ? [el("h3", {}, "Feature contributions"), contributions(decision)] : null,
     el("h3", {}, "Transaction"),
     d.transaction ? fields([["amount", fmt.money(tx.amount, tx.currency)], ["time", fmt.when(tx.timestamp)], ["customer", tx.customer_id],
