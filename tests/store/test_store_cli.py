@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
 import redis
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from clikit import run_cli
 from fraudstream.schema import Label, Transaction
 from fraudstream.store import migrate
+from fraudstream.store.challenges import get_challenge, open_challenges, settle
 from fraudstream.store.write import store_decisions, store_labels, store_transactions
 from storekit import T0, make_decisions, publish, stored_ids
 
@@ -100,11 +102,16 @@ def test_history_export_writes_the_period_with_transactions_and_labels(
 ) -> None:
     migrate.upgrade(engine)
     items = make_decisions(10)
+    items[5] = msgspec.structs.replace(items[5], outcome="step_up")  # its challenge passes
+    items[6] = msgspec.structs.replace(items[6], outcome="step_up")  # still open
     txs = [_transaction(d.transaction_id, i) for i, d in enumerate(items)]
     with engine.begin() as connection:
         store_decisions(connection, items)
         store_transactions(connection, txs[:8])  # two decisions without their transaction
         store_labels(connection, [Label(transaction_id="tx-3", is_fraud=True, reported_at=T0)])
+        open_challenges(connection, items[5:7], ttl_s=300, max_attempts=3)
+        seen = get_challenge(connection, "tx-5")
+        assert seen is not None and settle(connection, seen, "passed", 1, T0)
     out = tmp_path / "h.parquet"
     start, end = T0 + timedelta(seconds=2), T0 + timedelta(seconds=9)
     done = run_cli(
@@ -120,6 +127,12 @@ def test_history_export_writes_the_period_with_transactions_and_labels(
     assert frame["decided_at"][0] == start
     assert frame["amount"].to_list() == [float(i) for i in range(2, 8)] + [None]
     assert frame["is_fraud"].to_list() == [None, True, None, None, None, None, None]
+    outcomes = dict(zip(frame["transaction_id"], frame["final_outcome"], strict=True))
+    assert (outcomes["tx-4"], outcomes["tx-5"], outcomes["tx-6"]) == (
+        "review",
+        "approve",
+        "step_up",
+    )
     assert frame.filter(pl.col("transaction_id") == "tx-3")["reasons"].to_list() == [[]]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from fraudstream.store.tables import decisions, labels, transactions
+from fraudstream.store.tables import challenges, decisions, labels, transactions
 
 CHUNK_ROWS = 100_000
 SCHEMA: dict[str, Any] = {
@@ -22,6 +22,7 @@ SCHEMA: dict[str, Any] = {
     "decided_at": pl.Datetime("us", "UTC"),
     "score": pl.Int16,
     "outcome": pl.String,
+    "final_outcome": pl.String,
     "reasons": pl.List(pl.String),
     "model_version": pl.String,
     "rules_version": pl.String,
@@ -36,7 +37,9 @@ SCHEMA: dict[str, Any] = {
     "is_fraud": pl.Boolean,
 }
 """One row per decision; the transaction's fields are null until the store holds them, the
-label null until a verdict (any source: fraud if any source says so) arrived."""
+label null until a verdict (any source: fraud if any source says so) arrived.
+``final_outcome`` is what the payment ended as: the outcome, or for a step-up the outcome its
+challenge closed with (``step_up`` while it is open)."""
 
 
 def history_query(start: datetime | None, end: datetime | None) -> sa.Select[Any]:
@@ -56,6 +59,9 @@ def history_query(start: datetime | None, end: datetime | None) -> sa.Select[Any
             decisions.c.decided_at,
             decisions.c.score,
             decisions.c.outcome,
+            sa.func.coalesce(challenges.c.final_outcome, decisions.c.outcome).label(
+                "final_outcome"
+            ),
             decisions.c.reasons,
             decisions.c.model_version,
             decisions.c.rules_version,
@@ -71,6 +77,7 @@ def history_query(start: datetime | None, end: datetime | None) -> sa.Select[Any
         )
         .outerjoin(transactions, tx.transaction_id == decisions.c.transaction_id)
         .outerjoin(verdict, verdict.c.transaction_id == decisions.c.transaction_id)
+        .outerjoin(challenges, challenges.c.transaction_id == decisions.c.transaction_id)
         .order_by(decisions.c.decided_at, decisions.c.transaction_id)
     )
     if start is not None:
