@@ -8,10 +8,11 @@ over ``--repeat`` runs:
   amount policy alone and with every stage (online features, default rules, policy);
 - the stream floor (`streamfloor`): the same payloads through XREADGROUP → XADD/XACK/XDEL
   with no scoring, by one and by two processes;
-- ``fraudstream worker`` processes (1, then 2) as users run them, a model active (trained
-  once on a small simulated history, as `fraudstream demo` does): started and holding their
-  partitions, then ``--process-n`` transactions are sent at once; tx/s from the first
-  decision to the last (the decisions stream's entry ids carry the server's time);
+- ``fraudstream worker`` processes (1, then 2) as users run them, with each number of
+  ``--lanes`` (default: the setting's), a model active (trained once on a small simulated
+  history, as `fraudstream demo` does): started and holding their partitions, then
+  ``--process-n`` transactions are sent at once; tx/s from the first decision to the last
+  (the decisions stream's entry ids carry the server's time);
 - end-to-end latency with 2 worker processes at a fixed offered rate (``fraudstream demo``'s
   run, `DemoRun`): from the moment Valkey stored a transaction to its decision.
 """
@@ -27,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import polars as pl
 import redis
 
@@ -163,6 +165,30 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[Figure]:
 
 def _figures(args: argparse.Namespace, client: redis.Redis, url: str, tmp: Path) -> list[Figure]:
     say = Progress("pipeline")
+    figures = [] if args.only_processes else _in_process(args, client, url, say)
+    client.flushall()
+    settings = Settings(valkey_url=url, data_dir=str(tmp / "data"), partitions=args.partitions)
+    DemoRun(settings, client, workers=1, tps=1, duration=1, bad_ratio=0, seed=0).ensure_model()
+    say("model trained and activated")
+    rounds = range(args.repeat)
+    for workers, target in ((1, None), (2, Target(">=", 12_000))):
+        for lanes in args.lanes:
+            laned = msgspec.structs.replace(settings, lanes=lanes)
+            with worker_processes(laned, client, workers):
+                run_id = f"w{workers}l{lanes}r"
+                tps = [drain_tps(laned, client, args.process_n, f"{run_id}{r}") for r in rounds]
+                what = f"pipeline, {workers} worker process(es), {lanes} lane(s), model + features"
+                figures.append(Figure(f"{what} + rules", "tx/s", tps, target))
+                say(f"{workers} worker process(es), {lanes} lane(s)")
+                if workers == 2 and lanes == args.lanes[-1] and not args.only_processes:
+                    figures += _latencies(laned, client, args, say)
+    return figures
+
+
+def _in_process(
+    args: argparse.Namespace, client: redis.Redis, url: str, say: Progress
+) -> list[Figure]:
+    """The producer and one `Worker` in this process, then the stream floor."""
     runs = [one_run(client, url, args.n, args.partitions, args.batch) for _ in range(args.repeat)]
     say("producer and Worker in process")
     figures = [
@@ -180,19 +206,6 @@ def _figures(args: argparse.Namespace, client: redis.Redis, url: str, tmp: Path)
         what = f"stream floor: XREADGROUP → XADD/XACK/XDEL, {consumers} process(es), no scoring"
         figures.append(Figure(what, "tx/s", floor))
         say(f"stream floor, {consumers} process(es)")
-    client.flushall()
-    settings = Settings(valkey_url=url, data_dir=str(tmp / "data"), partitions=args.partitions)
-    DemoRun(settings, client, workers=1, tps=1, duration=1, bad_ratio=0, seed=0).ensure_model()
-    say("model trained and activated")
-    rounds = range(args.repeat)
-    for workers, target in ((1, None), (2, Target(">=", 12_000))):
-        with worker_processes(settings, client, workers):
-            tps = [drain_tps(settings, client, args.process_n, f"w{workers}r{r}") for r in rounds]
-            what = f"pipeline, {workers} worker process(es), model + features + rules"
-            figures.append(Figure(what, "tx/s", tps, target))
-            say(f"{workers} worker process(es)")
-            if workers == 2:
-                figures += _latencies(settings, client, args, say)
     return figures
 
 
@@ -218,6 +231,17 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--lanes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[Settings().lanes],
+        help="lanes per worker process, each measured (e.g. 1,2; latency: the last)",
+    )
+    parser.add_argument(
+        "--only-processes",
+        action="store_true",
+        help="only the worker processes' throughput (no in-process, floor or latency runs)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ from rich.console import Console
 from summary import Figure, table
 
 HERE = Path(__file__).parent
-DEFAULT = ("pipeline", "api", "sink", "generate", "rules", "schema", "simulate")
+DEFAULT = ("pipeline", "batch_cost", "api", "sink", "generate", "rules", "schema", "simulate")
 LONG = ("features", "models")
 
 Headline = tuple[str, str, tuple[str | int, ...]]

@@ -3,10 +3,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fraudstream.errors import SchemaError
+from fraudstream.rules import RuleSchema
+from fraudstream.rules.lists import Lists
+from fraudstream.rules.registry import RuleRegistry, RuleWatcher
 from fraudstream.schema import Transaction
 from fraudstream.scoring import AmountPolicy, Scorer
 
@@ -70,3 +74,28 @@ def test_amounts_above_the_configured_bound_are_refused_naming_the_field() -> No
     with pytest.raises(SchemaError, match=r"^amount: must be at most 1e\+06 \(max_amount\)") as e:
         scorer.validate(_tx(2, 1e6 + 0.01))
     assert e.value.field == "amount"
+
+
+def _rules_on(list_name: str) -> str:
+    return f"""rules:
+  - id: listed
+    when: customer_id in list("{list_name}")
+    outcome: block
+"""
+
+
+def test_list_lookups_follow_the_rule_set_in_force(client: redis.Redis) -> None:
+    """The lists are looked up with the registries' pointers, before the features: for the
+    rule set in force, or, when that read moves it, for the new one."""
+    registry = RuleRegistry(client, RuleSchema.build([]))
+    Lists(client).create("blocked")
+    Lists(client).add("blocked", ["c"])
+    scorer = Scorer(POLICY, rules=RuleWatcher(registry), lists=Lists(client))
+    assert scorer.score_batch([_tx(0, 10.0)])[0].outcome == "approve"  # no rule set yet
+    registry.publish(_rules_on("blocked"))  # moves in the look-up: looked up again after it
+    first = scorer.score_batch([_tx(1, 10.0)])[0]
+    assert first.outcome == "block" and "rule:listed" in first.reasons
+    again = scorer.score_batch([_tx(2, 10.0)])[0]  # unchanged: in the pointers' round trip
+    assert again.outcome == "block" and again.rules_version == first.rules_version
+    registry.publish(_rules_on("elsewhere"))
+    assert scorer.score_batch([_tx(3, 10.0)])[0].outcome == "approve"

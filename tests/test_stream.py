@@ -14,6 +14,7 @@ from fraudstream.schema import Decision, Transaction, decode_decision, decode_tr
 from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys, partition_of
+from fraudstream.stream.lanes import Gate
 from fraudstream.stream.leases import LeaseManager, holder
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
@@ -249,3 +250,58 @@ def test_a_lost_lease_is_dropped(client: redis.Redis, settings: Settings) -> Non
     client.set(keys.lease(0), "intruder")  # as if a's lease expired and another took it
     a.rebalance()
     assert 0 not in a.owned and client.get(keys.lease(0)) == b"intruder"
+
+
+def test_two_lanes_decide_each_transaction_once_each_customer_in_order(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """Two lanes, each with its own feature engine, on disjoint partitions: every
+    transaction decided once, each customer's in order, no feature write conflicting with
+    the other lane's (a conflict would retry a batch)."""
+    keys = _keys(settings)
+    txs = _txs(1200, customers=60)
+    Producer(client, keys, batch_size=100).send(txs)
+    engines = [FeatureEngine(client), FeatureEngine(client)]
+    scorers = [Scorer(AmountPolicy.from_settings(settings), features=e) for e in engines]
+    w = Worker(client, keys, scorers, WorkerOptions(batch_size=64, block_ms=50), consumer="w")
+    stats = w.run(burst=True, handle_signals=False)
+    decided = [d.transaction_id for d in _decisions(client, settings)]
+    assert sorted(decided) == sorted(t.transaction_id for t in txs)
+    assert stats.processed == 1200 and stats.retried_batches == 0
+    assert all(e.stats.processed > 0 for e in engines)  # both lanes worked
+    assert sum(e.stats.processed for e in engines) == 1200
+    order = {d: i for i, d in enumerate(decided)}
+    by_customer: dict[str, list[int]] = {}
+    for tx in txs:
+        by_customer.setdefault(tx.customer_id, []).append(order[tx.transaction_id])
+    assert all(seq == sorted(seq) for seq in by_customer.values())
+
+
+def test_the_heartbeat_runs_between_the_lanes_batches() -> None:
+    """`Gate.alone` waits for the batch in hand, and holds the next one back until done."""
+    gate, log = Gate(), []
+    inside, more = threading.Event(), threading.Event()
+
+    def batch_in_hand() -> None:
+        with gate.batch():
+            inside.set()
+            while not gate._held_back:  # the heartbeat is waiting for us
+                threading.Event().wait(0.001)
+            log.append("batch in hand done")
+
+    def next_batch() -> None:
+        more.wait(5)
+        with gate.batch():
+            log.append("next batch")
+
+    threads = [threading.Thread(target=f) for f in (batch_in_hand, next_batch)]
+    threads[0].start()
+    inside.wait(5)
+    threads[1].start()
+    with gate.alone():
+        more.set()  # a lane asks for its next batch while the heartbeat runs
+        threading.Event().wait(0.05)
+        log.append("heartbeat")
+    for t in threads:
+        t.join(5)
+    assert log == ["batch in hand done", "heartbeat", "next batch"]

@@ -62,6 +62,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Pending entries idle this long belong to a dead consumer and are claimed."""
     lease_ttl_ms: int = 10_000
     """A worker that does not renew its partition leases for this long loses them."""
+    lanes: int = 1
+    """Batches a worker process keeps in flight, each on its own share of the process's
+    partitions with its own scorer (a thread each): one computes while another waits on
+    Valkey. 1: one batch at a time. Measured no faster with 2 on a loaded 2-core host, where
+    the scoring's CPU, not the waits, bounds a worker (``benchmarks/bench_pipeline.py
+    --lanes 1,2``)."""
     decisions_maxlen: int = 1_000_000
     """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
     features_enabled: bool = True
@@ -143,6 +149,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "partitions", f"must be >= 1, got {self.partitions}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lanes >= 1, "lanes", f"must be >= 1, got {self.lanes}")
         _check(
             self.sink_batch_size >= 1,
             "sink_batch_size",

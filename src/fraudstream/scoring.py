@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 
 from fraudstream.config import Settings
 from fraudstream.errors import SchemaError
-from fraudstream.rules import RuleContext, RuleSet, evaluate_columns, transaction_columns
+from fraudstream.lookup import Lookup, look_up
+from fraudstream.rules import RuleContext, evaluate_columns
 from fraudstream.rules.evaluate import RuleResult
 from fraudstream.rules.policy import Thresholds, Verdict, decide
 from fraudstream.schema import AMOUNT_CEILING, OUTCOMES, Decision, Label, Outcome, Transaction
@@ -199,11 +200,13 @@ class Scorer:
             return []
         # The feature state's write executes on the server while the batch is scored.
         started = time.time()
+        lookup = look_up(transactions, self.models, self.rules, self.lists)
+        looked = time.time()
         features = self.features.submit(transactions, labels) if self.features else None
         featured = time.time()
         base = self._base(transactions, features)
         modelled = time.time()
-        verdicts = self._rules(transactions, features, base.scores, base.thresholds)
+        verdicts = self._rules(lookup, features, base.scores, base.thresholds)
         ruled = time.time()
         self._explain_flagged(base, features, verdicts)
         explained = time.time()
@@ -214,9 +217,9 @@ class Scorer:
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
         rules_version = self.rules_version()
         batch_stages = {
-            "features": _ms(featured - started + now - explained),
+            "features": _ms(featured - looked + now - explained),
             "model": _ms(modelled - featured + explained - ruled),
-            "rules": _ms(ruled - modelled),
+            "rules": _ms(ruled - modelled + looked - started),
         }
         return [
             Decision(
@@ -242,7 +245,6 @@ class Scorer:
         n = len(transactions)
         model = shadow = None
         if self.models is not None and features is not None:
-            self.models.maybe_reload()
             model, shadow = self.models.active, self.models.shadow
         shadow_notes: list[list[str]] = [[] for _ in range(n)]
         if shadow is not None and features is not None:
@@ -285,39 +287,35 @@ class Scorer:
 
     def _rules(
         self,
-        transactions: Sequence[Transaction],
+        lookup: Lookup,
         features: NDArray[np.float64] | None,
         base: NDArray[np.float64],
         thresholds: Thresholds,
     ) -> list[tuple[Verdict, list[str]]]:
         """Per transaction: the policy's verdict and what the shadow rules said."""
-        ruleset = self._ruleset()
+        ruleset = lookup.ruleset
         if ruleset is None:
             empty = RuleResult()
             return [(decide(empty, float(s), thresholds), []) for s in base]
-        columns = transaction_columns(transactions, ruleset.columns)
+        columns = lookup.columns
         if features is not None and self.features is not None:
             wanted = set(ruleset.columns)
             for j, name in enumerate(self.features.names):
                 if name in wanted:
                     columns[name] = features[:, j]
         columns["model_score"] = base
-        memberships = self.lists.memberships(ruleset, columns) if self.lists else {}
+        memberships = lookup.memberships
+        if memberships is None:  # the rule set changed in the look-up
+            memberships = self.lists.memberships(ruleset, columns) if self.lists else {}
         result = evaluate_columns(ruleset, RuleContext(columns, memberships, n=len(base)))
         return [
             (decide(r, float(score), thresholds), [f"rule:{i}" for i in r.shadow_hits])
             for r, score in zip(result.results(), base, strict=True)
         ]
 
-    def _ruleset(self) -> RuleSet | None:
-        if self.rules is None:
-            return None
-        self.rules.maybe_reload()
-        return self.rules.ruleset
-
     def rules_version(self) -> str:
         """The rule set in force, as decisions report it (the one the last batch ran:
-        reloaded by `_rules`; no second GET)."""
+        followed by `look_up`; no second GET)."""
         ruleset = self.rules.ruleset if self.rules is not None else None
         if ruleset is None:
             return self.policy.version

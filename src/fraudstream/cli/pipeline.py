@@ -25,7 +25,9 @@ from fraudstream.cli.reading import ColumnOpt, ColumnsFileOpt, DateFormatOpt, Sk
 
 if TYPE_CHECKING:
     from fraudstream.config import Settings
+    from fraudstream.features.online import EngineStats
     from fraudstream.models import ModelHealth
+    from fraudstream.scoring import Scorer
 
 
 @app.command()
@@ -246,10 +248,11 @@ def _work(
     )
     client = connect(settings)
     scorer = build_scorer(settings, client)
+    lanes = [scorer] + [build_scorer(settings, client) for _ in range(settings.lanes - 1)]
     reporter = IntervalReporter(report_every) if report_every else None
     monitor = Monitors(reporter, WorkerMetrics())
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
-    w = Worker(client, keys, scorer, options, monitor=monitor)
+    w = Worker(client, keys, lanes, options, monitor=monitor)
     if not quiet:
         stages = [
             name
@@ -260,7 +263,7 @@ def _work(
         stages.append(f"model {model.version}" if model is not None else "amount policy")
         err_console.print(
             f"worker {w.consumer}: {settings.partitions} partitions, batch {settings.batch_size}"
-            f", stages: {', '.join(stages)}"
+            f", {settings.lanes} lane(s), stages: {', '.join(stages)}"
         )
     stats = w.run(max_messages=max_messages, burst=burst)
     if not quiet:
@@ -271,7 +274,7 @@ def _work(
             f"{stats.dropped_batches:,} dropped (lease lost, {stats.dropped:,} entries)"
         )
         if scorer.features is not None:
-            fs = scorer.features.stats
+            fs = _feature_stats(lanes)
             err_console.print(
                 f"features: {fs.processed:,} stored, {fs.duplicates:,} duplicates, "
                 f"{fs.late:,} too late to store (lateness {settings.feature_lateness_s} s), "
@@ -280,6 +283,18 @@ def _work(
             )
         if scorer.models is not None:
             err_console.print(_models_line(scorer.models.health()), highlight=False)
+
+
+def _feature_stats(scorers: list[Scorer]) -> EngineStats:
+    """The lanes' feature engines' counts, summed."""
+    from fraudstream.features.online import EngineStats
+
+    total = EngineStats()
+    for scorer in scorers:
+        if scorer.features is not None:
+            for name, value in vars(scorer.features.stats).items():
+                setattr(total, name, getattr(total, name) + value)
+    return total
 
 
 def _models_line(health: ModelHealth) -> str:

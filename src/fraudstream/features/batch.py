@@ -123,6 +123,31 @@ def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
     return out
 
 
+@dataclass(frozen=True)
+class WindowSpec:
+    """A family's constant arguments of `window_sums`, built once per engine."""
+
+    empty: I64
+    ops: I64
+    caps: I64
+    in_batch: NDArray[np.bool_]
+    """Counters the batch's own transactions add to (labels are never in the batch)."""
+    lags: I64
+    lengths: I64
+
+    @classmethod
+    def of(cls, fam: Family) -> WindowSpec:
+        counters = fam.counters
+        return cls(
+            empty=np.array([empty_value(c) for c in counters], dtype=np.int64),
+            ops=np.array([op_of(c) for c in counters], dtype=np.int64),
+            caps=np.array([cap_of(c) for c in counters], dtype=np.int64),
+            in_batch=np.array([c != "f" for c in counters]),
+            lags=np.array([a.lag for a in fam.aggregates], dtype=np.int64),
+            lengths=np.array([a.tiles for a in fam.aggregates], dtype=np.int64),
+        )
+
+
 class BatchRun(Writer):
     """One `compute_batch`: read, compute, write (split out to keep each step small)."""
 
@@ -144,6 +169,7 @@ class BatchRun(Writer):
             self.codes[entity] = codes
             self.uniq[entity] = list(index)
         self._prev: dict[str, I64] = {}
+        self._contribs = {}
         self._layout: dict[str, Any] = {}
         self._session: Session
         """The connection of the read (`send_read`) and then the write (one node)."""
@@ -376,12 +402,14 @@ class BatchRun(Writer):
         (`fraudstream.features.windows`)."""
         tile = self.b.ts // fam.tile_us
         counters = fam.counters
+        spec = self.e._window_specs.get(fam.index) or self.e._window_specs.setdefault(
+            fam.index, WindowSpec.of(fam)
+        )
         if fam.owned:
             ring = np.stack([blobs[f"r{fam.index}_{c}"].astype(np.int64) for c in counters])
             ring_tile = blobs[f"r{fam.index}_tile"].astype(np.int64)
-            empty = np.array([empty_value(c) for c in counters], dtype=np.int64)
             rows = np.maximum(self.codes[fam.entity], 0)
-            grid = owned_grid(ring_tile, ring, rows, tile, fam.span, empty)
+            grid = owned_grid(ring_tile, ring, rows, tile, fam.span, spec.empty)
         else:
             _, _, idx = self._layout["blocks"][fam.index]
             stored = np.stack([blocks[fam.index][c] for c in counters])
@@ -392,11 +420,11 @@ class BatchRun(Writer):
             tile,
             self._previous(fam.entity),
             np.stack([contrib[c] for c in counters]),
-            np.array([op_of(c) for c in counters], dtype=np.int64),
-            np.array([cap_of(c) for c in counters], dtype=np.int64),
-            np.array([c != "f" for c in counters]),  # labels are never in the batch
-            np.array([a.lag for a in fam.aggregates], dtype=np.int64),
-            np.array([a.tiles for a in fam.aggregates], dtype=np.int64),
+            spec.ops,
+            spec.caps,
+            spec.in_batch,
+            spec.lags,
+            spec.lengths,
         )
         return [{c: out[a, j] for j, c in enumerate(counters)} for a in range(out.shape[0])]
 

@@ -179,43 +179,49 @@ def finalize(plan: Plan, raw: RawInputs) -> F64:
     """The feature matrix (n, len(plan.names)), float64, columns in `plan.names` order."""
     fs = plan.features
     n = len(raw.ts)
-    cols: list[F64] = []
-    for agg in fs.aggregates:
-        cols.append(_aggregate_value(agg, raw.sums[agg.name], raw.present[agg.entity], n))
+    out = np.empty((n, len(fs.aggregates) + len(fs.derived) + len(fs.first_seen)))
+    j = 0
     cache: dict[str, F64] = {}
-    for d in fs.derived:
-        cols.append(_derived(plan, d, raw, cache))
+    # One error state for every column (entering one costs as much as a small column):
+    # empty windows divide by zero on purpose, the `np.where`s pick what is meant.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for agg in fs.aggregates:
+            out[:, j] = _aggregate_value(agg, raw.sums[agg.name], raw.present[agg.entity], n)
+            j += 1
+        for d in fs.derived:
+            out[:, j] = _derived(plan, d, raw, cache)
+            j += 1
     for seen in fs.first_seen:
         flag = raw.first_seen[seen.name].astype(np.float64)
-        cols.append(np.where(raw.seen_present[seen.name], flag, np.nan))
-    return np.column_stack(cols) if cols else np.zeros((n, 0))
+        out[:, j] = np.where(raw.seen_present[seen.name], flag, np.nan)
+        j += 1
+    return out
 
 
 def _aggregate_value(
     spec: Aggregate, sums: dict[str, I64], present: NDArray[np.bool_], n: int
 ) -> F64:
+    """One aggregate's column (inside `finalize`'s error state)."""
     agg = spec.agg
-    counts = sums.get("n", np.zeros(n, dtype=np.int64)).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if agg == "count":
-            out = counts
-        elif agg == "sum":
-            out = sums["s"] / 100.0
-        elif agg == "mean":
-            out = np.where(counts > 0, sums["s"] / np.maximum(counts, 1) / 100.0, 0.0)
-        elif agg == "std":
-            out = _std_cents(sums) / 100.0
-        elif agg == "min":
-            out = np.where(sums["lo"] != EMPTY_LO, sums["lo"] / 100.0, np.nan)
-        elif agg == "max":
-            out = np.where(sums["hi"] >= 0, sums["hi"] / 100.0, np.nan)
-        elif agg == "distinct":
-            out = distinct_estimate(sums[spec.counters[0]])
-        elif agg == "fraud_count":
-            out = sums["f"].astype(np.float64)
-        else:
-            out = np.where(counts > 0, sums["f"] / np.maximum(counts, 1), 0.0)
-    assert set(spec.counters) <= set(sums) | {"n"}
+    counts = (sums["n"] if "n" in sums else np.zeros(n, dtype=np.int64)).astype(np.float64)
+    if agg == "count":
+        out = counts
+    elif agg == "sum":
+        out = sums["s"] / 100.0
+    elif agg == "mean":
+        out = np.where(counts > 0, sums["s"] / np.maximum(counts, 1) / 100.0, 0.0)
+    elif agg == "std":
+        out = _std_cents(sums) / 100.0
+    elif agg == "min":
+        out = np.where(sums["lo"] != EMPTY_LO, sums["lo"] / 100.0, np.nan)
+    elif agg == "max":
+        out = np.where(sums["hi"] >= 0, sums["hi"] / 100.0, np.nan)
+    elif agg == "distinct":
+        out = distinct_estimate(sums[spec.counters[0]])
+    elif agg == "fraud_count":
+        out = sums["f"].astype(np.float64)
+    else:
+        out = np.where(counts > 0, sums["f"] / np.maximum(counts, 1), 0.0)
     return np.where(present, out, np.nan)
 
 
@@ -223,12 +229,12 @@ def _std_cents(sums: dict[str, I64]) -> F64:
     n = sums["n"].astype(np.float64)
     s = sums["s"].astype(np.float64)
     q = sums["q"].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = (q - s * s / np.maximum(n, 1)) / np.maximum(n - 1, 1)
+    var = (q - s * s / np.maximum(n, 1)) / np.maximum(n - 1, 1)
     return np.where(n >= 2, np.sqrt(np.maximum(var, 0.0)), 0.0)
 
 
 def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F64:
+    """One derived column (inside `finalize`'s error state)."""
     fs = plan.features
     kind = d.kind
     if kind == "amount":
@@ -241,12 +247,11 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         sums = raw.sums[f"customer_amount_std_{d.window}"]
         n = sums["n"].astype(np.float64)
         s = sums["s"].astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = s / np.maximum(n, 1)
-            if kind == "amount_ratio_mean":  # a zero reference counts as one cent
-                return np.where(n > 0, raw.cents / np.maximum(mean, 1.0), np.nan)
-            std = _std_cents(sums)
-            return np.where(std > 0, (raw.cents - mean) / std, 0.0)
+        mean = s / np.maximum(n, 1)
+        if kind == "amount_ratio_mean":  # a zero reference counts as one cent
+            return np.where(n > 0, raw.cents / np.maximum(mean, 1.0), np.nan)
+        std = _std_cents(sums)
+        return np.where(std > 0, (raw.cents - mean) / std, 0.0)
     if kind in ("amount_ratio_median_prev", "amount_ratio_max_prev"):
         assert d.window is not None
         key = f"hist{d.window}"

@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
-from fraudstream.features.batch import Batch, BatchRun, decode_blobs
+from fraudstream.features.batch import Batch, BatchRun, WindowSpec, decode_blobs
 from fraudstream.features.definitions import (
     DISTINCT_FIELDS,
     ENTITIES,
@@ -157,6 +157,8 @@ class FeatureEngine:
         self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
         self._hashes = HashCache()
+        self._window_specs: dict[int, WindowSpec] = {}
+        """Family index -> its `WindowSpec` (`BatchRun._windows`)."""
         self.cluster = is_cluster(client)
         """A cluster client: per-slot commands, see `Writer._write_cluster`."""
         if self._labelled or self._wants_known_fraud() or self.cluster:

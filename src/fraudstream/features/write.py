@@ -58,6 +58,8 @@ class Writer:
     _layout: dict[str, Any]
     _commands: list[tuple[Any, ...]]
     _read_keys: list[str]
+    _contribs: dict[int, tuple[NDArray[np.bool_], dict[str, I64]]]
+    """Family index -> (the ``valid`` mask, `_contrib` of it)."""
     _encoded: tuple[NDArray[np.uint8], I64]
     """The read's keys as bytes (`fraudstream.features.resp.encode_keys`)."""
 
@@ -67,6 +69,16 @@ class Writer:
         return [f"{ns}:{{{tag}:{v}}}:{fam.tag}:" for v in self.uniq[fam.entity]]
 
     def _contrib(self, fam: Family, valid: NDArray[np.bool_]) -> dict[str, I64]:
+        """Per counter, what each transaction adds to the family's tile (read-only: the
+        update, the write and the windows of a batch share one, built once)."""
+        cached = self._contribs.get(fam.index)
+        if cached is not None and cached[0] is valid:
+            return cached[1]
+        out = self._contrib_of(fam, valid)
+        self._contribs[fam.index] = (valid, out)
+        return out
+
+    def _contrib_of(self, fam: Family, valid: NDArray[np.bool_]) -> dict[str, I64]:
         b = self.b
         w = valid & (self.codes[fam.entity] >= 0) & fam.counts(b.channel, b.cents)
         wi = w.astype(np.int64)

@@ -1,10 +1,10 @@
-"""Isolation forest on genuine traffic, scored by our own vectorised code.
+"""Isolation forest on genuine traffic, scored by our own compiled code.
 
 scikit-learn fits the trees; we keep only their arrays (children, split feature, threshold,
-leaf size), so the artifact needs no pickle, and score a batch by walking every tree at once
-with numpy: ~8 fancy-indexing steps over an ``(n, trees)`` array instead of one Python call
-per tree. `IsolationForestModel.score` equals ``-IsolationForest.score_samples`` (a test
-checks it): ``2 ** (-E[h(x)] / c(psi))``, higher = more anomalous.
+leaf size), so the artifact needs no pickle, and score a batch with one compiled walk
+(numba) over every row and tree instead of one Python call per tree.
+`IsolationForestModel.score` equals ``-IsolationForest.score_samples`` (a test checks it):
+``2 ** (-E[h(x)] / c(psi))``, higher = more anomalous.
 """
 
 from __future__ import annotations
@@ -13,11 +13,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 EULER = 0.5772156649015329
+
+
+@njit(cache=True)
+def _leaves(x, left, right, feature, threshold, roots):  # type: ignore[no-untyped-def]
+    """The leaf each row of ``x`` reaches in each tree, shape (rows, trees), compiled: the
+    numpy walk (a fancy-indexing step per level over every row and tree at once) cost
+    ~0.2 ms a call before the first row, and twice as much as this at 500 rows."""
+    out = np.empty((x.shape[0], roots.shape[0]), dtype=np.int64)
+    for t in range(roots.shape[0]):  # tree by tree: its nodes stay in cache
+        for i in range(x.shape[0]):
+            node = roots[t]
+            while left[node] >= 0:
+                node = left[node] if x[i, feature[node]] <= threshold[node] else right[node]
+            out[i, t] = node
+    return out
 
 
 def average_path_length(n: NDArray[Any]) -> F64:
@@ -51,15 +67,8 @@ class IsolationForestModel:
     def score(self, X: F64) -> F64:
         """Anomaly score in (0, 1] per row of the full feature matrix (higher = stranger)."""
         x = np.nan_to_num(np.asarray(X, dtype=np.float64)[:, self.columns]).astype(np.float32)
-        n = x.shape[0]
-        nodes = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
-        rows = np.arange(n)[:, None]
-        for _ in range(self.depth):
-            left = self.left[nodes]
-            leaf = left < 0
-            goes_left = x[rows, self.feature[nodes]] <= self.threshold[nodes]
-            nodes = np.where(leaf, nodes, np.where(goes_left, left, self.right[nodes]))
-        mean_path = self.leaf_value[nodes].mean(axis=1)
+        leaves = _leaves(x, self.left, self.right, self.feature, self.threshold, self.roots)
+        mean_path = self.leaf_value[leaves].mean(axis=1)
         return np.asarray(2.0 ** (-mean_path / self.norm), dtype=np.float64)
 
     def arrays(self) -> dict[str, NDArray[Any]]:

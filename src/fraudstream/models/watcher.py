@@ -82,7 +82,17 @@ class ModelWatcher:
 
     def maybe_reload(self) -> bool:
         """One ``MGET``; load only what changed. True when a model was replaced or dropped."""
-        self._pointers = self.registry.pointers()
+        return self.follow(*self.registry.pointers())
+
+    @property
+    def pointer_keys(self) -> tuple[str, str]:
+        """The keys of the active and shadow pointers, for a caller reading them along
+        with others (`follow`)."""
+        return self.registry.active_key, self.registry.shadow_key
+
+    def follow(self, active: str | bytes | None, shadow: str | bytes | None) -> bool:
+        """`maybe_reload` with the pointers' values already read."""
+        self._pointers = _version(active), _version(shadow)
         active_v, shadow_v = self._pointers
         changed = self._follow("active", active_v)
         return self._follow("shadow", shadow_v) or changed
@@ -129,3 +139,7 @@ class ModelWatcher:
             return False
         setattr(self, role, bundle)
         return True
+
+
+def _version(pointer: str | bytes | None) -> str | None:
+    return pointer.decode() if isinstance(pointer, bytes) else pointer

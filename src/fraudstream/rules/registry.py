@@ -235,7 +235,17 @@ class RuleWatcher:
 
     def maybe_reload(self) -> bool:
         """One GET; fetch and compile only on change. True when the rule set was replaced."""
-        version = self.registry.active_version()
+        return self.follow(self.registry.active_version())
+
+    @property
+    def pointer_key(self) -> str:
+        """The key of ``rules:active``, for a caller reading it along with others
+        (`follow`)."""
+        return self.registry.active_key
+
+    def follow(self, pointer: str | bytes | None) -> bool:
+        """`maybe_reload` with the pointer's value already read."""
+        version = None if pointer is None else _text(pointer)
         if version is None or version == self.version or version == self._failed:
             return False
         try:

@@ -17,6 +17,7 @@ batches, while evenly loaded ones do not pay a round trip for a handful of entri
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 import redis
 
 from fraudstream.stream.keys import GROUP, StreamKeys
+from fraudstream.stream.lanes import share_of
 from fraudstream.stream.leases import Lease, LeaseManager
 
 Entry = tuple[str, bytes, dict[bytes, bytes]]
@@ -72,6 +74,8 @@ class BatchReader:
         batch_size: int,
         block_ms: int,
         claim_idle_ms: int,
+        lane: int = 0,
+        lanes: int = 1,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -80,12 +84,19 @@ class BatchReader:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.lane = lane
+        self.lanes = lanes
+        """Read only this lane's share of the partitions held (`fraudstream.stream.lanes`);
+        the labels stream is lane 0's."""
         self._turn = 0
 
     def read(self) -> Batch:
         """Entries never delivered: an equal share of every stream (blocking until one has
         some), then what budget is left to the streams that filled their share."""
         held, counts = self._plan()
+        if not counts:  # a lane without partitions (more lanes than partitions held)
+            time.sleep(self.block_ms / 1000)
+            return Batch([], [])
         first = min(counts.values())
         reply: Any = self.client.xreadgroup(
             GROUP, self.consumer, dict.fromkeys(counts, ">"), count=first, block=self.block_ms
@@ -127,9 +138,11 @@ class BatchReader:
     def _plan(self) -> tuple[dict[str, Lease], dict[str, int]]:
         """The leases as held now (before the read: a batch is fenced by the leases it was
         read under, never by later ones) and this turn's share of each stream."""
-        held = {self.keys.input(p): lease for p, lease in sorted(self.leases.held.items())}
+        mine = share_of(sorted(self.leases.held.items()), self.lane, self.lanes)
+        held = {self.keys.input(p): lease for p, lease in mine}
+        streams = [*held, self.keys.labels] if self.lane == 0 else [*held]
         self._turn += 1
-        return held, share(self.batch_size, [*held, self.keys.labels], self._turn)
+        return held, share(self.batch_size, streams, self._turn) if streams else {}
 
 
 def _entries(reply: Any) -> list[Entry]:

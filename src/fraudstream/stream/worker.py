@@ -7,7 +7,9 @@ out in one MULTI/EXEC, fenced by the leases the batch was read under
 later by whoever owns the partition), a crash after leaves nothing to redo, and a worker that
 stalled past its lease while another took the partition over drops its batch instead of
 deciding it a second time. A batch holds at most ``batch_size`` entries however many
-partitions the worker owns (`fraudstream.stream.batch`).
+partitions the worker owns (`fraudstream.stream.batch`). Given several scorers, a worker
+runs one lane per scorer, each with one batch in flight on its own share of the partitions
+(`fraudstream.stream.lanes`): one lane computes while another waits on the server.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from fraudstream.stream.commit import Committer
 from fraudstream.stream.consumer import DeadLetter, TwoStageStop, dead_letter, ensure_group
 from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
+from fraudstream.stream.lanes import Gate
 from fraudstream.stream.leases import LeaseManager
 
 log = logging.getLogger(__name__)
@@ -83,43 +87,66 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class Lane:
+    """One batch in flight: a share of the worker's partitions, read by its reader, scored by
+    its scorer, written by its committer (`fraudstream.stream.lanes`)."""
+
+    def __init__(self, worker: Worker, index: int, lanes: int, scorer: Scorer) -> None:
+        options = worker.options
+        self.index = index
+        self.scorer = scorer
+        self.reader = BatchReader(
+            worker.client,
+            worker.keys,
+            worker.leases,
+            batch_size=options.batch_size,
+            block_ms=options.block_ms,
+            claim_idle_ms=options.claim_idle_ms,
+            lane=index,
+            lanes=lanes,
+        )
+        self.committer = Committer(
+            worker.client,
+            worker.keys,
+            decisions_maxlen=options.decisions_maxlen,
+            lease_ttl_ms=options.lease_ttl_ms,
+            decision_ttl_s=options.decision_ttl_s,
+        )
+        self.claiming = False
+        """Look for stale pending entries before new ones (set by each rebalance)."""
+
+
 class Worker(TwoStageStop):
-    """One consumer of the ``scorers`` group."""
+    """One consumer of the ``scorers`` group; one lane per scorer given (one: a single
+    batch in flight)."""
 
     def __init__(
         self,
         client: redis.Redis,
         keys: StreamKeys,
-        scorer: Scorer,
+        scorer: Scorer | Sequence[Scorer],
         options: WorkerOptions,
         *,
         consumer: str | None = None,
         monitor: Monitor | None = None,
     ) -> None:
+        scorers = [scorer] if isinstance(scorer, Scorer) else list(scorer)
+        if not scorers:
+            raise ValueError("a worker needs a scorer")
         self.client = client
         self.monitor = monitor
         self.keys = keys
-        self.scorer = scorer
+        self.scorer = scorers[0]
         self.options = options
         self.consumer = consumer or consumer_name()
         self.leases = LeaseManager(client, keys, self.consumer, options.lease_ttl_ms)
-        self.reader = BatchReader(
-            client,
-            keys,
-            self.leases,
-            batch_size=options.batch_size,
-            block_ms=options.block_ms,
-            claim_idle_ms=options.claim_idle_ms,
-        )
-        self.committer = Committer(
-            client,
-            keys,
-            decisions_maxlen=options.decisions_maxlen,
-            lease_ttl_ms=options.lease_ttl_ms,
-            decision_ttl_s=options.decision_ttl_s,
-        )
+        self.lanes = [Lane(self, i, len(scorers), s) for i, s in enumerate(scorers)]
         self.stats = WorkerStats()
-        self._claiming = False
+        self._gate = Gate()
+        self._lock = threading.Lock()
+        """Guards `stats` and the monitor's `Monitor.decided` (lanes decide side by side)."""
+        self._stopping = False
+        self._failure: BaseException | None = None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -127,38 +154,71 @@ class Worker(TwoStageStop):
         self, *, max_messages: int | None = None, burst: bool = False, handle_signals: bool = True
     ) -> WorkerStats:
         """Work until asked to stop (signal), ``max_messages`` are done, or, with ``burst``,
-        until every input partition is drained (by us or by other workers)."""
+        until every input partition is drained (by us or by other workers). Lane 0 runs
+        here, with the heartbeat; the other lanes in threads."""
         self.bootstrap()
         if handle_signals:
             self.install_signal_handlers()
         if self.monitor is not None:
             self.monitor.started(self)
-        backoff = 0.1
+        self._stopping, self._failure = False, None
+        threads = [  # daemons: a second signal exits without waiting for them
+            threading.Thread(
+                target=self._lane_thread, args=(lane, max_messages, burst), daemon=True
+            )
+            for lane in self.lanes[1:]
+        ]
+        for thread in threads:
+            thread.start()
+        finished = False
         try:
-            while not self.stop_requested:
-                try:
-                    self.heartbeat()
-                    batch = self.next_batch()
-                    if batch.entries:
-                        self.process(batch)
-                    elif burst and self.drained():
-                        break
-                    if self.monitor is not None:
-                        self.monitor.tick(self)
-                    backoff = 0.1
-                except FeatureStoreError as exc:
-                    self.stats.retried_batches += 1
-                    log.warning("batch left pending for retry: %s", exc)
-                    time.sleep(min(backoff, 1.0))
-                except redis.ConnectionError as exc:
-                    log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                if max_messages is not None and self.stats.processed >= max_messages:
-                    break
+            self._work(self.lanes[0], max_messages, burst)
+            finished = True
         finally:
+            self._stopping = True
+            if finished:  # not on an error or a second signal: those exit now
+                for thread in threads:
+                    thread.join()
             self.teardown()
+        if self._failure is not None:
+            raise self._failure
         return self.stats
+
+    def _lane_thread(self, lane: Lane, max_messages: int | None, burst: bool) -> None:
+        try:
+            self._work(lane, max_messages, burst)
+        except BaseException as exc:  # the worker stops, and run() raises it
+            self._failure = exc
+            self._stopping = True
+
+    def _work(self, lane: Lane, max_messages: int | None, burst: bool) -> None:
+        """A lane's loop; lane 0's also heartbeats and ticks the monitor."""
+        main = lane.index == 0
+        backoff = 0.1
+        while not (self.stop_requested or self._stopping):
+            try:
+                if main:
+                    self.heartbeat()
+                with self._gate.batch():
+                    batch = self.next_batch(lane)
+                    if batch.entries:
+                        self.process(batch, lane)
+                if not batch.entries and burst and self.drained():
+                    break
+                if main and self.monitor is not None:
+                    self.monitor.tick(self)
+                backoff = 0.1
+            except FeatureStoreError as exc:
+                with self._lock:
+                    self.stats.retried_batches += 1
+                log.warning("batch left pending for retry: %s", exc)
+                time.sleep(min(backoff, 1.0))
+            except redis.ConnectionError as exc:
+                log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            if max_messages is not None and self.stats.processed >= max_messages:
+                break
 
     def bootstrap(self) -> None:
         """Create the consumer group on every partition and on the labels stream (from the
@@ -168,21 +228,26 @@ class Worker(TwoStageStop):
 
     def heartbeat(self) -> None:
         """Every third of the lease TTL: keep our leases, take free ones, and look again for
-        entries a dead or stalled consumer left pending in our partitions."""
+        entries a dead or stalled consumer left pending in our partitions. Between batches:
+        it waits for the lanes' batches in hand (`Gate.alone`)."""
         if self.leases.due():
-            self.leases.rebalance()
-            self._claiming = True
+            with self._gate.alone():
+                self.leases.rebalance()
+                for lane in self.lanes:
+                    lane.claiming = True
 
-    def next_batch(self) -> Batch:
+    def next_batch(self, lane: Lane | None = None) -> Batch:
         """Stale pending entries first, as they are older; claiming goes on batch after batch
-        until a claim comes back empty, then new entries are read."""
-        if self._claiming:
-            batch = self.reader.claim()
+        until a claim comes back empty, then new entries are read (default: lane 0's)."""
+        lane = lane or self.lanes[0]
+        if lane.claiming:
+            batch = lane.reader.claim()
             if batch.entries:
-                self.stats.claimed += len(batch.entries)
+                with self._lock:
+                    self.stats.claimed += len(batch.entries)
                 return batch
-            self._claiming = False
-        return self.reader.read()
+            lane.claiming = False
+        return lane.reader.read()
 
     def drained(self) -> bool:
         """True when no input entry is left anywhere: processed entries are deleted, so an
@@ -194,33 +259,36 @@ class Worker(TwoStageStop):
 
     # --- one batch --------------------------------------------------------------------------
 
-    def process(self, batch: Batch) -> None:
+    def process(self, batch: Batch, lane: Lane | None = None) -> None:
         """Decode, apply labels, score, then write decisions + dead letters + acks in one
         MULTI/EXEC, if the leases the batch was read under still stand. If the feature store
         fails, nothing is acked: the batch stays pending and is retried (by us, or by whoever
-        owns the partition next). If a lease was lost, the batch is dropped (`_drop`)."""
-        decoded = self._decode(batch.entries)
-        decisions = self.scorer.score_batch(decoded.good, decoded.arrived, decoded.labels)
-        if not self.committer.commit(batch, decisions, decoded.dead, decoded.payloads):
+        owns the partition next). If a lease was lost, the batch is dropped (`_drop`).
+        ``lane``: whose scorer and committer (default: lane 0's)."""
+        lane = lane or self.lanes[0]
+        decoded = self._decode(batch.entries, lane.scorer)
+        decisions = lane.scorer.score_batch(decoded.good, decoded.arrived, decoded.labels)
+        if not lane.committer.commit(batch, decisions, decoded.dead, decoded.payloads):
             self._drop(batch)
             return
-        self._count(decisions, len(decoded.dead))
-        if self.monitor is not None:
-            self.monitor.decided(decisions, len(decisions) + len(decoded.dead))
-        self.stats.labels += len(decoded.labels)
+        with self._lock:
+            self._count(decisions, len(decoded.dead))
+            if self.monitor is not None:
+                self.monitor.decided(decisions, len(decisions) + len(decoded.dead))
+            self.stats.labels += len(decoded.labels)
 
-    def _decode(self, entries: list[Entry]) -> _Decoded:
+    def _decode(self, entries: list[Entry], scorer: Scorer) -> _Decoded:
         decoded = _Decoded()
         for stream, entry_id, fields in entries:
             payload = fields.get(PAYLOAD, b"")
             try:
                 if stream == self.keys.labels:
                     label = decode_label(payload)
-                    self.scorer.validate_label(label)
+                    scorer.validate_label(label)
                     decoded.labels.append(label)
                     continue
                 tx = decode_transaction(payload)
-                self.scorer.validate(tx)
+                scorer.validate(tx)
                 decoded.good.append(tx)
                 decoded.payloads[tx.transaction_id] = payload
                 decoded.arrived.append(_enqueued_at(entry_id))
@@ -235,8 +303,9 @@ class Worker(TwoStageStop):
         feature state ignores a transaction or label it has already counted, so the new
         owner's scoring changes nothing there. The next heartbeat comes before the next
         read, so that we read no more from partitions that are no longer ours."""
-        self.stats.dropped_batches += 1
-        self.stats.dropped += len(batch.entries)
+        with self._lock:
+            self.stats.dropped_batches += 1
+            self.stats.dropped += len(batch.entries)
         log.warning(
             "batch of %d entries dropped: a lease it was read under was lost (partitions %s)",
             len(batch.entries),
