@@ -215,16 +215,19 @@ def _note_version(m: _Metrics, kind: str, version: str) -> None:
     m.versions[kind] = version
 
 
-def drift_figures(figures: DriftFigures) -> None:
+def drift_figures(figures: DriftFigures | None) -> None:
     """Set the PSI gauges of this process's window (a figure not measured yet stays as it
-    was); features of an earlier model drop to 0."""
+    was); features of an earlier model drop to 0. None (a model without a reference): all
+    drop to 0."""
     m = _metrics()
-    if figures.score.psi is not None:
+    if figures is None:
+        m.score_psi.set(0)
+    elif figures.score.psi is not None:
         m.score_psi.set(figures.score.psi)
-    for figure in figures.features:
+    for figure in figures.features if figures is not None else []:
         if figure.psi is not None:
             m.feature_psi.labels(figure.name).set(figure.psi)
-    names = {f.name for f in figures.features}
+    names = {f.name for f in figures.features} if figures is not None else set()
     for gone in m.drift_features - names:
         m.feature_psi.labels(gone).set(0)
     m.drift_features = names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import timedelta
@@ -105,6 +106,12 @@ def test_a_shifted_live_window_raises_the_gauges_and_alerts_once(
     assert receiver.received[0].verified and body["kind"] == "drift"
     assert body["model_version"] == bundle.version and body["over"] == first[0].over
     assert "DRIFT" in mailbox.messages[0][1]["Subject"]
+    old = dataclasses.replace(bundle, meta={k: v for k, v in bundle.meta.items() if k != "drift"})
+    old.version = "trained-before-drift"
+    monitor.observe(X, old.score(X).astype(np.float64), old)  # swapped to an old model
+    assert monitor.window is None
+    assert max(_gauges("fraudstream_score_psi").values()) == 0
+    assert max(_gauges("fraudstream_feature_psi").values()) == 0
 
 
 def test_a_bundle_without_a_reference_has_no_drift(trained: TrainedModel) -> None:

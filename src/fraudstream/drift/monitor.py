@@ -9,7 +9,7 @@ It is two hooks in one object, so neither the worker loop nor the scorer knows a
   publishes the window's counts for the fleet (`fleet.publish`).
 
 A model without a reference (trained before drift existed) is scored as usual and counted
-nowhere.
+nowhere; the gauges drop to 0 when it becomes active.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ class DriftMonitor:
         if model.version != self._version:
             self._version = model.version
             self.window = self._window(model)
+            if self.window is None:
+                metrics.drift_figures(None)  # the last model's figures no longer hold
         if self.window is not None:
             self.window.observe(features, scores)
 
