@@ -26,7 +26,17 @@ from rich.console import Console
 from summary import Figure, table
 
 HERE = Path(__file__).parent
-DEFAULT = ("pipeline", "batch_cost", "api", "sink", "generate", "rules", "schema", "simulate")
+DEFAULT = (
+    "pipeline",
+    "batch_cost",
+    "api",
+    "sink",
+    "generate",
+    "rules",
+    "schema",
+    "simulate",
+    "drift",
+)
 LONG = ("features", "models")
 
 Headline = tuple[str, str, tuple[str | int, ...]]
@@ -43,6 +53,7 @@ HEADLINES: dict[str, list[Headline]] = {
         ("decode + validate one transaction, pydantic", "µs", ("pydantic_us",)),
     ],
     "simulate": [("simulate the Handbook history (1.77 M tx)", "s", ("seconds",))],
+    "drift": [("drift window, score + 5 features, batch of 500", "µs", ("observe_us_per_batch",))],
     "features": [
         ("online features, one partition", "tx/s", ("online", "runs", 0, "tx_per_s")),
         ("online features, two partitions in flight", "tx/s", ("online", "runs", 1, "tx_per_s")),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 import sqlalchemy as sa
@@ -20,10 +21,12 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from apikit import KEY, call, get, post_form, serving, start_server
 from consolekit import STREAM, Traffic, backfill, entry, store_flagged
+from driftkit import made_reference, window
 from fraudstream.api.keys import KeyStore
 from fraudstream.api.live import Follower, LiveDecision, Window
 from fraudstream.api.serving import GRACE_S
 from fraudstream.api.session import csrf_token
+from fraudstream.drift.fleet import publish
 from fraudstream.schema import Decision
 from fraudstream.store import tables
 from fraudstream.store.challenges import open_challenges
@@ -207,6 +210,8 @@ def test_the_event_stream_sends_a_snapshot_of_the_decisions_stream(
 ) -> None:
     a_second_ago = int(time.time() * 1000) - 1_500  # in the last complete second
     client.xadd(STREAM, entry(1, "step_up", random.Random(3), AT), id=f"{a_second_ago}-0")
+    rng = np.random.default_rng(7)
+    publish(client, "tx", "worker-1", window(made_reference(rng), rng, shift=1.5))
     request = urllib.request.Request(server + "/console/events", headers={"X-API-Key": KEY})
     with urllib.request.urlopen(request, timeout=30) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
@@ -216,6 +221,12 @@ def test_the_event_stream_sends_a_snapshot_of_the_decisions_stream(
     snapshot = json.loads(line[6:])
     assert len(snapshot["seconds"]) == 60 and snapshot["rules_version"]
     assert snapshot["decisions"] >= 1 and "step_up" in snapshot["totals"]
+    drift = snapshot["drift"]
+    assert drift["model_version"] == "v1" and drift["rows"] == 2_000
+    assert [(f["name"], f["level"]) for f in drift["features"]] == [
+        ("a", "significant"),
+        ("b", "stable"),
+    ]
 
 
 @pytest.mark.integration
@@ -248,6 +259,8 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
 ) -> None:
     errors: list[str] = []
     first = backfill(client, seconds=58, rate=140)
+    rng = np.random.default_rng(8)
+    publish(client, "tx", "worker-1", window(made_reference(rng), rng, shift=1.5))
     with Traffic(client, rate=150, first=first), sync_playwright() as playwright:
         for n, customer in enumerate(("cust-1234", "cust-77", "cust-310", "cust-9")):
             store_flagged(engine, f"tx-browser-{n}", customer)
@@ -264,6 +277,7 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
             expect(page.locator("#live-text")).to_have_text("live")
             _numbers_move(page)
             expect(page.locator('#mix-legend li[data-outcome="step_up"]')).to_be_visible()
+            expect(page.locator('#drift tr[data-name="a"] .psi-significant')).to_be_visible()
             page.wait_for_timeout(1_500)  # the charts' next tick, for the picture
             page.screenshot(path=tmp_path / "console.png", full_page=True)
             _resolve_in_the_drill_down(page, "tx-browser-0")

@@ -145,6 +145,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     alerts_max_backoff_s: float = 30.0
     alerts_batch_size: int = 100
     """Decisions read per batch by `fraudstream alerts run`."""
+    drift_psi_alert: float = 0.25
+    """Alert when the fleet's score or top-feature PSI against the model's training reference
+    passes this (0.25: a significant shift; see `fraudstream.drift.psi`)."""
+    drift_window: int = 10_000
+    """Transactions per worker in the rolling window drift is measured on."""
 
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "partitions", f"must be >= 1, got {self.partitions}")
@@ -172,6 +177,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"must be >= 0 and <= alerts_max_backoff_s ({self.alerts_max_backoff_s:g}),"
             f" got {self.alerts_backoff_s:g}",
         )
+        _check(
+            self.drift_psi_alert > 0,
+            "drift_psi_alert",
+            f"must be > 0, got {self.drift_psi_alert:g}",
+        )
+        _check(self.drift_window >= 1, "drift_window", f"must be >= 1, got {self.drift_window}")
         _check(
             self.alerts_batch_size >= 1,
             "alerts_batch_size",

@@ -62,6 +62,10 @@ class ConflictError(FraudstreamError):
         super().__init__(f"{field}: {problem}")
 
 
+class DriftError(FraudstreamError):
+    """Drift figures cannot be computed from what was given (empty or mismatched bins)."""
+
+
 class StreamError(FraudstreamError):
     """A stream operation failed in a way the worker cannot absorb."""
 

@@ -22,7 +22,11 @@ What is measured (names in `docs/operations.md` and the Grafana dashboard in
   ``fraudstream_stream_pending`` (the workers' partitions); ``fraudstream_active_version``
   {kind=model|rules, version} = 1;
 - ``fraudstream_sink_stored_total``, ``fraudstream_sink_lag``;
-  ``fraudstream_alerts_total{result}``, ``fraudstream_alerts_lag``.
+  ``fraudstream_alerts_total{result}``, ``fraudstream_alerts_lag``;
+- ``fraudstream_score_psi`` and ``fraudstream_feature_psi{feature}``: each worker's drift
+  against its model's training reference (`fraudstream.drift`), the highest of the live
+  workers (``livemax``: multiprocess gauges cannot carry a pid label); the features are the
+  active model's top 5, a model swap sets the previous model's ones to 0.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from fraudstream.schema import Decision
 
 if TYPE_CHECKING:
+    from fraudstream.drift.window import DriftFigures
     from fraudstream.stream.worker import Worker
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -156,6 +161,21 @@ class _Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.score_psi = Gauge(
+            "fraudstream_score_psi",
+            "Population stability index of the model's scores against its training reference",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.feature_psi = Gauge(
+            "fraudstream_feature_psi",
+            "Population stability index of a top model feature against its training reference",
+            ["feature"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_features: set[str] = set()
+        """The features whose PSI this process last set."""
         self.versions: dict[str, str] = {}
         """The versions last noted, per kind."""
 
@@ -193,6 +213,24 @@ def _note_version(m: _Metrics, kind: str, version: str) -> None:
         m.version.labels(kind, before).set(0)
     m.version.labels(kind, version).set(1)
     m.versions[kind] = version
+
+
+def drift_figures(figures: DriftFigures | None) -> None:
+    """Set the PSI gauges of this process's window (a figure not measured yet stays as it
+    was); features of an earlier model drop to 0. None (a model without a reference): all
+    drop to 0."""
+    m = _metrics()
+    if figures is None:
+        m.score_psi.set(0)
+    elif figures.score.psi is not None:
+        m.score_psi.set(figures.score.psi)
+    for figure in figures.features if figures is not None else []:
+        if figure.psi is not None:
+            m.feature_psi.labels(figure.name).set(figure.psi)
+    names = {f.name for f in figures.features} if figures is not None else set()
+    for gone in m.drift_features - names:
+        m.feature_psi.labels(gone).set(0)
+    m.drift_features = names
 
 
 def sink_progress(new_rows: int, lag: int) -> None:

@@ -8,7 +8,7 @@ that the review limit maps to the review score and the block limit to the block 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from fraudstream.models import ModelBundle, ModelWatcher
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleWatcher
+
+
+OnScored = Callable[[NDArray[np.float64], NDArray[np.float64], "ModelBundle"], None]
+"""Told each batch the active model scored, once its feature state is written: the live
+feature matrix, the model's 0–1000 scores, the model (`fraudstream.drift.DriftMonitor`)."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,10 @@ class Scorer:
         lists: Lists | None = None,
         models: ModelWatcher | None = None,
         max_amount: float = AMOUNT_CEILING,
+        on_scored: OnScored | None = None,
     ) -> None:
         self.policy = policy
+        self.on_scored = on_scored
         self.max_amount = max_amount
         self.features = features
         self.rules = rules
@@ -213,6 +220,8 @@ class Scorer:
         if self.features is not None:
             self.features.confirm()
         now = time.time()
+        if self.on_scored is not None and base.model is not None and features is not None:
+            self.on_scored(features, base.scores, base.model)  # after `now`: no stage's time
         decided_at = datetime.fromtimestamp(now, UTC)
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
         rules_version = self.rules_version()

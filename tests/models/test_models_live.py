@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -46,3 +47,6 @@ def test_activation_during_generate_switches_the_running_worker(
     after = [d for d in decisions if at(d) > activated_at + 2]
     assert before and {d["model_version"] for d in before} == {"none"}
     assert after and {d["model_version"] for d in after} == {version}
+    [published] = client.hvals("tx.drift.windows")  # the worker counts the model's drift
+    window = json.loads(published)
+    assert window["model_version"] == version and window["rows"] > 0

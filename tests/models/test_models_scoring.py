@@ -6,6 +6,7 @@ from typing import Any
 
 import redis
 
+from fraudstream.drift.monitor import DriftMonitor
 from fraudstream.features import FeatureEngine, default_feature_set
 from fraudstream.generate import GenerateOptions, encode_rows, select
 from fraudstream.models import ModelRegistry, ModelWatcher, TrainedModel
@@ -32,8 +33,10 @@ def test_worker_scores_with_the_active_model_and_logs_the_shadow(
     version = registry.save(trained, activate=True)
     registry.shadow(version)
     watcher = ModelWatcher(registry, default_feature_set())
+    engine = FeatureEngine(client)
+    drift = DriftMonitor(client, "tx", engine.names, capacity=10**9)
     scorer = Scorer(
-        AmountPolicy(220, 5000, 500, 800), features=FeatureEngine(client), models=watcher
+        AmountPolicy(220, 5000, 500, 800), features=engine, models=watcher, on_scored=drift.observe
     )
     picked = select(history.transactions, history.transactions.height, GenerateOptions(run_id="m"))
     rows = encode_rows(picked, history.labels, KEYS, True, 500)
@@ -51,3 +54,4 @@ def test_worker_scores_with_the_active_model_and_logs_the_shadow(
     fraud = set(picked.filter(picked["is_fraud"])["transaction_id"].to_list())
     caught = sum(d.transaction_id in fraud for d in flagged)
     assert caught / len(fraud) > 0.3  # the online features carry the model's signal
+    assert drift.window is not None and drift.window.rows == len(decisions)  # every batch told

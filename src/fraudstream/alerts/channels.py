@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fraudstream.alerts.mail import EmailChannel, SmtpOptions
-from fraudstream.alerts.payload import Alert
+from fraudstream.alerts.payload import Alert, DriftAlert
 from fraudstream.alerts.routing import ChannelName, Routes, default_routes, load_routes
 from fraudstream.alerts.webhook import WebhookChannel
 from fraudstream.config import Settings
@@ -21,7 +21,7 @@ class Channel(Protocol):
         """Where it sends, without secrets."""
         ...
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert | DriftAlert) -> None:
         """One try. Raises `fraudstream.errors.AlertError` when it did not go out."""
         ...
 

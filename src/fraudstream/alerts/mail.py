@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Literal
 
-from fraudstream.alerts.payload import Alert, describe_amount
+from fraudstream.alerts.payload import Alert, DriftAlert, describe_amount
 from fraudstream.errors import AlertError, ConfigError
 
 Security = Literal["starttls", "tls", "plain"]
@@ -51,15 +51,16 @@ class EmailChannel:
     def describe(self) -> str:
         return f"smtp {self.options.host}:{self.port} ({self.options.security})"
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert | DriftAlert) -> None:
         """Raises:
         AlertError: the server refused the message, or could not be reached; or a step-up
             code for a customer without an e-mail address."""
-        built = (
-            message(alert, self.options)
-            if alert.challenge is None
-            else code_message(alert, self.options)
-        )
+        if isinstance(alert, DriftAlert):
+            built = drift_message(alert, self.options)
+        elif alert.challenge is None:
+            built = message(alert, self.options)
+        else:
+            built = code_message(alert, self.options)
         try:
             with self._connect() as smtp:
                 if self.options.user:
@@ -93,18 +94,43 @@ def subject(alert: Alert) -> str:
 
 
 def message(alert: Alert, options: SmtpOptions) -> EmailMessage:
+    return _table_message(subject(alert), alert.alert_id, _rows(alert), options)
+
+
+def drift_message(alert: DriftAlert, options: SmtpOptions) -> EmailMessage:
+    """``[fraudstream] DRIFT model 1a2b…: score PSI 0.31 > 0.25``, the figures in a table."""
+    over = ", ".join(alert.over)
+    title = f"[fraudstream] DRIFT model {alert.model_version}: {over} PSI > {alert.threshold:g}"
+    rows = [
+        ("Model", alert.model_version),
+        ("Over the threshold", over),
+        ("Score PSI", _psi(alert.score_psi)),
+        *((f"Feature {name}", _psi(value)) for name, value in alert.feature_psi.items()),
+        ("Transactions", f"{alert.rows:,} (the live workers' windows)"),
+        ("Detected at", alert.detected_at.isoformat()),
+        ("Reading", "< 0.1 stable, 0.1-0.25 moderate, > 0.25 significant"),
+    ]
+    return _table_message(title, alert.alert_id, rows, options)
+
+
+def _psi(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f}"
+
+
+def _table_message(
+    title: str, alert_id: str, rows: list[tuple[str, str]], options: SmtpOptions
+) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = subject(alert)
+    msg["Subject"] = title
     msg["From"] = options.sender
     msg["To"] = ", ".join(options.recipients)
-    msg["X-Fraudstream-Alert-Id"] = alert.alert_id
-    rows = _rows(alert)
+    msg["X-Fraudstream-Alert-Id"] = alert_id
     msg.set_content("\n".join(f"{k}: {v}" for k, v in rows) + "\n")
     cells = "".join(
         f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
     )
     msg.add_alternative(
-        f"<html><body><h2>{html.escape(subject(alert))}</h2><table>{cells}</table></body></html>",
+        f"<html><body><h2>{html.escape(title)}</h2><table>{cells}</table></body></html>",
         subtype="html",
     )
     return msg

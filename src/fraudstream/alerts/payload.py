@@ -1,9 +1,11 @@
 """What an alert says: the decision, the transaction's amount and the customer, once per
-channel (`Alert`); and the decision as the alerts read it from the stream (`Decided`)."""
+channel (`Alert`); the decision as the alerts read it from the stream (`Decided`); and the
+model's live traffic drifting from its training reference (`DriftAlert`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
@@ -54,6 +56,28 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     challenge: ChallengeCode | None = None
     """A ``step_up``: the buyer's one-time code (the webhook's receiver relays it; the
     e-mail goes to the customer), verified by ``POST /v1/challenges/{id}/verify``."""
+
+
+class DriftAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """The webhook's JSON body (``kind`` = ``"drift"``) when live traffic drifts from the
+    active model's training reference (`fraudstream.drift.alert`).
+
+    ``alert_id`` (``drift:<model_version>:<epoch s>``) names the episode: the PSI passed the
+    threshold at that time, and no other alert is sent for it.
+    """
+
+    kind: Literal["drift"] = "drift"
+    alert_id: str
+    channel: ChannelName
+    model_version: str
+    threshold: float
+    over: list[str]
+    """The distributions whose PSI passed ``threshold`` (``score`` or a feature name)."""
+    score_psi: float | None
+    feature_psi: dict[str, float | None]
+    rows: int
+    """Transactions in the live windows the figures cover."""
+    detected_at: datetime
 
 
 def make_alert(

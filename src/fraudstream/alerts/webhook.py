@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from fraudstream.alerts.payload import Alert
+from fraudstream.alerts.payload import Alert, DriftAlert
 from fraudstream.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from fraudstream.errors import AlertError, ConfigError
 
@@ -52,7 +52,7 @@ class WebhookChannel:
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert | DriftAlert) -> None:
         """One POST; a 2xx answer is delivered.
 
         Raises:

@@ -30,6 +30,8 @@ from fraudstream.api.docs import STATIC, serve_assets
 from fraudstream.api.live import Follower, Window
 from fraudstream.api.session import cookie_token, csrf_token
 from fraudstream.api.spec import Endpoint
+from fraudstream.drift.fleet import fleet_figures
+from fraudstream.drift.window import DriftFigures
 from fraudstream.errors import NotFoundError
 from fraudstream.reviews import ReviewDesk
 from fraudstream.schema import Decision
@@ -47,6 +49,7 @@ ASSETS: dict[str, tuple[str, str]] = {
     "uPlot.min.css": ("uplot/uPlot.min.css", "text/css"),
 }
 Versions = Callable[[], tuple[str, str]]
+Drift = Callable[[], DriftFigures | None]
 
 
 class Live:
@@ -58,9 +61,11 @@ class Live:
         versions: Versions,
         clock: Callable[[], float] = time.time,
         interval_s: float = INTERVAL_S,
+        drift: Drift | None = None,
     ) -> None:
         self.follower = follower
         self.versions = versions
+        self.drift = drift
         self.clock = clock
         self.interval_s = interval_s
         self._lock = anyio.Lock()
@@ -79,10 +84,11 @@ class Live:
         keeps its figures and shows the error), not raised into the event stream."""
         try:
             self.follower.poll()
+            drift = self.drift() if self.drift is not None else None
         except redis.RedisError as exc:
             return msgspec.json.encode({"error": f"valkey unavailable: {exc}"})
         snapshot = self.follower.window.snapshot(self.clock(), self.versions())
-        return msgspec.json.encode(snapshot)
+        return msgspec.json.encode(msgspec.structs.replace(snapshot, drift=drift))
 
 
 def endpoints(
@@ -95,7 +101,9 @@ def endpoints(
     """The console's endpoints: those the OpenAPI document lists, and the page's assets and
     event stream (which it cannot describe)."""
     follower = Follower(client, keys.decisions, Window(), lambda: int(time.time() * 1000))
-    live = Live(follower, versions)
+    live = Live(
+        follower, versions, drift=lambda: next(iter(fleet_figures(client, keys.prefix)), None)
+    )
 
     async def page(request: Request) -> Response:
         return _page(request)

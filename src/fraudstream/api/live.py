@@ -24,6 +24,7 @@ import msgspec
 import numpy as np
 import redis
 
+from fraudstream.drift.window import DriftFigures
 from fraudstream.stream.keys import PAYLOAD, TX
 
 WINDOW_S = 60
@@ -95,6 +96,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     model_version: str
     rules_version: str
     error: str | None = None
+    drift: DriftFigures | None = None
+    """The live workers' PSI against the model's training reference (`fraudstream.drift`);
+    null when no worker scores with a model that has one."""
 
 
 class Second:

@@ -8,6 +8,7 @@ from fraudstream.cli import (  # noqa: F401  (the modules register their command
     admin,
     alerts,
     data,
+    drift,
     features,
     keys,
     loadtest,

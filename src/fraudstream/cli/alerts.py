@@ -86,7 +86,7 @@ def alerts_run(
             claim_idle_ms=settings.claim_idle_ms,
             progress_s=progress_s,
         ),
-        on_progress=_ProgressLine(),
+        on_progress=_WithDrift(_ProgressLine(), settings),
         codes=Codes.from_settings(settings),
     )
     stats = consumer.run(burst=burst)
@@ -124,6 +124,25 @@ class _ProgressLine:
         entries = lag.entries if lag is not None and lag.entries is not None else 0
         metrics.alerts_progress(stats.sent - self.sent, stats.failed - self.failed, entries)
         self.sent, self.failed = stats.sent, stats.failed
+
+
+DRIFT_CHECK_S = 30.0
+
+
+class _WithDrift:
+    """The progress line, and every `DRIFT_CHECK_S` a drift check (`fraudstream drift
+    check`): a drift alert goes out on the same channels, at most once per episode."""
+
+    def __init__(self, line: _ProgressLine, settings: Settings) -> None:
+        from fraudstream.cli.drift import watch_from
+        from fraudstream.drift.alert import every
+
+        self.line = line
+        self.check = every(DRIFT_CHECK_S, watch_from(settings).check)
+
+    def __call__(self, stats: AlertStats, elapsed_s: float) -> None:
+        self.line(stats, elapsed_s)
+        self.check()
 
 
 @alerts_app.command("test")

@@ -229,6 +229,7 @@ def _work(
     quiet: bool,
 ) -> None:
     """One worker in this process (its figures on stdout every ``report_every`` seconds)."""
+    from fraudstream.drift.monitor import DriftMonitor
     from fraudstream.metrics import Monitors, WorkerMetrics
     from fraudstream.scoring import build_scorer
     from fraudstream.stream.keys import StreamKeys
@@ -250,7 +251,14 @@ def _work(
     scorer = build_scorer(settings, client)
     lanes = [scorer] + [build_scorer(settings, client) for _ in range(settings.lanes - 1)]
     reporter = IntervalReporter(report_every) if report_every else None
-    monitor = Monitors(reporter, WorkerMetrics())
+    drift = None
+    if scorer.features is not None:
+        drift = DriftMonitor(
+            client, settings.stream_prefix, scorer.features.names, capacity=settings.drift_window
+        )
+        for lane in lanes:
+            lane.on_scored = drift.observe
+    monitor = Monitors(reporter, WorkerMetrics(), drift)
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     w = Worker(client, keys, lanes, options, monitor=monitor)
     if not quiet:

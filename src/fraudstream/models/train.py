@@ -24,10 +24,11 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from fraudstream.drift.reference import build_reference
 from fraudstream.features import FeatureSet, default_feature_set
 from fraudstream.models.anomaly import fit_isolation_forest
 from fraudstream.models.bundle import ModelBundle, feature_signature
-from fraudstream.models.combine import fit_stacker
+from fraudstream.models.combine import fit_stacker, to_score
 from fraudstream.models.dataset import Dataset, build_dataset, labels_for, split
 from fraudstream.models.errors import ModelError
 from fraudstream.models.metrics import average_precision, best_f1_threshold, roc_auc
@@ -212,6 +213,7 @@ def fit(
         "options": _jsonable(asdict(options)),
         "created_at": datetime.now(UTC).isoformat(),
         "lightgbm": lgb.__version__,
+        "drift": _reference(booster, X_hold, to_score(prob_hold), thresholds, dataset),
     }
     bundle = ModelBundle(booster, stacker, forest, meta)
     return TrainedModel(bundle, protocol, holdout, dataset)
@@ -234,6 +236,22 @@ def _fit_trees(
         valid_sets=[hold],
         callbacks=[lgb.early_stopping(options.early_stopping_rounds, verbose=False)],
     )
+
+
+def _reference(
+    booster: lgb.Booster,
+    X_hold: np.ndarray,
+    scores: np.ndarray,
+    thresholds: dict[str, float],
+    dataset: Dataset,
+) -> dict[str, Any]:
+    """What live traffic's drift is measured against (`fraudstream.drift.reference`): the
+    holdout's scores and its top features by gain."""
+    gain = booster.feature_importance(importance_type="gain").tolist()
+    importance = dict(zip(dataset.feature_names, gain, strict=True))
+    names = dataset.feature_names
+    made = build_reference(scores.astype(np.float64), X_hold, names, importance, thresholds)
+    return made.to_meta()
 
 
 def _thresholds(y: np.ndarray, score: np.ndarray) -> dict[str, float]:

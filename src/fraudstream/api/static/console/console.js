@@ -90,6 +90,17 @@ function recent(rows) {
     el("td", {}, chips(r.reasons)))));
 }
 
+function drift(d) {
+  $("drift-empty").hidden = !!d;
+  $("drift-sub").textContent = d
+    ? `model ${d.model_version} · last ${fmt.int(d.rows)} scored · < 0.1 stable, 0.1–0.25 moderate, > 0.25 significant`
+    : "PSI against the model's training data";
+  const rows = d ? [d.score, ...d.features] : [];
+  $("drift").tBodies[0].replaceChildren(...rows.map((f) => el("tr", { "data-name": f.name, "data-level": f.level || "none" },
+    el("td", {}, f.name), el("td", { class: "num" }, f.psi == null ? "–" : f.psi.toFixed(3)),
+    el("td", {}, el("span", { class: `badge psi-${f.level || "none"}` }, f.level || "too few rows")))));
+}
+
 function render(s) {
   if (s.error) return banner(s.error);
   banner(null);
@@ -109,6 +120,7 @@ function render(s) {
   flaggedChart(s);
   mix(s.totals);
   recent(s.recent);
+  drift(s.drift);
 }
 
 function connect() {
