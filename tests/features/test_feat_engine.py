@@ -105,8 +105,9 @@ def test_the_same_transactions_twice_change_nothing(client: redis.Redis) -> None
     e.compute_batch(batch + [batch[0]])
     assert snapshot(client) == before
     assert e.stats.duplicates == 4 and e.stats.processed == 3
-    # Nothing to write: the read's WATCH is lifted before the connection goes back.
-    assert client.info("clients")["watching_clients"] == 0
+    # Nothing to write: the read's WATCH is lifted before the connection goes back. (Redis
+    # before 7.4 does not report watching clients: there the check is Valkey's alone.)
+    assert client.info("clients").get("watching_clients", 0) == 0
 
 
 @pytest.mark.integration
