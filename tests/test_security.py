@@ -128,7 +128,9 @@ def test_config_show_masks_every_secret(tmp_path: Path, valkey_url: str) -> None
         assert name in shown, f"{name} not shown at all"
         assert _secret_part(value) not in shown, f"{name} shown in clear"
     password = urlsplit(valkey_url).password
-    result = run_cli("config", "show", valkey_url=valkey_url)
+    result = run_cli(
+        "config", "show", valkey_url=valkey_url, env={"FRAUDSTREAM_DATA_DIR": str(tmp_path)}
+    )
     assert password and password not in result.stdout + result.stderr
 
 
