@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean postgresql chromium
+.PHONY: demo test lint typecheck unit bench clean postgresql chromium redis
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fraudstream needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -44,7 +44,15 @@ chromium:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-unit: $(VENV)/.installed-dev postgresql chromium
+# The Valkey-facing suite also runs on plain Redis 7 (tests/test_redis_compat.py always; the whole
+# suite with FRAUDSTREAM_TEST_SERVER=redis): Debian's redis-server, started by the test fixture.
+redis:
+	@test -x /usr/bin/redis-server || { \
+	  echo "installing Redis (Debian package redis-server) for the Redis compatibility tests"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+unit: $(VENV)/.installed-dev postgresql chromium redis
 	$(BIN)/pytest
 
 test: lint typecheck unit

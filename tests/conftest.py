@@ -2,7 +2,9 @@
 
 The server is fraudstream's own embedded one, started on a free port in a temp dir, so the
 suite also exercises the lifecycle code users rely on. ``FRAUDSTREAM_TEST_VALKEY_URL`` points
-the suite at an external server instead.
+the suite at an external server instead; ``FRAUDSTREAM_TEST_SERVER=redis`` starts Debian's
+``redis-server`` (Redis 7, ``make redis``) the same way, to run the whole suite on plain Redis.
+`redis_url` is such a Redis server whatever the setting, for the always-run compatibility tests.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,13 +33,17 @@ hypothesis.settings.register_profile("fraudstream", deadline=None)
 hypothesis.settings.load_profile("fraudstream")
 
 
-@pytest.fixture(scope="session")
-def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("FRAUDSTREAM_TEST_VALKEY_URL")
-    if external:
-        yield external
-        return
-    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey-session"))
+REDIS_SERVER = Path("/usr/bin/redis-server")
+"""Debian's Redis 7 (package ``redis-server``, installed by ``make redis``)."""
+
+
+@contextmanager
+def _server(folder: Path, binary: Path | None = None) -> Iterator[str]:
+    """The URL of a server started as fraudstream starts its own (loopback, password, AOF
+    everysec, private dir), stopped on exit; ``binary`` replaces the embedded Valkey."""
+    if binary is not None and not binary.is_file():
+        pytest.fail(f"{binary} is missing: run `make redis` (Debian package redis-server)")
+    server = EmbeddedValkey(folder, binary=binary)
     info = server.ensure()
     try:
         yield f"redis://:{info.password}@{info.host}:{info.port}/0"
@@ -44,10 +51,31 @@ def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def client(valkey_url: str) -> Iterator[redis.Redis]:
-    """A client on a freshly flushed keyspace."""
-    conn = redis.Redis.from_url(valkey_url)
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("FRAUDSTREAM_TEST_VALKEY_URL")
+    if external:
+        yield external
+        return
+    kind = os.environ.get("FRAUDSTREAM_TEST_SERVER", "valkey")
+    if kind not in ("valkey", "redis"):
+        pytest.fail(f"FRAUDSTREAM_TEST_SERVER: must be valkey or redis, got {kind!r}")
+    with _server(
+        tmp_path_factory.mktemp(f"{kind}-session"), REDIS_SERVER if kind == "redis" else None
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis 7 server (Debian's) for the session, whatever the suite runs on."""
+    with _server(tmp_path_factory.mktemp("redis-session"), REDIS_SERVER) as url:
+        yield url
+
+
+@contextmanager
+def _flushed(url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(url)
     conn.flushall()
     try:
         yield conn
@@ -55,17 +83,41 @@ def client(valkey_url: str) -> Iterator[redis.Redis]:
         conn.close()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Settings:
-    """Settings pointing at the session server, small partitions for fast tests."""
+def _settings(tmp_path: Path, url: str) -> Settings:
     return Settings(
         data_dir=str(tmp_path / "data"),
-        valkey_url=valkey_url,
+        valkey_url=url,
         partitions=4,
         block_ms=100,
         lease_ttl_ms=3000,
         claim_idle_ms=1000,
     )
+
+
+@pytest.fixture
+def client(valkey_url: str) -> Iterator[redis.Redis]:
+    """A client on a freshly flushed keyspace."""
+    with _flushed(valkey_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+def settings(tmp_path: Path, valkey_url: str, client: redis.Redis) -> Settings:
+    """Settings pointing at the session server, small partitions for fast tests."""
+    return _settings(tmp_path, valkey_url)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """`client`, on the session's Redis 7 server."""
+    with _flushed(redis_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+def redis_settings(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> Settings:
+    """`settings`, pointing at the session's Redis 7 server."""
+    return _settings(tmp_path, redis_url)
 
 
 LiveChange = Callable[[Mapping[str, str], Callable[[], None]], tuple[float, float, list[Any]]]

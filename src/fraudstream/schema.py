@@ -59,8 +59,27 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     def __post_init__(self) -> None:
         check_amount(self.amount)
+        check_time("timestamp", self.timestamp)
         if self.ip is not None:
             check_ip(self.ip)
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+"""No event is older: before the Unix epoch a time is an encoding error (a zero date, year 1),
+and event times are kept as microseconds since the epoch."""
+
+
+def check_time(name: str, value: datetime) -> None:
+    """Refuse an event time before `EARLIEST` (the future is judged by the feature engine,
+    against its clock and skew).
+
+    Raises:
+        ValueError: ``timestamp: …`` (msgspec turns it into a validation error naming it).
+    """
+    if value.tzinfo is not None and value < EARLIEST:
+        raise ValueError(
+            f"{name}: must not be before {EARLIEST.isoformat()}, got {value.isoformat()}"
+        )
 
 
 def check_amount(amount: float) -> None:
@@ -123,6 +142,11 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     tx_timestamp: AwareDatetime | None = None
     """Event time of the labelled transaction, so time-bucketed label features need no lookup."""
     fraud_scenario: int | None = None
+
+    def __post_init__(self) -> None:
+        check_time("reported_at", self.reported_at)
+        if self.tx_timestamp is not None:
+            check_time("tx_timestamp", self.tx_timestamp)
 
 
 # --- decoding with field-naming errors ------------------------------------------------------

@@ -175,9 +175,12 @@ class EmbeddedValkey:
             raise ValkeyError(f"cannot start valkey: {reason}")
 
     def _wait_ready(self, port: int, password: str) -> ServerInfo:
+        """Once the server answers with its dataset loaded: while it replays its AOF it
+        answers INFO, but every command on data fails with LOADING."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if (info := _answering(self.host, port, password)) is not None:
+            info = _answering(self.host, port, password)
+            if info is not None and _loaded(info):
                 return info
             time.sleep(0.05)
         log = self.dir / "valkey.log"
@@ -245,6 +248,16 @@ def _answering(host: str, port: int, password: str) -> ServerInfo | None:
     finally:
         client.close()
     return ServerInfo(host, port, password, pid)
+
+
+def _loaded(info: ServerInfo) -> bool:
+    client = _client(info)
+    try:
+        return int(client.info("persistence")["loading"]) == 0
+    except (redis.RedisError, KeyError, ValueError):
+        return False
+    finally:
+        client.close()
 
 
 def _alive(pid: int) -> bool:

@@ -15,6 +15,9 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
+from fraudstream.errors import SchemaError
+from fraudstream.stream.keys import PAYLOAD
+
 log = logging.getLogger(__name__)
 Entry = tuple[bytes, dict[bytes, bytes]]
 DeadLetter = dict[FieldT, EncodableT]
@@ -35,6 +38,21 @@ def host_consumer(group: str) -> str:
     comes back reads its own pending entries first, at once, instead of waiting for another
     to claim them after ``claim_idle_ms``."""
     return f"{group}:{socket.gethostname()}"
+
+
+def payload_of(fields: dict[bytes, bytes]) -> bytes:
+    """The record an entry carries. An entry without the payload field (written by some other
+    producer) is refused naming that field, rather than read as empty JSON.
+
+    Raises:
+        SchemaError: ``d: missing: …``, with the fields the entry has instead.
+    """
+    try:
+        return fields[PAYLOAD]
+    except KeyError:
+        names = [name.decode(errors="replace")[:40] for name in list(fields)[:5]]
+        problem = f"missing: the entry has no payload field (its fields: {', '.join(names)})"
+        raise SchemaError(PAYLOAD.decode(), problem) from None
 
 
 def dead_letter(

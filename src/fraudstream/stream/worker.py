@@ -37,7 +37,13 @@ from fraudstream.schema import (
 from fraudstream.scoring import Scorer
 from fraudstream.stream.batch import Batch, BatchReader, Entry
 from fraudstream.stream.commit import Committer
-from fraudstream.stream.consumer import DeadLetter, TwoStageStop, dead_letter, ensure_group
+from fraudstream.stream.consumer import (
+    DeadLetter,
+    TwoStageStop,
+    dead_letter,
+    ensure_group,
+    payload_of,
+)
 from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.lanes import Gate
@@ -283,11 +289,11 @@ class Worker(TwoStageStop):
             payload = fields.get(PAYLOAD, b"")
             try:
                 if stream == self.keys.labels:
-                    label = decode_label(payload)
+                    label = decode_label(payload_of(fields))
                     scorer.validate_label(label)
                     decoded.labels.append(label)
                     continue
-                tx = decode_transaction(payload)
+                tx = decode_transaction(payload_of(fields))
                 scorer.validate(tx)
                 decoded.good.append(tx)
                 decoded.payloads[tx.transaction_id] = payload
