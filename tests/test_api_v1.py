@@ -73,6 +73,19 @@ def test_scopes_decide_what_a_key_may_do(server: str, client: redis.Redis) -> No
     assert scorer.encode() not in stored and reader.encode() not in stored
 
 
+def test_a_bearer_key_works_and_ambiguous_credentials_are_refused(server: str) -> None:
+    def status(headers: dict[str, str]) -> int:
+        return call(server, "GET", "/openapi.json", key=None, headers=headers).status
+
+    assert status({"Authorization": f"Bearer {KEY}"}) == 200
+    assert status({"Authorization": f"Bearer {KEY}", "X-API-Key": KEY}) == 200  # the same key
+    # a key that works does not carry a malformed or a second, different credential
+    assert status({"X-API-Key": KEY, "Authorization": "Basic dXNlcjpwYXNz"}) == 401
+    assert status({"X-API-Key": KEY, "Authorization": "Bearer fsk_other"}) == 401
+    reply = call(server, "GET", "/openapi.json", key=KEY, headers={"Authorization": "junk"})
+    assert reply.status == 401 and "Authorization" in reply.body["error"]["message"]
+
+
 def test_a_revoked_key_is_refused_within_seconds(server: str, client: redis.Redis) -> None:
     secret = KeyStore(client).create("temp", ["score"])
     assert post(server, "/v1/score", sample_tx(3), key=secret)[0] == 200

@@ -101,7 +101,11 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        caller = await self.auth.key_of(_presented(scope))
+        secret, problem = _presented(scope)
+        if problem is not None:
+            await send_error(send, 401, "api_key", problem, [(b"www-authenticate", b"Bearer")])
+            return
+        caller = await self.auth.key_of(secret)
         if caller is None:
             safe = scope["method"] in SAFE_METHODS
             token = cookie_token(scope) if safe else csrf_checked_token(scope)
@@ -123,13 +127,21 @@ def require(request: Request, scope: str) -> Response | None:
     return JSONResponse({"error": {"field": "api_key", "message": message}}, status_code=403)
 
 
-def _presented(scope: Scope) -> bytes | None:
+def _presented(scope: Scope) -> tuple[bytes | None, str | None]:
+    """The key the request presents, or why its credentials are refused outright: an
+    ``Authorization`` that is not ``Bearer <key>``, or two headers naming different keys (a
+    request must not be read one way by us and another by a proxy in front)."""
+    keys: set[bytes] = set()
     for name, value in scope["headers"]:
         if name == b"x-api-key":
-            return bytes(value)
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return bytes(value[7:])
-    return None
+            keys.add(bytes(value))
+        elif name == b"authorization":
+            if value[:7].lower() != b"bearer ":
+                return None, "Authorization: only 'Bearer <key>' is accepted"
+            keys.add(bytes(value[7:]))
+    if len(keys) > 1:
+        return None, "the request names more than one key (X-API-Key, Authorization)"
+    return (keys.pop() if keys else None), None
 
 
 def _wants_page(scope: Scope) -> bool:
