@@ -8,14 +8,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
 
 from apikit import sample_tx
 from fraudstream.api.batcher import MicroBatcher
 from fraudstream.config import Settings
-from fraudstream.schema import Decision, Transaction, decode_transaction
+from fraudstream.schema import Decision, Explanation, Transaction, decode_transaction
 from fraudstream.scoring import build_scorer
 from fraudstream.stream.decided import DecidedStore
 
@@ -32,7 +32,9 @@ def test_requests_arriving_during_a_batch_go_together_as_the_next(
     first_in_flight = threading.Event()
     release = threading.Event()
 
-    def publish(decisions: Sequence[Decision], txs: Sequence[Transaction]) -> None:
+    def publish(
+        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
+    ) -> None:
         sizes.append(len(decisions))
         if len(sizes) == 1:
             first_in_flight.set()
@@ -61,7 +63,9 @@ def test_a_failed_batch_tells_every_waiting_request(
 ) -> None:
     scorer = build_scorer(settings, client)
 
-    def publish(decisions: Sequence[Decision], txs: Sequence[Transaction]) -> None:
+    def publish(
+        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
+    ) -> None:
         raise redis.ConnectionError("valkey went away")
 
     batcher = MicroBatcher(scorer, DecidedStore(client, settings.stream_prefix), publish)

@@ -130,6 +130,16 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     (scores and reason codes) and ``rules``; the rest is the commit and the hand-off."""
 
 
+class Explanation(msgspec.Struct, frozen=True, kw_only=True):
+    """What the model saw behind a flagged decision (step-up, review, block): the value of
+    each of its features (``None`` for a missing one) and each feature's contribution to
+    its log-odds. Streamed beside the decision (not part of it: a merchant's answer stays
+    small) and stored by the sink in the decision's row."""
+
+    features: dict[str, float | None]
+    contributions: dict[str, float]
+
+
 class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Ground truth arriving later: a chargeback, or an analyst's verdict from review."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,15 @@ from fraudstream.lookup import Lookup, look_up
 from fraudstream.rules import RuleContext, evaluate_columns
 from fraudstream.rules.evaluate import RuleResult
 from fraudstream.rules.policy import Thresholds, Verdict, decide
-from fraudstream.schema import AMOUNT_CEILING, OUTCOMES, Decision, Label, Outcome, Transaction
+from fraudstream.schema import (
+    AMOUNT_CEILING,
+    OUTCOMES,
+    Decision,
+    Explanation,
+    Label,
+    Outcome,
+    Transaction,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -106,6 +114,17 @@ class BaseScores:
     thresholds: Thresholds
     shadow: list[list[str]]
     model: ModelBundle | None = None
+    explanations: dict[int, Explanation] = field(default_factory=dict)
+    """Row -> what the model saw, for the rows it explained (the flagged ones)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A batch's decisions, and the `Explanation` of each flagged one the model scored (by
+    transaction id): what the workers and the API stream beside the decisions."""
+
+    decisions: list[Decision]
+    explanations: dict[str, Explanation]
 
 
 class Scorer:
@@ -189,7 +208,16 @@ class Scorer:
         arrived_at: Sequence[float] | None = None,
         labels: Sequence[Label] = (),
     ) -> list[Decision]:
-        """Score a batch.
+        """The decisions of `score_explained`."""
+        return self.score_explained(transactions, arrived_at, labels).decisions
+
+    def score_explained(
+        self,
+        transactions: Sequence[Transaction],
+        arrived_at: Sequence[float] | None = None,
+        labels: Sequence[Label] = (),
+    ) -> Scored:
+        """Score a batch: its decisions, and the explanations of the flagged ones.
 
         Args:
             transactions: validated transactions, in the order they were received.
@@ -204,7 +232,7 @@ class Scorer:
         """
         if not transactions:
             self.apply_labels(labels)
-            return []
+            return Scored([], {})
         # The feature state's write executes on the server while the batch is scored.
         started = time.time()
         lookup = look_up(transactions, self.models, self.rules, self.lists)
@@ -230,7 +258,7 @@ class Scorer:
             "model": _ms(modelled - featured + explained - ruled),
             "rules": _ms(ruled - modelled + looked - started),
         }
-        return [
+        decisions = [
             Decision(
                 transaction_id=tx.transaction_id,
                 score=verdict.score,
@@ -247,6 +275,12 @@ class Scorer:
                 zip(transactions, verdicts, arrivals, strict=True)
             )
         ]
+        explanations = {
+            transactions[i].transaction_id: e
+            for i, e in base.explanations.items()
+            if decisions[i].outcome != "approve"
+        }
+        return Scored(decisions, explanations)
 
     def _base(
         self, transactions: Sequence[Transaction], features: NDArray[np.float64] | None
@@ -273,10 +307,10 @@ class Scorer:
         # Contributions cost ~1 ms a row (TreeSHAP over every tree): explain the transactions
         # the model itself flags; `_explain_flagged` adds those the rules flag.
         flagged = np.flatnonzero(scores >= thresholds.review)
+        base = BaseScores(scores, reasons, model.version, thresholds, shadow_notes, model)
         if flagged.size:
-            for i, codes in zip(flagged.tolist(), model.explain(features[flagged]), strict=True):
-                reasons[i] = codes
-        return BaseScores(scores, reasons, model.version, thresholds, shadow_notes, model)
+            _explain(base, features, flagged.tolist())
+        return base
 
     @staticmethod
     def _explain_flagged(
@@ -291,8 +325,7 @@ class Scorer:
             i for i, (v, _) in enumerate(verdicts) if v.outcome != "approve" and not base.reasons[i]
         ]
         if rows:
-            for i, codes in zip(rows, base.model.explain(features[rows]), strict=True):
-                base.reasons[i] = codes
+            _explain(base, features, rows)
 
     def _rules(
         self,
@@ -329,6 +362,14 @@ class Scorer:
         if ruleset is None:
             return self.policy.version
         return f"{ruleset.version}+{self.policy.version}"
+
+
+def _explain(base: BaseScores, features: NDArray[np.float64], rows: list[int]) -> None:
+    """Reason codes and explanations of ``rows``, from the model's contributions."""
+    assert base.model is not None
+    for i, (codes, explanation) in zip(rows, base.model.explanations(features[rows]), strict=True):
+        base.reasons[i] = codes
+        base.explanations[i] = explanation
 
 
 def _ms(seconds: float) -> float:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import numpy as np
 import redis
 
 from fraudstream.drift.monitor import DriftMonitor
 from fraudstream.features import FeatureEngine, default_feature_set
 from fraudstream.generate import GenerateOptions, encode_rows, select
 from fraudstream.models import ModelRegistry, ModelWatcher, TrainedModel
-from fraudstream.schema import decode_decision
+from fraudstream.schema import Explanation, decode_decision
 from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.simulate import SimulationResult
-from fraudstream.stream.keys import PAYLOAD, StreamKeys
+from fraudstream.stream.keys import EXPLAIN, PAYLOAD, StreamKeys
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
 
@@ -55,3 +57,19 @@ def test_worker_scores_with_the_active_model_and_logs_the_shadow(
     caught = sum(d.transaction_id in fraud for d in flagged)
     assert caught / len(fraud) > 0.3  # the online features carry the model's signal
     assert drift.window is not None and drift.window.rows == len(decisions)  # every batch told
+    # every flagged decision the model scored streams what the model saw; no approve does
+    entries: Any = client.xrange(KEYS.decisions)
+    why = {
+        decode_decision(f[PAYLOAD]).transaction_id: msgspec.json.decode(
+            f[EXPLAIN], type=Explanation
+        )
+        for _, f in entries
+        if EXPLAIN in f
+    }
+    assert set(why) == {d.transaction_id for d in decisions if d.outcome != "approve"}
+    names = trained.bundle.feature_names
+    sample = why[flagged[0].transaction_id]
+    assert set(sample.features) == set(names) and set(sample.contributions) <= set(names)
+    x = np.array([[np.nan if v is None else v for v in sample.features.values()]])
+    ordered = dict(zip(names, trained.bundle.contributions(x)[0].tolist(), strict=False))
+    assert all(abs(ordered[n] - c) < 1e-5 for n, c in sample.contributions.items())

@@ -16,12 +16,13 @@ import redis
 import sqlalchemy as sa
 
 from fraudstream.config import Settings
-from fraudstream.schema import encode
+from fraudstream.schema import Explanation, encode
 from fraudstream.store import migrate, tables
 from fraudstream.store.lag import measure
 from fraudstream.store.scratch import ScratchPostgres
 from fraudstream.store.sink import SINK_GROUP, Sink, SinkOptions, _Batch
-from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
+from fraudstream.stream.commit import decision_entry
+from fraudstream.stream.keys import EXPLAIN, PAYLOAD, TX, StreamKeys
 from fraudstream.stream.producer import Producer
 from storekit import make_decisions, publish, stored_ids
 from test_stream import _txs, _worker
@@ -256,3 +257,30 @@ def test_consumers_migrating_a_new_database_at_once_all_start(database_url: str)
     with ProcessPoolExecutor(3, mp_context=context) as pool:
         results = list(pool.map(_migrate_at, [database_url] * 3, [moment] * 3))
     assert results == [migrate.head()] * 3
+
+
+def test_a_flagged_decisions_explanation_is_stored_in_its_row(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    flagged, approved, garbled = make_decisions(3, start=1)  # review, block, approve
+    why = Explanation(
+        features={"amount": 1240.0, "customer_tx_count_1h": None},
+        contributions={"amount": 0.83, "terminal_risk_7d": -0.12},
+    )
+    client.xadd(KEYS.decisions, decision_entry(flagged, None, why))
+    client.xadd(KEYS.decisions, decision_entry(approved, None))
+    client.xadd(KEYS.decisions, {PAYLOAD: encode(garbled), EXPLAIN: b"{not json"})
+    stats = make_sink(client, engine).run(burst=True, handle_signals=False)
+    assert (stats.stored, stats.dead_lettered) == (3, 1)  # the garbled one is kept, told of
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(tables.decisions.c.transaction_id, tables.decisions.c.features,
+                      tables.decisions.c.contributions).order_by(tables.decisions.c.transaction_id)
+        ).all()  # fmt: skip
+    stored = {tx: (features, contributions) for tx, features, contributions in rows}
+    assert stored[flagged.transaction_id] == (why.features, why.contributions)
+    assert stored[approved.transaction_id] == (None, None)
+    assert stored[garbled.transaction_id] == (None, None)
+    letters: Any = client.xrange(KEYS.deadletter)
+    [(_, letter)] = letters
+    assert b"explanation" in letter[b"reason"]

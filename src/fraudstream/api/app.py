@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
 from importlib.metadata import version as package_version
 from typing import Any
@@ -55,6 +55,7 @@ from fraudstream.rules import ListError
 from fraudstream.rules.lists import Lists
 from fraudstream.schema import (
     Decision,
+    Explanation,
     Label,
     Transaction,
     decode_label,
@@ -91,12 +92,16 @@ def create_app(
     sessions = SessionStore(client, store, digest(api_key))
     auth = Authenticator(api_key, store, sessions)
 
-    def publish(decisions: Sequence[Decision], txs: Sequence[Transaction]) -> None:
+    def publish(
+        decisions: Sequence[Decision],
+        txs: Sequence[Transaction],
+        explanations: Mapping[str, Explanation],
+    ) -> None:
         pipe = client.pipeline(transaction=False)
         for d, tx in zip(decisions, txs, strict=True):  # trimmed like the workers'
             pipe.xadd(
                 keys.decisions,
-                decision_entry(d, encode(tx)),
+                decision_entry(d, encode(tx), explanations.get(d.transaction_id)),
                 maxlen=settings.decisions_maxlen,
                 approximate=True,
             )

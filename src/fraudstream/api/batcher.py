@@ -19,14 +19,14 @@ decisions are kept and appended to the decisions stream in the thread, off the e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
 
 from fraudstream.features.wire import FeatureStoreError
-from fraudstream.schema import Decision, Transaction
-from fraudstream.scoring import Scorer
+from fraudstream.schema import Decision, Explanation, Transaction
+from fraudstream.scoring import Scored, Scorer
 from fraudstream.stream.decided import DecidedStore
 
 RETRIES = 3
@@ -39,9 +39,9 @@ class Answer:
     """True when ``decision`` was kept from an earlier request for the same id."""
 
 
-Publish = Callable[[Sequence[Decision], Sequence[Transaction]], None]
-"""Appends new decisions, each with its transaction, to the decisions stream (runs in the
-batch's thread)."""
+Publish = Callable[[Sequence[Decision], Sequence[Transaction], Mapping[str, Explanation]], None]
+"""Appends new decisions, each with its transaction (and, when flagged, what the model saw),
+to the decisions stream (runs in the batch's thread)."""
 
 
 Waiting = tuple[Transaction, float, "asyncio.Future[Answer]"]
@@ -114,12 +114,13 @@ class MicroBatcher:
         known = {i: Answer(d, True) for i, d in zip(ids, kept, strict=True) if d is not None}
         first = {i: n for n, i in reversed(list(enumerate(ids))) if i not in known}
         todo = sorted(first.values())
-        fresh = self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
+        scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
+        fresh = scored.decisions
         kept_before = self.decided.keep(fresh)
         new = [d for d, earlier in zip(fresh, kept_before, strict=True) if earlier is None]
         if new:
             by_id = {tx.transaction_id: tx for tx in txs}
-            self.publish(new, [by_id[d.transaction_id] for d in new])
+            self.publish(new, [by_id[d.transaction_id] for d in new], scored.explanations)
         for d, earlier in zip(fresh, kept_before, strict=True):
             known[d.transaction_id] = Answer(d, False) if earlier is None else Answer(earlier, True)
         return [
@@ -127,10 +128,10 @@ class MicroBatcher:
             for n, i in enumerate(ids)
         ]
 
-    def _score(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> list[Decision]:
+    def _score(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> Scored:
         for attempt in range(RETRIES):
             try:
-                return self.scorer.score_batch(txs, arrivals)
+                return self.scorer.score_explained(txs, arrivals)
             except FeatureStoreError:
                 if attempt == RETRIES - 1:
                     raise

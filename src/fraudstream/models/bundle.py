@@ -23,6 +23,7 @@ from fraudstream.models.anomaly import IsolationForestModel
 from fraudstream.models.combine import Stacker, to_score
 from fraudstream.models.errors import ModelError
 from fraudstream.models.explain import PathExplainer, reason_codes
+from fraudstream.schema import Explanation
 
 F64 = NDArray[np.float64]
 
@@ -147,6 +148,24 @@ class ModelBundle:
         """The ``top`` reason codes per row, e.g. ``amount 5.2× the customer's 30-day mean``."""
         x = self._x(X)
         return reason_codes(self.contributions(X, exact=exact), x, self.feature_names, top)
+
+    def explanations(self, X: F64, top: int = 3) -> list[tuple[list[str], Explanation]]:
+        """Per row, the ``top`` reason codes and the `Explanation` behind them (every model
+        feature's value and contribution, rounded to 6 decimals)."""
+        x = self._x(X)
+        contributions = self.contributions(X)
+        names = self.feature_names
+        codes = reason_codes(contributions, x, names, top)
+        out = []
+        for row, reasons in enumerate(codes):
+            values = zip(names, x[row].tolist(), strict=True)
+            parts = zip(names, contributions[row, : len(names)].tolist(), strict=True)
+            explanation = Explanation(
+                features={n: None if v != v else round(v, 6) for n, v in values},  # NaN: None
+                contributions={n: round(c, 6) for n, c in parts if c != 0.0},
+            )
+            out.append((reasons, explanation))
+        return out
 
     def importance(self) -> dict[str, float]:
         """Total gain per feature, largest first."""

@@ -33,7 +33,14 @@ import sqlalchemy as sa
 
 from fraudstream.challenges import ChallengeDesk, is_final
 from fraudstream.errors import SchemaError, StoreError
-from fraudstream.schema import Decision, Label, Transaction, decode_label, decode_transaction
+from fraudstream.schema import (
+    Decision,
+    Explanation,
+    Label,
+    Transaction,
+    decode_label,
+    decode_transaction,
+)
 from fraudstream.store import migrate
 from fraudstream.store.challenges import open_challenges
 from fraudstream.store.engine import describe, first_line
@@ -47,7 +54,7 @@ from fraudstream.stream.consumer import (
     ensure_group,
     host_consumer,
 )
-from fraudstream.stream.keys import PAYLOAD, TX, StreamKeys
+from fraudstream.stream.keys import EXPLAIN, PAYLOAD, TX, StreamKeys
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,7 @@ StreamEntry = tuple[str, bytes, dict[bytes, bytes]]
 """(stream, entry id, fields)."""
 Start = bytes | str
 _decoder = msgspec.json.Decoder(Decision)
+_explained = msgspec.json.Decoder(Explanation).decode
 
 
 @dataclass
@@ -125,6 +133,7 @@ class _Batch:
     decisions: list[Decision] = field(default_factory=list)
     transactions: list[Transaction] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
+    explanations: dict[str, Explanation] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -315,7 +324,7 @@ class Sink(TwoStageStop):
         def write() -> None:
             with self.engine.begin() as connection:
                 txs = store_transactions(connection, batch.transactions)
-                new = store_decisions(connection, firsts)
+                new = store_decisions(connection, firsts, batch.explanations)
                 opened = open_reviews(connection, firsts)
                 challenged = open_challenges(
                     connection, firsts, o.challenge_ttl_s, o.challenge_attempts
@@ -368,6 +377,13 @@ class Sink(TwoStageStop):
             except (msgspec.MsgspecError, SchemaError) as exc:
                 batch.dead.append(dead_letter(stream, entry_id, payload, f"sink: {exc}"))
                 continue
+            why = fields.get(EXPLAIN)
+            if why is not None:
+                try:
+                    batch.explanations[batch.decisions[-1].transaction_id] = _explained(why)
+                except msgspec.MsgspecError as exc:  # the decision is kept without it
+                    reason = f"sink: explanation: {exc}"
+                    batch.dead.append(dead_letter(stream, entry_id, why, reason))
             tx = fields.get(TX)
             if tx is None:  # streamed by a release that did not carry it
                 continue

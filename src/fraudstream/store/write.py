@@ -22,7 +22,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from fraudstream.schema import Decision, Label, Transaction
+from fraudstream.schema import Decision, Explanation, Label, Transaction
 from fraudstream.store import tables
 
 Values = tuple[Any, ...]
@@ -30,9 +30,10 @@ Values = tuple[Any, ...]
 _json = msgspec.json.Encoder()
 
 
-def decision_values(decision: Decision) -> Values:
-    """The row of a decision (``features``, ``contributions``: not carried by the decision
-    yet, so NULL; ``stage_ms`` NULL for a decision that does not say where its time went)."""
+def decision_values(decision: Decision, explanation: Explanation | None = None) -> Values:
+    """The row of a decision (``features``, ``contributions``: what the model saw behind a
+    flagged decision, NULL for the others; ``stage_ms`` NULL for a decision that does not say
+    where its time went)."""
     return (
         decision.transaction_id,
         decision.decided_at.astimezone(UTC),
@@ -44,8 +45,8 @@ def decision_values(decision: Decision) -> Values:
         decision.latency_ms,
         _json.encode(decision.shadow).decode(),
         _json.encode(decision.stages).decode() if decision.stages else None,
-        None,
-        None,
+        _json.encode(explanation.features).decode() if explanation else None,
+        _json.encode(explanation.contributions).decode() if explanation else None,
     )
 
 
@@ -155,8 +156,14 @@ def psycopg_errors() -> Any:
     return psycopg.errors
 
 
-def store_decisions(connection: sa.Connection, decisions: Sequence[Decision]) -> int:
-    return insert_new(connection, tables.decisions, [decision_values(d) for d in decisions])
+def store_decisions(
+    connection: sa.Connection,
+    decisions: Sequence[Decision],
+    explanations: Mapping[str, Explanation] | None = None,
+) -> int:
+    why = explanations or {}
+    rows = [decision_values(d, why.get(d.transaction_id)) for d in decisions]
+    return insert_new(connection, tables.decisions, rows)
 
 
 def store_transactions(connection: sa.Connection, txs: Sequence[Transaction]) -> int:

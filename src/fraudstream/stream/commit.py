@@ -18,11 +18,11 @@ import redis
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
-from fraudstream.schema import Decision, encode
+from fraudstream.schema import Decision, Explanation, encode
 from fraudstream.stream.batch import Batch
 from fraudstream.stream.consumer import DeadLetter
 from fraudstream.stream.decided import DEFAULT_TTL_S, DecidedStore
-from fraudstream.stream.keys import GROUP, PAYLOAD, TX, StreamKeys
+from fraudstream.stream.keys import EXPLAIN, GROUP, PAYLOAD, TX, StreamKeys
 from fraudstream.stream.leases import Lease
 
 ATTEMPTS = 3
@@ -30,11 +30,16 @@ ATTEMPTS = 3
 only when it expires and is re-taken, so a second look settles it."""
 
 
-def decision_entry(decision: Decision, transaction: bytes | None) -> dict[FieldT, EncodableT]:
-    """A ``tx.decisions`` entry: the decision, and its transaction when known."""
+def decision_entry(
+    decision: Decision, transaction: bytes | None, explanation: Explanation | None = None
+) -> dict[FieldT, EncodableT]:
+    """A ``tx.decisions`` entry: the decision, its transaction when known, and what the model
+    saw when it was flagged."""
     entry: dict[FieldT, EncodableT] = {PAYLOAD: encode(decision)}
     if transaction is not None:
         entry[TX] = transaction
+    if explanation is not None:
+        entry[EXPLAIN] = encode(explanation)
     return entry
 
 
@@ -62,16 +67,19 @@ class Committer:
         decisions: Sequence[Decision],
         dead: list[DeadLetter],
         transactions: Mapping[str, bytes] | None = None,
+        explanations: Mapping[str, Explanation] | None = None,
     ) -> bool:
         """Returns False, having written nothing, if a lease of the batch was lost.
         ``transactions``: id -> the transaction's payload as received, streamed beside its
-        decision."""
+        decision; ``explanations``: id -> what the model saw, for the flagged ones."""
         with self.client.pipeline(transaction=True) as pipe:
             for _ in range(ATTEMPTS):
                 try:
                     if not self._fence(pipe, batch.leases):
                         return False
-                    self._queue(pipe, batch, decisions, dead, transactions or {})
+                    self._queue(
+                        pipe, batch, decisions, dead, transactions or {}, explanations or {}
+                    )
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -117,11 +125,13 @@ class Committer:
         decisions: Sequence[Decision],
         dead: list[DeadLetter],
         transactions: Mapping[str, bytes],
+        explanations: Mapping[str, Explanation],
     ) -> None:
         for decision in decisions:
+            tx = decision.transaction_id
             pipe.xadd(
                 self.keys.decisions,
-                decision_entry(decision, transactions.get(decision.transaction_id)),
+                decision_entry(decision, transactions.get(tx), explanations.get(tx)),
                 maxlen=self.decisions_maxlen,
                 approximate=True,
             )

@@ -15,6 +15,9 @@ PAYLOAD = b"d"
 TX = b"t"
 """A decision entry also carries its transaction as received, so that a consumer of
 decisions (the SQL sink) has both from one entry, written in the same commit."""
+EXPLAIN = b"x"
+"""A flagged decision's entry also carries its `Explanation` (the model's feature values and
+contributions), for the system of record."""
 
 
 def partition_of(customer_id: str, partitions: int) -> int:

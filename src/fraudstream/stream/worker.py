@@ -273,8 +273,12 @@ class Worker(TwoStageStop):
         ``lane``: whose scorer and committer (default: lane 0's)."""
         lane = lane or self.lanes[0]
         decoded = self._decode(batch.entries, lane.scorer)
-        decisions = lane.scorer.score_batch(decoded.good, decoded.arrived, decoded.labels)
-        if not lane.committer.commit(batch, decisions, decoded.dead, decoded.payloads):
+        scored = lane.scorer.score_explained(decoded.good, decoded.arrived, decoded.labels)
+        decisions = scored.decisions
+        committed = lane.committer.commit(
+            batch, decisions, decoded.dead, decoded.payloads, scored.explanations
+        )
+        if not committed:
             self._drop(batch)
             return
         with self._lock:
