@@ -38,7 +38,8 @@ AT = datetime(2030, 3, 17, 17, 46, 40, tzinfo=UTC)
 
 
 def _decision(n: int, outcome: str, score: int, latency_ms: float) -> LiveDecision:
-    return LiveDecision(f"t{n}", score, outcome, ["r"], latency_ms, "2030-03-17T17:46:40Z")
+    reasons = ["r", "rule:velocity"] + (["rule:new_device"] if outcome == "step_up" else [])
+    return LiveDecision(f"t{n}", score, outcome, reasons, latency_ms, "2030-03-17T17:46:40Z")
 
 
 def test_window_counts_each_second_any_outcome_and_keeps_the_latest_flagged() -> None:
@@ -62,6 +63,7 @@ def test_window_counts_each_second_any_outcome_and_keeps_the_latest_flagged() ->
     assert (snap.scores[0], snap.scores[12], snap.scores[19]) == (1, 1, 2)
     assert [r.transaction_id for r in snap.recent] == ["t3", "t2"]
     assert (snap.decisions, snap.model_version, snap.rules_version) == (5, "m1", "r1")
+    assert snap.rule_hits == {"velocity": 4, "new_device": 1}  # the current second left out
     later = window.snapshot(T + 10.5, ("m1", "r1"))
     assert later.tps == [0, 0, 0, 0] and window.buckets == {}  # old seconds forgotten
 

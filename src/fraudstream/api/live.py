@@ -39,6 +39,7 @@ LATENCY_EDGES_MS = [10 ** (k / 40) for k in range(-80, 201)]
 """0.01 ms .. 100 s, each edge 6 % above the previous: a percentile is the upper edge of
 its bin, at most 6 % above the true value."""
 QUANTILES = (0.5, 0.95, 0.99)
+TOP_RULES = 10
 
 
 class LiveDecision(msgspec.Struct, frozen=True):
@@ -95,6 +96,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     decisions: int
     model_version: str
     rules_version: str
+    rule_hits: dict[str, int] = {}
+    """Live rules that hit in the window (``rule:<id>`` reasons), most hits first (top
+    `TOP_RULES`)."""
     error: str | None = None
     drift: DriftFigures | None = None
     """The live workers' PSI against the model's training reference (`fraudstream.drift`);
@@ -104,17 +108,21 @@ class Snapshot(msgspec.Struct, frozen=True):
 class Second:
     """The counts of the decisions appended in one second."""
 
-    __slots__ = ("count", "outcomes", "scores", "latency")
+    __slots__ = ("count", "outcomes", "rules", "scores", "latency")
 
     def __init__(self) -> None:
         self.count = 0
         self.outcomes: dict[str, int] = {}
+        self.rules: dict[str, int] = {}
         self.scores = np.zeros(SCORE_BINS, dtype=np.int64)
         self.latency = np.zeros(len(LATENCY_EDGES_MS) + 1, dtype=np.int64)
 
     def add(self, decision: LiveDecision) -> None:
         self.count += 1
         self.outcomes[decision.outcome] = self.outcomes.get(decision.outcome, 0) + 1
+        for reason in decision.reasons:
+            if reason.startswith("rule:"):
+                self.rules[reason[5:]] = self.rules.get(reason[5:], 0) + 1
         self.scores[min(max(decision.score, 0) // SCORE_BIN, SCORE_BINS - 1)] += 1
         self.latency[bisect_left(LATENCY_EDGES_MS, decision.latency_ms)] += 1
 
@@ -173,6 +181,11 @@ class Window:
         per_second = [percentiles(b.latency) for b in buckets]
         latency = sum((b.latency for b in buckets), np.zeros_like(buckets[0].latency))
         overall = percentiles(latency)
+        hits: dict[str, int] = {}
+        for b in buckets:
+            for rule, n in b.rules.items():
+                hits[rule] = hits.get(rule, 0) + n
+        top = sorted(hits.items(), key=lambda item: (-item[1], item[0]))[:TOP_RULES]
         return Snapshot(
             now=round(now, 3),
             seconds=seconds,
@@ -188,6 +201,7 @@ class Window:
             decisions=self.decisions,
             model_version=versions[0],
             rules_version=versions[1],
+            rule_hits=dict(top),
         )
 
 

@@ -101,6 +101,14 @@ function drift(d) {
     el("td", {}, el("span", { class: `badge psi-${f.level || "none"}` }, f.level || "too few rows")))));
 }
 
+function ruleHits(hits, total) {
+  const rows = Object.entries(hits || {});
+  $("rules-empty").hidden = rows.length > 0;
+  $("rules").tBodies[0].replaceChildren(...rows.map(([rule, n]) => el("tr", {},
+    el("td", { class: "mono" }, rule), el("td", { class: "num" }, fmt.int(n)),
+    el("td", { class: "num" }, total ? `${((100 * n) / total).toFixed(2)} %` : "–"))));
+}
+
 function render(s) {
   if (s.error) return banner(s.error);
   banner(null);
@@ -121,6 +129,7 @@ function render(s) {
   mix(s.totals);
   recent(s.recent);
   drift(s.drift);
+  ruleHits(s.rule_hits, total);
 }
 
 function connect() {
