@@ -23,14 +23,15 @@ from apikit import KEY, call, get, post_form, serving, start_server
 from consolekit import STREAM, Traffic, backfill, entry, store_flagged
 from driftkit import made_reference, window
 from fraudstream.api.keys import KeyStore
-from fraudstream.api.live import Follower, LiveDecision, Window
+from fraudstream.api.live import Follower, LabelFollower, LiveDecision, Window
 from fraudstream.api.serving import GRACE_S
 from fraudstream.api.session import csrf_token
 from fraudstream.drift.fleet import publish
-from fraudstream.schema import Decision
+from fraudstream.schema import Decision, Label, encode
 from fraudstream.store import tables
 from fraudstream.store.challenges import open_challenges
 from fraudstream.store.write import store_decisions
+from fraudstream.stream.keys import PAYLOAD
 from storekit import migrated_store
 
 T = 1_900_000_000  # a fixed second (epoch)
@@ -64,6 +65,12 @@ def test_window_counts_each_second_any_outcome_and_keeps_the_latest_flagged() ->
     assert [r.transaction_id for r in snap.recent] == ["t3", "t2"]
     assert (snap.decisions, snap.model_version, snap.rules_version) == (5, "m1", "r1")
     assert snap.rule_hits == {"velocity": 4, "new_device": 1}  # the current second left out
+    window.add_label((T - 1) * 1000, is_fraud=True)
+    window.add_label((T - 3) * 1000, is_fraud=False)
+    window.add_label(T * 1000, is_fraud=True)  # the current second
+    labelled = window.snapshot(T + 0.5, ("m1", "r1"))
+    assert labelled.fraud_reported == [0, 0, 0, 1]
+    assert labelled.labels == {"fraud": 1, "genuine": 1}
     later = window.snapshot(T + 10.5, ("m1", "r1"))
     assert later.tps == [0, 0, 0, 0] and window.buckets == {}  # old seconds forgotten
 
@@ -88,6 +95,19 @@ def test_follower_reads_what_is_new_in_pages_from_the_window_start(client: redis
     assert snap.totals == {"approve": 4, "block": 1, "step_up": 1}
     assert [r.outcome for r in snap.recent] == ["step_up", "block"]
     assert snap.recent[1].customer_id.startswith("cust-") and snap.recent[1].amount > 0
+
+
+def test_label_follower_counts_the_fraud_reported(client: redis.Redis) -> None:
+    now_ms = T * 1000
+    log = "tx.labels.log"
+    for n, fraud in enumerate((True, True, False)):
+        label = Label(transaction_id=f"t{n}", is_fraud=fraud, reported_at=datetime.now(UTC))
+        client.xadd(log, {PAYLOAD: encode(label)}, id=f"{now_ms - 1_500 + n}-0")
+    client.xadd(log, {b"x": b"not a label"}, id=f"{now_ms - 1_400}-0")
+    follower = LabelFollower(client, log, Window(window_s=60), lambda: now_ms)
+    assert follower.poll() == 4 and follower.unreadable == 1
+    snap = follower.window.snapshot(T + 0.5, ("m", "r"))
+    assert snap.labels == {"fraud": 2, "genuine": 1} and snap.fraud_reported[-2] == 2
 
 
 # --- routes on a real server --------------------------------------------------------------

@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from fraudstream.api.bodies import ErrorBody
 from fraudstream.api.docs import STATIC, serve_assets
-from fraudstream.api.live import Follower, Window
+from fraudstream.api.live import Follower, LabelFollower, Window
 from fraudstream.api.session import cookie_token, csrf_token
 from fraudstream.api.spec import Endpoint
 from fraudstream.drift.fleet import fleet_figures
@@ -62,8 +62,10 @@ class Live:
         clock: Callable[[], float] = time.time,
         interval_s: float = INTERVAL_S,
         drift: Drift | None = None,
+        labels: Follower | None = None,
     ) -> None:
         self.follower = follower
+        self.labels = labels
         self.versions = versions
         self.drift = drift
         self.clock = clock
@@ -84,6 +86,8 @@ class Live:
         keeps its figures and shows the error), not raised into the event stream."""
         try:
             self.follower.poll()
+            if self.labels is not None:
+                self.labels.poll()
             drift = self.drift() if self.drift is not None else None
         except redis.RedisError as exc:
             return msgspec.json.encode({"error": f"valkey unavailable: {exc}"})
@@ -100,9 +104,13 @@ def endpoints(
 ) -> tuple[list[Endpoint], list[Endpoint]]:
     """The console's endpoints: those the OpenAPI document lists, and the page's assets and
     event stream (which it cannot describe)."""
-    follower = Follower(client, keys.decisions, Window(), lambda: int(time.time() * 1000))
+    window = Window()
+    follower = Follower(client, keys.decisions, window, _now_ms)
     live = Live(
-        follower, versions, drift=lambda: next(iter(fleet_figures(client, keys.prefix)), None)
+        follower,
+        versions,
+        drift=lambda: next(iter(fleet_figures(client, keys.prefix)), None),
+        labels=LabelFollower(client, keys.label_log, window, _now_ms),
     )
 
     async def page(request: Request) -> Response:
@@ -138,6 +146,10 @@ def endpoints(
         Endpoint("GET", "/console/assets/{name}", serve_assets(ASSETS), "read", ""),
     ]
     return documented, unlisted
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def _ticks(live: Live) -> AsyncIterator[bytes]:

@@ -96,6 +96,11 @@ class Snapshot(msgspec.Struct, frozen=True):
     decisions: int
     model_version: str
     rules_version: str
+    fraud_reported: list[int] = []
+    """Per second, fraud labels (chargebacks, analysts' verdicts) that arrived: the fraud
+    rate as far as it is known yet (labels come days after their payments)."""
+    labels: dict[str, int] = {}
+    """Labels that arrived in the window: ``fraud`` and ``genuine``."""
     rule_hits: dict[str, int] = {}
     """Live rules that hit in the window (``rule:<id>`` reasons), most hits first (top
     `TOP_RULES`)."""
@@ -108,9 +113,11 @@ class Snapshot(msgspec.Struct, frozen=True):
 class Second:
     """The counts of the decisions appended in one second."""
 
-    __slots__ = ("count", "outcomes", "rules", "scores", "latency")
+    __slots__ = ("count", "outcomes", "rules", "scores", "latency", "fraud", "genuine")
 
     def __init__(self) -> None:
+        self.fraud = 0
+        self.genuine = 0
         self.count = 0
         self.outcomes: dict[str, int] = {}
         self.rules: dict[str, int] = {}
@@ -167,6 +174,16 @@ class Window:
         if decision.outcome != "approve":
             self.recent.appendleft(_flagged(decision, tx or LiveTransaction()))
 
+    def add_label(self, at_ms: int, is_fraud: bool) -> None:
+        second = at_ms // 1000
+        bucket = self.buckets.get(second)
+        if bucket is None:
+            bucket = self.buckets[second] = Second()
+        if is_fraud:
+            bucket.fraud += 1
+        else:
+            bucket.genuine += 1
+
     def forget_before(self, second: int) -> None:
         for old in [s for s in self.buckets if s < second]:
             del self.buckets[old]
@@ -202,6 +219,11 @@ class Window:
             model_version=versions[0],
             rules_version=versions[1],
             rule_hits=dict(top),
+            fraud_reported=[b.fraud for b in buckets],
+            labels={
+                "fraud": sum(b.fraud for b in buckets),
+                "genuine": sum(b.genuine for b in buckets),
+            },
         )
 
 
@@ -220,7 +242,14 @@ def _flagged(d: LiveDecision, tx: LiveTransaction) -> Flagged:
     )
 
 
+class LiveLabel(msgspec.Struct, frozen=True):
+    """What the console reads of a label entry."""
+
+    is_fraud: bool
+
+
 _decision = msgspec.json.Decoder(LiveDecision)
+_label = msgspec.json.Decoder(LiveLabel)
 _transaction = msgspec.json.Decoder(LiveTransaction)
 
 
@@ -274,3 +303,15 @@ class Follower:
             self.unreadable += 1  # not a decision entry: nothing the console can show
             return
         self.window.add(int(entry_id.split(b"-")[0]), decision, tx)
+
+
+class LabelFollower(Follower):
+    """Reads the label log (``tx.labels.log``) into the window's fraud counts."""
+
+    def _file(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            label = _label.decode(fields[PAYLOAD])
+        except (KeyError, msgspec.DecodeError):
+            self.unreadable += 1
+            return
+        self.window.add_label(int(entry_id.split(b"-")[0]), label.is_fraud)

@@ -121,6 +121,9 @@ function render(s) {
   const total = Object.values(s.totals).reduce((a, b) => a + b, 0);
   const flagged = total - (s.totals.approve || 0);
   $("kpi-flagged").textContent = total ? `${((100 * flagged) / total).toFixed(2)} %` : "–";
+  const fraud = (s.labels || {}).fraud || 0;
+  $("kpi-fraud").textContent = `not approved, last 60 s · fraud reported ${fmt.int(fraud)}`
+    + (total ? ` (${((100 * fraud) / total).toFixed(2)} % of decided)` : "");
   $("kpi-total").textContent = fmt.int(s.decisions);
   charts.tps.setData([s.seconds, s.tps]);
   charts.latency.setData([s.seconds, s.p50, s.p95, s.p99]);
