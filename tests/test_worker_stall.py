@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from fraudstream.config import Settings
-from fraudstream.schema import Decision, Label, Transaction, encode
-from fraudstream.scoring import AmountPolicy, Scorer
+from fraudstream.schema import Label, Transaction, encode
+from fraudstream.scoring import AmountPolicy, Scored, Scorer
 from fraudstream.stream.keys import GROUP, StreamKeys
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
@@ -41,18 +41,19 @@ class StallingScorer(Scorer):
         if not stall:
             self.resume.set()
 
-    def score_batch(
+    def score_explained(
         self,
         transactions: Sequence[Transaction],
         arrived_at: Sequence[float] | None = None,
         labels: Sequence[Label] = (),
-    ) -> list[Decision]:
+    ) -> Scored:
+        """The worker's entry point (``score_batch`` goes through it too)."""
         self.sizes.append(len(transactions) + len(labels))
         if transactions and not self.stalled.is_set():
             self.stalled.set()
             if not self.resume.wait(20):
                 raise TimeoutError("the stalled scorer was never resumed")
-        return super().score_batch(transactions, arrived_at, labels)
+        return super().score_explained(transactions, arrived_at, labels)
 
 
 class Runner:
