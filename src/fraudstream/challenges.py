@@ -239,8 +239,12 @@ class ChallengeDesk(OnDemandStore):
         except redis.RedisError as exc:
             log.warning("challenge finals not streamed yet (%s); the sink's sweep retries", exc)
             return
+        lost = [c.transaction_id for c in closed if c.transaction_id not in firsts]
+        if lost:  # kept nowhere any more (the store never had it, Valkey's copy expired)
+            log.warning("no first decision for %d closed challenges: not streamed", len(lost))
         with self.database(), self.engine.begin() as connection:
-            table.mark_streamed(connection, [f.transaction_id for f in finals], now)
+            done = [f.transaction_id for f in finals] + lost  # neither is tried again
+            table.mark_streamed(connection, done, now)
 
     # --- inside a database transaction --------------------------------------------------------
 
