@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import redis
 from redis.cluster import ClusterNode
 
 from clikit import run_cli
-from fraudstream.cluster import LocalCluster, parse_cluster_url
+from fraudstream.cluster import Layout, LocalCluster, NodeSpec, parse_cluster_url
 from fraudstream.errors import ValkeyError
 from fraudstream.valkey import alive
 
@@ -113,3 +116,30 @@ def test_up_without_the_binary_is_one_clear_error(tmp_path: Path) -> None:
     ):
         LocalCluster(tmp_path, binary=missing).up()
     assert not (tmp_path / "cluster").exists()
+
+
+def test_down_kills_a_node_that_no_longer_answers(data_dir: Path) -> None:
+    """SHUTDOWN cannot reach a frozen node: SIGTERM, then SIGKILL after the timeout, stop it."""
+    cluster_ = LocalCluster(data_dir)
+    nodes = cluster_.up()
+    frozen = nodes[1].pid
+    assert frozen is not None
+    os.kill(frozen, signal.SIGSTOP)
+    assert cluster_.down(timeout_s=1) == 3
+    assert not any(alive(n.pid) for n in nodes if n.pid)
+
+
+def test_a_stale_pid_file_never_signals_another_process(tmp_path: Path) -> None:
+    """After a crash the pid in a node's pid file may belong to any process."""
+    folder = tmp_path / "cluster" / "1"
+    folder.mkdir(parents=True)
+    layout = Layout(3, 0, (NodeSpec(1, 2), NodeSpec(3, 4), NodeSpec(5, 6)))
+    (tmp_path / "cluster" / "cluster.json").write_text(layout.to_json())
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        (folder / "valkey.pid").write_text(f"{bystander.pid}\n")
+        assert LocalCluster(tmp_path).down(timeout_s=1) == 0
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -87,8 +87,7 @@ class LocalCluster:
     def _status(self, node: NodeSpec, password: str) -> NodeStatus:
         status = probe(self.host, node.port, password)
         if status.pid is None:
-            pid = _pid_in(self.dir / str(node.port))
-            return NodeStatus(port=node.port, pid=pid if pid and alive(pid) else None)
+            return NodeStatus(port=node.port, pid=_silent_node(self.dir / str(node.port)))
         return status
 
     def up(self, primaries: int | None = None, replicas: int | None = None) -> list[NodeStatus]:
@@ -232,8 +231,15 @@ def _free_ports(host: str, count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in socks]
 
 
-def _pid_in(folder: Path) -> int | None:
+def _silent_node(folder: Path) -> int | None:
+    """The pid of a node alive but not answering (loading its AOF, hung), or None.
+
+    Its pid file is trusted only while that process still works in the node's folder: after
+    a crash the pid may belong to any other process, which must never be signalled.
+    """
     try:
-        return int((folder / "valkey.pid").read_text().strip())
+        pid = int((folder / "valkey.pid").read_text().strip())
+        same = Path(f"/proc/{pid}/cwd").resolve(strict=True) == folder.resolve()
     except (OSError, ValueError):
         return None
+    return pid if same and alive(pid) else None
