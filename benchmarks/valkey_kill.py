@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from fraudstream.valkey import EmbeddedValkey, _alive
+from fraudstream.valkey import EmbeddedValkey, alive
 
 
 def one_round(folder: Path, seconds: float) -> dict[str, int]:
@@ -48,7 +48,7 @@ def one_round(folder: Path, seconds: float) -> dict[str, int]:
     time.sleep(seconds)
     os.kill(info.pid, signal.SIGKILL)
     writer.join()
-    while _alive(info.pid):
+    while alive(info.pid):
         time.sleep(0.01)
     info = server.ensure()
     stored = int(redis.Redis(host=info.host, port=info.port, password=info.password).xlen("s"))

@@ -174,74 +174,30 @@ def _last_decided_at(client: redis.Redis) -> float:
 
 
 @pytest.fixture(scope="session")
-def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    """A three-primary Valkey cluster on loopback (the embedded binary, no persistence):
-    the ports of its nodes."""
-    from fraudstream.valkey import find_binary
+def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[redis.Redis]]:
+    """A three-primary Valkey cluster on loopback, started as `fraudstream cluster up` starts
+    one: a client on each of its nodes."""
+    from fraudstream.cluster import LocalCluster
 
-    base = tmp_path_factory.mktemp("valkey-cluster")
-    ports, buses, procs = [], [], []
-    for i in range(3):
-        port, bus = _free_port(), _free_port()
-        folder = base / str(i)
-        folder.mkdir()
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-        args += ["--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf")]
-        # The bus port defaults to port + 10000, which may be taken or beyond 65535.
-        args += ["--cluster-port", str(bus), "--save", "", "--appendonly", "no"]
-        with (folder / "server.log").open("w") as log:
-            procs.append(subprocess.Popen([str(find_binary()), *args], stdout=log, stderr=log))
-        ports.append(port)
-        buses.append(bus)
+    cluster = LocalCluster(tmp_path_factory.mktemp("valkey-cluster"))
     try:
-        nodes = [redis.Redis(port=port) for port in ports]
-        for node in nodes:
-            _wait(node.ping)
-        ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
-        for node, (low, high) in zip(nodes, ranges, strict=True):
-            node.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)  # type: ignore[no-untyped-call]
-        for port, bus in zip(ports[1:], buses[1:], strict=True):
-            nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)  # type: ignore[no-untyped-call]
-        _wait(lambda: all(n.cluster("info")["cluster_state"] == "ok" for n in nodes) or None)
-        yield ports
+        password = cluster.password()
+        yield [redis.Redis(port=s.port, password=password) for s in cluster.up(3, 0)]
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        cluster.down()
 
 
 @pytest.fixture
-def cluster_client(cluster_nodes: list[int]) -> Iterator[redis.RedisCluster]:
+def cluster_client(cluster_nodes: list[redis.Redis]) -> Iterator[redis.RedisCluster]:
     """A cluster client on freshly flushed nodes."""
     from redis.cluster import ClusterNode
 
-    first = ClusterNode("127.0.0.1", cluster_nodes[0])  # type: ignore[no-untyped-call]
-    conn = redis.RedisCluster(startup_nodes=[first])
-    for port in cluster_nodes:
-        redis.Redis(port=port).flushall()
+    kwargs = cluster_nodes[0].get_connection_kwargs()
+    first = ClusterNode(kwargs["host"], kwargs["port"])  # type: ignore[no-untyped-call]
+    conn = redis.RedisCluster(startup_nodes=[first], password=kwargs["password"])
+    for node in cluster_nodes:
+        node.flushall()
     try:
         yield conn
     finally:
         conn.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait(probe: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if probe():
-                return
-        except redis.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test cluster did not come up (see server.log in its dir)")
-        time.sleep(0.1)

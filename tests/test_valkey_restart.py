@@ -19,7 +19,7 @@ import redis
 
 from fraudstream.config import Settings
 from fraudstream.stream.keys import StreamKeys
-from fraudstream.valkey import EmbeddedValkey, _alive
+from fraudstream.valkey import EmbeddedValkey, alive
 from test_stream import _txs
 from test_supervisor import _features_match_an_offline_recount, _kept_as_streamed
 from test_worker_process import _backlog, _decided_ids, worker_env
@@ -99,7 +99,7 @@ def _restart(server: EmbeddedValkey, how: signal.Signals) -> None:
     port = info.port
     os.kill(info.pid, how)
     deadline = time.monotonic() + 10
-    while _alive(info.pid):
+    while alive(info.pid):
         assert time.monotonic() < deadline, "the server did not stop"
         time.sleep(0.02)
     again = server.ensure()

@@ -89,7 +89,7 @@ class EmbeddedValkey:
             port = int(self._portfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return _answering(self.host, port, self._password(create=False))
+        return answering(self.host, port, self._password(create=False))
 
     def ensure(self) -> ServerInfo:
         """Reuse the running server or start one.
@@ -105,8 +105,8 @@ class EmbeddedValkey:
             raise ValkeyError(f"cannot start valkey: binary not found at {binary}")
         self._prepare_dir()
         password = self._password(create=True)
-        port = self.port or _stored_port(self._portfile) or _free_port(self.host)
-        if not _port_free(self.host, port):
+        port = self.port or _stored_port(self._portfile) or free_port(self.host)
+        if not port_free(self.host, port):
             raise ValkeyError(
                 f"cannot start valkey: {self.host}:{port} is already in use "
                 "(set FRAUDSTREAM_VALKEY_PORT or FRAUDSTREAM_VALKEY_URL)"
@@ -123,13 +123,7 @@ class EmbeddedValkey:
             return False
         # SIGTERM is valkey's graceful shutdown (AOF fsync'ed); quicker than SHUTDOWN through a
         # client that would retry its lost connection.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while _alive(info.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(info.pid):
-            os.kill(info.pid, signal.SIGKILL)
+        terminate(info.pid)
         self._pidfile.unlink(missing_ok=True)
         return True
 
@@ -150,45 +144,81 @@ class EmbeddedValkey:
         return self._passfile.read_text().strip() if self._passfile.exists() else ""
 
     def _launch(self, binary: Path, port: int, password: str) -> None:
-        conf = self.dir / "valkey.conf"
-        lines = [
-            f"port {port}",
-            f"bind {self.host}",
-            "protected-mode yes",
-            f'dir "{self.dir.resolve()}"',
-            "daemonize yes",
-            f'pidfile "{self._pidfile.resolve()}"',
-            f'logfile "{(self.dir / "valkey.log").resolve()}"',
-            "appendonly yes",
-            f"appendfsync {self.appendfsync}",
-            'save ""',
-            f'requirepass "{password}"',
-        ]
-        # A 0600 config file rather than argv, so the password never shows up in `ps`.
-        write_private(conf, "\n".join(lines) + "\n")
-        result = subprocess.run(
-            [str(binary), str(conf)], capture_output=True, text=True, check=False
+        lines = server_config(
+            self.dir, host=self.host, port=port, password=password, appendfsync=self.appendfsync
         )
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            reason = detail[-1] if detail else f"exit status {result.returncode}"
-            raise ValkeyError(f"cannot start valkey: {reason}")
+        launch(binary, self.dir / "valkey.conf", lines)
 
     def _wait_ready(self, port: int, password: str) -> ServerInfo:
-        """Once the server answers with its dataset loaded: while it replays its AOF it
-        answers INFO, but every command on data fails with LOADING."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            info = _answering(self.host, port, password)
-            if info is not None and _loaded(info):
-                return info
-            time.sleep(0.05)
-        log = self.dir / "valkey.log"
-        last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-        raise ValkeyError(
-            f"cannot start valkey on {self.host}:{port}: "
-            f"{last[0] if last else 'no answer within 10 s'}"
-        )
+        return wait_ready(self.host, port, password, self.dir / "valkey.log")
+
+
+def server_config(
+    folder: Path, *, host: str, port: int, password: str, appendfsync: str
+) -> list[str]:
+    """The configuration every server fraudstream starts shares: bound to ``host`` with
+    protected mode, the password required, AOF on, no RDB snapshots, daemonized with its pid
+    file (``valkey.pid``), log and data in ``folder``."""
+    return [
+        f"port {port}",
+        f"bind {host}",
+        "protected-mode yes",
+        f'dir "{folder.resolve()}"',
+        "daemonize yes",
+        f'pidfile "{(folder / "valkey.pid").resolve()}"',
+        f'logfile "{(folder / "valkey.log").resolve()}"',
+        "appendonly yes",
+        f"appendfsync {appendfsync}",
+        'save ""',
+        f'requirepass "{password}"',
+    ]
+
+
+def launch(binary: Path, conf: Path, lines: list[str]) -> None:
+    """Write ``lines`` to the config file ``conf`` and start a daemonized server on it.
+
+    Raises:
+        ValkeyError: the server refused to start (its last line of complaint).
+    """
+    # A 0600 config file rather than argv, so the password never shows up in `ps`.
+    write_private(conf, "\n".join(lines) + "\n")
+    result = subprocess.run([str(binary), str(conf)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        reason = detail[-1] if detail else f"exit status {result.returncode}"
+        raise ValkeyError(f"cannot start valkey: {reason}")
+
+
+def wait_ready(host: str, port: int, password: str, log: Path) -> ServerInfo:
+    """The server on ``port`` once it answers with its dataset loaded: while it replays its
+    AOF it answers INFO, but every command on data fails with LOADING.
+
+    Raises:
+        ValkeyError: no answer within START_TIMEOUT_S (with the log's last line).
+    """
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        info = answering(host, port, password)
+        if info is not None and _loaded(info):
+            return info
+        time.sleep(0.05)
+    last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+    raise ValkeyError(
+        f"cannot start valkey on {host}:{port}: {last[0] if last else 'no answer within 10 s'}"
+    )
+
+
+def terminate(pid: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    """SIGTERM (valkey's graceful shutdown), then SIGKILL if ``pid`` still lives after
+    ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def connect(
@@ -238,7 +268,7 @@ def _client(info: ServerInfo, timeout_s: float | None = None) -> redis.Redis:
     )
 
 
-def _answering(host: str, port: int, password: str) -> ServerInfo | None:
+def answering(host: str, port: int, password: str) -> ServerInfo | None:
     """The server answering on ``port`` with our password, and its own pid, or None."""
     client = _client(ServerInfo(host, port, password, 0))
     try:
@@ -260,7 +290,7 @@ def _loaded(info: ServerInfo) -> bool:
         client.close()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True if the process exists and is not a zombie (a daemonized server is reaped by
     whatever init runs here, sometimes seconds after it exited)."""
     try:
@@ -283,14 +313,14 @@ def _stored_port(portfile: Path) -> int:
         return 0
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As the server will: a port in TIME_WAIT is free, one with a listener is not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

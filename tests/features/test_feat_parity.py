@@ -228,7 +228,7 @@ def test_online_equals_backfill_for_min_max_distinct(client: redis.Redis) -> Non
 
 @pytest.mark.integration
 def test_online_equals_backfill_on_a_cluster(
-    cluster_client: redis.RedisCluster, cluster_nodes: list[int]
+    cluster_client: redis.RedisCluster, cluster_nodes: list[redis.Redis]
 ) -> None:
     history, labels = synthetic_history(n_customers=200, n_terminals=150, n_days=31, seed=11)
     engine = FeatureEngine(cluster_client, default_feature_set(), clock=lambda: 2e9)
@@ -237,11 +237,9 @@ def test_online_equals_backfill_on_a_cluster(
     offline = backfill(history, labels).drop("transaction_id").to_numpy()
     assert engine.stats.labels_applied > 20
     assert_same(engine.names, online, offline)
-    sizes = [redis.Redis(port=port).dbsize() for port in cluster_nodes]
+    sizes = [node.dbsize() for node in cluster_nodes]
     assert min(sizes) > 0.2 * max(sizes), sizes  # spread over the nodes by hash tag
-    assert engine.sweep() > 0 and sum(redis.Redis(port=p).dbsize() for p in cluster_nodes) < sum(
-        sizes
-    )
+    assert engine.sweep() > 0 and sum(node.dbsize() for node in cluster_nodes) < sum(sizes)
 
 
 def with_probes(arrived: pl.DataFrame) -> pl.DataFrame:

@@ -7,6 +7,7 @@ import sys
 from fraudstream.cli import (  # noqa: F401  (the modules register their commands)
     admin,
     alerts,
+    cluster,
     data,
     drift,
     features,
