@@ -82,15 +82,18 @@ def test_rules_backtest_from_the_store_matches_the_files(
     assert reports[1] == reports[0]
 
 
-def test_an_empty_store_is_one_line(tmp_path: Path) -> None:
+def test_an_empty_store_is_one_line(tmp_path: Path, valkey_url: str) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     migrate.upgrade(create_engine(url))
     (tmp_path / "rules.yaml").write_text(RULES)
-    done = _run("rules", "backtest", "rules.yaml", "--database", url, cwd=tmp_path)
+    # the session's server: an embedded one started in tmp_path would outlive the test
+    done = _run(
+        "rules", "backtest", "rules.yaml", "--database", url, cwd=tmp_path, valkey_url=valkey_url
+    )
     assert done.returncode == 2
     assert "no transactions stored yet" in done.stderr and "Traceback" not in done.stderr
     never = f"sqlite:///{tmp_path / 'never-migrated.db'}"
-    done = _run("train", "--database", never, cwd=tmp_path)
+    done = _run("train", "--database", never, cwd=tmp_path, valkey_url=valkey_url)
     assert done.returncode == 2, done.stderr
     assert "not a fraudstream store" in done.stderr and "Traceback" not in done.stderr
 
