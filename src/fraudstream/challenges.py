@@ -277,15 +277,14 @@ class ChallengeDesk(OnDemandStore):
         found = table.get_challenge(connection, transaction_id)
         if found is not None:
             return found
-        first = self.decided.get(transaction_id)
-        if first is None or first.outcome != "step_up":
-            first = self._first_decisions([transaction_id], connection).get(transaction_id, first)
-        if first is None:
-            raise NotFoundError("transaction_id", f"no challenge for {transaction_id!r}")
-        if first.outcome != "step_up":
+        first = self._first_decisions([transaction_id], connection).get(transaction_id)
+        if first is None:  # no step-up: decided otherwise, or not at all
+            kept = self.decided.get(transaction_id)
+            if kept is None:
+                raise NotFoundError("transaction_id", f"no challenge for {transaction_id!r}")
             raise ConflictError(
                 "transaction_id",
-                f"{transaction_id!r} was decided {first.outcome}, without a step-up challenge",
+                f"{transaction_id!r} was decided {kept.outcome}, without a step-up challenge",
             )
         table.open_challenges(
             connection,
@@ -305,11 +304,11 @@ class ChallengeDesk(OnDemandStore):
         query = sa.select(decisions).where(
             decisions.c.transaction_id.in_(transaction_ids), decisions.c.outcome == "step_up"
         )
-        if connection is None:
-            with self.database(), self.engine.connect() as own:
-                rows = list(own.execute(query).mappings())
-        else:
-            rows = list(connection.execute(query).mappings())
+
+        def rows_of(c: sa.Connection) -> list[sa.RowMapping]:
+            return list(c.execute(query).mappings())
+
+        rows = rows_of(connection) if connection is not None else self.read(rows_of)
         found = {row["transaction_id"]: _decision(row) for row in rows}
         missing = [t for t in transaction_ids if t not in found]
         for tx, kept in zip(missing, self.decided.get_many(missing), strict=True):
