@@ -37,13 +37,13 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fraudstream.schema import Decision
 
 if TYPE_CHECKING:
     from fraudstream.drift.window import DriftFigures
-    from fraudstream.stream.worker import Worker
+    from fraudstream.stream.worker import Monitor, Worker
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLDER = "metrics"
@@ -282,7 +282,7 @@ class WorkerMetrics:
 class Monitors:
     """Several worker monitors as one."""
 
-    def __init__(self, *monitors: Any) -> None:
+    def __init__(self, *monitors: Monitor | None) -> None:
         self.monitors = [m for m in monitors if m is not None]
 
     def started(self, worker: Worker) -> None:
