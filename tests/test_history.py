@@ -137,3 +137,49 @@ def test_labels_beside_the_history_may_be_csv(tmp_path: Path, handbook: Path) ->
     )
     labels = read_labels(handbook)
     assert labels is not None and labels.schema["reported_at"] == pl.Datetime("us", "UTC")
+
+
+UNIX = (
+    "trans_num,unix_time,cc_num,merchant,amt\n"
+    "t1,1546300800,4000,M1,12.50\n"
+    "t2,1546304400.5,4000,M2,0\n"
+)
+
+
+def test_unix_times_are_read_as_seconds_or_milliseconds(tmp_path: Path) -> None:
+    path = tmp_path / "unix.csv"
+    path.write_text(UNIX)
+    pairs = ["transaction_id=trans_num", "timestamp=unix_time", "customer_id=cc_num"]
+    pairs += ["terminal_id=merchant", "amount=amt"]
+    first = datetime(2019, 1, 1, tzinfo=UTC)
+    second = datetime(2019, 1, 1, 1, 0, 0, 500_000, tzinfo=UTC)
+    # sniffed from the numbers, then named
+    for fmt in (None, "epoch"):
+        frame = read_history(path, ReadOptions(column_map(None, pairs, fmt))).frame
+        assert frame["timestamp"].to_list() == [first, second]
+    millis = tmp_path / "millis.csv"
+    millis.write_text(UNIX.replace("1546300800,", "1546300800000,").replace(".5,", "500,"))
+    for fmt in (None, "epoch_ms"):
+        frame = read_history(millis, ReadOptions(column_map(None, pairs, fmt))).frame
+        assert frame["timestamp"].to_list() == [first, second]
+    # a row that is not a number is named like any other bad timestamp
+    path.write_text(UNIX + "t3,soon,4000,M1,1\n")
+    with pytest.raises(BadRowsError, match=r"row 3: timestamp: not a date-time"):
+        read_history(path, ReadOptions(column_map(None, pairs, "epoch")))
+
+
+def test_unix_times_reach_the_stream_reader_too(tmp_path: Path) -> None:
+    from fraudstream.ingest import read_transactions
+
+    path = tmp_path / "unix.csv"
+    path.write_text(UNIX)
+    pairs = ["transaction_id=trans_num", "timestamp=unix_time", "customer_id=cc_num"]
+    pairs += ["terminal_id=merchant", "amount=amt"]
+    for fmt in (None, "epoch"):
+        read = read_transactions(path, column_map(None, pairs, fmt))
+        assert not read.rejected, read.rejected
+        stamps = [t.timestamp for t in read.transactions]
+        assert stamps == [
+            datetime(2019, 1, 1, tzinfo=UTC),
+            datetime(2019, 1, 1, 1, 0, 0, 500_000, tzinfo=UTC),
+        ]

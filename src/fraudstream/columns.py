@@ -12,6 +12,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -36,6 +37,11 @@ CHANNELS = ("card_present", "ecommerce")
 _AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 _FORMATS = (*_AWARE, *_NAIVE)
+EPOCHS: dict[str, int] = {"epoch": 1_000_000, "epoch_ms": 1_000}
+"""``--date-format`` values for numbers counting time since 1970-01-01 UTC (Unix time, as in
+many exports' ``unix_time``), each with its microseconds per unit."""
+_MILLIS_FROM = 1e11
+"""A Unix time this large in seconds would be past the year 5000: it counts milliseconds."""
 
 
 @dataclass(frozen=True)
@@ -129,16 +135,45 @@ _BOOLS = {"0": False, "1": True, "false": False, "true": True}
 def sniff_date_format(sample: pl.Series) -> str:
     """The ISO 8601 layout most of ``sample`` (a file's first timestamps, as text) is in:
     a file has one layout, and parsing with one format is five times faster than trying
-    them all on every row."""
+    them all on every row. Numbers only: Unix time, in seconds or milliseconds by size."""
     text = sample.cast(pl.String).str.strip_chars()
+    numbers = text.cast(pl.Float64, strict=False)
+    if numbers.len() and numbers.null_count() == 0:
+        median = numbers.abs().median()
+        return "epoch_ms" if isinstance(median, float) and median >= _MILLIS_FROM else "epoch"
     parsed = {f: text.str.to_datetime(f, strict=False, time_unit="us").count() for f in _FORMATS}
     return max(_FORMATS, key=lambda f: parsed[f])
+
+
+def epoch_format(value: str | float) -> str | None:
+    """``"epoch"`` / ``"epoch_ms"`` when one value reads as a Unix time, else None: the
+    row-by-row readers' `sniff_date_format`."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        return None
+    return "epoch_ms" if abs(number) >= _MILLIS_FROM else "epoch"
+
+
+def from_epoch(value: str | float, date_format: str) -> datetime:
+    """The UTC time of a Unix time in ``date_format``'s unit (`EPOCHS`).
+
+    Raises:
+        ValueError: not a number, or out of the calendar's range.
+    """
+    number = float(value.strip() if isinstance(value, str) else value)
+    micros = round(number * EPOCHS[date_format])
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
 def is_naive(dtype: pl.DataType, date_format: str | None) -> bool:
     """Timestamps of this type (and text layout) carry no time zone: they are taken as UTC."""
     if isinstance(dtype, pl.Datetime):
         return dtype.time_zone is None
+    if date_format in EPOCHS:
+        return False
     if dtype == pl.String:
         return date_format is not None and not any(z in date_format for z in ("%z", "%#z", "%:z"))
     return True
@@ -151,6 +186,12 @@ def _timestamp(raw: pl.Expr, dtype: pl.DataType, date_format: str | None) -> pl.
         return raw.dt.cast_time_unit("us").dt.convert_time_zone("UTC")
     if dtype == pl.Date:
         return raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if date_format in EPOCHS:
+        micros = raw.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        micros = (micros * EPOCHS[date_format]).round(0)
+        finite = micros.is_finite() & (micros.abs() < 2.0**62)
+        whole = pl.when(finite).then(micros).cast(pl.Int64)
+        return pl.from_epoch(whole, time_unit="us").dt.replace_time_zone("UTC")
     text = raw.cast(pl.String).str.strip_chars()
     return text.str.to_datetime(
         date_format or _FORMATS[0], strict=False, time_unit="us", time_zone="UTC"

@@ -122,7 +122,7 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
     sources = options.columns.resolve([c for c in schema.names() if c != "_row"])
     stamp = sources["timestamp"]
     date_format = options.columns.date_format
-    if date_format is None and schema[stamp] == pl.String:
+    if date_format is None and (schema[stamp] == pl.String or schema[stamp].is_numeric()):
         sample = guarded(path, lazy.select(stamp).drop_nulls().head(1000).collect)
         date_format = sniff_date_format(sample[stamp])
     exprs: list[pl.Expr] = []

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from fraudstream.columns import TRUTH, ColumnMap
+from fraudstream.columns import EPOCHS, TRUTH, ColumnMap, epoch_format, from_epoch
 from fraudstream.errors import BadRowsError, DataFileError, SchemaError
 from fraudstream.history import file_format, guarded, scan
 from fraudstream.schema import Transaction, transaction_from_record
@@ -112,6 +112,15 @@ def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:
 
 def _parsed(row: Mapping[str, Any], date_format: str | None) -> Mapping[str, Any]:
     stamp = row.get("timestamp")
+    if isinstance(stamp, (str, int, float)) and not isinstance(stamp, bool):
+        unit = date_format if date_format in EPOCHS else None
+        if date_format is None:
+            unit = epoch_format(stamp)
+        if unit is not None:
+            try:
+                return {**row, "timestamp": from_epoch(stamp, unit)}
+            except (ValueError, OverflowError):
+                raise SchemaError("timestamp", f"not a Unix time, got {stamp!r}") from None
     if date_format is None or not isinstance(stamp, str):
         return row
     try:

@@ -36,8 +36,8 @@ DateFormatOpt = Annotated[
     str | None,
     typer.Option(
         "--date-format",
-        help="strftime layout of the timestamps, e.g. '%d/%m/%Y %H:%M' (default: ISO 8601; "
-        "no offset = UTC).",
+        help="strftime layout of the timestamps, e.g. '%d/%m/%Y %H:%M', or epoch / epoch_ms "
+        "for Unix time (default: ISO 8601, no offset = UTC; numbers: Unix time).",
     ),
 ]
 SkipInvalidOpt = Annotated[
