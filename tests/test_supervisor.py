@@ -67,14 +67,7 @@ def _features_match_an_offline_recount(
     """The feature state the workers left equals the backfill of the same transactions: a
     batch counted twice (or lost) by the killed worker shows in the probes' window counts.
     One probe per customer, an hour after the backlog, reads that state."""
-    end = max(t.timestamp for t in txs) + timedelta(hours=1)
-    customers = sorted({t.customer_id for t in txs})
-    probes = [
-        msgspec.structs.replace(
-            txs[0], transaction_id=f"probe-{c}", customer_id=c, timestamp=end, amount=1.0
-        )
-        for c in customers
-    ]
+    probes = _probes(txs)
     engine = build_scorer(settings, client).features  # the workers' engine, as they build it
     assert engine is not None
     online = engine.compute_batch(probes)
@@ -85,6 +78,17 @@ def _features_match_an_offline_recount(
         j = engine.names.index(name)
         np.testing.assert_array_equal(online[:, j], offline[name].to_numpy(), err_msg=name)
     assert online[:, engine.names.index("customer_tx_count_24h")].sum() == len(txs) + len(probes)
+
+
+def _probes(txs: list[Transaction]) -> list[Transaction]:
+    """One probe per customer, an hour after ``txs``, to read its state."""
+    end = max(t.timestamp for t in txs) + timedelta(hours=1)
+    return [
+        msgspec.structs.replace(
+            txs[0], transaction_id=f"probe-{c}", customer_id=c, timestamp=end, amount=1.0
+        )
+        for c in sorted({t.customer_id for t in txs})
+    ]
 
 
 def _kept_as_streamed(client: redis.Redis, keys: StreamKeys) -> None:

@@ -172,7 +172,7 @@ class ChallengeDesk(OnDemandStore):
         self.client = client
         self.settings = settings
         self.secret = challenge_secret(settings)
-        self.keys = StreamKeys(settings.stream_prefix, settings.partitions)
+        self.keys = StreamKeys.of(settings)
         self.decided = DecidedStore(client, settings.stream_prefix, settings.decision_ttl_s)
         self.clock = clock
 

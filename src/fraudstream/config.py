@@ -41,7 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str = ".fraudstream"
     """Where the embedded Valkey keeps its data, password and pid/port files."""
     valkey_url: str = ""
-    """``redis://…`` of an external Redis >= 7 / Valkey >= 7.2; empty = embedded server."""
+    """``redis://…`` of an external Redis >= 7 / Valkey >= 7.2, or ``redis+cluster://:pw@host:port,
+    host:port,…`` of a Valkey Cluster; empty = embedded server."""
     valkey_host: str = "127.0.0.1"
     """Interface the embedded server binds to (loopback unless you mean otherwise)."""
     valkey_port: int = 0
@@ -236,6 +237,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def on_cluster(self) -> bool:
+        """``valkey_url`` names a Valkey Cluster (``redis+cluster://…``, as `fraudstream
+        cluster up` prints it)."""
+        return self.valkey_url.startswith("redis+cluster://")
 
 
 def _check(ok: bool, key: str, problem: str) -> None:

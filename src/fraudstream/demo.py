@@ -130,7 +130,7 @@ class DemoRun:
     ) -> None:
         self.settings = settings
         self.client = client
-        self.keys = StreamKeys(settings.stream_prefix, settings.partitions)
+        self.keys = StreamKeys.of(settings)
         self.duration = duration
         self.bad_ratio = bad_ratio
         self.seed = seed

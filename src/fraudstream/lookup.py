@@ -3,7 +3,8 @@
 The scorer follows the registries between batches (the active model, the shadow, the rule
 set: three pointers) and looks the batch's values up in the rule set's lists. Each used to
 be its own round trip, after the features, so a batch of one paid three waits on a server
-busy with the feature write. They go in one pipeline now: the pointers' ``MGET`` and the
+busy with the feature write. They go in one pipeline now: the pointers' ``GET`` (one each,
+not one ``MGET``: on a cluster they live in different slots) and the
 list lookups of the rule set in force (the values a list is searched for are transaction
 fields, known before any feature, see `fraudstream.rules.compiler.ListRef`). When that
 pipeline moves the rule set, the lookups it carried were for the old one and are dropped:
@@ -55,12 +56,13 @@ def look_up(
     if client is None or not (keys or query):
         return Lookup(ruleset, columns, {})
     pipe = client.pipeline(transaction=False)
-    if keys:
-        pipe.mget(keys)
+    for key in keys:
+        pipe.get(key)
     if query is not None:
         query.queue(pipe)
     replies = pipe.execute()
-    pointers: list[Any] = replies.pop(0) if keys else []
+    pointers: list[Any] = replies[: len(keys)]
+    replies = replies[len(keys) :]
     if models is not None:
         models.follow(pointers[0], pointers[1])
     if rules is not None and rules.follow(pointers[-1]):

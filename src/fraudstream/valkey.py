@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -225,7 +226,8 @@ def connect(
     settings: Settings, *, start: bool = True, timeout_s: float | None = None
 ) -> redis.Redis:
     """A client for the configured server: the external URL, or the embedded one (started
-    on demand unless ``start`` is False).
+    on demand unless ``start`` is False). A ``redis+cluster://`` URL gives a
+    `redis.cluster.RedisCluster` (`cluster_client`).
 
     Args:
         timeout_s: a command unanswered for this long raises `redis.TimeoutError` (a server
@@ -234,7 +236,9 @@ def connect(
     Raises:
         ValkeyError: the server cannot be started or reached.
     """
-    if settings.valkey_url:
+    if settings.on_cluster:
+        client = cluster_client(settings.valkey_url, timeout_s)
+    elif settings.valkey_url:
         client = redis.Redis.from_url(settings.valkey_url, socket_timeout=timeout_s)
     else:
         server = embedded(settings)
@@ -247,6 +251,39 @@ def connect(
     except redis.RedisError as exc:
         raise ValkeyError(f"cannot reach valkey: {exc}") from None
     return client
+
+
+def cluster_client(url: str, timeout_s: float | None = None) -> redis.Redis:
+    """A `redis.cluster.RedisCluster` on the nodes a ``redis+cluster://`` URL names (any one
+    answering is enough: it tells the client the others and who holds which slots).
+
+    It is typed as `redis.Redis`, the client every module takes: it answers the same
+    commands, routed by key to the slot's node. What a cluster cannot do (a script, MGET or
+    MULTI across slots) is avoided where it matters by testing for it (`is_cluster`).
+    """
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    from fraudstream.cluster.nodes import parse_cluster_url  # the cluster package imports us
+
+    password, nodes = parse_cluster_url(url)
+    try:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],  # type: ignore[no-untyped-call]
+            password=password or None,
+            socket_connect_timeout=2.0,
+            socket_timeout=timeout_s,
+        )
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise ValkeyError(f"cannot reach the valkey cluster: {exc}") from None
+    return cast("redis.Redis", client)
+
+
+def is_cluster(client: object) -> bool:
+    """Is ``client`` a cluster client (`cluster_client`)?"""
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
 
 
 def embedded(settings: Settings) -> EmbeddedValkey:

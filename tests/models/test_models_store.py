@@ -82,9 +82,7 @@ def test_rules_backtest_from_the_store_matches_the_files(
     assert reports[1] == reports[0]
 
 
-def test_an_empty_store_is_one_line(
-    tmp_path: Path, valkey_url: str, client: redis.Redis
-) -> None:
+def test_an_empty_store_is_one_line(tmp_path: Path, valkey_url: str, client: redis.Redis) -> None:
     # `client` flushes the session's server: models an earlier test stored under its own
     # registry key would otherwise be refused before the source is even read
     url = f"sqlite:///{tmp_path / 'empty.db'}"

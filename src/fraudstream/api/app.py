@@ -84,7 +84,7 @@ def create_app(
     cannot load the active model refuses to start: see `build_scorer`). The review queue is
     in ``engine``'s database (by default the store of ``settings``, connected on first use;
     its tables are created on first use if the database is empty)."""
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    keys = StreamKeys.of(settings)
     decided = DecidedStore(client, settings.stream_prefix, settings.decision_ttl_s)
     lists = Lists(client)
     producer = Producer(client, keys, batch_size=settings.batch_size)

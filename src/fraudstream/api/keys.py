@@ -23,6 +23,7 @@ import msgspec
 import redis
 
 from fraudstream.errors import ConfigError
+from fraudstream.valkey import is_cluster
 
 Scope = Literal["score", "ingest", "labels", "read", "review", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -105,8 +106,8 @@ class KeyStore:
         sha: Any = self.client.hget(self.names, name)
         if sha is None:
             return False
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(self.keys, sha)
+        pipe = self.client.pipeline(transaction=not is_cluster(self.client))  # 2 slots there
+        pipe.hdel(self.keys, sha)  # first: a revoke cut short leaves no key that works
         pipe.hdel(self.names, name)
         pipe.execute()
         return True

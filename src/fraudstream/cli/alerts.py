@@ -65,7 +65,7 @@ def alerts_run(
         raise ConfigError("alerts", f"no channel is configured ({CONFIGURE_HINT})")
     routes = routes_from(settings, set(channels))
     engine = create_engine(database_url(settings))
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    keys = StreamKeys.of(settings)
     where = ", ".join(f"{name} {c.describe()}" for name, c in channels.items())
     print(
         f"alerts: {keys.decisions} ({routes.source}, {len(routes.routes)} routes) -> {where};"

@@ -168,7 +168,7 @@ def generate(
         seed=seed,
         batch_size=settings.batch_size,
     )
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    keys = StreamKeys.of(settings)
     reading = read_options(columns, column, date_format, skip_invalid)
     transactions, label_frame = gen.load_history(history, seed=seed, read=reading, told=tell)
     picked = gen.select(transactions, options.rows_needed(), options)

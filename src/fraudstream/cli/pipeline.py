@@ -259,7 +259,7 @@ def _work(
         for lane in lanes:
             lane.on_scored = drift.observe
     monitor = Monitors(reporter, WorkerMetrics(), drift)
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    keys = StreamKeys.of(settings)
     w = Worker(client, keys, lanes, options, monitor=monitor)
     if not quiet:
         stages = [
@@ -360,7 +360,7 @@ def produce(
         )
     producer = Producer(
         connect(settings),
-        StreamKeys(settings.stream_prefix, settings.partitions),
+        StreamKeys.of(settings),
         batch_size=settings.batch_size,
     )
     sent = producer.send(ingested.transactions)

@@ -53,7 +53,7 @@ def _desk(settings: Settings) -> ReviewDesk:
     from fraudstream.stream.keys import StreamKeys
     from fraudstream.stream.producer import Producer
 
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    keys = StreamKeys.of(settings)
     producer = Producer(connect(settings), keys)
     return ReviewDesk(create_engine(database_url(settings)), producer)
 

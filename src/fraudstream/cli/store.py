@@ -93,7 +93,7 @@ def sink(
         challenge_ttl_s=settings.challenge_ttl_s,
         challenge_attempts=settings.challenge_attempts,
     )
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    keys = StreamKeys.of(settings)
     streams = f"{keys.decisions} + {keys.label_log}"
     print(f"sink: {streams} -> {describe(engine)}", file=sys.stderr, flush=True)
     client = connect(settings)

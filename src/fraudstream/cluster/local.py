@@ -47,11 +47,15 @@ class LocalCluster:
         host: str = "127.0.0.1",
         appendfsync: str = "everysec",
         binary: Path | None = None,
+        node_timeout_ms: int = 15_000,
     ) -> None:
         self.dir = data_dir / "cluster"
         self.host = host
         self.appendfsync = appendfsync
         self.binary = binary
+        self.node_timeout_ms = node_timeout_ms
+        """How long a primary may not answer before its replica takes over (Valkey's
+        ``cluster-node-timeout``, 15 s by default); the failover tests use less."""
 
     @property
     def _layout_file(self) -> Path:
@@ -215,6 +219,7 @@ class LocalCluster:
             f'cluster-config-file "{(folder / "nodes.conf").resolve()}"',
             f"cluster-port {node.bus}",
             f'masterauth "{password}"',
+            f"cluster-node-timeout {self.node_timeout_ms}",
         ]
 
 

@@ -76,7 +76,7 @@ class LoadTest:
 
     def __init__(self, settings: Settings, client: redis.Redis, options: LoadTestOptions) -> None:
         self.settings, self.client, self.options = settings, client, options
-        self.keys = StreamKeys(settings.stream_prefix, settings.partitions)
+        self.keys = StreamKeys.of(settings)
         self.generate = options.generate(settings.batch_size)
         self.prefix = options.run_id + "-"
         self.stops = 0

@@ -13,6 +13,10 @@ every stream and returns as soon as any has entries; only if some streams filled
 share and what is left gives each of them one more entry at least does a second,
 non-blocking round trip share it out among them (so a single hot partition still fills its
 batches, while evenly loaded ones do not pay a round trip for a handful of entries).
+
+On a cluster one ``XREADGROUP`` cannot name streams of different slots: each stream is read
+on its own, without blocking, in one pipeline (a round trip per node), and a read that
+finds nothing anywhere waits `POLL_MS` before the next (`BatchReader._poll`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ import redis
 from fraudstream.stream.keys import GROUP, StreamKeys
 from fraudstream.stream.lanes import share_of
 from fraudstream.stream.leases import Lease, LeaseManager
+
+POLL_MS = 20
+"""On a cluster, the pause after a read that found nothing (at most ``block_ms``): the
+latency an idle pipeline adds to the first transaction that arrives."""
 
 Entry = tuple[str, bytes, dict[bytes, bytes]]
 """(stream, entry id, fields) of one input message."""
@@ -97,6 +105,8 @@ class BatchReader:
         if not counts:  # a lane without partitions (more lanes than partitions held)
             time.sleep(self.block_ms / 1000)
             return Batch([], [])
+        if self.keys.cluster:
+            return _batch(self._poll(counts), held)
         first = min(counts.values())
         reply: Any = self.client.xreadgroup(
             GROUP, self.consumer, dict.fromkeys(counts, ">"), count=first, block=self.block_ms
@@ -111,6 +121,17 @@ class BatchReader:
                 pipe.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=count)
             entries += [e for reply in pipe.execute() for e in _entries(reply or [])]
         return _batch(entries, held)
+
+    def _poll(self, counts: dict[str, int]) -> list[Entry]:
+        """Each stream's share, one non-blocking read each in one pipeline; a pause of
+        `POLL_MS` when none had anything."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream, count in counts.items():
+            pipe.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=count)
+        entries = [e for reply in pipe.execute() for e in _entries(reply or [])]
+        if not entries:
+            time.sleep(min(self.block_ms, POLL_MS) / 1000)
+        return entries
 
     def claim(self) -> Batch:
         """Entries a consumer left pending for longer than ``claim_idle_ms`` (it died or

@@ -6,13 +6,12 @@ a check that every lease still stands (`Lease.still_ours`), then ``MULTI … EXE
 lease moved between the check and ``EXEC`` the transaction does not apply and the check is
 made again. A batch whose lease was lost is never committed: nothing is written or acked,
 its entries stay pending for the partition's owner, who claims and decides them. One node
-only, like the rest of the commit (a cluster would need the streams and leases of a batch
-in one slot).
+only: a cluster runs no MULTI across slots, and commits as `fraudstream.stream.relay` says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 from redis.client import Pipeline
@@ -68,10 +67,12 @@ class Committer:
         dead: list[DeadLetter],
         transactions: Mapping[str, bytes] | None = None,
         explanations: Mapping[str, Explanation] | None = None,
+        origins: Sequence[str] = (),
     ) -> bool:
         """Returns False, having written nothing, if a lease of the batch was lost.
         ``transactions``: id -> the transaction's payload as received, streamed beside its
-        decision; ``explanations``: id -> what the model saw, for the flagged ones."""
+        decision; ``explanations``: id -> what the model saw, for the flagged ones;
+        ``origins`` (each decision's input stream) serve the cluster's commit only."""
         with self.client.pipeline(transaction=True) as pipe:
             for _ in range(ATTEMPTS):
                 try:
@@ -85,6 +86,9 @@ class Committer:
                 except redis.WatchError:
                     continue
         return False
+
+    def recover(self, partitions: Iterable[int]) -> None:
+        """Nothing to do on one node (see `fraudstream.stream.relay.ClusterCommitter`)."""
 
     def _fence(self, pipe: Pipeline, leases: list[Lease]) -> bool:
         """Check the leases under WATCH, then open the transaction; a lease that expired

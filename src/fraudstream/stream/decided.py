@@ -25,6 +25,7 @@ import redis
 from redis.client import Pipeline
 
 from fraudstream.schema import Decision
+from fraudstream.valkey import is_cluster
 
 DEFAULT_TTL_S = 7 * 86_400
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -108,7 +109,14 @@ class DecidedStore:
     def get_many(self, transaction_ids: Sequence[str]) -> list[Decision | None]:
         if not transaction_ids:
             return []
-        raw: Any = self.client.mget([self.key(t) for t in transaction_ids])
+        keys = [self.key(t) for t in transaction_ids]
+        if is_cluster(self.client):  # no MGET across slots
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            raw: Any = pipe.execute()
+        else:
+            raw = self.client.mget(keys)
         return [None if blob is None else unpack(blob) for blob in raw]
 
     def get(self, transaction_id: str) -> Decision | None:

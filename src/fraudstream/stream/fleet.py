@@ -56,7 +56,10 @@ def wait_for_partitions(
     leases = [keys.lease(p) for p in range(keys.partitions)]
     wanted = min(holders, keys.partitions)
     while time.monotonic() < deadline:
-        owners: list[bytes | None] = client.mget(leases)  # type: ignore[assignment]
+        pipe = client.pipeline(transaction=False)
+        for lease in leases:  # one GET each: on a cluster the leases live in different slots
+            pipe.get(lease)
+        owners: list[bytes | None] = pipe.execute()
         held = {holder(owner) for owner in owners if owner is not None}
         if None not in owners and len(held) >= wanted:
             return

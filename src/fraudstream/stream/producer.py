@@ -59,13 +59,24 @@ class Producer:
 
     def _flush(self, batch: Sequence[tuple[str, bytes]]) -> int:
         """One round trip; a transaction when the batch holds labels, so that a label is in
-        both of its streams or in neither."""
+        both of its streams or in neither (on a cluster the labels' transaction is apart:
+        a MULTI stays in one slot)."""
         labels = self.keys.labels
-        pipe = self.client.pipeline(transaction=any(stream == labels for stream, _ in batch))
+        atomic = any(stream == labels for stream, _ in batch)
+        if atomic and self.keys.cluster:
+            self._send([e for e in batch if e[0] != labels], atomic=False)
+            self._send([e for e in batch if e[0] == labels], atomic=True)
+        else:
+            self._send(batch, atomic=atomic)
+        return len(batch)
+
+    def _send(self, batch: Sequence[tuple[str, bytes]], *, atomic: bool) -> None:
+        labels = self.keys.labels
+        pipe = self.client.pipeline(transaction=atomic)
         for stream, payload in batch:
             pipe.xadd(stream, {PAYLOAD: payload})
             if stream == labels:
                 log = self.keys.label_log
                 pipe.xadd(log, {PAYLOAD: payload}, maxlen=LABEL_LOG_MAXLEN, approximate=True)
-        pipe.execute()
-        return len(batch)
+        if batch:
+            pipe.execute()

@@ -48,6 +48,15 @@ from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
 from fraudstream.stream.lanes import Gate
 from fraudstream.stream.leases import LeaseManager
+from fraudstream.stream.relay import ClusterCommitter
+
+TRANSIENT: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.exceptions.ClusterError,  # a failover under way: a slot without a primary
+    redis.exceptions.SlotNotCoveredError,
+)
+"""Errors after which the worker waits and goes on: the server comes back, or a cluster
+replica takes over."""
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +120,8 @@ class Lane:
             lane=index,
             lanes=lanes,
         )
-        self.committer = Committer(
+        commits = ClusterCommitter if worker.keys.cluster else Committer
+        self.committer = commits(
             worker.client,
             worker.keys,
             decisions_maxlen=options.decisions_maxlen,
@@ -219,7 +229,7 @@ class Worker(TwoStageStop):
                     self.stats.retried_batches += 1
                 log.warning("batch left pending for retry: %s", exc)
                 time.sleep(min(backoff, 1.0))
-            except redis.ConnectionError as exc:
+            except TRANSIENT as exc:
                 log.warning("valkey unreachable (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -238,7 +248,8 @@ class Worker(TwoStageStop):
         it waits for the lanes' batches in hand (`Gate.alone`)."""
         if self.leases.due():
             with self._gate.alone():
-                self.leases.rebalance()
+                taken = self.leases.rebalance()
+                self.lanes[0].committer.recover(taken)  # a cluster's outboxes left unrelayed
                 for lane in self.lanes:
                     lane.claiming = True
 
@@ -276,7 +287,12 @@ class Worker(TwoStageStop):
         scored = lane.scorer.score_explained(decoded.good, decoded.arrived, decoded.labels)
         decisions = scored.decisions
         committed = lane.committer.commit(
-            batch, decisions, decoded.dead, decoded.payloads, scored.explanations
+            batch,
+            decisions,
+            decoded.dead,
+            decoded.payloads,
+            scored.explanations,
+            decoded.streams,
         )
         if not committed:
             self._drop(batch)
@@ -300,6 +316,7 @@ class Worker(TwoStageStop):
                 tx = decode_transaction(payload_of(fields))
                 scorer.validate(tx)
                 decoded.good.append(tx)
+                decoded.streams.append(stream)
                 decoded.payloads[tx.transaction_id] = payload
                 decoded.arrived.append(_enqueued_at(entry_id))
             except SchemaError as exc:
@@ -342,6 +359,8 @@ class _Decoded:
     """A batch's entries sorted out: transactions to score, labels, dead letters."""
 
     good: list[Transaction] = field(default_factory=list)
+    streams: list[str] = field(default_factory=list)
+    """The input stream of each good transaction."""
     payloads: dict[str, bytes] = field(default_factory=dict)
     """Each good transaction's payload as received (streamed beside its decision)."""
     arrived: list[float] = field(default_factory=list)
