@@ -64,3 +64,9 @@ def test_recall_by_scenario_names_the_handbook_scenarios() -> None:
     scen = np.array([0, 1, 1, 2, 3])
     out = recall_by_scenario(scen, np.array([0, 900, 100, 900, 900.0]), 500)
     assert out == {"high_amount": 0.5, "compromised_terminal": 1.0, "compromised_customer": 1.0}
+
+
+def test_recall_by_scenario_names_the_attacks_handbook_data_can_show() -> None:
+    scen = np.array([0, 8, 9, 9, 10])
+    out = recall_by_scenario(scen, np.array([0, 900, 100, 900, 900.0]), 500)
+    assert out == {"low_and_slow_takeover": 1.0, "quiet_skimming": 0.5, "bust_out": 1.0}

@@ -22,11 +22,10 @@ from numpy.typing import NDArray
 from fraudstream.features import FeatureSet, backfill_rows, default_feature_set
 from fraudstream.history import read_history
 from fraudstream.models.errors import ModelError
+from fraudstream.models.lookback import lookback_days
 from fraudstream.models.protocol import Protocol
 
 F64 = NDArray[np.float64]
-WARMUP_DAYS = 68
-"""Longest feature window (60 d) plus the terminal delay (7 d) plus one tile."""
 
 
 def load_history(path: Path) -> pl.DataFrame:
@@ -101,11 +100,16 @@ def build_dataset(
     first_day: date | None = None,
     last_day: date | None = None,
     lateness_s: int = 3600,
+    history_from: date | None = None,
     features: pl.DataFrame | None = None,
     profiles: pl.DataFrame | None = None,
 ) -> Dataset:
     """Backfill the features of ``history`` (point in time: labels count only once reported)
     and keep the rows dated ``first_day..last_day`` (features still see the earlier history).
+
+    ``history_from`` is the first day replayed (default: ``first_day`` minus
+    `lookback.lookback_days`); commands that must agree on a row's features give the same
+    one (`lookback.history_start`).
 
     ``features`` (``transaction_id`` + feature columns, e.g. a saved backfill of the same
     history and labels) skips the backfill; ``profiles`` feeds the static features (the
@@ -117,8 +121,10 @@ def build_dataset(
     day = pl.col("timestamp").dt.date()
     if last_day is not None:
         history = history.filter(day <= last_day)
-    if first_day is not None:
-        history = history.filter(day >= first_day - timedelta(days=WARMUP_DAYS))
+    if history_from is None and first_day is not None:
+        history_from = first_day - timedelta(days=lookback_days(definitions))
+    if history_from is not None:
+        history = history.filter(day >= history_from)
     base = history.select(
         "transaction_id",
         "timestamp",

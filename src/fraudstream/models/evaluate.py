@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from fraudstream.features import FeatureSet, default_feature_set
 from fraudstream.models.bundle import ModelBundle
 from fraudstream.models.dataset import Dataset, build_dataset, labels_for, split
+from fraudstream.models.lookback import history_start
 from fraudstream.models.metrics import (
     at_threshold,
     average_precision,
@@ -101,12 +102,14 @@ def evaluate_detailed(
     if dataset is None:
         if history is None:
             raise ValueError("evaluate: give a history or a dataset")
+        definitions = definitions or default_feature_set()
         dataset = build_dataset(
             history,
             labels_for(history, labels, label_delay_days=options.label_delay_days),
-            definitions=definitions or default_feature_set(),
+            definitions=definitions,
             first_day=_first_needed_day(protocol, options.known_lookback_days),
             last_day=protocol.test_end,
+            history_from=history_start(protocol, definitions),
             profiles=profiles,
         )
     parts = split(dataset, protocol, known_lookback_days=options.known_lookback_days)
@@ -202,7 +205,8 @@ def compare(
 
 
 def _first_needed_day(protocol: Protocol, lookback: int | None) -> date:
-    """The earliest day the test-set hygiene looks at (features still see 68 days more)."""
+    """The earliest day the test-set hygiene looks at (features replay the history from
+    `lookback.history_start`, as training does)."""
     if lookback is None:
         return protocol.train_start
     return max(protocol.train_start, protocol.train_end - timedelta(days=lookback - 1))

@@ -31,6 +31,7 @@ from fraudstream.models.bundle import ModelBundle, feature_signature
 from fraudstream.models.combine import fit_stacker, to_score
 from fraudstream.models.dataset import Dataset, build_dataset, labels_for, split
 from fraudstream.models.errors import ModelError
+from fraudstream.models.lookback import history_start
 from fraudstream.models.metrics import average_precision, best_f1_threshold, roc_auc
 from fraudstream.models.protocol import Protocol, default_protocol
 
@@ -150,6 +151,7 @@ def train(
         definitions=definitions,
         first_day=protocol.train_start,
         last_day=protocol.test_end,
+        history_from=history_start(protocol, definitions),
         profiles=profiles,
     )
     return fit(dataset, protocol, options, say, definitions=definitions)

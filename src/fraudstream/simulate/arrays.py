@@ -43,6 +43,9 @@ class Stream(IntEnum):
     IMPOSSIBLE_TRAVEL = 10
     BOT_BURSTS = 11
     LABELS = 12
+    LOW_AND_SLOW_TAKEOVER = 13
+    QUIET_SKIMMING = 14
+    BUST_OUT = 15
 
 
 def rng(seed: int, stream: Stream) -> np.random.Generator:

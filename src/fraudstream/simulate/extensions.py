@@ -12,13 +12,16 @@ whatever the volume. Every injected transaction is fraud, tagged with its own `S
 - impossible travel: a cloned card used card-present at a terminal at least 50 grid units away,
   2–30 minutes after a genuine card-present payment;
 - bot bursts: one IP paying for 20–40 different customers at 1–3 merchants within 10 minutes,
-  rotating device ids.
+  rotating device ids;
+- low-and-slow takeover and bust-out, whose whole signature is customer, terminal, amount
+  and time (see `fraudstream.simulate.stealth`, with quiet skimming).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -37,6 +40,7 @@ from fraudstream.simulate.identities import Identities, pick_from, proxy_ips
 from fraudstream.simulate.options import Extensions
 from fraudstream.simulate.profiles import GRID_SIZE, Customers, Terminals
 from fraudstream.simulate.scenarios import Scenario
+from fraudstream.simulate.stealth import bust_out, low_and_slow_takeover
 
 IMPOSSIBLE_TRAVEL_DISTANCE = 50.0
 
@@ -92,6 +96,12 @@ def inject_frauds(world: World, ext: Extensions) -> TxArrays:
         (ext.account_takeover_per_day, Stream.ACCOUNT_TAKEOVER, account_takeover),
         (ext.impossible_travel_per_day, Stream.IMPOSSIBLE_TRAVEL, impossible_travel),
         (ext.bot_bursts_per_day, Stream.BOT_BURSTS, bot_bursts),
+        (
+            ext.low_and_slow_takeover_per_day,
+            Stream.LOW_AND_SLOW_TAKEOVER,
+            partial(low_and_slow_takeover, ext=ext),
+        ),
+        (ext.bust_out_per_day, Stream.BUST_OUT, partial(bust_out, ext=ext)),
     ]
     parts = []
     for per_day, stream, pattern in patterns:

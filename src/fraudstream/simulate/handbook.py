@@ -64,7 +64,7 @@ def generate_transactions(
         counts = np.where(reach, gen.poisson(customers.mean_nb_tx_per_day), 0)
         customer = np.repeat(ids, counts)
         time_of_day = np.floor(gen.normal(TIME_OF_DAY_MEAN, TIME_OF_DAY_STD, len(customer)))
-        amount = _amounts(gen, customers, customer)
+        amount = customer_amounts(gen, customers, customer)
         terminal = pick_available(customers, customer, gen.random(len(customer)))
         keep = (time_of_day >= 0) & (time_of_day < SECONDS_PER_DAY)
         seconds.append(day * SECONDS_PER_DAY + time_of_day[keep].astype(np.int64))
@@ -84,7 +84,9 @@ def generate_transactions(
     )
 
 
-def _amounts(gen: np.random.Generator, customers: Customers, customer: IntArray) -> FloatArray:
+def customer_amounts(
+    gen: np.random.Generator, customers: Customers, customer: IntArray
+) -> FloatArray:
     """Normal around the customer's mean; a negative draw is redrawn as U(0, 2 × mean)."""
     mean = customers.mean_amount[customer]
     amount = gen.normal(mean, customers.std_amount[customer])

@@ -25,6 +25,7 @@ from fraudstream.simulate.identities import Identities, assign_channels, make_id
 from fraudstream.simulate.labels import draw_delays
 from fraudstream.simulate.options import SimulationConfig
 from fraudstream.simulate.profiles import make_customers, make_terminals
+from fraudstream.simulate.stealth import skim_quietly
 
 Progress = Callable[[int, int], None]
 FORMATS = ("parquet", "csv")
@@ -86,7 +87,10 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     clock.lap("handbook_frauds")
     if ids is not None:
         world = World(customers, terminals, ids, tx, config.n_days, config.seed)
-        tx = TxArrays.concat([tx, inject_frauds(world, config.extensions)])
+        injected = inject_frauds(world, config.extensions)
+        # after the patterns drew from the genuine history, so they do not depend on it
+        skim_quietly(tx, config.n_terminals, config.n_days, config.seed, config.extensions)
+        tx = TxArrays.concat([tx, injected])
         clock.lap("extensions")
     tx = tx.take(np.argsort(tx.seconds, kind="stable"))  # ids follow time, as the Handbook's
     report(config.n_days + 2)

@@ -4,7 +4,7 @@ The numbers are part of the data contract (``fraud_scenario`` in ``transactions.
 ``TX_FRAUD_SCENARIO`` in the Handbook-format file, ``Label.fraud_scenario``), so they never
 change meaning: 0 is genuine, 1–3 are the Fraud Detection Handbook's scenarios (so our files
 compare one to one with its simulated data), 4 and above are fraudstream's extensions, which
-only the ``full`` profile generates.
+only the ``full`` profile generates. New scenarios take the next number.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ class Scenario(IntEnum):
     """A cloned card used card-present far away, minutes after a genuine use."""
     BOT_BURST = 7
     """One IP paying for many different customers within minutes."""
+    LOW_AND_SLOW_TAKEOVER = 8
+    """A taken-over card used for a few days, a few times a day, at terminals its customer
+    never uses, for the customer's usual amounts at the usual hours."""
+    QUIET_SKIMMING = 9
+    """A compromised terminal: for 14 days a share of its payments (not all, unlike
+    `COMPROMISED_TERMINAL`) are fraudulent, for a slightly higher amount."""
+    BUST_OUT = 10
+    """A customer's spending ramps up day after day to just under `HIGH_AMOUNT_THRESHOLD`."""
 
 
 HIGH_AMOUNT_THRESHOLD = 220.0
