@@ -196,6 +196,7 @@ def test_transactions_are_queued_for_the_workers(server: str, client: redis.Redi
     assert queued == 2
     status, body = post(server, "/v1/transactions", sample_tx(33, amount=-5))
     assert status == 422 and body["error"]["field"] == "amount"
+    assert body["error"]["message"].startswith("amount: must be")  # the field named once
 
 
 # --- bad input and limits --------------------------------------------------------------------

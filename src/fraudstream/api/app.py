@@ -136,7 +136,7 @@ def create_app(
         items, errors = _validate_items(raw.transactions, batcher.scorer)
         answers = iter(await batcher.score_many(items, arrived) if items else [])
         results = [
-            bodies.BatchItem(error=errors[n]) if n in errors else _item(next(answers))
+            bodies.BatchItem(error=_detail(errors[n])) if n in errors else _item(next(answers))
             for n in range(len(raw.transactions))
         ]
         return _json(bodies.BatchDecisions(results))
@@ -149,11 +149,10 @@ def create_app(
         else:  # one transaction
             raw_items = [msgspec.Raw(body)]
         items, errors = _validate_items(raw_items, batcher.scorer)
-        if not items:
-            first = min(errors)
-            raise SchemaError(errors[first].field or "", errors[first].message)
+        if not items:  # nothing to queue: the first item's error, as one transaction's
+            raise errors[min(errors)]
         await to_thread.run_sync(producer.send, items)
-        rejected = [bodies.ItemError(n, e) for n, e in sorted(errors.items())]
+        rejected = [bodies.ItemError(n, _detail(e)) for n, e in sorted(errors.items())]
         accepted = bodies.Accepted([tx.transaction_id for tx in items], rejected)
         return _json(accepted, status=202)
 
@@ -501,7 +500,7 @@ def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:
 
 def _validate_items(
     raw: Sequence[msgspec.Raw], scorer: Scorer
-) -> tuple[list[Transaction], dict[int, bodies.ErrorDetail]]:
+) -> tuple[list[Transaction], dict[int, SchemaError]]:
     """Each item decoded and validated on its own: one bad item fails alone. An item that
     is not even a JSON object makes the whole batch malformed.
 
@@ -512,15 +511,19 @@ def _validate_items(
         if bytes(item).lstrip()[:1] != b"{":
             raise SchemaError("transactions", f"item {n} is not an object")
     good: list[Transaction] = []
-    errors: dict[int, bodies.ErrorDetail] = {}
+    errors: dict[int, SchemaError] = {}
     for n, item in enumerate(raw):
         try:
             tx = decode_transaction(bytes(item))
             scorer.validate(tx)
             good.append(tx)
         except SchemaError as exc:
-            errors[n] = bodies.ErrorDetail(str(exc), exc.field)
+            errors[n] = exc
     return good, errors
+
+
+def _detail(error: SchemaError) -> bodies.ErrorDetail:
+    return bodies.ErrorDetail(str(error), error.field)
 
 
 def _item(answer: Answer) -> bodies.BatchItem:
