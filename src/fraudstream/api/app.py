@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
@@ -49,6 +50,7 @@ from fraudstream.api.session import (
 from fraudstream.api.spec import Endpoint, openapi
 from fraudstream.challenges import ChallengeDesk, ChallengeState
 from fraudstream.config import Settings
+from fraudstream.drift.monitor import DriftMonitor
 from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError, SchemaError
 from fraudstream.reviews import Resolution, ReviewDesk
 from fraudstream.rules import ListError
@@ -107,8 +109,11 @@ def create_app(
             )
         pipe.execute()
         metrics.observe(decisions, "api")
+        if drift is not None:
+            drift.tick()
 
     scorer = build_scorer(settings, client)
+    drift = _drift_monitor(settings, client, scorer)
     batcher = MicroBatcher(scorer, decided, publish)
     database = engine or create_engine(database_url(settings))
     desk = ReviewDesk(database, producer)
@@ -117,6 +122,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if drift is not None:
+            await to_thread.run_sync(partial(drift.tick, force=True))
         client.close()
         database.dispose()
 
@@ -496,6 +503,23 @@ def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:
         return Route(path, dispatch, methods=list(methods))
 
     return [route(path, methods) for path, methods in by_path.items()]
+
+
+def _drift_monitor(settings: Settings, client: redis.Redis, scorer: Scorer) -> DriftMonitor | None:
+    """The server's own drift window (consumer ``api-<host>-<pid>``): traffic scored here
+    counts in the fleet's figures as the workers' does, fed by the scorer after each batch
+    and published by the batcher's thread between batches."""
+    if scorer.features is None:
+        return None
+    monitor = DriftMonitor(
+        client,
+        settings.stream_prefix,
+        scorer.features.names,
+        consumer=f"api-{socket.gethostname()}-{os.getpid()}",
+        capacity=settings.drift_window,
+    )
+    scorer.on_scored = monitor.observe
+    return monitor
 
 
 def _validate_items(

@@ -111,10 +111,11 @@ class DriftMonitor:
     def decided(self, decisions: Sequence[Decision], entries: int) -> None:
         pass
 
-    def tick(self, worker: Worker | None = None) -> None:
-        """Every ``interval_s``: the gauges, and the window for the fleet."""
+    def tick(self, worker: Worker | None = None, *, force: bool = False) -> None:
+        """Every ``interval_s`` (or now, ``force``: a process about to stop): the gauges, and
+        the window for the fleet."""
         now = self.clock()
-        if now < self._next or self.window is None:
+        if (now < self._next and not force) or self.window is None:
             return
         self._next = now + self.interval_s
         with self._lock:  # the lanes wait for one Valkey write every interval
