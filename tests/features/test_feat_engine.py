@@ -183,8 +183,10 @@ def test_definitions_are_checked() -> None:
 
 
 def amount_features(e: FeatureEngine) -> list[str]:
-    """The features computed from amounts (sums, means, ratios, z-scores, extremes)."""
-    return [n for n in e.names if any(w in n for w in ("amount", "ratio", "zscore"))]
+    """The features computed from amounts (sums, means, ratios, z-scores, extremes); not
+    the trend, NaN until the customer has paid on two days (whatever the amounts)."""
+    words = ("amount", "ratio", "zscore")
+    return [n for n in e.names if any(w in n for w in words) and "_trend_" not in n]
 
 
 def paying(i: int, minutes: float, amount: float) -> Transaction:
