@@ -405,12 +405,15 @@ def test_online_equals_backfill_on_handbook_columns_only(client: redis.Redis) ->
         "terminal_amount_ratio_mean_28d",
         "terminal_tx_count_ratio_1d_28d",
         "customer_rising_days_14d",
+        "customer_rising_max_days_14d",
+        "customer_amount_ratio_median_before_3d",
     ):
         assert np.nanmax(col[name]) > 0 and not np.isnan(col[name]).all(), name
     share = col["customer_new_terminal_share_7d"]
     assert ((share >= 0) & (share <= 1)).all()
-    trend = col["customer_amount_trend_7d"]
-    assert np.isnan(trend).any() and (trend > 0).any() and (trend < 0).any()
+    for name in ("customer_amount_trend_7d", "customer_amount_max_trend_7d"):
+        trend = col[name]
+        assert np.isnan(trend).any() and (trend > 0).any() and (trend < 0).any(), name
     # Brute force: transactions at first-seen terminals over the last 7 days (whole seconds,
     # and fewer than the 64 the history keeps).
     frame = history.with_row_index("_i").with_columns(pl.Series("new", first))

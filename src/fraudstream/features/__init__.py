@@ -70,7 +70,11 @@ come from the customer's bounded history (`fraudstream.features.trends`):
 ``customer_amount_trend_7d`` (least-squares slope of the daily mean amount over the last 7
 days, over the mean of those daily means; NaN under two days) and
 ``customer_rising_days_14d`` (successive days with payments, back from today, each with a
-higher mean than the one before).
+higher mean than the one before), the same two over each day's largest amount
+(``customer_amount_max_trend_7d``, ``customer_rising_max_days_14d``), and the amount against
+the median of the kept entries older than 3 days (``customer_amount_ratio_median_before_3d``:
+a ramp's last days measured against the customer's usual before it, which the ``…_prev``
+ratios, fed by the ramp itself, lose sight of; NaN without such entries).
 
 Point in time and order: a transaction sees the state built by the transactions processed
 before it (earlier batches, and earlier ones of its own batch) and itself, then updates it.

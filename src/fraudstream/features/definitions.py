@@ -233,6 +233,9 @@ DerivedKind = Literal[
     "terminal_amount_ratio_mean",
     "amount_trend",
     "rising_days",
+    "max_trend",
+    "rising_max_days",
+    "amount_ratio_median_before",
 ]
 PROFILE_KINDS = frozenset({"profile_segment", "distance_from_profile_home", "is_preferred_card"})
 """Static features: read from the customer's profile (`fraudstream.features.profiles`)."""
@@ -248,6 +251,7 @@ _DERIVED_ENTITY: dict[str, str] = {
 }
 _DERIVED_LABEL: dict[str, str] = {
     "new_terminal_count": "new_terminal_tx_count",
+    "max_trend": "amount_max_trend",
     "mean_ratio": "amount_mean_ratio",
     "terminal_mean_ratio": "amount_mean_ratio",
     "terminal_count_ratio": "tx_count_ratio",
@@ -256,7 +260,7 @@ _DERIVED_LABEL: dict[str, str] = {
 """Kinds named otherwise than themselves (the entity is the name's first part)."""
 BASED_DERIVED = frozenset({"mean_ratio", "terminal_mean_ratio", "terminal_count_ratio"})
 """Ratios of a recent window to a longer ``base`` one of the same entity."""
-HISTORY_DERIVED = frozenset({"amount_trend", "rising_days"})
+HISTORY_DERIVED = frozenset({"amount_trend", "rising_days", "max_trend", "rising_max_days"})
 """Read the customer's bounded history (daily means of its kept transactions)."""
 NEW_PLACE_DERIVED = frozenset({"new_terminal_count", "new_terminal_share"})
 """Read the customer's bounded history for its transactions at terminals new to it (the
@@ -269,6 +273,7 @@ WINDOWED_DERIVED = (
             "amount_ratio_median_prev",
             "amount_ratio_max_prev",
             "terminal_amount_ratio_mean",
+            "amount_ratio_median_before",
         }
     )
     | BASED_DERIVED
@@ -537,6 +542,9 @@ def default_feature_set() -> FeatureSet:
         Derived("terminal_count_ratio", "1d", base="28d"),
         Derived("amount_trend", "7d"),
         Derived("rising_days", "14d"),
+        Derived("amount_ratio_median_before", "3d"),
+        Derived("max_trend", "7d"),
+        Derived("rising_max_days", "14d"),
     ]
     # Sized on the simulator's 183 days (distinct values per customer, p99 / max): merchants
     # 166 / 186, IPs 31 / 39, devices 7 / 8, categories 10 / 10 (see `FirstSeen`); the

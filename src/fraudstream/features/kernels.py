@@ -273,6 +273,12 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
             cache[key + "med"], cache[key + "max"] = row_median_max(raw.prev_cents, mask)
         ref = cache[key + ("med" if "median" in kind else "max")]  # NaN: no history
         return raw.amount / (np.maximum(ref, 1.0) / 100.0)
+    if kind == "amount_ratio_median_before":  # against the usual before a recent ramp
+        assert d.window is not None
+        cut = raw.ts - parse_duration(d.window) * US
+        mask = (raw.prev_ts != NONE_TS) & (raw.prev_ts < cut[:, None])
+        median, _ = row_median_max(raw.prev_cents, mask)  # NaN: nothing that old
+        return raw.amount / (np.maximum(median, 1.0) / 100.0)
     if kind == "seconds_since_last_tx":
         # Absolute: a late transaction is measured against the newer one it finds.
         last = raw.last_ts
@@ -306,14 +312,17 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         if key not in cache:
             now_ts, now_cents = history_entry(raw.ts, raw.cents)
             days = parse_duration(d.window) // 86_400
-            trend = daily_trends(raw.prev_ts, raw.prev_cents, now_ts, now_cents, days)
-            cache[key], cache[key + "rising"] = trend
-        return cache[key + ("rising" if kind == "rising_days" else "")]
+            trends = daily_trends(raw.prev_ts, raw.prev_cents, now_ts, now_cents, days)
+            for kind_of, values in zip(TREND_ORDER, trends, strict=True):
+                cache[key + kind_of] = values
+        return cache[key + kind]
     stamp = raw.fraud_first if kind == "days_since_first_fraud" else raw.fraud_last
     known = stamp != NONE_TS
     return np.where(known, (raw.ts - np.where(known, stamp, 0)) / DAY_US, np.nan)
 
 
+TREND_ORDER = ("amount_trend", "rising_days", "max_trend", "rising_max_days")
+"""What `daily_trends` returns, in order."""
 RATIO_KINDS = frozenset(
     {
         "mean_ratio",
