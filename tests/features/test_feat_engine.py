@@ -184,9 +184,11 @@ def test_definitions_are_checked() -> None:
 
 def amount_features(e: FeatureEngine) -> list[str]:
     """The features computed from amounts (sums, means, ratios, z-scores, extremes); not
-    the trend, NaN until the customer has paid on two days (whatever the amounts)."""
+    the trends, NaN until the customer has paid on two days, nor the ratio to the usual
+    before the last days, NaN without payments that old (whatever the amounts)."""
     words = ("amount", "ratio", "zscore")
-    return [n for n in e.names if any(w in n for w in words) and "_trend_" not in n]
+    late = ("_trend_", "_before_")
+    return [n for n in e.names if any(w in n for w in words) and not any(w in n for w in late)]
 
 
 def paying(i: int, minutes: float, amount: float) -> Transaction:
