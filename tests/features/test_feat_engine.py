@@ -183,8 +183,12 @@ def test_definitions_are_checked() -> None:
 
 
 def amount_features(e: FeatureEngine) -> list[str]:
-    """The features computed from amounts (sums, means, ratios, z-scores, extremes)."""
-    return [n for n in e.names if any(w in n for w in ("amount", "ratio", "zscore"))]
+    """The features computed from amounts (sums, means, ratios, z-scores, extremes); not
+    the trends, NaN until the customer has paid on two days, nor the ratio to the usual
+    before the last days, NaN without payments that old (whatever the amounts)."""
+    words = ("amount", "ratio", "zscore")
+    late = ("_trend_", "_before_")
+    return [n for n in e.names if any(w in n for w in words) and not any(w in n for w in late)]
 
 
 def paying(i: int, minutes: float, amount: float) -> Transaction:

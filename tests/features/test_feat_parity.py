@@ -127,6 +127,9 @@ def test_online_equals_backfill_on_simulated_history(client: redis.Redis) -> Non
         "terminal_risk_7d_delay7d",
         "ip_tx_count_1h",
         "customer_impossible_travel",
+        "is_first_seen_terminal",
+        "customer_new_terminal_tx_count_7d",
+        "customer_rising_days_14d",
         "customer_profile_segment",
         "customer_distance_from_profile_home",
         "customer_is_preferred_card",
@@ -296,6 +299,11 @@ def entity_of(name: str) -> str | None:
     return head if head in ENTITIES else None
 
 
+def follows_arrival(name: str) -> bool:
+    """Features counting the transactions at terminals new to their customer."""
+    return name.startswith("customer_new_terminal_")
+
+
 @pytest.mark.integration
 def test_online_equals_backfill_when_transactions_arrive_late(client: redis.Redis) -> None:
     """Arrival shuffled within the lateness: every transaction whose entities' earlier
@@ -329,6 +337,14 @@ def test_online_equals_backfill_when_transactions_arrive_late(client: redis.Redi
     assert where.mean() > 0.9
     probes = arrived["transaction_id"].str.starts_with("probe-").to_numpy()
     assert where[probes].all()
+    # Counts at first-seen terminals keep each transaction's flag as it was processed: the
+    # first *arrival* at a terminal is the new one, so they agree once every earlier
+    # transaction of the customer arrived in event-time order (see `fraudstream.features`).
+    in_arrival_order = clean["customer"] & ~after_mixed
+    for j, name in enumerate(engine.names):
+        if follows_arrival(name):
+            where[:, j] &= in_arrival_order
+    assert in_arrival_order.mean() > 0.5
     assert_same(engine.names, online, offline, where)
     since = online[:, engine.names.index("customer_seconds_since_last_tx")]
     assert (since[~np.isnan(since)] >= 0).all()
@@ -350,3 +366,67 @@ def test_online_equals_backfill_with_zero_and_ceiling_amounts(client: redis.Redi
     assert_same(engine.names, online, offline)
     sums = offline[:, engine.names.index("customer_amount_sum_24h")]
     assert sums.max() == (2**39 - 1) / 100 and (sums == 0).any()
+
+
+HANDBOOK_COLUMNS = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
+
+
+@pytest.mark.integration
+def test_online_equals_backfill_on_handbook_columns_only(client: redis.Redis) -> None:
+    """The Handbook's data: customer, terminal, amount and time, nothing else (no channel,
+    card, device, IP, merchant, place). The features of place novelty, terminal traffic and
+    trends are computed from those alone, alike both ways; a sample of the counts at
+    first-seen terminals checked against a brute force over the window's day tiles."""
+    from fraudstream.simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(n_customers=400, n_terminals=2000, n_days=40, seed=3)
+    result = simulate(config)
+    history = result.transactions.select(HANDBOOK_COLUMNS)
+    labels = result.labels
+    # What the schema makes of such a row online (the backfill assumes the same).
+    as_sent = history.with_columns(
+        pl.col("terminal_id").alias("merchant_id"),
+        pl.lit("EUR").alias("currency"),
+        pl.lit("card_present").alias("channel"),
+    )
+    engine = FeatureEngine(client, default_feature_set(), clock=lambda: 2e9)
+    online = run_online(engine, as_sent, labels, batch=300)
+    offline = backfill(history, labels).drop("transaction_id").to_numpy()
+    assert_same(engine.names, online, offline)
+    col = {name: offline[:, j] for j, name in enumerate(engine.names)}
+    first = col["is_first_seen_terminal"]
+    assert not np.isnan(first).any() and 0.05 < first.mean() < 0.9
+    assert np.isnan(col["is_first_seen_ip"]).all()  # no such column: NaN, not "new"
+    for name in (
+        "customer_new_terminal_tx_count_1d",
+        "customer_new_terminal_share_7d",
+        "customer_amount_mean_ratio_3d_30d",
+        "terminal_amount_mean_ratio_7d_28d",
+        "terminal_amount_ratio_mean_28d",
+        "terminal_tx_count_ratio_1d_28d",
+        "customer_rising_days_14d",
+        "customer_rising_max_days_14d",
+        "customer_amount_ratio_median_before_3d",
+    ):
+        assert np.nanmax(col[name]) > 0 and not np.isnan(col[name]).all(), name
+    share = col["customer_new_terminal_share_7d"]
+    assert ((share >= 0) & (share <= 1)).all()
+    for name in ("customer_amount_trend_7d", "customer_amount_max_trend_7d"):
+        trend = col[name]
+        assert np.isnan(trend).any() and (trend > 0).any() and (trend < 0).any(), name
+    # Brute force: transactions at first-seen terminals over the last 7 days (whole seconds,
+    # and fewer than the 64 the history keeps).
+    frame = history.with_row_index("_i").with_columns(pl.Series("new", first))
+    frame = frame.sort("timestamp", "_i").with_row_index("_order")
+    for row in frame.sample(150, seed=4).iter_rows(named=True):
+        week = frame.filter(
+            (pl.col("customer_id") == row["customer_id"])
+            & (pl.col("_order") <= row["_order"])
+            & (pl.col("timestamp") >= row["timestamp"] - timedelta(days=7))
+        )
+        assert week.height <= 64
+        got = col["customer_new_terminal_tx_count_7d"][row["_i"]]
+        assert got == week["new"].sum(), row
+        at_new = float(week.filter(pl.col("new") == 1)["amount"].sum())
+        spent = at_new / float(week["amount"].sum())
+        assert share[row["_i"]] == pytest.approx(spent, abs=1e-9), row

@@ -4,6 +4,7 @@
 - `layout`: how state is tiled and stored (customer blob, shared BITFIELD blocks).
 - `kernels`: the floating-point arithmetic both paths share (so they agree bit for bit).
 - `seen`: first-seen sets (exact, then Bloom filters), one `replay` both paths call.
+- `trends`: daily means of the customer's bounded history (amount trend, rising days).
 - `online`: `FeatureEngine` (Valkey: per batch one read and one write, pipelined), with
   `batch` (keys, read, point-in-time compute), `write` (blob updates, block increments),
   `resp` (the batch's commands encoded as protocol bytes) and `wire` (the connection).
@@ -47,13 +48,42 @@ small, then a Bloom filter; a value unused for about ``capacity`` distinct other
 forgotten, and a new value reads as seen with probability below ``fp_rate``. The backfill
 replays the same sets, so it reproduces the Bloom false positives exactly.
 
+Novelty of place: ``is_first_seen_terminal`` also marks the customer's history: each kept
+entry carries whether its transaction was at a terminal new to the customer when it was
+processed (the top bit of its id hash, `layout.NEW_PLACE`: no byte more). So
+``customer_new_terminal_tx_count_1d`` / ``…_7d`` count the transaction and the customer's
+kept ones of the last 24 h / 7 days (exact, ``[t - window, t]``, bounded by the ``history``
+entries) at terminals new to it, and ``customer_new_terminal_share_7d`` is the share of
+their amount spent there (0 when they spent nothing). A takeover paying where the card
+never did, at usual amounts and hours, shows as a share near 1 for days, where a settled
+customer's is near 0. The flag is kept as the transaction was processed, so these features
+follow the arrival order when a customer's transactions reach a terminal out of event-time
+order (the first *arrival* there is the new one; see "Out of order").
+
+Ratios (`Derived` with a ``base`` window; an empty window, i.e. the transaction itself not
+counted, gives NaN; a zero mean as reference counts as one cent): a terminal's recent mean
+amount over its own 28-day mean (``terminal_amount_mean_ratio_1d_28d``, ``…_7d_28d``), the
+amount over that mean (``terminal_amount_ratio_mean_28d``), its count today over its mean
+daily count (``terminal_tx_count_ratio_1d_28d`` = n_1d · 28 / n_28d), and the customer's
+recent mean over its 30-day one (``customer_amount_mean_ratio_1d_30d``, ``…_3d_30d``). Trends
+come from the customer's bounded history (`fraudstream.features.trends`):
+``customer_amount_trend_7d`` (least-squares slope of the daily mean amount over the last 7
+days, over the mean of those daily means; NaN under two days) and
+``customer_rising_days_14d`` (successive days with payments, back from today, each with a
+higher mean than the one before), the same two over each day's largest amount
+(``customer_amount_max_trend_7d``, ``customer_rising_max_days_14d``), and the amount against
+the median of the kept entries older than 3 days (``customer_amount_ratio_median_before_3d``:
+a ramp's last days measured against the customer's usual before it, which the ``…_prev``
+ratios, fed by the ramp itself, lose sight of; NaN without such entries).
+
 Point in time and order: a transaction sees the state built by the transactions processed
 before it (earlier batches, and earlier ones of its own batch) and itself, then updates it.
 The backfill processes a history in ``(timestamp, input row)`` order.
 
 Out of order: online, transactions may arrive out of event-time order (within the
-lateness), and the state they leave does not depend on that order: tiles add (or take the
-min, max, OR), the customer's history keeps its ``history`` newest transactions *by event
+lateness), and the state they leave does not depend on that order (but for the flags of
+new terminals, see "Novelty of place"): tiles add (or take the min, max, OR), the
+customer's history keeps its ``history`` newest transactions *by event
 time*, its "last" time and place are the newest by event time (equal times: the later
 arrival, as offline the later row; `fraudstream.features.history`). So a transaction gets
 exactly the backfill's features when the transactions of its customer, card, terminal …
@@ -112,12 +142,13 @@ stored ones already applied. What a single node gives and a cluster cannot: a cr
 the two steps loses that batch's shared increments (it never double-counts them). Tested on
 a three-node cluster: parity with the backfill, and a concurrent writer.
 
-Memory: a customer's state is one 3,547-byte blob (MEMORY USAGE 3,600 bytes with its key),
-whatever its history: tile rings 1,184 (30 daily tiles of count, cents, squared cents; 26
-hourly tiles of count, cents), the 64 newest transactions 1,280 (time to the second, cents
-clipped at 21,474,836.47, home cell, id hash), first-seen sets 1,040, the rest 43. A profile
+Memory: a customer's state is one 4,015-byte blob (MEMORY USAGE 4,064 bytes with its key),
+whatever its history: tile rings 1,392 (32 daily tiles of count, cents, squared cents; 26
+hourly tiles of count, cents; 26 hourly tiles of zero-amount counts), the 64 newest
+transactions 1,280 (time to the second, cents clipped at 21,474,836.47, home cell, id hash
+with the new-terminal flag), first-seen sets 1,300 (terminals 260), the rest 43. A profile
 adds 29 bytes; a shared entity holds at most three tile blocks (512 bytes each, hourly or
-daily).
+daily; a terminal's daily ones 1,024: count and cents in one word, frauds in another).
 
 Lateness: a transaction older than its customer's newest stored one by more than
 ``lateness_s`` is scored against the current state but not stored (`EngineStats.late`).

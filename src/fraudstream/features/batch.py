@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.features.definitions import ENTITIES
-from fraudstream.features.history import DUPLICATE, LATE, Found, admit
+from fraudstream.features.history import DUPLICATE, LATE, Found, admit, mark_new_places
 from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
 from fraudstream.features.layout import (
     BLOB_VERSION,
@@ -274,6 +274,10 @@ class BatchRun(Writer):
         found = self._admit(new)
         valid = found.admitted
         first_seen, seen_present = self._first_seen(new, valid)
+        if (seen := self.plan.features.seen_terminal) is not None:
+            at_new = first_seen[seen.name] & seen_present[seen.name]
+            mark_new_places(new, found, self.codes["customer"], self.b.txid, valid & at_new)
+            found.new_place = at_new
         return _State(blobs, blocks, known, found, valid, new, first_seen, seen_present)
 
     def _features(self, values: list[Any], st: _State, since: float) -> NDArray[np.float64]:
@@ -454,6 +458,8 @@ class BatchRun(Writer):
             prev_ts=found.prev_ts,
             prev_cents=found.prev_cents,
             prev_cell=found.prev_cell,
+            prev_new=found.prev_new,
+            new_place=np.zeros(self.n, bool) if found.new_place is None else found.new_place,
             last_ts=found.last_ts,
             last_loc_sys=found.loc_sys,
             last_loc_a=found.loc_a,

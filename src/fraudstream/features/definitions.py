@@ -18,6 +18,8 @@ compiles to the online engine (`fraudstream.features.online`) and to the offline
 'customer_distinct_merchant_24h'
 >>> FirstSeen("merchant").name
 'is_first_seen_merchant'
+>>> Derived("mean_ratio", "3d", base="30d").name
+'customer_amount_mean_ratio_3d_30d'
 """
 
 from __future__ import annotations
@@ -223,6 +225,17 @@ DerivedKind = Literal[
     "profile_segment",
     "distance_from_profile_home",
     "is_preferred_card",
+    "new_terminal_count",
+    "new_terminal_share",
+    "mean_ratio",
+    "terminal_mean_ratio",
+    "terminal_count_ratio",
+    "terminal_amount_ratio_mean",
+    "amount_trend",
+    "rising_days",
+    "max_trend",
+    "rising_max_days",
+    "amount_ratio_median_before",
 ]
 PROFILE_KINDS = frozenset({"profile_segment", "distance_from_profile_home", "is_preferred_card"})
 """Static features: read from the customer's profile (`fraudstream.features.profiles`)."""
@@ -232,9 +245,40 @@ _DERIVED_ENTITY: dict[str, str] = {
     "is_night": "tx",
     "days_since_first_fraud": "terminal",
     "days_since_last_fraud": "terminal",
+    "terminal_mean_ratio": "terminal",
+    "terminal_count_ratio": "terminal",
+    "terminal_amount_ratio_mean": "terminal",
 }
-WINDOWED_DERIVED = frozenset(
-    {"amount_ratio_mean", "amount_zscore", "amount_ratio_median_prev", "amount_ratio_max_prev"}
+_DERIVED_LABEL: dict[str, str] = {
+    "new_terminal_count": "new_terminal_tx_count",
+    "max_trend": "amount_max_trend",
+    "mean_ratio": "amount_mean_ratio",
+    "terminal_mean_ratio": "amount_mean_ratio",
+    "terminal_count_ratio": "tx_count_ratio",
+    "terminal_amount_ratio_mean": "amount_ratio_mean",
+}
+"""Kinds named otherwise than themselves (the entity is the name's first part)."""
+BASED_DERIVED = frozenset({"mean_ratio", "terminal_mean_ratio", "terminal_count_ratio"})
+"""Ratios of a recent window to a longer ``base`` one of the same entity."""
+HISTORY_DERIVED = frozenset({"amount_trend", "rising_days", "max_trend", "rising_max_days"})
+"""Read the customer's bounded history (daily means of its kept transactions)."""
+NEW_PLACE_DERIVED = frozenset({"new_terminal_count", "new_terminal_share"})
+"""Read the customer's bounded history for its transactions at terminals new to it (the
+window is exact, ``[t - window, t]``, over the kept entries); need ``FirstSeen("terminal")``."""
+WINDOWED_DERIVED = (
+    frozenset(
+        {
+            "amount_ratio_mean",
+            "amount_zscore",
+            "amount_ratio_median_prev",
+            "amount_ratio_max_prev",
+            "terminal_amount_ratio_mean",
+            "amount_ratio_median_before",
+        }
+    )
+    | BASED_DERIVED
+    | HISTORY_DERIVED
+    | NEW_PLACE_DERIVED
 )
 
 
@@ -246,10 +290,14 @@ class Derived:
     'customer_amount_ratio_median_prev_60d'
     >>> Derived("is_night").name
     'tx_is_night'
+    >>> Derived("terminal_count_ratio", "1d", base="28d").name
+    'terminal_tx_count_ratio_1d_28d'
     """
 
     kind: DerivedKind
     window: str | None = None
+    base: str | None = None
+    """The longer window a ratio compares ``window`` with (`BASED_DERIVED` only)."""
 
     def __post_init__(self) -> None:
         if self.kind not in DerivedKind.__args__:  # type: ignore[attr-defined]
@@ -259,16 +307,39 @@ class Derived:
             raise ConfigError("window", f"{self.kind} {need} a window")
         if self.window is not None and parse_duration(self.window) % DAY:
             raise ConfigError("window", f"{self.kind}: window must be whole days")
+        if (self.base is None) == (self.kind in BASED_DERIVED):
+            need = "needs" if self.kind in BASED_DERIVED else "takes no"
+            raise ConfigError("base", f"{self.kind} {need} a base window")
+        if self.base is not None and self.window is not None:
+            base = parse_duration(self.base, key="base")
+            if base % DAY or base <= parse_duration(self.window):
+                raise ConfigError("base", f"{self.kind}: must be whole days beyond the window")
 
     @cached_property
     def name(self) -> str:
         entity = _DERIVED_ENTITY.get(self.kind, "customer")
-        return "_".join(p for p in (entity, self.kind, self.window) if p)
+        label = _DERIVED_LABEL.get(self.kind, self.kind)
+        return "_".join(p for p in (entity, label, self.window, self.base) if p)
+
+    @cached_property
+    def needs(self) -> tuple[Aggregate, ...]:
+        """The aggregates whose window sums the formula reads."""
+        w, base = self.window or "", self.base or ""
+        if self.kind in ("amount_ratio_mean", "amount_zscore"):
+            return (Aggregate("customer", "std", w),)
+        if self.kind == "mean_ratio":
+            return Aggregate("customer", "mean", w), Aggregate("customer", "mean", base)
+        if self.kind in ("terminal_mean_ratio", "terminal_count_ratio"):
+            return Aggregate("terminal", "mean", w), Aggregate("terminal", "mean", base)
+        if self.kind == "terminal_amount_ratio_mean":
+            return (Aggregate("terminal", "mean", w),)
+        return ()
 
 
-SeenWhat = Literal["merchant", "product_category", "device", "ip"]
+SeenWhat = Literal["merchant", "product_category", "device", "ip", "terminal"]
 FIRST_SEEN_FIELDS: dict[str, str] = {
     "merchant": "merchant_id",
+    "terminal": "terminal_id",
     "product_category": "product_category",
     "device": "device_id",
     "ip": "ip",
@@ -368,15 +439,17 @@ class FeatureSet:
         if not 1 <= self.history <= 1024:
             raise ConfigError("history", f"must be in [1, 1024], got {self.history}")
         for d in self.derived:
-            agg = self._needs_aggregate(d)
-            if agg is not None and agg not in self.aggregates:
-                raise ConfigError("derived", f"{d.name} needs the aggregate {agg.name}")
+            for agg in d.needs:
+                if agg not in self.aggregates:
+                    raise ConfigError("derived", f"{d.name} needs the aggregate {agg.name}")
+        needy = [d.name for d in self.derived if d.kind in NEW_PLACE_DERIVED]
+        if needy and self.seen_terminal is None:
+            raise ConfigError("first_seen", f'{needy[0]} needs FirstSeen("terminal")')
 
-    @staticmethod
-    def _needs_aggregate(d: Derived) -> Aggregate | None:
-        if d.kind in ("amount_ratio_mean", "amount_zscore") and d.window:
-            return Aggregate("customer", "std", d.window)
-        return None
+    @cached_property
+    def seen_terminal(self) -> FirstSeen | None:
+        """The `FirstSeen` of terminals, behind the new-terminal features (None: none)."""
+        return next((f for f in self.first_seen if f.what == "terminal"), None)
 
     @property
     def names(self) -> list[str]:
@@ -434,6 +507,10 @@ def default_feature_set() -> FeatureSet:
     aggs.append(Aggregate("customer", "std", "30d"))
     for w in ("30d", "60d"):
         aggs += [Aggregate("terminal", "fraud_count", w), Aggregate("terminal", "risk", w)]
+    # Novelty of place (account takeover: paying where the customer never did), a terminal's
+    # traffic against its own past (skimming), and the recent against the usual (bust-out).
+    aggs.append(Aggregate("customer", "mean", "3d"))
+    aggs += [Aggregate("terminal", "mean", w) for w in ("1d", "7d", "28d")]
     derived = [
         Derived("amount"),
         Derived("is_weekend"),
@@ -454,13 +531,30 @@ def default_feature_set() -> FeatureSet:
         Derived("profile_segment"),
         Derived("distance_from_profile_home"),
         Derived("is_preferred_card"),
+        Derived("new_terminal_count", "1d"),
+        Derived("new_terminal_count", "7d"),
+        Derived("new_terminal_share", "7d"),
+        Derived("mean_ratio", "1d", base="30d"),
+        Derived("mean_ratio", "3d", base="30d"),
+        Derived("terminal_mean_ratio", "1d", base="28d"),
+        Derived("terminal_mean_ratio", "7d", base="28d"),
+        Derived("terminal_amount_ratio_mean", "28d"),
+        Derived("terminal_count_ratio", "1d", base="28d"),
+        Derived("amount_trend", "7d"),
+        Derived("rising_days", "14d"),
+        Derived("amount_ratio_median_before", "3d"),
+        Derived("max_trend", "7d"),
+        Derived("rising_max_days", "14d"),
     ]
     # Sized on the simulator's 183 days (distinct values per customer, p99 / max): merchants
-    # 166 / 186, IPs 31 / 39, devices 7 / 8, categories 10 / 10 (see `FirstSeen`).
+    # 166 / 186, IPs 31 / 39, devices 7 / 8, categories 10 / 10 (see `FirstSeen`); the
+    # Handbook's terminals (those within radius 5 on its grid: ~78) 94 / 103, held by 16
+    # words at 2 % (capacity 104; ~0.15 % false positives at the median 72).
     seen = (
         FirstSeen("merchant", words=32),
         FirstSeen("product_category", words=8),
         FirstSeen("device", words=8),
         FirstSeen("ip", words=16),
+        FirstSeen("terminal", words=16, fp_rate=0.02),
     )
     return FeatureSet(tuple(aggs), tuple(derived), first_seen=seen)

@@ -22,6 +22,9 @@ transactions. Entries keep their time to the second, so the comparison is "not n
 than the oldest kept second": an on-time transaction is refused only if all ``k`` kept
 ones share its second.
 
+Each entry's id hash keeps, in its top bit, whether the transaction was at a terminal new
+to its customer (`mark_new_places`, once the first-seen sets have seen the batch).
+
 So the state after a set of transactions does not depend on the order they arrived in
 (within the lateness), which is what the backfill, processing in event-time order, assumes.
 Ties in event time go to the later arrival (the later row, offline); the history orders by
@@ -37,7 +40,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from fraudstream.features.layout import US
+from fraudstream.features.layout import ID_MASK, NEW_PLACE, US
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -54,6 +57,10 @@ class Found:
     """(n, k) kept history, newest first: time floored to the second (µs), pads NONE_TS."""
     prev_cents: I64
     prev_cell: I64
+    prev_new: NDArray[np.bool_]
+    """Kept entries at a terminal then new to the customer (`mark_new_places`)."""
+    prev_id: NDArray[np.uint64]
+    """Their transaction-id hashes (0 pads)."""
     last_ts: I64
     """Exact time of the customer's newest transaction (NONE_TS: none)."""
     loc_sys: NDArray[np.uint8]
@@ -61,6 +68,8 @@ class Found:
     loc_b: F64
     loc_ts: I64
     """Place and time of its newest located transaction (system 0: none)."""
+    new_place: NDArray[np.bool_] | None = None
+    """The transaction itself at a terminal new to its customer (None: not tracked)."""
 
     @property
     def admitted(self) -> NDArray[np.bool_]:
@@ -91,6 +100,8 @@ def admit(
         prev_ts=np.full((n, k), none_ts, dtype=np.int64),
         prev_cents=np.zeros((n, k), dtype=np.int64),
         prev_cell=np.zeros((n, k), dtype=np.int64),
+        prev_new=np.zeros((n, k), dtype=bool),
+        prev_id=np.zeros((n, k), dtype=np.uint64),
         last_ts=np.full(n, none_ts, dtype=np.int64),
         loc_sys=np.zeros(n, dtype=np.uint8),
         loc_a=np.full(n, np.nan),
@@ -100,17 +111,18 @@ def admit(
     state = (blobs["head"], blobs["h_ts"], blobs["h_cents"], blobs["h_cell"], blobs["h_id"])
     newest = (blobs["last_ts"], blobs["loc_sys"], blobs["loc_a"], blobs["loc_b"], blobs["loc_ts"])
     _admit(
-        cust, ts, txid, repeat, cents, cell, *place, lateness_us, US, *state, *newest,
-        found.status, found.prev_ts, found.prev_cents, found.prev_cell,
-        found.last_ts, found.loc_sys, found.loc_a, found.loc_b, found.loc_ts,
+        cust, ts, txid, repeat, cents, cell, *place, lateness_us, US, ID_MASK, NEW_PLACE,
+        *state, *newest,
+        found.status, found.prev_ts, found.prev_cents, found.prev_cell, found.prev_new,
+        found.prev_id, found.last_ts, found.loc_sys, found.loc_a, found.loc_b, found.loc_ts,
     )  # fmt: skip
     return found
 
 
 @njit(cache=True)
-def _holds(h_id, r, filled, txid):  # type: ignore[no-untyped-def]
+def _holds(h_id, r, filled, txid, id_mask):  # type: ignore[no-untyped-def]
     for s in range(filled):
-        if h_id[r, s] == txid:
+        if h_id[r, s] & id_mask == txid:
             return True
     return False
 
@@ -137,9 +149,10 @@ def _insert(head, h_ts, h_cents, h_cell, h_id, r, sec, cents, cell, txid):  # ty
 
 @njit(cache=True)
 def _admit(  # type: ignore[no-untyped-def]
-    cust, ts, txid, repeat, cents, cell, sys, a, b, lateness, us,
+    cust, ts, txid, repeat, cents, cell, sys, a, b, lateness, us, id_mask, new_place,
     head, h_ts, h_cents, h_cell, h_id, last_ts, loc_sys, loc_a, loc_b, loc_ts,
-    status, prev_ts, prev_cents, prev_cell, seen_last, seen_sys, seen_a, seen_b, seen_loc,
+    status, prev_ts, prev_cents, prev_cell, prev_new, prev_id, seen_last, seen_sys, seen_a,
+    seen_b, seen_loc,
 ):  # fmt: skip
     k = h_ts.shape[1]
     for i in range(cust.shape[0]):
@@ -151,12 +164,14 @@ def _admit(  # type: ignore[no-untyped-def]
             prev_ts[i, age] = np.int64(h_ts[r, slot]) * us
             prev_cents[i, age] = h_cents[r, slot]
             prev_cell[i, age] = h_cell[r, slot]
+            prev_new[i, age] = h_id[r, slot] >= new_place
+            prev_id[i, age] = h_id[r, slot] & id_mask
         if total > 0:
             seen_last[i] = last_ts[r]
         if loc_sys[r] > 0:
             seen_sys[i], seen_a[i], seen_b[i] = loc_sys[r], loc_a[r], loc_b[r]
             seen_loc[i] = loc_ts[r]
-        if repeat[i] or _holds(h_id, r, filled, txid[i]):
+        if repeat[i] or _holds(h_id, r, filled, txid[i], id_mask):
             status[i] = DUPLICATE
             continue
         sec = ts[i] // us
@@ -171,3 +186,21 @@ def _admit(  # type: ignore[no-untyped-def]
             last_ts[r] = ts[i]
         if sys[i] > 0 and (loc_sys[r] == 0 or ts[i] >= loc_ts[r]):
             loc_sys[r], loc_a[r], loc_b[r], loc_ts[r] = sys[i], a[i], b[i], ts[i]
+
+
+def mark_new_places(
+    blobs: np.ndarray, found: Found, cust: I64, txid: NDArray[np.uint64], new: NDArray[np.bool_]
+) -> None:
+    """Flag the history entries of the admitted transactions ``new`` (at a terminal new to
+    their customer: known only once the first-seen sets have seen them, after `admit`), in
+    the state and in what the batch's later transactions found of it."""
+    at = np.flatnonzero(new)
+    if not len(at):
+        return
+    rows = cust[at]
+    ids = blobs["h_id"][rows]
+    hit_row, hit_slot = np.nonzero(ids == txid[at][:, None])
+    blobs["h_id"][rows[hit_row], hit_slot] |= NEW_PLACE
+    # Later transactions of the same customers found these entries before they were flagged.
+    later = np.flatnonzero(np.isin(cust, rows))
+    found.prev_new[later] |= np.isin(found.prev_id[later], txid[at])

@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.definitions import PROFILE_KINDS, Aggregate, Derived, parse_duration
+from fraudstream.features.definitions import (
+    HISTORY_DERIVED,
+    NEW_PLACE_DERIVED,
+    PROFILE_KINDS,
+    Aggregate,
+    Derived,
+    parse_duration,
+)
 from fraudstream.features.layout import EMPTY_LO, HISTORY_CENTS_MAX, S_CAP, US, Plan
+from fraudstream.features.trends import daily_trends
 
 if TYPE_CHECKING:
     from fraudstream.features.profiles import StaticInputs
@@ -49,6 +57,10 @@ class RawInputs:
     keeps them (`history_entry`); NONE_TS pads."""
     prev_cents: I64
     prev_cell: I64
+    prev_new: Bools
+    """(n, history): the entry's transaction was at a terminal new to the customer."""
+    new_place: Bools
+    """The transaction itself is at a terminal new to the customer (False: not tracked)."""
     last_ts: I64
     """Exact time of the customer's newest earlier transaction (by event time; for a late
     one, the newer one it finds online); NONE_TS if none."""
@@ -261,6 +273,12 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
             cache[key + "med"], cache[key + "max"] = row_median_max(raw.prev_cents, mask)
         ref = cache[key + ("med" if "median" in kind else "max")]  # NaN: no history
         return raw.amount / (np.maximum(ref, 1.0) / 100.0)
+    if kind == "amount_ratio_median_before":  # against the usual before a recent ramp
+        assert d.window is not None
+        cut = raw.ts - parse_duration(d.window) * US
+        mask = (raw.prev_ts != NONE_TS) & (raw.prev_ts < cut[:, None])
+        median, _ = row_median_max(raw.prev_cents, mask)  # NaN: nothing that old
+        return raw.amount / (np.maximum(median, 1.0) / 100.0)
     if kind == "seconds_since_last_tx":
         # Absolute: a late transaction is measured against the newer one it finds.
         last = raw.last_ts
@@ -284,9 +302,74 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         return np.asarray(fast, dtype=np.float64)
     if kind in PROFILE_KINDS:
         return _static(kind, raw)
+    if kind in RATIO_KINDS:
+        return _ratio(d, raw)
+    if kind in NEW_PLACE_DERIVED:
+        return _new_places(d, raw)
+    if kind in HISTORY_DERIVED:
+        assert d.window is not None
+        key = f"trend{d.window}"
+        if key not in cache:
+            now_ts, now_cents = history_entry(raw.ts, raw.cents)
+            days = parse_duration(d.window) // 86_400
+            trends = daily_trends(raw.prev_ts, raw.prev_cents, now_ts, now_cents, days)
+            for kind_of, values in zip(TREND_ORDER, trends, strict=True):
+                cache[key + kind_of] = values
+        return cache[key + kind]
     stamp = raw.fraud_first if kind == "days_since_first_fraud" else raw.fraud_last
     known = stamp != NONE_TS
     return np.where(known, (raw.ts - np.where(known, stamp, 0)) / DAY_US, np.nan)
+
+
+TREND_ORDER = ("amount_trend", "rising_days", "max_trend", "rising_max_days")
+"""What `daily_trends` returns, in order."""
+RATIO_KINDS = frozenset(
+    {
+        "mean_ratio",
+        "terminal_mean_ratio",
+        "terminal_count_ratio",
+        "terminal_amount_ratio_mean",
+    }
+)
+
+
+def _ratio(d: Derived, raw: RawInputs) -> F64:
+    """Ratios of window sums (inside `finalize`'s error state). An empty window (the
+    transaction itself not counted: a duplicate) gives NaN; a zero mean as reference
+    counts as one cent, so a zero amount never gives NaN."""
+    first = raw.sums[d.needs[0].name]
+    n, s = first["n"].astype(np.float64), first["s"].astype(np.float64)
+    if d.kind == "terminal_amount_ratio_mean":  # the amount / the window's mean
+        out = np.where(n > 0, raw.cents / np.maximum(s / np.maximum(n, 1.0), 1.0), np.nan)
+    else:
+        base = raw.sums[d.needs[1].name]
+        nb, sb = base["n"].astype(np.float64), base["s"].astype(np.float64)
+        if d.kind == "terminal_count_ratio":  # count / the base's mean count per day
+            assert d.base is not None
+            per_day = nb / (parse_duration(d.base) // 86_400)
+            out = np.where(nb > 0, n / np.where(nb > 0, per_day, 1.0), np.nan)
+        else:  # mean over the window / mean over the base
+            mean, mean_b = s / np.maximum(n, 1.0), sb / np.maximum(nb, 1.0)
+            out = np.where((n > 0) & (nb > 0), mean / np.maximum(mean_b, 1.0), np.nan)
+    return np.where(raw.present[d.needs[0].entity], out, np.nan)
+
+
+def _new_places(d: Derived, raw: RawInputs) -> F64:
+    """Over the transaction and its customer's kept entries of the last ``window``
+    (``[t - window, t]``): how many were at terminals new to it, or the share of their
+    amount spent there (0 when they spent nothing)."""
+    assert d.window is not None
+    since = raw.ts - parse_duration(d.window) * US
+    kept = (raw.prev_ts != NONE_TS) & (raw.prev_ts >= since[:, None])
+    new = kept & raw.prev_new
+    if d.kind == "new_terminal_count":
+        count: F64 = (new.sum(axis=1) + raw.new_place).astype(np.float64)
+        return count
+    _, own = history_entry(raw.ts, raw.cents)  # amounts as the history keeps them
+    spent = np.where(kept, raw.prev_cents, 0).sum(axis=1) + own
+    there = np.where(new, raw.prev_cents, 0).sum(axis=1) + np.where(raw.new_place, own, 0)
+    share: F64 = np.where(spent > 0, there / np.maximum(spent, 1), 0.0)
+    return share
 
 
 def _static(kind: str, raw: RawInputs) -> F64:

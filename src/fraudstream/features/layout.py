@@ -263,7 +263,12 @@ def _blob_dtype(features: FeatureSet, families: tuple[Family, ...]) -> np.dtype[
     return np.dtype(fields)
 
 
-BLOB_VERSION = 3
+NEW_PLACE = np.uint64(1 << 63)
+"""The top bit of a history entry's id hash: the transaction was at a terminal new to its
+customer (``is_first_seen_terminal`` as it was processed). Ids are hashed to 63 bits
+(`ID_MASK`), so the flag costs no byte."""
+ID_MASK = np.uint64((1 << 63) - 1)
+BLOB_VERSION = 4
 """Layout version of the customer blob (its first two bytes). Bump it when the layout, or
 the meaning of a field, changes: a blob of another version reads as unreadable, and its
 customer starts afresh (`fraudstream.features.online.EngineStats.reset`)."""

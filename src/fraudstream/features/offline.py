@@ -146,6 +146,8 @@ def backfill_rows(
     )
     lo = 0 if since is None else int(np.searchsorted(ts, _epoch_us_of(since), side="left"))
 
+    first_seen, seen_present = _first_seen(plan, frame, codes["customer"])
+    new_place = _new_place(plan, first_seen, seen_present, n)
     sketches = {what: _sketch(frame, what) for what in plan.features.distinct_of}
     orders = {e: _EntityOrder.of(codes[e]) for e in {f.entity for f in plan.families}}
     windows = [
@@ -164,10 +166,10 @@ def backfill_rows(
     pool_ts, pool_cents = ts[order], cents[order]
     kept_ts, kept_cents = history_entry(pool_ts, pool_cents)
     pool_cell = cells(plan, sys, a, b)[order]
+    pool_new = new_place[order]
     last_idx = _previous_located(sys[order] > 0, sorted_cust)[pos]
     del sorted_cust
 
-    first_seen, seen_present = _first_seen(plan, frame, cust)
     static = _static_inputs(plan, frame, profiles)
     out = np.empty((n - lo, len(plan.names)), order="F")
     amount = frame["amount"].to_numpy()
@@ -198,6 +200,8 @@ def backfill_rows(
             prev_ts=np.where(ok, kept_ts[idx], NONE_TS),
             prev_cents=np.where(ok, kept_cents[idx], 0),
             prev_cell=np.where(ok, pool_cell[idx], 0),
+            prev_new=ok & pool_new[idx],
+            new_place=new_place[rows],
             last_ts=np.where(ok[:, 0], pool_ts[idx[:, 0]], NONE_TS),
             last_loc_sys=np.where(has_last, sys[li_src], 0).astype(np.uint8),
             last_loc_a=np.where(has_last, a[li_src], np.nan),
@@ -561,6 +565,20 @@ def _first_seen(
             first[at] = replay(spec, state, cust[at], hashes[code[at]], np.ones(len(at), bool))
         flags[spec.name], present[spec.name] = first, has
     return flags, present
+
+
+def _new_place(
+    plan: Plan,
+    first_seen: dict[str, NDArray[np.bool_]],
+    present: dict[str, NDArray[np.bool_]],
+    n: int,
+) -> NDArray[np.bool_]:
+    """Each transaction at a terminal new to its customer (False: the set tracks none)."""
+    seen = plan.features.seen_terminal
+    if seen is None:
+        return np.zeros(n, dtype=bool)
+    new: NDArray[np.bool_] = first_seen[seen.name] & present[seen.name]
+    return new
 
 
 def _locations(

@@ -65,6 +65,7 @@ from fraudstream.features.write import block_ttl
 from fraudstream.schema import Label, Transaction
 
 log = logging.getLogger(__name__)
+ID_BITS = (1 << 63) - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -93,8 +94,9 @@ def epoch_us(stamp: datetime) -> int:
 
 
 def tx_hash(transaction_id: str) -> int:
+    """63 bits of BLAKE2b: the history keeps a flag in the top bit (`layout.NEW_PLACE`)."""
     digest = hashlib.blake2b(transaction_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return int.from_bytes(digest, "little") & ID_BITS
 
 
 class FeatureEngine:
