@@ -523,3 +523,17 @@ def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Re
     e.compute_batch([tx(1, customer="solo")])
     e.compute_batch([tx(i, minutes=i, customer=f"c{i % 3}") for i in range(2, 12)])
     assert [len(k.signatures) for k in kernels] == compiled
+
+
+@pytest.mark.integration
+def test_shared_blocks_of_another_packing_are_never_read(client: redis.Redis) -> None:
+    """A terminal's block packs its counters by what the feature set needs: a set that packs
+    them otherwise (an upgrade adding a sum) reads its own keys, never the old words."""
+    before = FeatureSet((Aggregate("terminal", "count", "1d"), Aggregate("terminal", "risk", "1d")))
+    after = FeatureSet((*before.aggregates, Aggregate("terminal", "sum", "1d")))
+    old = FeatureEngine(client, before, clock=lambda: FIXED_CLOCK)
+    old.compute_batch([tx(i, minutes=i, customer=f"c{i}", terminal_id="T9") for i in range(5)])
+    new = FeatureEngine(client, after, clock=lambda: FIXED_CLOCK)
+    out = new.compute_batch([tx(9, minutes=9, customer="c9", terminal_id="T9")])
+    assert col(new, out, "terminal_tx_count_1d") == [1.0]
+    assert col(new, out, "terminal_amount_sum_1d") == [19.0]  # its own amount, nothing else

@@ -136,8 +136,12 @@ class Family:
 
     @cached_property
     def tag(self) -> str:
+        """The family's part of a shared key: tile, filter and how the counters are packed
+        (``1d.ns.f``), so a feature set that packs them otherwise (a counter added by an
+        upgrade) starts its own keys and never reads another's words; the old ones expire."""
         tile = f"{self.tile_s // 86400}d" if self.tile_s % 86400 == 0 else f"{self.tile_s}s"
-        return tile + (f"_{self.where}" if self.where else "")
+        packing = ".".join("".join(word) for word in self.words) if not self.owned else ""
+        return tile + (f"_{self.where}" if self.where else "") + (f".{packing}" if packing else "")
 
     @cached_property
     def words(self) -> tuple[tuple[str, ...], ...]:
