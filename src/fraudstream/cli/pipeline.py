@@ -65,6 +65,7 @@ def demo(
         if train:
             run.ensure_model()
             _say_key_created(run.key_created)
+        run.warm_up()
         report = run.run()
         print(json.dumps(report.as_dict()))
         return
@@ -83,6 +84,8 @@ def demo(
                 else "(already active)"
             )
         )
+    with console.status("compiling the feature kernels (the first run on this machine only)"):
+        run.warm_up()
     console.print(
         f"[bold]fraudstream demo[/] run {run.report.run_id}: {tps:g} tx/s for "
         f"{duration:g}s, {workers} worker(s), {settings.partitions} partitions"

@@ -100,7 +100,7 @@ class LoadTest:
             frauds = set(picked.filter(pl.col("is_fraud"))["transaction_id"].to_list())
             streams = (self.keys.decisions, self.keys.deadletter)
             after = {s: last_id(self.client, s) for s in streams}
-            wait_for_partitions(self.client, self.keys, self.options.processes, [workers], 60.0)
+            wait_for_partitions(self.client, self.keys, self.options.processes, [workers], 120.0)
             stats, status = self._send_and_follow(rows, frauds, after, workers, on_tick)
         finally:
             stop_all([workers])
