@@ -391,6 +391,13 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleRegistry, RuleWatcher
 
+    models = None
+    if settings.features_enabled and settings.models_enabled:
+        # first: a host without the key, or a model that does not load, refuses at once,
+        # not after the feature kernels compiled (seconds on a fresh install)
+        source = KeySource(settings.model_registry_key, settings.data_path)
+        models = ModelWatcher(ModelRegistry(client, source), default_feature_set())
+        models.start()
     features = None
     if settings.features_enabled:
         features = FeatureEngine(
@@ -400,11 +407,6 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
             max_future_skew_s=settings.feature_max_future_skew_s,
             ttl_s=settings.feature_ttl_s,
         )
-    models = None
-    if features is not None and settings.models_enabled:
-        source = KeySource(settings.model_registry_key, settings.data_path)
-        models = ModelWatcher(ModelRegistry(client, source), default_feature_set())
-        models.start()
     rules = lists = None
     if settings.rules_enabled:
         schema = RuleSchema.build(features.names if features else [])
