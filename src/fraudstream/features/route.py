@@ -18,10 +18,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.crc import key_slot
 
+from fraudstream.features.slots import key_slots
 from fraudstream.features.wire import Client, Command, FeatureStoreError, Session, Wire
 
 REDIRECTS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
@@ -39,11 +40,6 @@ def redirected(reply: Any) -> bool:
     return isinstance(reply, Exception) and str(reply).startswith(REDIRECTS)
 
 
-def slot_of(command: Command) -> int:
-    key = command[KEY_AT.get(command[0], 1)]
-    return key_slot(key.encode() if isinstance(key, str) else key)
-
-
 class NodeWire(Wire):
     """`Wire.run` on a cluster, one round trip per node (``round_trips`` counts them)."""
 
@@ -53,6 +49,7 @@ class NodeWire(Wire):
         super().__init__(client)
         self.round_trips: Counter[str] = Counter()
         """Sends per node (``host:port``), for tests and benchmarks."""
+        key_slots(["{}"])  # compiled now, not in the first batch (a worker's leases wait)
 
     def run(self, commands: Sequence[Command], *, atomic: bool = False) -> list[Any]:
         """As `Wire.run`; ``atomic`` is refused (no transaction spans slots).
@@ -91,19 +88,24 @@ class NodeWire(Wire):
     def _groups(self, commands: Sequence[Command]) -> list[tuple[ClusterNode, list[int]]] | None:
         """Command indices per primary of their slot, in order; None while a slot has no
         primary known (the pipeline routes them then)."""
-        nodes = self.client.nodes_manager
-        owner: dict[int, ClusterNode] = {}
-        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for i, command in enumerate(commands):
-            slot = slot_of(command)
-            node = owner.get(slot)
-            if node is None:
-                try:
-                    node = owner[slot] = nodes.get_node_from_slot(slot)
-                except redis.RedisError:  # SlotNotCoveredError: a failover under way
-                    return None
-            groups.setdefault(node.name, (node, []))[1].append(i)
-        return list(groups.values())
+        slots = key_slots([c[KEY_AT.get(c[0], 1)] for c in commands])
+        uniq, inverse = np.unique(slots, return_inverse=True)
+        cache = self.client.nodes_manager.slots_cache
+        names: dict[str, int] = {}
+        nodes: list[ClusterNode] = []
+        owner = np.empty(len(uniq), dtype=np.int64)
+        for u, slot in enumerate(uniq.tolist()):
+            if not cache.get(slot):  # a failover under way
+                return None
+            node = cache[slot][0]
+            owner[u] = at = names.setdefault(node.name, len(nodes))
+            if at == len(nodes):
+                nodes.append(node)
+        of = owner[inverse]
+        order = np.argsort(of, kind="stable")
+        bounds = np.searchsorted(of[order], np.arange(len(nodes) + 1))
+        where = [order[bounds[n] : bounds[n + 1]].tolist() for n in range(len(nodes))]
+        return list(zip(nodes, where, strict=True))
 
     def _send(self, node: ClusterNode, commands: list[Command]) -> Session | None:
         """``commands`` sent to ``node`` on a connection of its pool; None if unreachable."""
