@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from fraudstream.features import (
 from fraudstream.features.batch import BatchRun
 from fraudstream.features.profiles import profile_key
 from fraudstream.features.sample import synthetic_history
+from fraudstream.features.wire import Session
 from fraudstream.schema import Label, Transaction
 
 FRAUD_AT_T9 = Label(
@@ -508,6 +510,61 @@ def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_sto
     assert e.customer_state("c2")["transactions_seen"] == 1
     assert col(e, out, "terminal_tx_count_1d_delay7d") == [0.0, 0.0]
     assert col(e, out, "card_tx_count_1h") == [3.0, 4.0]
+
+
+def history_batches() -> list[list[Transaction]]:
+    history, _ = synthetic_history(n_customers=40, n_terminals=20, n_days=4, seed=7)
+    txs = transactions(history.sort("timestamp"))
+    return [txs[i : i + 150] for i in range(0, len(txs), 150)]
+
+
+@pytest.mark.integration
+def test_on_a_cluster_commands_sent_to_a_node_that_lost_their_slot_run_once_where_it_went(
+    client: redis.Redis, cluster_client: redis.RedisCluster
+) -> None:
+    """The client's slot map gone stale (slots migrated, a failover): every node answers
+    ``MOVED``, the commands run through the cluster pipeline, once each."""
+    batches = history_batches()
+    one = engine(client)
+    expected = np.vstack([one.compute_batch(b) for b in batches])
+    many = engine(cluster_client)
+    primaries = cluster_client.get_primaries()  # type: ignore[no-untyped-call]
+    names = [p.name for p in primaries]
+    got = [many.compute_batch(batches[0])]
+    for owners in cluster_client.nodes_manager.slots_cache.values():
+        owners[0] = primaries[(names.index(owners[0].name) + 1) % len(primaries)]
+    got += [many.compute_batch(b) for b in batches[1:]]
+    assert np.array_equal(expected, np.vstack(got), equal_nan=True)
+    assert many.stats.processed == one.stats.processed
+
+
+@pytest.mark.integration
+def test_on_a_cluster_a_batch_sends_one_round_trip_per_node_and_equals_one_node(
+    client: redis.Redis, cluster_client: redis.RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per batch each primary gets its read, its customers' puts and its shared increments
+    as one send each (redis-py's cluster pipeline: a command at a time); the features and
+    the stored state are the one-node engine's."""
+    batches = history_batches()
+    one = engine(client)
+    expected = np.vstack([one.compute_batch(b) for b in batches])
+    sends: Counter[int] = Counter()
+    send = Session.send
+
+    def counted(self: Session, commands: Any, *, atomic: bool = False) -> None:
+        sends[self.conn.port] += 1
+        send(self, commands, atomic=atomic)
+
+    monkeypatch.setattr(Session, "send", counted)
+    many = engine(cluster_client)
+    primaries = cluster_client.get_primaries()  # type: ignore[no-untyped-call]
+    got = []
+    for b in batches:
+        sends.clear()
+        got.append(many.compute_batch(b))
+        assert sends == {p.port: 3 for p in primaries}
+    assert np.array_equal(expected, np.vstack(got), equal_nan=True)
+    assert many.stats.processed == one.stats.processed == sum(map(len, batches))
 
 
 @pytest.mark.integration

@@ -50,6 +50,7 @@ from fraudstream.features.definitions import (
 from fraudstream.features.kernels import GRID, LATLON, to_cents
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
+from fraudstream.features.route import wire_for
 from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
     FUNCTIONS,
@@ -57,7 +58,6 @@ from fraudstream.features.wire import (
     FeatureStoreError,
     Session,
     WatchConflict,
-    Wire,
     first_error,
     is_cluster,
 )
@@ -148,7 +148,7 @@ class FeatureEngine:
         self.last_io: tuple[list[str], list[tuple[Any, ...]]] | None = None
         """With ``record_io``: the keys read and commands written by the last batch."""
         self.record_io = False
-        self._wire = Wire(client)
+        self._wire = wire_for(client)
         self._pending: tuple[Session, int] | None = None
         """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._started = False

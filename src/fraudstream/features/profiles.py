@@ -29,8 +29,9 @@ from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
 from fraudstream.features.kernels import GRID, LATLON
+from fraudstream.features.route import wire_for
 from fraudstream.features.seen import value_hashes
-from fraudstream.features.wire import Client, FeatureStoreError, Wire, first_error
+from fraudstream.features.wire import Client, FeatureStoreError, first_error
 
 PROFILE_VERSION = 1
 PROFILE = np.dtype(
@@ -156,7 +157,7 @@ def load_profiles(
         FeatureStoreError: Valkey refused a write.
     """
     ids, records = profile_records(frame)
-    wire = Wire(client)
+    wire = wire_for(client)
     size = PROFILE.itemsize
     for lo in range(0, len(ids), chunk):
         packed = records[lo : lo + chunk].tobytes()

@@ -6,10 +6,11 @@ shared tile block, one ``SET`` per customer). Here commands arrive already encod
 from `fraudstream.features.resp`) or are packed by hiredis in C, and the replies are parsed
 by a hiredis ``Reader`` straight from the connection's socket, on a connection borrowed from
 the client's own pool (same auth, TLS, db). A `Session` can have several sends in flight
-(`Session.send`, then `Session.receive` once per send, in order). A cluster client
-(`redis.cluster.RedisCluster`) takes redis-py's cluster pipeline instead, which routes each
-single-key command to its slot's node; a cluster cannot run one ``MULTI`` across slots, so
-``atomic`` is refused there (`FeatureEngine` says what the engine does on a cluster).
+(`Session.send`, then `Session.receive` once per send, in order). On a cluster client
+(`redis.cluster.RedisCluster`) `Wire.run` takes redis-py's cluster pipeline, which routes
+each single-key command to its slot's node: the engine's `fraudstream.features.route.NodeWire`
+sends a round trip per node instead and falls back on it when a slot moved. A cluster
+cannot run one ``MULTI`` across slots, so ``atomic`` is refused there.
 """
 
 from __future__ import annotations
