@@ -140,7 +140,7 @@ def sniff_date_format(sample: pl.Series) -> str:
     numbers = text.cast(pl.Float64, strict=False)
     if numbers.len() and numbers.null_count() == 0:
         median = numbers.abs().median()
-        return "epoch_ms" if isinstance(median, float) and median >= _MILLIS_FROM else "epoch"
+        return epoch_format(median if isinstance(median, float) else 0.0) or "epoch"
     parsed = {f: text.str.to_datetime(f, strict=False, time_unit="us").count() for f in _FORMATS}
     return max(_FORMATS, key=lambda f: parsed[f])
 

@@ -113,7 +113,11 @@ def create_app(
             drift.tick()
 
     scorer = build_scorer(settings, client)
-    drift = _drift_monitor(settings, client, scorer)
+    # its own window (``api-<host>-<pid>``): traffic scored here counts in the fleet's drift
+    # as the workers' does, published by the batcher's thread between batches
+    drift = DriftMonitor.attached(
+        settings, client, [scorer], consumer=f"api-{socket.gethostname()}-{os.getpid()}"
+    )
     batcher = MicroBatcher(scorer, decided, publish)
     database = engine or create_engine(database_url(settings))
     desk = ReviewDesk(database, producer)
@@ -503,23 +507,6 @@ def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:
         return Route(path, dispatch, methods=list(methods))
 
     return [route(path, methods) for path, methods in by_path.items()]
-
-
-def _drift_monitor(settings: Settings, client: redis.Redis, scorer: Scorer) -> DriftMonitor | None:
-    """The server's own drift window (consumer ``api-<host>-<pid>``): traffic scored here
-    counts in the fleet's figures as the workers' does, fed by the scorer after each batch
-    and published by the batcher's thread between batches."""
-    if scorer.features is None:
-        return None
-    monitor = DriftMonitor(
-        client,
-        settings.stream_prefix,
-        scorer.features.names,
-        consumer=f"api-{socket.gethostname()}-{os.getpid()}",
-        capacity=settings.drift_window,
-    )
-    scorer.on_scored = monitor.observe
-    return monitor
 
 
 def _validate_items(

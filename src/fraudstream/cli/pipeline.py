@@ -254,13 +254,7 @@ def _work(
     scorer = build_scorer(settings, client)
     lanes = [scorer] + [build_scorer(settings, client) for _ in range(settings.lanes - 1)]
     reporter = IntervalReporter(report_every) if report_every else None
-    drift = None
-    if scorer.features is not None:
-        drift = DriftMonitor(
-            client, settings.stream_prefix, scorer.features.names, capacity=settings.drift_window
-        )
-        for lane in lanes:
-            lane.on_scored = drift.observe
+    drift = DriftMonitor.attached(settings, client, lanes)
     monitor = Monitors(reporter, WorkerMetrics(), drift)
     keys = StreamKeys.of(settings)
     w = Worker(client, keys, lanes, options, monitor=monitor)

@@ -32,7 +32,9 @@ from fraudstream.errors import DriftError
 from fraudstream.schema import Decision
 
 if TYPE_CHECKING:
+    from fraudstream.config import Settings
     from fraudstream.models import ModelBundle
+    from fraudstream.scoring import Scorer
     from fraudstream.stream.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,26 @@ class DriftMonitor:
         self._lock = threading.Lock()
         """A worker's lanes score in threads: one batch counted at a time, and the figures
         read between batches."""
+
+    @classmethod
+    def attached(
+        cls, settings: Settings, client: redis.Redis, scorers: Sequence[Scorer], consumer: str = ""
+    ) -> DriftMonitor | None:
+        """One window for a process's scorers (a worker's lanes, an API server's), set as
+        their ``on_scored``; None when they compute no features (nothing to measure).
+        ``consumer``: the window's name for the fleet (a worker takes its own at start)."""
+        if not scorers or scorers[0].features is None:
+            return None
+        monitor = cls(
+            client,
+            settings.stream_prefix,
+            scorers[0].features.names,
+            consumer=consumer,
+            capacity=settings.drift_window,
+        )
+        for scorer in scorers:
+            scorer.on_scored = monitor.observe
+        return monitor
 
     def observe(
         self, features: NDArray[np.float64], scores: NDArray[np.float64], model: ModelBundle
