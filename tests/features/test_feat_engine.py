@@ -495,7 +495,7 @@ def test_on_a_cluster_a_concurrent_writer_keeps_its_customer_and_the_rest_is_sto
     e.compute_batch([tx(1)])
 
     def other_worker(run: BatchRun) -> None:
-        if run.e is e:  # another worker stores c1 between this batch's read and write
+        if run.e is e.ctx:  # another worker stores c1 between this batch's read and write
             other.compute_batch([tx(9, minutes=0.5)])
 
     race(monkeypatch, other_worker)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fraudstream.errors import AlertError
+
+if TYPE_CHECKING:
+    from fraudstream.config import Settings
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,15 @@ class RetryPolicy:
     backoff_s: float = 0.5
     """Wait after the first failure; doubled after each next one."""
     max_backoff_s: float = 30.0
+
+    @classmethod
+    def of(cls, settings: Settings, *, attempts: int | None = None) -> RetryPolicy:
+        """The configured policy (``alerts_attempts``, ``alerts_backoff_s``, …)."""
+        return cls(
+            attempts=attempts or settings.alerts_attempts,
+            backoff_s=settings.alerts_backoff_s,
+            max_backoff_s=settings.alerts_max_backoff_s,
+        )
 
     def delays(self) -> list[float]:
         """The waits between the tries.

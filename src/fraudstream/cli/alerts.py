@@ -17,7 +17,6 @@ from fraudstream.cli.store import DatabaseOpt
 if TYPE_CHECKING:
     from fraudstream.alerts.channels import Channel
     from fraudstream.alerts.consumer import AlertStats
-    from fraudstream.alerts.retry import RetryPolicy
     from fraudstream.alerts.routing import ChannelName
     from fraudstream.config import Settings
 
@@ -51,6 +50,7 @@ def alerts_run(
     from fraudstream import metrics
     from fraudstream.alerts.channels import CONFIGURE_HINT, channels_from, routes_from
     from fraudstream.alerts.consumer import AlertConsumer, AlertOptions
+    from fraudstream.alerts.retry import RetryPolicy
     from fraudstream.challenges import Codes
     from fraudstream.errors import ConfigError
     from fraudstream.store.engine import create_engine, database_url, describe
@@ -79,7 +79,7 @@ def alerts_run(
         keys,
         routes,
         channels,
-        policy=_policy(settings),
+        policy=RetryPolicy.of(settings),
         options=AlertOptions(
             batch_size=settings.alerts_batch_size,
             block_ms=settings.block_ms,
@@ -158,12 +158,12 @@ def alerts_test(
     from datetime import UTC, datetime
 
     from fraudstream.alerts.payload import sample_alert
-    from fraudstream.alerts.retry import with_retries
+    from fraudstream.alerts.retry import RetryPolicy, with_retries
 
     settings = settings_from(config)
     target = _channel(settings, channel)
     alert = sample_alert(channel, datetime.now(UTC))
-    policy = _policy(settings, attempts=attempts)
+    policy = RetryPolicy.of(settings, attempts=attempts)
     started = time.perf_counter()
     tried = with_retries(lambda: target.send(alert), policy)
     ms = (time.perf_counter() - started) * 1000
@@ -184,13 +184,3 @@ def _channel(settings: Settings, name: ChannelName) -> Channel:
         needs = "alerts_webhook_url" if name == "webhook" else "alerts_smtp_host"
         raise typer.BadParameter(f"{name} is not configured (set {needs})", param_hint="--channel")
     return found
-
-
-def _policy(settings: Settings, *, attempts: int | None = None) -> RetryPolicy:
-    from fraudstream.alerts.retry import RetryPolicy
-
-    return RetryPolicy(
-        attempts=attempts or settings.alerts_attempts,
-        backoff_s=settings.alerts_backoff_s,
-        max_backoff_s=settings.alerts_max_backoff_s,
-    )

@@ -29,14 +29,14 @@ def watch_from(settings: Settings) -> DriftWatch:
     """The drift watch over the configured alert channels (none configured: it measures and
     sends nothing)."""
     from fraudstream.alerts.channels import channels_from
-    from fraudstream.cli.alerts import _policy
+    from fraudstream.alerts.retry import RetryPolicy
     from fraudstream.drift.alert import DriftWatch
 
     return DriftWatch(
         connect(settings),
         settings.stream_prefix,
         channels_from(settings),
-        _policy(settings),
+        RetryPolicy.of(settings),
         threshold=settings.drift_psi_alert,
     )
 

@@ -25,7 +25,7 @@ from fraudstream.cli.reading import ColumnOpt, ColumnsFileOpt, DateFormatOpt, Sk
 
 if TYPE_CHECKING:
     from fraudstream.config import Settings
-    from fraudstream.features.online import EngineStats
+    from fraudstream.features.context import EngineStats
     from fraudstream.models import ModelHealth
     from fraudstream.scoring import Scorer
 
@@ -292,7 +292,7 @@ def _work(
 
 def _feature_stats(scorers: list[Scorer]) -> EngineStats:
     """The lanes' feature engines' counts, summed."""
-    from fraudstream.features.online import EngineStats
+    from fraudstream.features.context import EngineStats
 
     total = EngineStats()
     for scorer in scorers:

@@ -161,6 +161,7 @@ drops the same labels.
 
 from __future__ import annotations
 
+from fraudstream.features.context import EngineStats
 from fraudstream.features.definitions import (
     Aggregate,
     Derived,
@@ -169,7 +170,7 @@ from fraudstream.features.definitions import (
     default_feature_set,
 )
 from fraudstream.features.offline import FeatureRows, backfill, backfill_rows
-from fraudstream.features.online import EngineStats, FeatureEngine
+from fraudstream.features.online import FeatureEngine
 from fraudstream.features.wire import FeatureStoreError
 
 __all__ = [

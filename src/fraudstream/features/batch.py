@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.definitions import ENTITIES
 from fraudstream.features.history import DUPLICATE, LATE, Found, admit, mark_new_places
 from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
@@ -26,15 +27,12 @@ from fraudstream.features.layout import (
     SHIFT,
     Family,
     Plan,
-    cap_of,
     empty_blobs,
-    empty_value,
 )
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.resp import encode_keys, keys_command
 from fraudstream.features.seen import SeenState, replay
 from fraudstream.features.windows import (
-    op_of,
     owned_grid,
     previous_same,
     shared_grid,
@@ -43,25 +41,7 @@ from fraudstream.features.windows import (
 from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
-if TYPE_CHECKING:
-    from fraudstream.features.online import FeatureEngine
-
 I64 = NDArray[np.int64]
-
-
-@dataclass
-class Batch:
-    """Columns of one batch of transactions."""
-
-    ts: I64
-    cents: I64
-    amount: NDArray[np.float64]
-    channel: NDArray[np.object_]
-    ids: dict[str, list[str | None]]
-    txid: NDArray[np.uint64]
-    loc_sys: NDArray[np.uint8]
-    loc_a: NDArray[np.float64]
-    loc_b: NDArray[np.float64]
 
 
 @dataclass
@@ -123,37 +103,12 @@ def _unpack(mat: NDArray[np.uint8], fam: Family) -> dict[str, I64]:
     return out
 
 
-@dataclass(frozen=True)
-class WindowSpec:
-    """A family's constant arguments of `window_sums`, built once per engine."""
-
-    empty: I64
-    ops: I64
-    caps: I64
-    in_batch: NDArray[np.bool_]
-    """Counters the batch's own transactions add to (labels are never in the batch)."""
-    lags: I64
-    lengths: I64
-
-    @classmethod
-    def of(cls, fam: Family) -> WindowSpec:
-        counters = fam.counters
-        return cls(
-            empty=np.array([empty_value(c) for c in counters], dtype=np.int64),
-            ops=np.array([op_of(c) for c in counters], dtype=np.int64),
-            caps=np.array([cap_of(c) for c in counters], dtype=np.int64),
-            in_batch=np.array([c != "f" for c in counters]),
-            lags=np.array([a.lag for a in fam.aggregates], dtype=np.int64),
-            lengths=np.array([a.tiles for a in fam.aggregates], dtype=np.int64),
-        )
-
-
 class BatchRun(Writer):
     """One `compute_batch`: read, compute, write (split out to keep each step small)."""
 
-    def __init__(self, engine: FeatureEngine, batch: Batch) -> None:
-        self.e = engine
-        self.plan = engine.plan
+    def __init__(self, context: EngineContext, batch: Batch) -> None:
+        self.e = context
+        self.plan = context.plan
         self.b = batch
         self.n = len(batch.ts)
         self.codes: dict[str, I64] = {}
@@ -185,7 +140,7 @@ class BatchRun(Writer):
         self._read_keys, self._layout = self._keys()
         if not self.e.cluster:
             self._encoded = encode_keys(self._read_keys)
-        self.e._tick("keys", t)
+        self.e.tick("keys", t)
 
     def rehearse(self) -> None:
         """Every step of a batch over absent state, without I/O: compiles the kernels
@@ -209,13 +164,13 @@ class BatchRun(Writer):
             return
         t = time.perf_counter()
         self._behind = None if behind is None else behind[1]
-        self._session = session = e._wire.open() if behind is None else behind[0]
+        self._session = session = e.wire.open() if behind is None else behind[0]
         try:
             blob, starts = self._encoded
             if self.labels:
                 session.send(self.labels)
             read = [Packed(keys_command(b"MGET", blob, starts, 0, len(keys)), 1)]
-            if e._cas:
+            if e.cas:
                 nc = len(self.uniq["customer"])
                 watch = keys_command(b"WATCH", blob, starts, 0, nc)
                 read.insert(0, Packed(watch, 1, watches=True))
@@ -223,7 +178,7 @@ class BatchRun(Writer):
         except BaseException:
             session.close(broken=True)
             raise
-        e._tick("read", t)
+        e.tick("read", t)
 
     def run(self) -> NDArray[np.float64]:
         """Receive the read (after the previous write's outcome, if it was behind one),
@@ -234,17 +189,17 @@ class BatchRun(Writer):
         t = time.perf_counter()
         if e.cluster:
             values = self._read_cluster(keys)
-            t = e._tick("read", t)
+            t = e.tick("read", t)
             return self._process(values, None, t)[0]
         session = self._session
         try:
             if self._behind is not None:
-                e._collect(session, self._behind)
+                e.collect(session, self._behind)
                 t = time.perf_counter()
             if self.labels:
-                e._count_labels(session.receive())
+                e.count_labels(session.receive())
             values = list(session.receive()[-1])
-            t = e._tick("read", t)
+            t = e.tick("read", t)
             features, stored = self._process(values, session, t)
         except BaseException:
             session.close(broken=True)
@@ -252,7 +207,7 @@ class BatchRun(Writer):
         if stored is None:
             session.close()
         else:
-            e._pending = (session, stored)
+            e.pending = (session, stored)
         return features
 
     def _process(
@@ -261,7 +216,7 @@ class BatchRun(Writer):
         """The new state first (what the write needs), the write sent, then the features
         from the state as read."""
         state = self._state(values)
-        since = self.e._tick("compute", since)
+        since = self.e.tick("compute", since)
         stored = self._write(session, state.new, values, state.valid)
         return self._features(values, state, time.perf_counter()), stored
 
@@ -284,14 +239,14 @@ class BatchRun(Writer):
         raw = self._raw(st)
         raw.static = self._static(values, self._layout)
         features = finalize(self.plan, raw)
-        self.e._tick("compute", since)
+        self.e.tick("compute", since)
         return features
 
     # --- read ------------------------------------------------------------------------------
 
     def _read_cluster(self, keys: list[str]) -> list[Any]:
         """One ``GET`` per key, pipelined per node (a cluster has no cross-slot ``MGET``)."""
-        values = self.e._wire.run([("GET", key) for key in keys])
+        values = self.e.wire.run([("GET", key) for key in keys])
         if (err := first_error(values)) is not None:
             raise FeatureStoreError(f"reading feature state failed: {err}")
         return values
@@ -317,7 +272,7 @@ class BatchRun(Writer):
             keys += [prefix[c] + str(k) for c, k in zip(codes, numbers, strict=True)]
             layout["blocks"][fam.index] = (start, uniq, rows)
         layout["kf_start"] = len(keys)
-        if e._wants_known_fraud():
+        if e.wants_known_fraud:
             keys += [e.known_fraud_key(t) for t in self.uniq["terminal"]]
         return keys, layout
 
@@ -347,7 +302,7 @@ class BatchRun(Writer):
         nt = len(self.uniq["terminal"])
         first = np.full(nt, NONE_TS, dtype=np.int64)
         last = np.full(nt, NONE_TS, dtype=np.int64)
-        if self.e._wants_known_fraud():
+        if self.e.wants_known_fraud:
             unread: list[int] = []
             for j, v in enumerate(values[layout["kf_start"] : layout["kf_start"] + nt]):
                 stamps = _stamps(v) if v else (NONE_TS, NONE_TS)
@@ -361,7 +316,7 @@ class BatchRun(Writer):
         return blobs, blocks, (first[code], last[code])
 
     def _unreadable(self, at: Any, values: list[Any], consequence: str) -> None:
-        self.e._unreadable([(self._read_keys[j], values[j]) for j in at], consequence)
+        self.e.unreadable([(self._read_keys[j], values[j]) for j in at], consequence)
 
     def _static(self, values: list[Any], layout: dict[str, Any]) -> StaticInputs | None:
         if not self.plan.features.uses_profiles:
@@ -372,7 +327,7 @@ class BatchRun(Writer):
             self._unreadable(start + np.flatnonzero(bad), values, "profile read as none")
         records = records[self.codes["customer"]]
         code = self.codes["card"]
-        hashes = self.e._hashes.lookup(self.uniq["card"])
+        hashes = self.e.hashes.lookup(self.uniq["card"])
         card = np.where(code >= 0, hashes[np.maximum(code, 0)] if len(hashes) else 0, 0)
         return StaticInputs.of(records, card.astype(np.uint64))
 
@@ -393,7 +348,7 @@ class BatchRun(Writer):
         )
         e.stats.duplicates += int(np.count_nonzero(found.status == DUPLICATE))
         e.stats.late += int(np.count_nonzero(found.status == LATE))
-        e._watermark = max(e._watermark, int(b.ts.max()))
+        e.watermark = max(e.watermark, int(b.ts.max()))
         return found
 
     # --- compute ---------------------------------------------------------------------------
@@ -406,9 +361,7 @@ class BatchRun(Writer):
         (`fraudstream.features.windows`)."""
         tile = self.b.ts // fam.tile_us
         counters = fam.counters
-        spec = self.e._window_specs.get(fam.index) or self.e._window_specs.setdefault(
-            fam.index, WindowSpec.of(fam)
-        )
+        spec = self.e.window_spec(fam)
         if fam.owned:
             ring = np.stack([blobs[f"r{fam.index}_{c}"].astype(np.int64) for c in counters])
             ring_tile = blobs[f"r{fam.index}_tile"].astype(np.int64)
@@ -483,7 +436,7 @@ class BatchRun(Writer):
             code = self.codes[spec.what]
             has = code >= 0
             idx = np.flatnonzero(has)
-            hashes = self.e._hashes.lookup(self.uniq[spec.what])
+            hashes = self.e.hashes.lookup(self.uniq[spec.what])
             count = blobs[f"s{j}_n"].astype(np.int64)
             state = SeenState(blobs[f"s{j}_cur"], blobs[f"s{j}_prev"], count)
             first = np.zeros(self.n, dtype=bool)

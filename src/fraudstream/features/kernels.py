@@ -22,7 +22,7 @@ from fraudstream.features.definitions import (
     Derived,
     parse_duration,
 )
-from fraudstream.features.layout import EMPTY_LO, HISTORY_CENTS_MAX, S_CAP, US, Plan
+from fraudstream.features.layout import EMPTY_LO, GRID, HISTORY_CENTS_MAX, LATLON, S_CAP, US, Plan
 from fraudstream.features.trends import daily_trends
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ F64 = NDArray[np.float64]
 Bools = NDArray[np.bool_]
 NONE_TS = np.iinfo(np.int64).min
 """Timestamp meaning "never" (no previous transaction, no known fraud)."""
-GRID, LATLON = 1, 2
 EARTH_KM = 6371.0088
 DAY_US, HOUR_US = 86_400 * US, 3_600 * US
 

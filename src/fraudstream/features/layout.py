@@ -88,6 +88,9 @@ KEY_TAG = {
     "ip": "i",
 }
 US = 1_000_000
+GRID, LATLON = 1, 2
+"""Coordinate systems of a stored place (``loc_sys``, ``home_sys``; 0: none): x/y on the
+simulator's grid, or latitude/longitude."""
 MIN_BLOCK_TILES = 64
 """Shared blocks hold at least 64 tiles (64 hours for the ``…h`` windows): a block is created
 (one ``EXPIRE``) half as often as with 32, and a 24-tile window straddles two blocks 36 % of

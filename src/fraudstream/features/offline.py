@@ -26,8 +26,6 @@ from fraudstream.features.definitions import (
     default_feature_set,
 )
 from fraudstream.features.kernels import (
-    GRID,
-    LATLON,
     NONE_TS,
     RawInputs,
     cells,
@@ -37,6 +35,8 @@ from fraudstream.features.kernels import (
     to_cents,
 )
 from fraudstream.features.layout import (
+    GRID,
+    LATLON,
     Q_CLIP_CENTS,
     Family,
     Plan,

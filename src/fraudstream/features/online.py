@@ -32,7 +32,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,25 +39,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
-from fraudstream.features.batch import Batch, BatchRun, WindowSpec, decode_blobs
+from fraudstream.features.batch import BatchRun, decode_blobs
+from fraudstream.features.context import Batch, EngineContext, EngineStats
 from fraudstream.features.definitions import (
     DISTINCT_FIELDS,
     ENTITIES,
     FeatureSet,
     default_feature_set,
 )
-from fraudstream.features.kernels import GRID, LATLON, to_cents
-from fraudstream.features.layout import KEY_TAG, US, Family, Plan, compile_plan
+from fraudstream.features.kernels import to_cents
+from fraudstream.features.layout import GRID, KEY_TAG, LATLON, US, Family, Plan, compile_plan
 from fraudstream.features.profiles import decode_profiles, profile_key
 from fraudstream.features.route import wire_for
-from fraudstream.features.seen import HashCache
 from fraudstream.features.wire import (
     FUNCTIONS,
     Client,
-    FeatureStoreError,
-    Session,
-    WatchConflict,
-    first_error,
     is_cluster,
 )
 from fraudstream.features.write import block_ttl
@@ -68,24 +63,6 @@ log = logging.getLogger(__name__)
 ID_BITS = (1 << 63) - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-
-
-@dataclass
-class EngineStats:
-    processed: int = 0
-    duplicates: int = 0
-    late: int = 0
-    """Older than the customer's newest by more than the lateness, or than all of its full
-    history (maybe a redelivery): scored, not stored."""
-    reset: int = 0
-    """Customers whose stored state was unreadable (another size or layout version: corrupt,
-    or left by another release or feature set): scored without history, state started
-    afresh (logged)."""
-    labels_applied: int = 0
-    labels_duplicate: int = 0
-    labels_late: int = 0
-    labels_ignored: int = 0
-    """Labels saying "genuine": they change no feature."""
 
 
 def epoch_us(stamp: datetime) -> int:
@@ -136,34 +113,25 @@ class FeatureEngine:
     ) -> None:
         self.plan: Plan = compile_plan(definitions or default_feature_set(), lateness_s=lateness_s)
         self.names: list[str] = self.plan.names
-        self.namespace = namespace
-        self.lateness_us = lateness_s * US
         self.max_future_skew_s = max_future_skew_s
-        self.ttl_s = ttl_s
         self.clock = clock
         self.client = client
-        self.stats = EngineStats()
-        self.timings: dict[str, float] = {}
-        """Seconds spent per phase (columns, read, compute, encode, write), accumulated."""
+        self.ctx = EngineContext(
+            self.plan,
+            wire_for(client),
+            namespace=namespace,
+            ttl_s=ttl_s,
+            lateness_s=lateness_s,
+            cas=cas,
+            cluster=is_cluster(client),
+        )
+        """What this engine's batches share with it (`fraudstream.features.context`)."""
         self.last_io: tuple[list[str], list[tuple[Any, ...]]] | None = None
         """With ``record_io``: the keys read and commands written by the last batch."""
-        self.record_io = False
-        self._wire = wire_for(client)
-        self._pending: tuple[Session, int] | None = None
-        """The submitted batch's write awaiting `confirm`: its session, transactions stored."""
         self._started = False
         """A batch `start`ed and not yet `finish`ed: its read holds the connection."""
-        self._watermark = -(1 << 62)
-        """Newest event time this process has seen ("none yet": far from int64 overflow):
-        what `sweep` deems unreachable. Lateness is judged per customer, from its state."""
-        self._cas = cas
         self._labelled = [f for f in self.plan.shared if "f" in f.counters]
-        self._hashes = HashCache()
-        self._window_specs: dict[int, WindowSpec] = {}
-        """Family index -> its `WindowSpec` (`BatchRun._windows`)."""
-        self.cluster = is_cluster(client)
-        """A cluster client: per-slot commands, see `Writer._write_cluster`."""
-        if self._labelled or self._wants_known_fraud() or self.cluster:
+        if self._labelled or self.ctx.wants_known_fraud or self.cluster:
             client.function_load(FUNCTIONS, replace=True)
         if warm_up:
             self._warm_up()
@@ -183,29 +151,59 @@ class FeatureEngine:
             )
             for c in ("w1", "w2")
         ]  # fmt: skip
-        watermark, stats = self._watermark, EngineStats(**vars(self.stats))
+        watermark, stats = self.ctx.watermark, EngineStats(**vars(self.stats))
         try:
             for batch in (txs[:1], txs):
-                run = BatchRun(self, self._columns(batch))
+                run = BatchRun(self.ctx, self._columns(batch))
                 run.prepare()
                 run.rehearse()
         finally:
-            self._watermark, self.stats = watermark, stats
+            self.ctx.watermark, self.ctx.stats = watermark, stats
             self.timings.clear()
 
     # --- keys -------------------------------------------------------------------------------
 
     def customer_key(self, customer_id: str) -> str:
-        return f"{self.namespace}:{{c:{customer_id}}}"
+        return self.ctx.customer_key(customer_id)
 
     def block_key(self, fam: Family, entity_id: str, block: int) -> str:
-        return f"{self.namespace}:{{{KEY_TAG[fam.entity]}:{entity_id}}}:{fam.tag}:{block}"
+        return self.ctx.block_key(fam, entity_id, block)
 
     def known_fraud_key(self, terminal_id: str) -> str:
-        return f"{self.namespace}:{{t:{terminal_id}}}:kf"
+        return self.ctx.known_fraud_key(terminal_id)
 
-    def _wants_known_fraud(self) -> bool:
-        return any(d.kind.startswith("days_since") for d in self.plan.features.derived)
+    # --- shared with the batches (`EngineContext`) ----------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        return self.ctx.namespace
+
+    @property
+    def ttl_s(self) -> int:
+        return self.ctx.ttl_s
+
+    @property
+    def cluster(self) -> bool:
+        """A cluster client: per-slot commands, see `Writer._write_cluster`."""
+        return self.ctx.cluster
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.ctx.stats
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent per phase (columns, read, compute, encode, write), accumulated."""
+        return self.ctx.timings
+
+    @property
+    def record_io(self) -> bool:
+        """Keep the last batch's keys and commands in `last_io` (tests)."""
+        return self.ctx.record_io
+
+    @record_io.setter
+    def record_io(self, on: bool) -> None:
+        self.ctx.record_io = on
 
     # --- validation ------------------------------------------------------------------------
 
@@ -315,11 +313,11 @@ class FeatureEngine:
             self.apply_labels(labels)
             return None
         started = time.perf_counter()
-        run = BatchRun(self, self._columns(txs))
-        self._tick("columns", started)
+        run = BatchRun(self.ctx, self._columns(txs))
+        self.ctx.tick("columns", started)
         run.prepare()
         run.labels = self._label_commands(labels)
-        behind, self._pending = self._pending, None
+        behind, self.ctx.pending = self.ctx.pending, None
         run.send_read(behind)
         self._started = True
         return run
@@ -341,47 +339,15 @@ class FeatureEngine:
             FeatureStoreError: Valkey failed, or another writer changed one of the batch's
                 customers (nothing of the batch was stored then; submit it again).
         """
-        if self._pending is None:
+        if self.ctx.pending is None:
             return
-        (session, stored), self._pending = self._pending, None
+        (session, stored), self.ctx.pending = self.ctx.pending, None
         try:
-            self._collect(session, stored)
+            self.ctx.collect(session, stored)
         except BaseException:
             session.close(broken=True)
             raise
         session.close()
-
-    def _collect(self, session: Session, stored: int) -> None:
-        """The outcome of a batch's write, the next reply on ``session``."""
-        t = time.perf_counter()
-        try:
-            replies = session.receive()
-        except WatchConflict:
-            raise FeatureStoreError(
-                "customer state changed by another writer during the batch; nothing was "
-                "written (two workers own one partition?)"
-            ) from None
-        self._tick("write", t)
-        if (err := first_error(replies)) is not None:
-            raise FeatureStoreError(f"writing feature state failed: {err}")
-        self.stats.processed += stored
-
-    def _unreadable(self, found: list[tuple[str, bytes]], consequence: str) -> None:
-        """Log keys whose value could not be read (the batch goes on without them)."""
-        shown = ", ".join(f"{key} ({len(raw)} bytes)" for key, raw in found[:5])
-        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-        log.warning(
-            "feature state unreadable (corrupt, or left by another release or feature set?),"
-            " %s: %s%s",
-            consequence,
-            shown,
-            more,
-        )
-
-    def _tick(self, phase: str, since: float) -> float:
-        now = time.perf_counter()
-        self.timings[phase] = self.timings.get(phase, 0.0) + now - since
-        return now
 
     def apply_labels(self, labels: Sequence[Label]) -> None:
         """Count fraud labels in the terminal state of their transaction's tile, once each.
@@ -393,10 +359,10 @@ class FeatureEngine:
         """
         commands = self._label_commands(labels)
         if commands:
-            self._count_labels(self._wire.run(commands))
+            self.ctx.count_labels(self.ctx.wire.run(commands))
 
     def _label_commands(self, labels: Sequence[Label]) -> list[tuple[Any, ...]]:
-        if not self._labelled and not self._wants_known_fraud():
+        if not self._labelled and not self.ctx.wants_known_fraud:
             return []  # no feature of this set reads labels
         commands = []
         for label in labels:
@@ -405,13 +371,6 @@ class FeatureEngine:
                 continue
             commands.append(self._label_command(label))
         return commands
-
-    def _count_labels(self, replies: list[Any]) -> None:
-        if (err := first_error(replies)) is not None:
-            raise FeatureStoreError(f"applying labels failed: {err}")
-        applied = sum(1 for r in replies if r == 1)
-        self.stats.labels_applied += applied
-        self.stats.labels_duplicate += len(replies) - applied
 
     def check_label(self, label: Label) -> None:
         """What a fraud label needs beyond its schema to be counted.
@@ -463,7 +422,8 @@ class FeatureEngine:
         """
         deleted = 0
         for fam in self.plan.shared:
-            horizon = self._watermark // fam.tile_us - fam.span - self.plan.lateness_s // fam.tile_s
+            behind = fam.span + self.plan.lateness_s // fam.tile_s
+            horizon = self.ctx.watermark // fam.tile_us - behind
             pattern = f"{self.namespace}:{{{KEY_TAG[fam.entity]}:*}}:{fam.tag}:*"
             stale = [
                 key
@@ -473,7 +433,7 @@ class FeatureEngine:
             for lo in range(0, len(stale), 1000):
                 chunk = stale[lo : lo + 1000]
                 if self.cluster:  # one slot per command
-                    deleted += sum(self._wire.run([("UNLINK", key) for key in chunk]))
+                    deleted += sum(self.ctx.wire.run([("UNLINK", key) for key in chunk]))
                 else:
                     deleted += int(self.client.unlink(*chunk))
         return deleted

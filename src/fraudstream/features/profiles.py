@@ -28,7 +28,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fraudstream.errors import SchemaError
-from fraudstream.features.kernels import GRID, LATLON
+from fraudstream.features.layout import GRID, LATLON
 from fraudstream.features.route import wire_for
 from fraudstream.features.seen import value_hashes
 from fraudstream.features.wire import Client, FeatureStoreError, first_error

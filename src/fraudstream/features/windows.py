@@ -14,9 +14,13 @@ Counters combine with `OPS` (add; min; max; bitwise or): the same identities as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
+
+from fraudstream.features.layout import Family, cap_of, empty_value
 
 I64 = NDArray[np.int64]
 ADD, MIN, MAX, OR = 0, 1, 2, 3
@@ -26,6 +30,31 @@ OPS = {"lo": MIN, "hi": MAX}
 
 def op_of(counter: str) -> int:
     return OR if counter.startswith("d_") else OPS.get(counter, ADD)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A family's constant arguments of `window_sums`, built once per engine."""
+
+    empty: I64
+    ops: I64
+    caps: I64
+    in_batch: NDArray[np.bool_]
+    """Counters the batch's own transactions add to (labels are never in the batch)."""
+    lags: I64
+    lengths: I64
+
+    @classmethod
+    def of(cls, fam: Family) -> WindowSpec:
+        counters = fam.counters
+        return cls(
+            empty=np.array([empty_value(c) for c in counters], dtype=np.int64),
+            ops=np.array([op_of(c) for c in counters], dtype=np.int64),
+            caps=np.array([cap_of(c) for c in counters], dtype=np.int64),
+            in_batch=np.array([c != "f" for c in counters]),
+            lags=np.array([a.lag for a in fam.aggregates], dtype=np.int64),
+            lengths=np.array([a.tiles for a in fam.aggregates], dtype=np.int64),
+        )
 
 
 def previous_same(code: I64) -> I64:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.kernels import sketch_bits
 from fraudstream.features.layout import (
     EMPTY_LO,
@@ -30,9 +31,7 @@ from fraudstream.features.resp import bitfield_commands, field_type, set_command
 from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 
 if TYPE_CHECKING:
-    from fraudstream.features.batch import Batch
     from fraudstream.features.layout import Plan
-    from fraudstream.features.online import FeatureEngine
 
 I64 = NDArray[np.int64]
 BLOCK_KEY = 1 << 32
@@ -49,7 +48,7 @@ def block_ttl(fam: Family, block: Any, lateness_s: int, now_us: Any) -> Any:
 class Writer:
     """Write steps of `fraudstream.features.batch.BatchRun` (its base class)."""
 
-    e: FeatureEngine
+    e: EngineContext
     plan: Plan
     b: Batch
     codes: dict[str, I64]
@@ -94,7 +93,7 @@ class Writer:
     def sketch(self, what: str) -> I64:
         """Per transaction, its ``distinct`` sketch bit for ``what`` (0 if it lacks it)."""
         code = self.codes[what]
-        bits = sketch_bits(self.e._hashes.lookup(self.uniq[what]))
+        bits = sketch_bits(self.e.hashes.lookup(self.uniq[what]))
         return np.where(code >= 0, bits[np.maximum(code, 0)] if len(bits) else 0, 0)
 
     # --- write -----------------------------------------------------------------------------
@@ -125,7 +124,7 @@ class Writer:
             sets = [("SET", keys[u], new, "EX", ttl) for u, new in self._states(blobs, rows)]
             self._commands = sets + blocks.commands(keys)
         session.send(self._packed_write(blobs, rows, blocks), atomic=True)
-        e._tick("encode", t)
+        e.tick("encode", t)
         return int(valid.sum())
 
     def _packed_write(self, blobs: np.ndarray, rows: I64, blocks: BlockWrites) -> list[Packed]:
@@ -157,17 +156,17 @@ class Writer:
         puts = [
             ("FCALL", "fs_put", 1, keys[u], (values[u] or b"")[2:6], new, ttl) for u, new in states
         ]
-        replies = e._wire.run(puts)
+        replies = e.wire.run(puts)
         if (err := first_error(replies)) is not None:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         lost = [u for (u, _), r in zip(states, replies, strict=True) if r != 1]
         stored = valid & ~np.isin(self.codes["customer"], lost)
         commands = self._block_writes(stored, values).commands(keys)
         self._commands = puts + commands
-        t = e._tick("encode", started)
-        if (err := first_error(e._wire.run(commands))) is not None:
+        t = e.tick("encode", started)
+        if (err := first_error(e.wire.run(commands))) is not None:
             raise FeatureStoreError(f"writing shared feature state failed: {err}")
-        e._tick("write", t)
+        e.tick("write", t)
         e.stats.processed += int(stored.sum())
         if lost:
             raise FeatureStoreError(

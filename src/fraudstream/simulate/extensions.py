@@ -20,7 +20,6 @@ whatever the volume. Every injected transaction is fraud, tagged with its own `S
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -28,7 +27,6 @@ import numpy as np
 from fraudstream.simulate.arrays import (
     CARD_PRESENT,
     ECOMMERCE,
-    SECONDS_PER_DAY,
     FloatArray,
     IntArray,
     Stream,
@@ -38,45 +36,12 @@ from fraudstream.simulate.arrays import (
 from fraudstream.simulate.catalog import CATEGORIES, RISKY, TESTING_CATEGORY, random_subcategory
 from fraudstream.simulate.identities import Identities, pick_from, proxy_ips
 from fraudstream.simulate.options import Extensions
-from fraudstream.simulate.profiles import GRID_SIZE, Customers, Terminals
+from fraudstream.simulate.profiles import GRID_SIZE, Terminals
 from fraudstream.simulate.scenarios import Scenario
 from fraudstream.simulate.stealth import bust_out, low_and_slow_takeover
+from fraudstream.simulate.world import Fresh, World
 
 IMPOSSIBLE_TRAVEL_DISTANCE = 50.0
-
-
-@dataclass
-class Fresh:
-    """Allocates never-seen device ids and fraudster email addresses (after the customers')."""
-
-    next_device: int
-    next_email: int
-
-    def devices(self, n: int) -> IntArray:
-        out = np.arange(self.next_device, self.next_device + n, dtype=np.int64)
-        self.next_device += n
-        return out
-
-    def emails(self, n: int) -> IntArray:
-        out = np.arange(self.next_email, self.next_email + n, dtype=np.int64)
-        self.next_email += n
-        return out
-
-
-@dataclass(frozen=True)
-class World:
-    """What the patterns draw from: the population and the genuine history."""
-
-    customers: Customers
-    terminals: Terminals
-    ids: Identities
-    history: TxArrays
-    n_days: int
-    seed: int
-
-    @property
-    def horizon(self) -> int:
-        return self.n_days * SECONDS_PER_DAY
 
 
 FraudPattern = Callable[[World, np.random.Generator, int, Fresh], TxArrays]

@@ -19,13 +19,14 @@ import polars as pl
 from fraudstream.errors import ConfigError
 from fraudstream.simulate import frames
 from fraudstream.simulate.arrays import TxArrays
-from fraudstream.simulate.extensions import World, inject_frauds
+from fraudstream.simulate.extensions import inject_frauds
 from fraudstream.simulate.handbook import apply_handbook_frauds, generate_transactions
 from fraudstream.simulate.identities import Identities, assign_channels, make_identities
 from fraudstream.simulate.labels import draw_delays
 from fraudstream.simulate.options import SimulationConfig
 from fraudstream.simulate.profiles import make_customers, make_terminals
 from fraudstream.simulate.stealth import skim_quietly
+from fraudstream.simulate.world import World
 
 Progress = Callable[[int, int], None]
 FORMATS = ("parquet", "csv")

@@ -26,8 +26,6 @@ skimming re-tags rows of the genuine history in place, after every pattern has d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from fraudstream.simulate.arrays import (
@@ -44,9 +42,7 @@ from fraudstream.simulate.identities import pick_from
 from fraudstream.simulate.options import Extensions
 from fraudstream.simulate.profiles import Customers, pick_available
 from fraudstream.simulate.scenarios import HIGH_AMOUNT_THRESHOLD, Scenario
-
-if TYPE_CHECKING:
-    from fraudstream.simulate.extensions import Fresh, World
+from fraudstream.simulate.world import Fresh, World
 
 BUST_OUT_PEAK = (0.9, 0.99)
 """A ramp's last day reaches this share of `HIGH_AMOUNT_THRESHOLD` (drawn uniformly)."""
