@@ -22,6 +22,28 @@ def test_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
+def test_every_command_is_listed_with_one_sentence() -> None:
+    """The command lists of ``--help`` show a summary, not a docstring's first paragraph
+    with its own line breaks."""
+    import typer
+
+    from fraudstream.cli import app
+
+    def commands(group: Any) -> list[Any]:
+        out: list[Any] = []
+        for cmd in group.commands.values():
+            out += commands(cmd) if hasattr(cmd, "commands") else [cmd]
+        return out
+
+    found = commands(typer.main.get_command(app))
+    assert len(found) > 40
+    for cmd in found:
+        summary = cmd.short_help  # what the command lists show (else the whole paragraph)
+        assert summary and "\n" not in summary, cmd.name
+        assert summary.endswith((".", "…", ")")), (cmd.name, summary)
+        assert ". " not in summary.replace("e.g. ", ""), (cmd.name, summary)
+
+
 def test_config_show_json_masks_secrets(tmp_path: Path) -> None:
     (tmp_path / "fraudstream.toml").write_text("partitions = 3\n")
     env = {"FRAUDSTREAM_API_KEY": "topsecret", "FRAUDSTREAM_BATCH_SIZE": "42"}

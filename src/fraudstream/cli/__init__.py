@@ -19,11 +19,13 @@ from fraudstream.cli import (  # noqa: F401  (the modules register their command
     rules,
     store,
 )
-from fraudstream.cli.app import app
+from fraudstream.cli.app import app, summarize
 from fraudstream.cli.common import err_console
 from fraudstream.errors import FraudstreamError
 
 __all__ = ["app", "main"]
+
+summarize(app)
 
 
 def main() -> None:
