@@ -1,6 +1,6 @@
 """The API's natural batching: a lone request goes at once; requests that arrive while a batch
 is being decided go together as the next one. On the real scorer and Valkey; the batch in
-flight is held open through the publish hook (it runs in the batch's thread)."""
+flight is held open through the record hook (it runs in the batch's thread)."""
 
 from __future__ import annotations
 
@@ -32,15 +32,20 @@ def test_requests_arriving_during_a_batch_go_together_as_the_next(
     first_in_flight = threading.Event()
     release = threading.Event()
 
-    def publish(
+    decided = DecidedStore(client, settings.stream_prefix)
+
+    def record(
         decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> None:
+    ) -> list[Decision | None]:
         sizes.append(len(decisions))
         if len(sizes) == 1:
             first_in_flight.set()
             assert release.wait(30), "the test never released the first batch"
+        return decided.keep_streamed(
+            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
+        )
 
-    batcher = MicroBatcher(scorer, DecidedStore(client, settings.stream_prefix), publish)
+    batcher = MicroBatcher(scorer, decided, record)
 
     async def scenario() -> list[str]:
         lone = asyncio.ensure_future(batcher.score(_tx(0), time.time()))
@@ -63,18 +68,25 @@ def test_a_failed_batch_tells_every_waiting_request(
 ) -> None:
     scorer = build_scorer(settings, client)
 
-    def publish(
-        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> None:
-        raise redis.ConnectionError("valkey went away")
+    decided = DecidedStore(client, settings.stream_prefix)
+    down = threading.Event()
+    down.set()
 
-    batcher = MicroBatcher(scorer, DecidedStore(client, settings.stream_prefix), publish)
+    def record(
+        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
+    ) -> list[Decision | None]:
+        if down.is_set():
+            raise redis.ConnectionError("valkey went away")
+        return decided.keep_streamed(decisions, [{"d": "x"} for _ in decisions], "s", 99)
+
+    batcher = MicroBatcher(scorer, decided, record)
 
     async def scenario() -> list[BaseException | None]:
         futures = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(5)]
         done = await asyncio.gather(*futures, return_exceptions=True)
+        down.clear()
         after = await batcher.score(_tx(0), time.time())  # the batcher still works
-        assert after.replay  # kept before the publish failed: the same decision comes back
+        assert not after.replay  # nothing was kept when recording failed: decided afresh
         return [d if isinstance(d, BaseException) else None for d in done]
 
     failures = asyncio.run(scenario())

@@ -144,6 +144,22 @@ def test_a_retried_transaction_gets_the_same_decision_and_changes_nothing(
     assert status == 404 and body["error"]["field"] == "transaction_id"
 
 
+def test_a_decision_is_kept_only_if_it_is_streamed(server: str, client: redis.Redis) -> None:
+    """Keeping a decision (what a retry gets back) and streaming it (what the store, the
+    alerts and the analysts see) happen together: when the stream refuses the entry, nothing
+    is kept, the request fails, and its retry is decided and streamed, not replayed as a
+    decision nobody downstream ever received."""
+    client.set("tx.decisions", "not a stream")  # XADD fails: WRONGTYPE
+    failed = call(server, "POST", "/v1/score", sample_tx(50, amount=300.0))
+    assert failed.status >= 500
+    assert client.get("tx:decided:api-50") is None
+    client.delete("tx.decisions")
+    retried = call(server, "POST", "/v1/score", sample_tx(50, amount=300.0))
+    assert retried.status == 200 and "Idempotent-Replay" not in retried.headers
+    streamed: Any = client.xrange("tx.decisions")
+    assert [json.loads(f[PAYLOAD])["transaction_id"] for _, f in streamed] == ["api-50"]
+
+
 def test_a_transaction_decided_by_a_worker_is_read_and_replayed(
     server: str, client: redis.Redis
 ) -> None:

@@ -4,9 +4,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
+from redis.typing import EncodableT, FieldT
 
 from fraudstream.config import Settings
 from fraudstream.features import FeatureEngine
@@ -139,6 +142,26 @@ def _decided_elsewhere(transaction_id: str) -> Decision:
         latency_ms=1.0,
         decided_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+@pytest.mark.parametrize("where", ["one node", "cluster"])
+def test_kept_and_streamed_together_the_first_kept_one_stands(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """`DecidedStore.keep_streamed` (the API's path): a decision is streamed exactly when it
+    is kept; an id kept before gets the earlier decision back and streams nothing."""
+    conn: Any = request.getfixturevalue("client" if where == "one node" else "cluster_client")
+    kept = DecidedStore(conn, "tx")
+    kept.keep([_decided_elsewhere("a")])
+    ours = [replace(_decided_elsewhere(i), score=5, reasons=["ours"]) for i in ("a", "b", "c")]
+    entries: list[dict[FieldT, EncodableT]] = [{"payload": d.transaction_id} for d in ours]
+    earlier = kept.keep_streamed(ours, entries, "{tx}.decisions", 1000)
+    assert earlier == [_decided_elsewhere("a"), None, None]
+    streamed: Any = conn.xrange("{tx}.decisions")
+    assert [fields[b"payload"] for _, fields in streamed] == [b"b", b"c"]
+    assert [kept.get(i) for i in "abc"] == [_decided_elsewhere("a"), ours[1], ours[2]]
+    assert kept.keep_streamed(ours[1:], entries[1:], "{tx}.decisions", 1000) == ours[1:]
+    assert conn.xlen("{tx}.decisions") == 2
 
 
 def test_an_unreadable_customer_state_holds_up_no_batch(

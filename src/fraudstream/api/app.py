@@ -94,23 +94,22 @@ def create_app(
     sessions = SessionStore(client, store, digest(api_key))
     auth = Authenticator(api_key, store, sessions)
 
-    def publish(
+    def record(
         decisions: Sequence[Decision],
         txs: Sequence[Transaction],
         explanations: Mapping[str, Explanation],
-    ) -> None:
-        pipe = client.pipeline(transaction=False)
-        for d, tx in zip(decisions, txs, strict=True):  # trimmed like the workers'
-            pipe.xadd(
-                keys.decisions,
-                decision_entry(d, encode(tx), explanations.get(d.transaction_id)),
-                maxlen=settings.decisions_maxlen,
-                approximate=True,
-            )
-        pipe.execute()
-        metrics.observe(decisions, "api")
+    ) -> list[Decision | None]:
+        entries = [  # trimmed like the workers'
+            decision_entry(d, encode(tx), explanations.get(d.transaction_id))
+            for d, tx in zip(decisions, txs, strict=True)
+        ]
+        earlier = decided.keep_streamed(
+            decisions, entries, keys.decisions, settings.decisions_maxlen
+        )
+        metrics.observe([d for d, e in zip(decisions, earlier, strict=True) if e is None], "api")
         if drift is not None:
             drift.tick()
+        return earlier
 
     scorer = build_scorer(settings, client)
     # its own window (``api-<host>-<pid>``): traffic scored here counts in the fleet's drift
@@ -118,7 +117,7 @@ def create_app(
     drift = DriftMonitor.attached(
         settings, client, [scorer], consumer=f"api-{socket.gethostname()}-{os.getpid()}"
     )
-    batcher = MicroBatcher(scorer, decided, publish)
+    batcher = MicroBatcher(scorer, decided, record)
     database = engine or create_engine(database_url(settings))
     desk = ReviewDesk(database, producer)
     challenges = ChallengeDesk(database, client, settings)

@@ -13,7 +13,8 @@ feature store refuses (a worker wrote the same customer meanwhile) is retried.
 Deciding is idempotent by ``transaction_id`` (`DecidedStore`): an id decided before — by this
 process, another one, or the same batch — gets the kept decision back, flagged as a replay,
 and is not scored again, so a retried request leaves the customer's features untouched. New
-decisions are kept and appended to the decisions stream in the thread, off the event loop.
+decisions are kept and appended to the decisions stream, together, in the thread, off the
+event loop.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ class Answer:
     """True when ``decision`` was kept from an earlier request for the same id."""
 
 
-Publish = Callable[[Sequence[Decision], Sequence[Transaction], Mapping[str, Explanation]], None]
-"""Appends new decisions, each with its transaction (and, when flagged, what the model saw),
-to the decisions stream (runs in the batch's thread)."""
+Record = Callable[
+    [Sequence[Decision], Sequence[Transaction], Mapping[str, Explanation]], list[Decision | None]
+]
+"""Keeps each decision unless its id has one already, appending the kept ones, each with its
+transaction (and, when flagged, what the model saw), to the decisions stream, both or
+neither (`DecidedStore.keep_streamed`); per decision, the one kept before it (None where
+this one was kept). Runs in the batch's thread."""
 
 
 Waiting = tuple[Transaction, float, "asyncio.Future[Answer]"]
@@ -53,7 +58,7 @@ class MicroBatcher:
         self,
         scorer: Scorer,
         decided: DecidedStore,
-        publish: Publish,
+        record: Record,
         *,
         max_wait_s: float = 0.002,
     ) -> None:
@@ -61,7 +66,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._last_size = 0
         self.decided = decided
-        self.publish = publish
+        self.record = record
         self._pending: list[Waiting] = []
         self._draining = False
 
@@ -108,7 +113,7 @@ class MicroBatcher:
 
     def _decide(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> list[Answer]:
         """Kept decisions for known ids; the first request of each new id scored, kept
-        (first writer wins) and published; its repeats in the batch answered as replays."""
+        (first writer wins) and streamed; its repeats in the batch answered as replays."""
         ids = [tx.transaction_id for tx in txs]
         kept = self.decided.get_many(ids)
         known = {i: Answer(d, True) for i, d in zip(ids, kept, strict=True) if d is not None}
@@ -116,11 +121,10 @@ class MicroBatcher:
         todo = sorted(first.values())
         scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
         fresh = scored.decisions
-        kept_before = self.decided.keep(fresh)
-        new = [d for d, earlier in zip(fresh, kept_before, strict=True) if earlier is None]
-        if new:
-            by_id = {tx.transaction_id: tx for tx in txs}
-            self.publish(new, [by_id[d.transaction_id] for d in new], scored.explanations)
+        by_id = {tx.transaction_id: tx for tx in txs}
+        kept_before = self.record(
+            fresh, [by_id[d.transaction_id] for d in fresh], scored.explanations
+        )
         for d, earlier in zip(fresh, kept_before, strict=True):
             known[d.transaction_id] = Answer(d, False) if earlier is None else Answer(earlier, True)
         return [

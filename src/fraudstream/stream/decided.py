@@ -16,13 +16,14 @@ first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 import redis
 from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from fraudstream.schema import Decision
 from fraudstream.valkey import is_cluster
@@ -39,6 +40,31 @@ for i, key in ipairs(KEYS) do
   redis.call('SET', key, ARGV[i + 1], 'NX', 'EX', ARGV[1])
 end
 return 0
+"""
+
+# KEYS[1] = the decisions stream; KEYS[1 + i] = the decided key of decision i;
+# ARGV[1] = ttl in seconds; ARGV[2] = the stream's approximate MAXLEN; then per decision:
+# its packed form, the number of its entry's fields, and the fields and values.
+# Per decision: the one kept before it, or false where this one was kept and streamed. The
+# XADD goes first: if it fails, this decision (and the rest) is neither kept nor streamed.
+KEEP_STREAMED_LUA = """
+local out = {}
+local a = 3
+for i = 2, #KEYS do
+  local packed, fields = ARGV[a], tonumber(ARGV[a + 1])
+  local earlier = redis.call('GET', KEYS[i])
+  if earlier then
+    out[i - 1] = earlier
+  else
+    local args = {KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
+    for j = a + 2, a + 1 + 2 * fields do args[#args + 1] = ARGV[j] end
+    redis.call('XADD', unpack(args))
+    redis.call('SET', KEYS[i], packed, 'EX', ARGV[1])
+    out[i - 1] = false
+  end
+  a = a + 2 + 2 * fields
+end
+return out
 """
 
 Compact = tuple[str, int, str, list[str], str, str, float, int, list[str], dict[str, float]]
@@ -102,6 +128,7 @@ class DecidedStore:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self._keep_all = client.register_script(KEEP_ALL_LUA)
+        self._keep_streamed = client.register_script(KEEP_STREAMED_LUA)
 
     def key(self, transaction_id: str) -> str:
         return f"{self.prefix}:decided:{transaction_id}"
@@ -129,6 +156,38 @@ class DecidedStore:
         for d in decisions:
             pipe.set(self.key(d.transaction_id), pack(d), nx=True, get=True, ex=self.ttl_s)
         return [None if blob is None else unpack(blob) for blob in pipe.execute()]
+
+    def keep_streamed(
+        self,
+        decisions: Sequence[Decision],
+        entries: Sequence[Mapping[FieldT, EncodableT]],
+        stream: str,
+        maxlen: int,
+    ) -> list[Decision | None]:
+        """`keep`, each decision kept also appended (its ``entries`` item) to ``stream``:
+        on one node in one script, so a decision is kept if and only if it was streamed (a
+        retry is never answered with a decision the store, the alerts and the analysts never
+        received), in one round trip. A cluster keeps the decided keys in their own slots,
+        apart from the stream's: there the kept ones are appended right after (a crash in
+        between leaves a decision kept and not streamed)."""
+        if not decisions:
+            return []
+        if is_cluster(self.client):
+            earlier = self.keep(decisions)
+            pipe = self.client.pipeline(transaction=False)
+            for entry, before in zip(entries, earlier, strict=True):
+                if before is None:
+                    pipe.xadd(stream, dict(entry), maxlen=maxlen, approximate=True)
+            pipe.execute()
+            return earlier
+        args: list[EncodableT] = [self.ttl_s, maxlen]
+        for d, entry in zip(decisions, entries, strict=True):
+            args += [pack(d), len(entry)]
+            for name, value in entry.items():
+                args += [name, value]
+        keys = [stream, *(self.key(d.transaction_id) for d in decisions)]
+        replies: Any = self._keep_streamed(keys, args)
+        return [unpack(blob) if blob else None for blob in replies]
 
     def queue_keep(self, pipe: Pipeline, decisions: Sequence[Decision]) -> None:
         """`keep` without the answers, queued on a pipeline of the caller's: the stream
