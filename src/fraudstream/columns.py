@@ -126,6 +126,8 @@ def typed(name: str, raw: pl.Expr, dtype: pl.DataType, date_format: str | None) 
         return raw.cast(pl.Int8, strict=False).cast(pl.Boolean)
     if name == "fraud_scenario":
         return raw.cast(pl.Int8, strict=False)
+    if dtype == pl.String:
+        return number_text(raw, money=name == "amount").cast(pl.Float64, strict=False)
     return raw.cast(pl.Float64, strict=False)
 
 
@@ -237,3 +239,35 @@ def _unparsed(name: str) -> str:
     if name == "is_fraud":
         return "not 0/1/true/false"
     return "not a number"
+
+
+_PLAIN = r"^[+-]?\d+(\.\d+)?$"
+_DECIMAL_COMMA = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+),\d{1,2}$"
+"""``12,50``, ``1.234,50``: a comma before one or two digits is a decimal comma (a thousands
+separator is followed by three)."""
+_THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"
+"""``1,234.50``, ``1,234``: commas between groups of three digits."""
+
+
+def number_text(raw: pl.Expr, *, money: bool) -> pl.Expr:
+    """Numbers as spreadsheets and banks write them, as text a float cast reads: a decimal
+    comma (``12,50``, ``1.234,50``) or thousands commas (``1,234.50``) in amounts; a decimal
+    comma in coordinates (``48,8566``). What fits none of these (``1.234.567``) is left as
+    it is, and fails to parse, naming its row."""
+    text = raw.str.strip_chars()
+    if not money:
+        return (
+            pl.when(text.str.contains(",") & ~text.str.contains(r"\."))
+            .then(text.str.replace(",", ".", literal=True))
+            .otherwise(text)
+        )
+    european = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+    return (
+        pl.when(text.str.contains(_PLAIN))
+        .then(text)
+        .when(text.str.contains(_DECIMAL_COMMA))
+        .then(european)
+        .when(text.str.contains(_THOUSANDS))
+        .then(text.str.replace_all(",", "", literal=True))
+        .otherwise(text)
+    )

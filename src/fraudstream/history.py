@@ -16,10 +16,12 @@
 
 from __future__ import annotations
 
+import codecs
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import BinaryIO, ParamSpec, TypeVar
 
 import polars as pl
 
@@ -51,6 +53,8 @@ class History:
     rejects: Path | None = None
     naive_times: bool = False
     """Some timestamps had no time zone and were taken as UTC."""
+    encoding: str | None = None
+    """A CSV not in UTF-8: the codec it was read as (`csv_dialect`)."""
 
 
 def resolve(path: Path) -> Path:
@@ -97,13 +101,103 @@ def _is_text(head: bytes) -> bool:
 
 
 def scan(path: Path, fmt: str | None = None) -> pl.LazyFrame:
-    """The file as a lazy frame, CSV values as text (we parse and check them ourselves)."""
+    """The file as a lazy frame, CSV values as text (we parse and check them ourselves), in
+    its separator and encoding (`csv_dialect`)."""
     fmt = fmt or file_format(path)
     if fmt == "parquet":
         return pl.scan_parquet(path)
     if fmt == "jsonl":
         return pl.scan_ndjson(path, infer_schema_length=10_000)
-    return pl.scan_csv(path, infer_schema=False)
+    dialect = csv_dialect(path)
+    source = path if dialect.encoding is None else utf8_copy(path, dialect.encoding)
+    return pl.scan_csv(source, infer_schema=False, separator=dialect.separator)
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    separator: str = ","
+    encoding: str | None = None
+    """None: UTF-8 (with or without a byte-order mark); else the codec its text is in."""
+
+
+def csv_dialect(path: Path) -> CsvDialect:
+    """How a CSV file is written, from its text: the separator is whichever of ``, ; TAB |``
+    its header line holds most of (outside quotes; a comma when none); the text is UTF-8, or
+    else Windows-1252 (what spreadsheets save: Latin-1 plus ``€`` and typographic quotes),
+    or Latin-1 where even that does not decode. The whole file is checked (~1 s a GB).
+
+    Raises:
+        DataFileError: the file cannot be read.
+    """
+    try:
+        stat = path.stat()
+        key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+        if key in _DIALECTS:
+            return _DIALECTS[key]
+        with path.open("rb") as fh:
+            head = fh.read(CHUNK)
+            utf8 = _decodes(fh, head, "utf-8")
+            encoding = None
+            if not utf8:
+                fh.seek(0)
+                head = fh.read(CHUNK)
+                encoding = "cp1252" if _decodes(fh, head, "cp1252") else "latin-1"
+    except OSError as exc:
+        raise DataFileError(path, exc.strerror or str(exc)) from None
+    header = head.decode(encoding or "utf-8", errors="replace").lstrip("\ufeff")
+    header = header.split("\n", 1)[0]
+    counts = {sep: _unquoted(header).count(sep) for sep in SEPARATORS}
+    best = max(SEPARATORS, key=lambda sep: counts[sep])
+    found = _DIALECTS[key] = CsvDialect(best if counts[best] else ",", encoding)
+    return found
+
+
+CHUNK = 1 << 20
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def _decodes(fh: BinaryIO, head: bytes, codec: str) -> bool:
+    """Whether ``head`` and the rest of ``fh`` decode as ``codec``."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    try:
+        chunk = head
+        while chunk:
+            decoder.decode(chunk)
+            chunk = fh.read(CHUNK)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _unquoted(line: str) -> str:
+    """``line`` without its double-quoted parts (a quoted value may hold any separator)."""
+    return "".join(part for j, part in enumerate(line.split('"')) if j % 2 == 0)
+
+
+_DIALECTS: dict[tuple[Path, int, int], CsvDialect] = {}
+"""Per file version (path, size, modification time): a command reads a file more than once."""
+_COPIES: dict[tuple[Path, int, int], Path] = {}
+_COPY_DIR: tempfile.TemporaryDirectory[str] | None = None
+
+
+def utf8_copy(path: Path, encoding: str) -> Path:
+    """The file re-encoded as UTF-8 in a temporary folder (removed at exit), made once per
+    file version: polars reads UTF-8 only."""
+    global _COPY_DIR
+    stat = path.stat()
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if key not in _COPIES:
+        if _COPY_DIR is None:
+            _COPY_DIR = tempfile.TemporaryDirectory(prefix="fraudstream-utf8-")
+        out = Path(_COPY_DIR.name) / f"{len(_COPIES)}-{path.name}"
+        with path.open("rb") as src, out.open("wb") as dst:
+            decoder = codecs.getincrementaldecoder(encoding)()
+            while chunk := src.read(CHUNK):
+                dst.write(decoder.decode(chunk).encode())
+            dst.write(decoder.decode(b"", final=True).encode())
+        _COPIES[key] = out
+    return _COPIES[key]
 
 
 def read_history(path: Path, options: ReadOptions | None = None) -> History:
@@ -134,7 +228,10 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
         reasons.append(reason(name, raw, value))
     select = lazy.select("_row", *exprs, pl.coalesce(reasons).alias("_reason"))
     frame = guarded(path, select.collect, engine="streaming")
-    return _checked(path, fmt, frame, options, is_naive(schema[stamp], date_format))
+    history = _checked(path, fmt, frame, options, is_naive(schema[stamp], date_format))
+    if fmt == "csv" and (encoding := csv_dialect(path).encoding) is not None:
+        history = replace(history, encoding=encoding)
+    return history
 
 
 def _checked(
@@ -215,7 +312,16 @@ def read_table(path: Path) -> pl.DataFrame:
     path = resolve(path) if not path.exists() else path
     fmt = file_format(path)
     if fmt == "csv":
-        return guarded(path, pl.read_csv, path, try_parse_dates=True, infer_schema_length=10_000)
+        dialect = csv_dialect(path)
+        source = path if dialect.encoding is None else utf8_copy(path, dialect.encoding)
+        return guarded(
+            path,
+            pl.read_csv,
+            source,
+            separator=dialect.separator,
+            try_parse_dates=True,
+            infer_schema_length=10_000,
+        )
     return guarded(path, scan(path, fmt).collect)
 
 

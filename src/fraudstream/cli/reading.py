@@ -114,10 +114,17 @@ def read_history(path: Path, options: ReadOptions) -> pl.DataFrame:
 
 
 def tell(history: History) -> None:
-    """Naive times taken as UTC, and rows skipped (with where they went)."""
+    """Naive times taken as UTC, a text encoding other than UTF-8, and rows skipped (with
+    where they went)."""
     if history.naive_times:
         err_console.print(
             f"note: {history.path.name}: timestamps have no time zone; taken as UTC",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if history.encoding:
+        err_console.print(
+            f"note: {history.path.name}: not UTF-8 text; read as {history.encoding}",
             highlight=False,
             soft_wrap=True,
         )
