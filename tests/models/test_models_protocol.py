@@ -43,3 +43,22 @@ def test_round_trip_and_validation_of_order() -> None:
     assert Protocol.from_dict(p.to_dict()) == p
     with pytest.raises(ModelError):
         Protocol(p.test_end, p.train_end, p.test_start, p.test_end)
+
+
+def test_an_unchosen_window_shrinks_to_what_the_data_holds() -> None:
+    """31 days (PaySim's month): the default 56 training days do not fit; 17 do, ending a
+    label delay before the last week."""
+    p = default_protocol(date(2020, 1, 1), date(2020, 1, 31), train_days=56, fit=True)
+    assert (p.train_start, p.train_end) == (date(2020, 1, 1), date(2020, 1, 17))
+    assert (p.test_start, p.test_end) == (date(2020, 1, 25), date(2020, 1, 31))
+    assert str(p) == "train 2020-01-01..2020-01-17 (17 days), test 2020-01-25..2020-01-31"
+    fits = default_protocol(date(2020, 1, 1), date(2020, 6, 30), train_days=56, fit=True)
+    assert fits.train_days == 56  # room enough: not shortened
+    with pytest.raises(ModelError, match="not inside the data"):  # chosen: never shortened
+        default_protocol(date(2020, 1, 1), date(2020, 1, 31), train_days=56)
+
+
+def test_a_history_too_short_for_a_week_of_training_says_how_many_days_it_needs() -> None:
+    with pytest.raises(ModelError) as caught:
+        default_protocol(date(2020, 1, 1), date(2020, 1, 18), train_days=56, fit=True)
+    assert "18 days; this protocol needs 21" in str(caught.value)

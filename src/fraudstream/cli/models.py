@@ -63,7 +63,13 @@ TrainEndOpt = Annotated[
     ),
 ]
 TrainDaysOpt = Annotated[
-    int, typer.Option(help="Training window in days (7 = the Handbook).", min=1)
+    int | None,
+    typer.Option(
+        help="Training window in days (7 = the Handbook). Default: 56, or as many as the data "
+        "holds before the delay (at least 7).",
+        min=1,
+        show_default=False,
+    ),
 ]
 ProfilesOpt = Annotated[
     Path | None,
@@ -98,7 +104,7 @@ def key_created(path: Path) -> str:
 
 
 def _options(
-    train_end: str | None, train_days: int, delay_days: int, test_days: int
+    train_end: str | None, train_days: int | None, delay_days: int, test_days: int
 ) -> TrainOptions:
     from fraudstream.models import TrainOptions
 
@@ -110,6 +116,10 @@ def _options(
             raise typer.BadParameter(
                 f"not a date: {train_end!r}", param_hint="--train-end"
             ) from None
+    if train_days is None:
+        return TrainOptions(
+            train_end=end, delay_days=delay_days, test_days=test_days, fit_train_days=True
+        )
     return TrainOptions(
         train_end=end, train_days=train_days, delay_days=delay_days, test_days=test_days
     )
@@ -127,7 +137,7 @@ def train(
     database: SourceDatabaseOpt = None,
     labels: LabelsOpt = None,
     train_end: TrainEndOpt = None,
-    train_days: TrainDaysOpt = 56,
+    train_days: TrainDaysOpt = None,
     delay_days: DelayOpt = 7,
     test_days: TestDaysOpt = 7,
     activate: Annotated[bool, typer.Option(help="Make the new version active.")] = True,
@@ -166,6 +176,7 @@ def train(
         print(json.dumps({"version": version, "active": activate, **metrics}, default=str))
         return
     console.print(summary_table(metrics, title=f"model {version} on its test period"))
+    console.print(f"{trained.protocol}, after a {options.delay_days}-day label delay")
     console.print(f"stored model {version}" + (" (active)" if activate else ""))
 
 
@@ -176,7 +187,7 @@ def evaluate_command(
     labels: LabelsOpt = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: active).")] = None,
     train_end: TrainEndOpt = None,
-    train_days: TrainDaysOpt = 56,
+    train_days: TrainDaysOpt = None,
     delay_days: DelayOpt = 7,
     test_days: TestDaysOpt = 7,
     report: Annotated[
@@ -343,7 +354,7 @@ def retrain(
         ),
     ] = "default",
     train_end: TrainEndOpt = None,
-    train_days: TrainDaysOpt = 56,
+    train_days: TrainDaysOpt = None,
     delay_days: DelayOpt = 7,
     test_days: TestDaysOpt = 7,
     as_json: JsonOpt = False,

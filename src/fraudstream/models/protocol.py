@@ -31,6 +31,13 @@ class Protocol:
     test_start: date
     test_end: date
 
+    def __str__(self) -> str:
+        """``train 2018-07-25..2018-07-31 (7 days), test 2018-08-08..2018-08-14``."""
+        return (
+            f"train {self.train_start}..{self.train_end} ({self.train_days} days), "
+            f"test {self.test_start}..{self.test_end}"
+        )
+
     def __post_init__(self) -> None:
         if not self.train_start <= self.train_end < self.test_start <= self.test_end:
             raise ModelError(
@@ -97,6 +104,10 @@ class Protocol:
         )
 
 
+MIN_FITTED_TRAIN_DAYS = 7
+"""The shortest training window `default_protocol` shrinks to (the Handbook's week)."""
+
+
 def default_protocol(
     first_day: date,
     last_day: date,
@@ -105,9 +116,12 @@ def default_protocol(
     train_days: int,
     delay_days: int = 7,
     test_days: int = 7,
+    fit: bool = False,
 ) -> Protocol:
     """The Handbook's dates when the data covers them, else the last ``test_days`` full days
-    of the data as the test window; ``train_end`` overrides both.
+    of the data as the test window; ``train_end`` overrides both. With ``fit`` (the user did
+    not choose ``train_days``), a training window longer than the data holds before the delay
+    shrinks to what it holds, down to `MIN_FITTED_TRAIN_DAYS`.
 
     Raises:
         ModelError: the data does not cover the windows.
@@ -119,13 +133,19 @@ def default_protocol(
         if first_day <= handbook.train_start and handbook.test_end <= last_day:
             return handbook
         train_end = last_day - timedelta(days=test_days + delay_days)
+    held = (train_end - first_day).days + 1
+    if fit and MIN_FITTED_TRAIN_DAYS <= held < train_days:
+        train_days = held
     protocol = Protocol.ending(
-        train_end, train_days=train_days, delay_days=delay_days, test_days=test_days
+        train_end, train_days=max(1, train_days), delay_days=delay_days, test_days=test_days
     )
     if protocol.train_start < first_day or protocol.test_end > last_day:
+        covered = (last_day - first_day).days + 1
+        least = (MIN_FITTED_TRAIN_DAYS if fit else train_days) + delay_days + test_days
         raise ModelError(
-            f"protocol: train {protocol.train_start}..{protocol.train_end}, test "
-            f"{protocol.test_start}..{protocol.test_end} is not inside the data "
-            f"({first_day}..{last_day}); shorten --train-days or set --train-end"
+            f"protocol: {protocol} is not inside the data ({first_day}..{last_day}, "
+            f"{covered} days; this protocol needs {least}: training, the {delay_days}-day "
+            "label delay, the test); shorten --train-days / --delay-days / --test-days "
+            "or set --train-end"
         )
     return protocol

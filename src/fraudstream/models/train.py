@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,9 @@ class TrainOptions:
     day minus the test and delay periods."""
     train_days: int = 56
     """Length of the training window (7 reproduces the Handbook)."""
+    fit_train_days: bool = False
+    """Shorten ``train_days`` to what the data holds before the delay, down to a week (what
+    the CLI does unless ``--train-days`` is given: `protocol.default_protocol`)."""
     delay_days: int = 7
     test_days: int = 7
     label_delay_days: float = 7.0
@@ -122,6 +125,7 @@ def resolve_protocol(history: pl.DataFrame, options: TrainOptions) -> Protocol:
         train_days=options.train_days,
         delay_days=options.delay_days,
         test_days=options.test_days,
+        fit=options.fit_train_days,
     )
 
 
@@ -144,6 +148,8 @@ def train(
     definitions = definitions or default_feature_set()
     say = progress or (lambda _msg: None)
     protocol = resolve_protocol(history, options)
+    if protocol.train_days != options.train_days:  # fitted to the data
+        options = replace(options, train_days=protocol.train_days)
     say(f"backfilling features for {protocol.train_start}..{protocol.test_end}")
     dataset = build_dataset(
         history,
