@@ -15,9 +15,9 @@ from fraudstream.cli.common import (
     JsonOpt,
     connect,
     console,
-    err_console,
     settings_from,
 )
+from fraudstream.cli.progress import Steps
 from fraudstream.cli.reading import (
     ColumnOpt,
     ColumnsFileOpt,
@@ -59,8 +59,6 @@ def simulate(
     """Simulate a payment history with fraud and delayed chargeback labels."""
     from datetime import date
 
-    from rich.progress import Progress
-
     from fraudstream.simulate import (
         Extensions,
         LabelDelay,
@@ -92,11 +90,8 @@ def simulate(
     if as_json:
         result = run_simulation(config)
     else:
-        with Progress(console=err_console, transient=True) as progress:
-            task = progress.add_task("simulating", total=days + 3)
-            result = run_simulation(
-                config, lambda done, total: progress.update(task, completed=done, total=total)
-            )
+        with Steps("simulating", days + 3, unit="steps") as step:
+            result = run_simulation(config, lambda done, total: step.update(done))
     paths = write_history(result, out, formats)
     summary = summarize(result)
     if as_json:
@@ -145,8 +140,6 @@ def generate(
     """Send simulated transactions into the input stream at a rate and traffic pattern."""
     import secrets
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fraudstream import generate as gen
     from fraudstream.simulate.patterns import PATTERNS
     from fraudstream.stream.keys import StreamKeys
@@ -177,22 +170,13 @@ def generate(
     if as_json:
         stats = gen.run(producer, rows, options)
     else:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-            TimeElapsedColumn(),
-            console=err_console,
-        ) as progress:
-            task = progress.add_task(f"run {options.run_id}", total=duration)
+        with Steps(f"run {options.run_id}", duration, unit="s") as step:
             stats = gen.run(
                 producer,
                 rows,
                 options,
-                lambda sent, elapsed: progress.update(
-                    task,
-                    completed=min(elapsed, duration),
-                    description=f"run {options.run_id}: {sent:,} sent",
+                lambda sent, elapsed: step.update(
+                    min(elapsed, duration), f"run {options.run_id}: {sent:,} sent"
                 ),
             )
     summary = {

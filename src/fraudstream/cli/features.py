@@ -11,6 +11,7 @@ from rich.table import Table
 
 from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, console, settings_from
+from fraudstream.cli.progress import Status, Steps
 from fraudstream.cli.reading import (
     ColumnOpt,
     ColumnsFileOpt,
@@ -87,7 +88,7 @@ def features_backfill(
     frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
     label_frame = read_labels(history, labels)
     profile_frame = read_table(profiles) if profiles else None
-    with console.status(f"backfilling {frame.height:,} transactions"):
+    with Status(f"backfilling {frame.height:,} transactions"):
         t0 = time.perf_counter()
         features = backfill(
             frame,
@@ -118,20 +119,17 @@ def features_load_profiles(
     config: ConfigOpt = None,
 ) -> None:
     """Load (replace) static customer profiles for the online static features."""
-    from rich.progress import Progress
-
     from fraudstream.features.profiles import load_profiles
     from fraudstream.history import read_table
 
     settings = settings_from(config)
     frame = read_table(path)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("loading profiles", total=frame.height)
+    with Steps("loading profiles", frame.height, unit="customers") as step:
         written = load_profiles(
             connect(settings),
             frame,
             namespace=settings.feature_namespace,
-            progress=lambda n: progress.advance(task, n),
+            progress=step.advance,
         )
     console.print(f"loaded {written:,} customer profiles from {path}")
 

@@ -19,6 +19,7 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+from fraudstream.cli.progress import Status
 from fraudstream.cli.reading import (
     ColumnOpt,
     ColumnsFileOpt,
@@ -166,7 +167,7 @@ def train(
     if as_json:
         trained = fit_model(history, label_frame, options, profiles=profile_frame)
     else:
-        with console.status("training") as status:
+        with Status("training") as status:
             trained = fit_model(
                 history, label_frame, options, status.update, profiles=profile_frame
             )
@@ -374,7 +375,7 @@ def retrain(
     history, label_frame = load_history(None, database, None, config=config)
     if created := registry.create_key():
         err_console.print(key_created(created), highlight=False, soft_wrap=True)
-    with console.status("retraining on the store") as status:
+    with Status("retraining on the store") as status:
         trained = fit_model(history, label_frame, options, status.update if not as_json else None)
     version = registry.save(trained, activate=False)
     active = registry.active_version()
