@@ -21,6 +21,7 @@ from fraudstream.cli.common import (
     err_console,
     settings_from,
 )
+from fraudstream.cli.progress import Status, Steps
 from fraudstream.cli.reading import ColumnOpt, ColumnsFileOpt, DateFormatOpt, SkipInvalidOpt
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Run the whole pipeline on the embedded server and print a summary."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fraudstream.demo import DemoRun
 
     settings = settings_from(config)
@@ -70,7 +69,7 @@ def demo(
         print(json.dumps(report.as_dict()))
         return
     if train:
-        with console.status("model: checking the registry") as status:
+        with Status("model: checking the registry") as status:
             version = run.ensure_model(lambda msg: status.update(f"model: {msg}"))
         _say_key_created(run.key_created)
         trained = run.report.model_metrics
@@ -84,7 +83,7 @@ def demo(
                 else "(already active)"
             )
         )
-    with console.status("compiling the feature kernels (the first run on this machine only)"):
+    with Status("compiling the feature kernels (the first run on this machine only)"):
         run.warm_up()
     console.print(
         f"[bold]fraudstream demo[/] run {run.report.run_id}: {tps:g} tx/s for "
@@ -95,16 +94,9 @@ def demo(
             f"[yellow]note:[/] {backlog:,} transactions already wait in the input "
             "streams; the workers score them first, and the latency shows it"
         )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("decisions", total=int(tps * duration))
-        report = run.run(on_progress=lambda done, total: progress.update(task, completed=done))
-        progress.update(task, completed=report.decided + report.dead_letters)
+    with Steps("decisions", int(tps * duration)) as step:
+        report = run.run(on_progress=lambda done, total: step.update(done))
+        step.update(report.decided + report.dead_letters)
     console.print(_demo_table(report.as_dict()))
     console.print(f"sink and alerts logs: {report.logs}", highlight=False)
     console.print(_console_hint(settings), highlight=False)
