@@ -203,3 +203,16 @@ def test_a_file_that_partly_matches_a_layout_names_the_missing_field(
     text = str(caught.value)
     assert text.startswith(message) and "\n" not in text
     assert text.endswith(f"which has {drop}")
+
+
+def test_a_paysim_file_without_its_balances_still_derives_ids_and_times(
+    paysim: Path, tmp_path: Path
+) -> None:
+    lean = tmp_path / "lean.csv"
+    pl.read_csv(paysim, infer_schema=False).select(
+        "step", "amount", "nameOrig", "nameDest"
+    ).write_csv(lean)
+    history = read_history(lean)
+    assert history.frame["transaction_id"].to_list() == ["paysim-1", "paysim-2", "paysim-3"]
+    assert history.frame["timestamp"][2] == datetime(2017, 1, 1, 2, 0, 0, 3, tzinfo=UTC)
+    assert history.layout is not None and history.layout.startswith("the PaySim layout")

@@ -65,8 +65,9 @@ class ColumnMap:
 
     def plan(self, available: Sequence[str]) -> tuple[dict[str, str], Layout | None]:
         """Field → source column for every field the file has, and the known layout
-        (`fraudstream.layouts`) the columns are recognised as, if any. A layout's derived
-        fields name columns `Layout.derive` adds.
+        (`fraudstream.layouts`) the columns are recognised as, if any (all of its signature,
+        or more than half with the user's map giving the rest). A layout's derived fields
+        name columns `Layout.derive` adds.
 
         Raises:
             ConfigError: a mapped column is not in the file, or a required field has no column.
@@ -95,9 +96,7 @@ class ColumnMap:
                 f"required field has no column (the file has {', '.join(available)}; "
                 f"map one with --column {missing[0]}=COLUMN){_partly(match, missing[0])}",
             )
-        if match is None or match.missing:
-            return out, None
-        return out, match.layout
+        return out, match.layout if match is not None else None
 
 
 def _partly(match: Match | None, name: str) -> str:
