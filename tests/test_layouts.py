@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from fraudstream.columns import ColumnMap
-from fraudstream.errors import ConfigError
+from fraudstream.errors import BadRowsError, ConfigError
 from fraudstream.history import ReadOptions, read_history
 from fraudstream.ingest import read_transactions
 from layoutkit import (
@@ -216,3 +216,33 @@ def test_a_paysim_file_without_its_balances_still_derives_ids_and_times(
     assert history.frame["transaction_id"].to_list() == ["paysim-1", "paysim-2", "paysim-3"]
     assert history.frame["timestamp"][2] == datetime(2017, 1, 1, 2, 0, 0, 3, tzinfo=UTC)
     assert history.layout is not None and history.layout.startswith("the PaySim layout")
+
+
+def test_a_sparkov_file_without_merchant_places_never_takes_the_cardholders_home(
+    sparkov: Path, tmp_path: Path
+) -> None:
+    lean = tmp_path / "fraudTest.csv"
+    pl.read_csv(sparkov, infer_schema=False).drop("merch_lat", "merch_long").write_csv(lean)
+    history = read_history(lean)
+    assert history.frame.height == 3
+    assert not {"lat", "lon"} & set(history.frame.columns)
+
+
+def test_a_paysim_row_with_a_bad_step_is_named_by_its_step(paysim: Path) -> None:
+    lines = paysim.read_text().splitlines()
+    lines[2] = "x" + lines[2][1:]
+    lines[3] = lines[3][1:]
+    paysim.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadRowsError) as caught:
+        read_history(paysim)
+    assert "row 2: timestamp: step is not a whole number, got x (2 of 3 rows" in str(caught.value)
+    rejects = paysim.with_name("rejects.csv")
+    history = read_history(paysim, ReadOptions(skip_invalid=True, rejects=rejects))
+    assert history.frame["transaction_id"].to_list() == ["paysim-1"]
+    written = pl.read_csv(rejects, infer_schema=False)
+    assert "step" in written.columns and "nameOrig" in written.columns
+    reasons = written["reason"].to_list()
+    assert reasons == [
+        "timestamp: step is not a whole number, got x",
+        "timestamp: required, step is empty",
+    ]

@@ -81,12 +81,14 @@ class ColumnMap:
                 )
             out[name] = source
         match = recognise(available)
+        private: frozenset[str] = frozenset()
         if match is not None:
             for name, source in match.layout.sources(available).items():
                 out.setdefault(name, source)
+            private = match.layout.private
         known = {**HANDBOOK_COLUMNS, **HANDBOOK_TRUTH, **{f: f for f in FIELDS}}
         for column in available:
-            own = known.get(column)
+            own = known.get(column) if column not in private else None
             if own is not None and own not in out and column not in out.values():
                 out[own] = column
         missing = [f for f in REQUIRED if f not in out]

@@ -140,7 +140,8 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
         raw, dtype = pl.col(source), schema[source]
         value = typed(name, raw, dtype, date_format)
         exprs.append(value.alias(name))
-        reasons.append(reason(name, raw, value))
+        derived = layout.derives(name, source) if layout is not None else None
+        reasons.append(reason(name, raw, value) if derived is None else derived.reason(name, value))
     select = lazy.select("_row", *exprs, pl.coalesce(reasons).alias("_reason"))
     frame = guarded(path, select.collect, engine="streaming")
     naive = is_naive(schema[stamp], date_format)

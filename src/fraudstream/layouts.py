@@ -26,8 +26,8 @@ PAYSIM_ORIGIN = datetime(2017, 1, 1, tzinfo=UTC)
 IEEE_ORIGIN = datetime(2017, 12, 1, tzinfo=UTC)
 """IEEE-CIS's ``TransactionDT`` 0: the reference is unpublished; 2017-12-01 is the usual guess."""
 _PARTLY = 0.5
-"""A file with more than this share of a signature's columns (but not all) looks like the
-layout: its missing required field is named with the layout's column for it."""
+"""A file with more than this share of a signature's columns is read with the layout's
+columns it has; a required field still missing is named with the layout's column for it."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,20 @@ class Derived:
     shown: str
     """How the note on stderr shows it, e.g. ``paysim-<row>``."""
 
+    def reason(self, name: str, value: pl.Expr) -> pl.Expr:
+        """Null where the derived ``value`` is there, else why not, naming the file's column
+        it comes from: ``timestamp: step is not a whole number, got x``."""
+        if not self.inputs:
+            return pl.lit(None, dtype=pl.String)
+        source = self.inputs[0]
+        raw = pl.col(source).cast(pl.String)
+        return (
+            pl.when(raw.is_null() | (raw.str.strip_chars() == ""))
+            .then(pl.lit(f"{name}: required, {source} is empty"))
+            .when(value.is_null())
+            .then(pl.format(f"{name}: {source} is not a whole number, got {{}}", raw))
+        )
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -47,6 +61,9 @@ class Layout:
     columns: Mapping[str, str]
     """Field → the file's column (read when present)."""
     derived: Mapping[str, Derived] = field(default_factory=dict)
+    private: frozenset[str] = frozenset()
+    """The file's columns about a person: never read, even where their name is one of our
+    fields (Sparkov's ``lat`` is the cardholder's home)."""
 
     def column(self, name: str) -> str:
         """The frame column a derived field is computed into."""
@@ -70,6 +87,11 @@ class Layout:
         return numbered.with_columns(
             d.expr().alias(self.column(n)) for n, d in wanted.items()
         ).drop(ROW)
+
+    def derives(self, name: str, source: str) -> Derived | None:
+        """How ``name`` is derived when it is read from ``source`` (None: a file column)."""
+        how = self.derived.get(name)
+        return how if how is not None and source == self.column(name) else None
 
     def reads(self, sources: Mapping[str, str]) -> set[str]:
         """The file's columns that reading ``sources`` touches (a derived field's inputs)."""
@@ -131,6 +153,9 @@ SPARKOV = Layout(
         "lon": "merch_long",
         "is_fraud": "is_fraud",
     },
+    private=frozenset(
+        {"first", "last", "gender", "street", "city", "state", "zip", "lat", "long", "job", "dob"}
+    ),
 )
 """Sparkov-generated "credit card transactions fraud detection" (fraudTrain.csv, fraudTest.csv)."""
 
