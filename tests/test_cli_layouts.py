@@ -68,3 +68,10 @@ def test_an_explicit_column_overrides_the_sparkov_layout_on_the_command_line(
     wrong = _run(*args, "--column", "customer_id=no_such_column")
     assert wrong.returncode == 2
     assert "columns.customer_id: the file has no column 'no_such_column'" in wrong.stderr
+    partial = tmp_path / "partial.csv"
+    pl.read_csv(path, infer_schema=False).drop("amt").write_csv(partial)
+    refused = _run("features", "backfill", "--history", str(partial), "--out", str(out))
+    assert refused.returncode == 2
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: amount: required field has no column")
+    assert lines[0].endswith("it looks like the Sparkov layout, which has amt")
