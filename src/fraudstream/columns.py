@@ -1,7 +1,8 @@
 """Which column of a file holds which field, and each field as a typed, checked expression.
 
 A file's columns are mapped onto our fields by, in order: the user's map (``--columns
-map.toml`` / ``--column amount=TxnAmt``), the Fraud Detection Handbook's names, our own names.
+map.toml`` / ``--column amount=TxnAmt``), a well-known public dataset's layout recognised by
+its columns (`fraudstream.layouts`), the Fraud Detection Handbook's names, our own names.
 Each field then becomes a typed polars expression plus a *reason* expression (null when the
 value is fine, else ``"amount: must be >= 0, got -3"``), so a whole file is validated in one
 vectorised pass and every bad row can be named.
@@ -18,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from fraudstream.errors import ConfigError
+from fraudstream.layouts import Layout, Match, recognise
 from fraudstream.schema import AMOUNT_CEILING, HANDBOOK_COLUMNS
 
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
@@ -58,7 +60,14 @@ class ColumnMap:
                 raise ConfigError(f"columns.{name}", f"not a field (fields: {', '.join(FIELDS)})")
 
     def resolve(self, available: Sequence[str]) -> dict[str, str]:
-        """Field → source column for every field the file has.
+        """Field → source column for every field the file has (`plan`'s map)."""
+        return self.plan(available)[0]
+
+    def plan(self, available: Sequence[str]) -> tuple[dict[str, str], Layout | None]:
+        """Field → source column for every field the file has, and the known layout
+        (`fraudstream.layouts`) the columns are recognised as, if any (all of its signature,
+        or more than half with the user's map giving the rest). A layout's derived fields
+        name columns `Layout.derive` adds.
 
         Raises:
             ConfigError: a mapped column is not in the file, or a required field has no column.
@@ -71,9 +80,15 @@ class ColumnMap:
                     f"the file has no column {source!r} (it has {', '.join(available)})",
                 )
             out[name] = source
+        match = recognise(available)
+        private: frozenset[str] = frozenset()
+        if match is not None:
+            for name, source in match.layout.sources(available).items():
+                out.setdefault(name, source)
+            private = match.layout.private
         known = {**HANDBOOK_COLUMNS, **HANDBOOK_TRUTH, **{f: f for f in FIELDS}}
         for column in available:
-            own = known.get(column)
+            own = known.get(column) if column not in private else None
             if own is not None and own not in out and column not in out.values():
                 out[own] = column
         missing = [f for f in REQUIRED if f not in out]
@@ -81,9 +96,19 @@ class ColumnMap:
             raise ConfigError(
                 missing[0],
                 f"required field has no column (the file has {', '.join(available)}; "
-                f"map one with --column {missing[0]}=COLUMN)",
+                f"map one with --column {missing[0]}=COLUMN){_partly(match, missing[0])}",
             )
-        return out
+        return out, match.layout if match is not None else None
+
+
+def _partly(match: Match | None, name: str) -> str:
+    if match is None or not match.missing:
+        return ""
+    layout = match.layout
+    derived = layout.derived.get(name)
+    wanted = derived.inputs if derived is not None else (layout.columns.get(name, ""),)
+    lacks = [c for c in wanted if c] or list(match.missing)
+    return f"; it looks like the {layout.name} layout, which has {', '.join(lacks)}"
 
 
 def column_map(file: Path | None, pairs: Iterable[str], date_format: str | None) -> ColumnMap:

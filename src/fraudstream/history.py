@@ -3,7 +3,9 @@
 - **Format by content**: Parquet starts with ``PAR1`` (whatever its name); a file named
   ``.parquet`` that is not Parquet is refused (it is usually a CSV saved under the wrong
   name, and guessing would hide that); a first byte ``{`` means JSON lines; else CSV.
-- **Columns**: the user's map, then the Handbook's names, then ours (`fraudstream.columns`);
+- **Columns**: the user's map, then a well-known public layout recognised by its columns
+  (Sparkov, PaySim, IEEE-CIS: `fraudstream.layouts`, which may derive ids and times), then
+  the Handbook's names, then ours (`fraudstream.columns`);
   a required field without a column is named before any row is read. Extra columns
   (``TX_TIME_SECONDS``, …) are dropped.
 - **Bad rows**: checked in one vectorised pass. By default the first bad row stops the read
@@ -55,6 +57,9 @@ class History:
     """Some timestamps had no time zone and were taken as UTC."""
     encoding: str | None = None
     """A CSV not in UTF-8: the codec it was read as (`csv_dialect`)."""
+    layout: str | None = None
+    """``the Sparkov layout: customer_id=cc_num, …`` when the columns were recognised as a
+    well-known public dataset's (`fraudstream.layouts`)."""
 
 
 def resolve(path: Path) -> Path:
@@ -211,9 +216,13 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
     options = options or ReadOptions()
     path = resolve(path)
     fmt = file_format(path)
-    lazy = scan(path, fmt).with_row_index("_row", offset=1)
+    lazy = scan(path, fmt)
+    columns = guarded(path, lazy.collect_schema).names()
+    sources, layout = options.columns.plan(columns)
+    if layout is not None:
+        lazy = layout.derive(lazy, sources)
+    lazy = lazy.with_row_index("_row", offset=1)
     schema = guarded(path, lazy.collect_schema)
-    sources = options.columns.resolve([c for c in schema.names() if c != "_row"])
     stamp = sources["timestamp"]
     date_format = options.columns.date_format
     if date_format is None and (schema[stamp] == pl.String or schema[stamp].is_numeric()):
@@ -225,17 +234,27 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
         raw, dtype = pl.col(source), schema[source]
         value = typed(name, raw, dtype, date_format)
         exprs.append(value.alias(name))
-        reasons.append(reason(name, raw, value))
+        derived = layout.derives(name, source) if layout is not None else None
+        reasons.append(reason(name, raw, value) if derived is None else derived.reason(name, value))
     select = lazy.select("_row", *exprs, pl.coalesce(reasons).alias("_reason"))
     frame = guarded(path, select.collect, engine="streaming")
-    history = _checked(path, fmt, frame, options, is_naive(schema[stamp], date_format))
+    naive = is_naive(schema[stamp], date_format)
+    kept = None if layout is None else [c for c in columns if c in layout.reads(sources)]
+    history = _checked(path, fmt, frame, options, naive, kept)
     if fmt == "csv" and (encoding := csv_dialect(path).encoding) is not None:
         history = replace(history, encoding=encoding)
-    return history
+    if layout is None:
+        return history
+    return replace(history, layout=f"the {layout.name} layout: {layout.describe(sources)}")
 
 
 def _checked(
-    path: Path, fmt: str, frame: pl.DataFrame, options: ReadOptions, naive_times: bool
+    path: Path,
+    fmt: str,
+    frame: pl.DataFrame,
+    options: ReadOptions,
+    naive_times: bool,
+    kept: list[str] | None = None,
 ) -> History:
     bad = frame.filter(pl.col("_reason").is_not_null()).select("_row", "_reason")
     rejects: Path | None = None
@@ -244,7 +263,7 @@ def _checked(
             row, why = bad.row(0)
             raise BadRowsError(path, row, why, bad.height, frame.height)
         rejects = options.rejects or path.with_name(f"{path.stem}.rejects.csv")
-        write_rejects(path, fmt, bad, rejects)
+        write_rejects(path, fmt, bad, rejects, kept)
         frame = frame.filter(pl.col("_reason").is_null())
     return History(_defaults(frame.drop("_row", "_reason")), path, bad.height, rejects, naive_times)
 
@@ -263,8 +282,11 @@ def _defaults(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_rejects(path: Path, fmt: str, bad: pl.DataFrame, out: Path) -> None:
-    """``row, field, reason`` and the row's original values (as text), one line per bad row.
+def write_rejects(
+    path: Path, fmt: str, bad: pl.DataFrame, out: Path, kept: list[str] | None = None
+) -> None:
+    """``row, field, reason`` and the row's original values (as text), one line per bad row:
+    every column, or only ``kept`` (a known layout's: its personal columns are never read).
 
     Raises:
         DataFileError: the rejects file cannot be written.
@@ -274,7 +296,10 @@ def write_rejects(path: Path, fmt: str, bad: pl.DataFrame, out: Path) -> None:
         pl.col("_reason").str.split_exact(":", 1).struct.field("field_0").alias("field"),
         pl.col("_reason").alias("reason"),
     )
-    original = scan(path, fmt).with_row_index("row", offset=1)
+    original = scan(path, fmt)
+    if kept is not None:
+        original = original.select(kept)
+    original = original.with_row_index("row", offset=1)
     originals = guarded(
         path,
         original.join(reasons.lazy(), on="row", how="inner")

@@ -42,6 +42,8 @@ class Rejected:
 class Ingested:
     transactions: list[Transaction]
     rejected: list[Rejected]
+    layout: str | None = None
+    """``the PaySim layout: …`` when the columns were a well-known dataset's."""
 
     def stop_on_bad(self, path: Path) -> None:
         """Raises `BadRowsError` naming the first bad row, if there is one."""
@@ -60,7 +62,11 @@ def read_transactions(path: Path, columns: ColumnMap | None = None) -> Ingested:
     """
     columns = columns or ColumnMap()
     fmt = file_format(path)
-    rows = _json_lines(path, columns) if fmt == "jsonl" else _table_rows(path, fmt, columns)
+    said: list[str] = []
+    if fmt == "jsonl":
+        rows = _json_lines(path, columns)
+    else:
+        rows = _table_rows(path, fmt, columns, said)
     good: list[Transaction] = []
     bad: list[Rejected] = []
     for number, row, original in rows:
@@ -72,16 +78,20 @@ def read_transactions(path: Path, columns: ColumnMap | None = None) -> Ingested:
             good.append(transaction_from_record(_parsed(row, columns.date_format)))
         except SchemaError as exc:
             bad.append(Rejected(number, exc.field, str(exc), original))
-    return Ingested(good, bad)
+    return Ingested(good, bad, said[0] if said else None)
 
 
 Row = tuple[int, object, object]
 """(row or line number, the decoded row or why it could not be, the original values)."""
 
 
-def _table_rows(path: Path, fmt: str, columns: ColumnMap) -> Iterator[Row]:
+def _table_rows(path: Path, fmt: str, columns: ColumnMap, said: list[str]) -> Iterator[Row]:
+    """The rows; ``said`` gets the note on a recognised layout (before the first row)."""
     lazy = scan(path, fmt)
-    sources = columns.resolve(guarded(path, lazy.collect_schema).names())
+    sources, layout = columns.plan(guarded(path, lazy.collect_schema).names())
+    if layout is not None:
+        lazy = layout.derive(lazy, sources)
+        said.append(f"the {layout.name} layout: {layout.describe(sources)}")
     picked = lazy.select(
         pl.col(source).alias(name) for name, source in sources.items() if name not in TRUTH
     )

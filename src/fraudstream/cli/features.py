@@ -49,8 +49,9 @@ def features_backfill(
     history: Annotated[
         Path,
         typer.Option(
-            help="The history: CSV, Parquet or JSON lines, our columns or the Handbook's "
-            "(or mapped with --column), or a `simulate` folder.",
+            help="The history: CSV, Parquet or JSON lines, our columns, the Handbook's, a "
+            "known public dataset's (Sparkov, PaySim, IEEE-CIS) or mapped with --column, or "
+            "a `simulate` folder.",
             exists=True,
         ),
     ],

@@ -44,8 +44,8 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="History: CSV, Parquet or JSON lines in our columns, the Handbook's "
-        "(TX_FRAUD gives the labels) or mapped with --column, or a `simulate` output folder "
-        "(or --database).",
+        "(TX_FRAUD gives the labels), a known public dataset's (Sparkov, PaySim, IEEE-CIS) "
+        "or mapped with --column, or a `simulate` output folder (or --database).",
         exists=True,
     ),
 ]

@@ -311,7 +311,7 @@ def produce(
         Path,
         typer.Argument(
             help="JSON lines, CSV or Parquet; our column names, the Fraud Detection Handbook's, "
-            "or mapped with --column.",
+            "a known public dataset's (Sparkov, PaySim, IEEE-CIS), or mapped with --column.",
             exists=True,
             dir_okay=False,
         ),
@@ -324,6 +324,7 @@ def produce(
 ) -> None:
     """Validate transactions from a file and send them to the input stream (nothing is sent
     if a row is bad, unless --skip-invalid)."""
+    from fraudstream.cli.reading import tell_layout
     from fraudstream.columns import column_map
     from fraudstream.ingest import read_transactions, write_rejects
     from fraudstream.stream.keys import StreamKeys
@@ -331,6 +332,8 @@ def produce(
 
     settings = settings_from(config)
     ingested = read_transactions(path, column_map(columns, column or [], date_format))
+    if ingested.layout:
+        tell_layout(path, ingested.layout)
     if not skip_invalid:
         ingested.stop_on_bad(path)
     rejected = ingested.rejected

@@ -114,8 +114,10 @@ def read_history(path: Path, options: ReadOptions) -> pl.DataFrame:
 
 
 def tell(history: History) -> None:
-    """Naive times taken as UTC, a text encoding other than UTF-8, and rows skipped (with
-    where they went)."""
+    """A recognised public layout, naive times taken as UTC, a text encoding other than
+    UTF-8, and rows skipped (with where they went)."""
+    if history.layout:
+        tell_layout(history.path, history.layout)
     if history.naive_times:
         err_console.print(
             f"note: {history.path.name}: timestamps have no time zone; taken as UTC",
@@ -135,3 +137,8 @@ def tell(history: History) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def tell_layout(path: Path, layout: str) -> None:
+    """``note: fraudTrain.csv: recognised the Sparkov layout: customer_id=cc_num, …``."""
+    err_console.print(f"note: {path.name}: recognised {layout}", highlight=False, soft_wrap=True)
