@@ -63,3 +63,15 @@ def test_an_amount_that_cannot_be_told_apart_is_refused_naming_the_row(tmp_path:
     with pytest.raises(BadRowsError) as caught:
         read_history(path)
     assert caught.value.row == 2 and "amount" in str(caught.value)
+
+
+def test_produce_reads_the_same_values_as_the_history_reader(tmp_path: Path) -> None:
+    """`produce` validates row by row through the schema; the numbers reach it as the
+    history reader reads them, and a Windows-1252 file is said to be one."""
+    from fraudstream.ingest import read_transactions
+
+    path = _write(tmp_path / "excel.csv", ";", ["12,50", "1.234,50", "0"], encoding="cp1252")
+    ingested = read_transactions(path)
+    assert [tx.amount for tx in ingested.transactions] == [12.5, 1234.5, 0.0]
+    assert [tx.customer_id for tx in ingested.transactions] == ["José", "Zoë", "c3"]
+    assert ingested.encoding == "cp1252" and not ingested.rejected

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,9 +21,17 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from fraudstream.columns import EPOCHS, TRUTH, ColumnMap, epoch_format, from_epoch
+from fraudstream.columns import (
+    EPOCHS,
+    FLOATS,
+    TRUTH,
+    ColumnMap,
+    epoch_format,
+    from_epoch,
+    number_text,
+)
 from fraudstream.errors import BadRowsError, DataFileError, SchemaError
-from fraudstream.history import file_format, guarded, scan
+from fraudstream.history import csv_dialect, file_format, guarded, scan
 from fraudstream.schema import Transaction, transaction_from_record
 
 
@@ -44,6 +52,8 @@ class Ingested:
     rejected: list[Rejected]
     layout: str | None = None
     """``the PaySim layout: …`` when the columns were a well-known dataset's."""
+    encoding: str | None = None
+    """A CSV not in UTF-8: the codec it was read as (`fraudstream.history.csv_dialect`)."""
 
     def stop_on_bad(self, path: Path) -> None:
         """Raises `BadRowsError` naming the first bad row, if there is one."""
@@ -53,7 +63,9 @@ class Ingested:
             raise BadRowsError(path, first.row, first.reason, len(self.rejected), total)
 
 
-def read_transactions(path: Path, columns: ColumnMap | None = None) -> Ingested:
+def read_transactions(
+    path: Path, columns: ColumnMap | None = None, progress: Progress | None = None
+) -> Ingested:
     """Validate every row of a file.
 
     Raises:
@@ -70,6 +82,8 @@ def read_transactions(path: Path, columns: ColumnMap | None = None) -> Ingested:
     good: list[Transaction] = []
     bad: list[Rejected] = []
     for number, row, original in rows:
+        if progress is not None and number % PROGRESS_ROWS == 0:
+            progress(number)
         try:
             if isinstance(row, SchemaError):
                 raise row
@@ -78,9 +92,13 @@ def read_transactions(path: Path, columns: ColumnMap | None = None) -> Ingested:
             good.append(transaction_from_record(_parsed(row, columns.date_format)))
         except SchemaError as exc:
             bad.append(Rejected(number, exc.field, str(exc), original))
-    return Ingested(good, bad, said[0] if said else None)
+    encoding = csv_dialect(path).encoding if fmt == "csv" else None
+    return Ingested(good, bad, said[0] if said else None, encoding)
 
 
+Progress = Callable[[int], None]
+"""Called with the rows validated so far, every `PROGRESS_ROWS`."""
+PROGRESS_ROWS = 10_000
 Row = tuple[int, object, object]
 """(row or line number, the decoded row or why it could not be, the original values)."""
 
@@ -92,12 +110,23 @@ def _table_rows(path: Path, fmt: str, columns: ColumnMap, said: list[str]) -> It
     if layout is not None:
         lazy = layout.derive(lazy, sources)
         said.append(f"the {layout.name} layout: {layout.describe(sources)}")
+    schema = guarded(path, lazy.collect_schema)
     picked = lazy.select(
-        pl.col(source).alias(name) for name, source in sources.items() if name not in TRUTH
+        _as_text_number(name, pl.col(source), schema[source]).alias(name)
+        for name, source in sources.items()
+        if name not in TRUTH
     )
     frame = guarded(path, picked.collect)
     for number, row in enumerate(frame.iter_rows(named=True), start=1):
         yield number, row, row
+
+
+def _as_text_number(name: str, column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Numbers written as text the way the history reader reads them (a decimal comma,
+    thousands commas: `fraudstream.columns.number_text`); the schema converts them."""
+    if dtype != pl.String or (name != "amount" and name not in FLOATS):
+        return column
+    return number_text(column, money=name == "amount")
 
 
 def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:

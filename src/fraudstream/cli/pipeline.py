@@ -331,9 +331,16 @@ def produce(
     from fraudstream.stream.producer import Producer
 
     settings = settings_from(config)
-    ingested = read_transactions(path, column_map(columns, column or [], date_format))
+    with Steps(f"validating {path.name}", None, unit="rows") as step:
+        ingested = read_transactions(
+            path, column_map(columns, column or [], date_format), progress=step.update
+        )
     if ingested.layout:
         tell_layout(path, ingested.layout)
+    if ingested.encoding:
+        err_console.print(
+            f"note: {path.name}: not UTF-8 text; read as {ingested.encoding}", highlight=False
+        )
     if not skip_invalid:
         ingested.stop_on_bad(path)
     rejected = ingested.rejected
@@ -355,7 +362,8 @@ def produce(
         StreamKeys.of(settings),
         batch_size=settings.batch_size,
     )
-    sent = producer.send(ingested.transactions)
+    with Steps("sending", len(ingested.transactions), unit="transactions") as step:
+        sent = producer.send(ingested.transactions, on_sent=step.update)
     console.print(f"sent {sent:,} transactions, rejected {len(rejected):,}")
 
 

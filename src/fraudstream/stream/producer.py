@@ -7,7 +7,7 @@ and, in the same MULTI/EXEC, to the label log the SQL sink stores (`StreamKeys.l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import redis
 
@@ -27,12 +27,17 @@ class Producer:
         self.keys = keys
         self.batch_size = batch_size
 
-    def send(self, transactions: Iterable[Transaction]) -> int:
-        """Send validated transactions; returns how many were written."""
+    def send(
+        self, transactions: Iterable[Transaction], on_sent: Callable[[int], None] | None = None
+    ) -> int:
+        """Send validated transactions; returns how many were written (``on_sent`` is told
+        the count so far after each round trip)."""
         parts = self.keys.partitions
-        return self.send_encoded(
-            (partition_of(tx.customer_id, parts), encode(tx)) for tx in transactions
+        entries = (
+            (self.keys.input(partition_of(tx.customer_id, parts)), encode(tx))
+            for tx in transactions
         )
+        return self.send_to_streams(entries, on_sent)
 
     def send_encoded(self, entries: Iterable[tuple[int, bytes]]) -> int:
         """Send pre-encoded ``(partition, json_bytes)`` entries (the generator's fast path,
@@ -44,7 +49,9 @@ class Producer:
         (and its log)."""
         return self.send_to_streams((self.keys.labels, encode(label)) for label in labels)
 
-    def send_to_streams(self, entries: Iterable[tuple[str, bytes]]) -> int:
+    def send_to_streams(
+        self, entries: Iterable[tuple[str, bytes]], on_sent: Callable[[int], None] | None = None
+    ) -> int:
         """Send ``(stream, json_bytes)`` entries, one pipeline per ``batch_size``."""
         sent = 0
         batch: list[tuple[str, bytes]] = []
@@ -53,6 +60,8 @@ class Producer:
             if len(batch) >= self.batch_size:
                 sent += self._flush(batch)
                 batch = []
+                if on_sent is not None:
+                    on_sent(sent)
         if batch:
             sent += self._flush(batch)
         return sent
