@@ -113,9 +113,15 @@ def scan(path: Path, fmt: str | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(path)
     if fmt == "jsonl":
         return pl.scan_ndjson(path, infer_schema_length=10_000)
-    dialect = csv_dialect(path)
-    source = path if dialect.encoding is None else utf8_copy(path, dialect.encoding)
+    source, dialect = readable_csv(path)
     return pl.scan_csv(source, infer_schema=False, separator=dialect.separator)
+
+
+def readable_csv(path: Path) -> tuple[Path, CsvDialect]:
+    """A CSV as polars can read it (UTF-8: the file itself, or its `utf8_copy`), and its
+    dialect."""
+    dialect = csv_dialect(path)
+    return (path if dialect.encoding is None else utf8_copy(path, dialect.encoding)), dialect
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,7 @@ def csv_dialect(path: Path) -> CsvDialect:
         DataFileError: the file cannot be read.
     """
     try:
-        stat = path.stat()
-        key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+        key = _version(path)
         if key in _DIALECTS:
             return _DIALECTS[key]
         with path.open("rb") as fh:
@@ -180,18 +185,24 @@ def _unquoted(line: str) -> str:
     return "".join(part for j, part in enumerate(line.split('"')) if j % 2 == 0)
 
 
-_DIALECTS: dict[tuple[Path, int, int], CsvDialect] = {}
-"""Per file version (path, size, modification time): a command reads a file more than once."""
-_COPIES: dict[tuple[Path, int, int], Path] = {}
+Version = tuple[Path, int, int]
+"""A file as it is now: its path, size and modification time."""
+_DIALECTS: dict[Version, CsvDialect] = {}
+"""Per file version: a command reads a file more than once."""
+_COPIES: dict[Version, Path] = {}
 _COPY_DIR: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _version(path: Path) -> Version:
+    stat = path.stat()
+    return path.resolve(), stat.st_size, stat.st_mtime_ns
 
 
 def utf8_copy(path: Path, encoding: str) -> Path:
     """The file re-encoded as UTF-8 in a temporary folder (removed at exit), made once per
     file version: polars reads UTF-8 only."""
     global _COPY_DIR
-    stat = path.stat()
-    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    key = _version(path)
     if key not in _COPIES:
         if _COPY_DIR is None:
             _COPY_DIR = tempfile.TemporaryDirectory(prefix="fraudstream-utf8-")
@@ -337,8 +348,7 @@ def read_table(path: Path) -> pl.DataFrame:
     path = resolve(path) if not path.exists() else path
     fmt = file_format(path)
     if fmt == "csv":
-        dialect = csv_dialect(path)
-        source = path if dialect.encoding is None else utf8_copy(path, dialect.encoding)
+        source, dialect = readable_csv(path)
         return guarded(
             path,
             pl.read_csv,
