@@ -65,7 +65,11 @@ class Steps:
             self._bar = Progress(
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
-                TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + self.unit),
+                TextColumn(
+                    "{task.completed:,.0f}"
+                    + ("" if self.total is None else "/{task.total:,.0f}")
+                    + f" {self.unit}"
+                ),
                 TimeElapsedColumn(),
                 console=Console(file=self.out),
                 transient=True,
