@@ -177,7 +177,9 @@ def train(
         print(json.dumps({"version": version, "active": activate, **metrics}, default=str))
         return
     console.print(summary_table(metrics, title=f"model {version} on its test period"))
-    console.print(f"{trained.protocol}, after a {options.delay_days}-day label delay")
+    console.print(
+        f"{trained.protocol}, after a {options.delay_days}-day label delay", highlight=False
+    )
     console.print(f"stored model {version}" + (" (active)" if activate else ""))
 
 
