@@ -151,9 +151,16 @@ def typed(name: str, raw: pl.Expr, dtype: pl.DataType, date_format: str | None) 
         return raw.cast(pl.Int8, strict=False).cast(pl.Boolean)
     if name == "fraud_scenario":
         return raw.cast(pl.Int8, strict=False)
-    if dtype == pl.String:
-        return number_text(raw, money=name == "amount").cast(pl.Float64, strict=False)
-    return raw.cast(pl.Float64, strict=False)
+    return as_number_text(name, raw, dtype).cast(pl.Float64, strict=False)
+
+
+def as_number_text(name: str, raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A number field (``amount``, the coordinates) given as text, in the form a float cast
+    reads (`number_text`); any other column, or a typed one, as it is. The history reader
+    casts it; ``produce`` leaves the cast to the schema."""
+    if dtype != pl.String or (name != "amount" and name not in FLOATS):
+        return raw
+    return number_text(raw, money=name == "amount")
 
 
 _BOOLS = {"0": False, "1": True, "false": False, "true": True}

@@ -23,12 +23,11 @@ import polars as pl
 
 from fraudstream.columns import (
     EPOCHS,
-    FLOATS,
     TRUTH,
     ColumnMap,
+    as_number_text,
     epoch_format,
     from_epoch,
-    number_text,
 )
 from fraudstream.errors import BadRowsError, DataFileError, SchemaError
 from fraudstream.history import csv_dialect, file_format, guarded, scan
@@ -112,21 +111,13 @@ def _table_rows(path: Path, fmt: str, columns: ColumnMap, said: list[str]) -> It
         said.append(f"the {layout.name} layout: {layout.describe(sources)}")
     schema = guarded(path, lazy.collect_schema)
     picked = lazy.select(
-        _as_text_number(name, pl.col(source), schema[source]).alias(name)
+        as_number_text(name, pl.col(source), schema[source]).alias(name)
         for name, source in sources.items()
         if name not in TRUTH
     )
     frame = guarded(path, picked.collect)
     for number, row in enumerate(frame.iter_rows(named=True), start=1):
         yield number, row, row
-
-
-def _as_text_number(name: str, column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Numbers written as text the way the history reader reads them (a decimal comma,
-    thousands commas: `fraudstream.columns.number_text`); the schema converts them."""
-    if dtype != pl.String or (name != "amount" and name not in FLOATS):
-        return column
-    return number_text(column, money=name == "amount")
 
 
 def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:

@@ -324,7 +324,7 @@ def produce(
 ) -> None:
     """Validate transactions from a file and send them to the input stream (nothing is sent
     if a row is bad, unless --skip-invalid)."""
-    from fraudstream.cli.reading import tell_layout
+    from fraudstream.cli.reading import tell_encoding, tell_layout
     from fraudstream.columns import column_map
     from fraudstream.ingest import read_transactions, write_rejects
     from fraudstream.stream.keys import StreamKeys
@@ -338,9 +338,7 @@ def produce(
     if ingested.layout:
         tell_layout(path, ingested.layout)
     if ingested.encoding:
-        err_console.print(
-            f"note: {path.name}: not UTF-8 text; read as {ingested.encoding}", highlight=False
-        )
+        tell_encoding(path, ingested.encoding)
     if not skip_invalid:
         ingested.stop_on_bad(path)
     rejected = ingested.rejected

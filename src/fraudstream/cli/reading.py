@@ -125,11 +125,7 @@ def tell(history: History) -> None:
             soft_wrap=True,
         )
     if history.encoding:
-        err_console.print(
-            f"note: {history.path.name}: not UTF-8 text; read as {history.encoding}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        tell_encoding(history.path, history.encoding)
     if history.skipped:
         err_console.print(
             f"skipped {history.skipped:,} invalid rows of {history.path.name}; "
@@ -142,3 +138,10 @@ def tell(history: History) -> None:
 def tell_layout(path: Path, layout: str) -> None:
     """``note: fraudTrain.csv: recognised the Sparkov layout: customer_id=cc_num, …``."""
     err_console.print(f"note: {path.name}: recognised {layout}", highlight=False, soft_wrap=True)
+
+
+def tell_encoding(path: Path, encoding: str) -> None:
+    """``note: excel.csv: not UTF-8 text; read as cp1252``."""
+    err_console.print(
+        f"note: {path.name}: not UTF-8 text; read as {encoding}", highlight=False, soft_wrap=True
+    )
