@@ -280,6 +280,7 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
     server: str, client: redis.Redis, engine: sa.Engine, tmp_path: Path
 ) -> None:
     errors: list[str] = []
+    requested: list[str] = []
     first = backfill(client, seconds=58, rate=140)
     rng = np.random.default_rng(8)
     publish(client, "tx", "worker-1", window(made_reference(rng), rng, shift=1.5))
@@ -291,6 +292,7 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
             page = browser.new_page(viewport={"width": 1440, "height": 1180})
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requested.append(r.url))
             page.goto(server + "/")
             expect(page).to_have_url(server + "/login?next=%2F")
             page.fill("#api_key", KEY)
@@ -307,6 +309,8 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
         finally:
             browser.close()
     assert errors == [], errors
+    elsewhere = [u for u in requested if not u.startswith((server + "/", "data:"))]
+    assert requested and elsewhere == [], elsewhere  # vendored assets only: no CDN, no font
     with engine.connect() as connection:
         stored = connection.execute(
             sa.select(
@@ -330,6 +334,8 @@ def _resolve_in_the_drill_down(page: Page, transaction_id: str) -> None:
     drill = page.locator("#drill")
     expect(drill).to_be_visible()
     expect(drill.locator(".contrib")).to_contain_text("terminal_risk_7d")
+    value = drill.locator('.contrib .value[data-feature="terminal_risk_7d"]')
+    expect(value).to_have_text("0.31")  # what the model saw, shown (not only on hover)
     drill.locator("button.claim").click()
     expect(row).to_contain_text("claimed by bootstrap")
     drill.locator("#verdict-note").fill("card reported stolen")

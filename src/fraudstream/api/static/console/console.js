@@ -27,6 +27,7 @@ const fmt = {
   money: (a, c) => (a == null ? "–" : `${a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} ${c || ""}`),
   time: (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "–"),
   when: (iso) => (iso ? new Date(iso).toLocaleString([], { hour12: false }) : "–"),
+  value: (v) => (v == null ? "–" : Number.isInteger(v) ? v.toLocaleString("en-US") : String(Number(v.toPrecision(4)))),
 };
 const badge = (outcome) => el("span", { class: "badge", style: { color: colorOf(outcome) } }, outcome.replace("_", " "));
 const chips = (reasons) => (reasons || []).map((r) => el("span", { class: "chip" }, r));
@@ -205,7 +206,8 @@ function contributions(decision) {
   const top = Math.max(...parts.map(([, v]) => Math.abs(v)));
   const features = decision.features || {};
   return el("div", { class: "contrib" }, parts.flatMap(([name, v]) => [
-    el("div", { class: "name mono", title: `${name} = ${features[name] ?? "–"}` }, name),
+    el("div", { class: "name mono", title: name }, name),
+    el("div", { class: "value num mono", "data-feature": name, title: "the feature's value the model saw" }, fmt.value(features[name])),
     el("div", { class: "track" }, el("span", { class: v >= 0 ? "up" : "down", style: { width: `${(50 * Math.abs(v)) / top}%` } })),
     el("div", { class: "num mono" }, (v >= 0 ? "+" : "") + v.toFixed(3)),
   ]));
@@ -237,7 +239,7 @@ function drillView(d) {
       ["model", decision.model_version], ["rules", decision.rules_version]]) : el("p", { class: "empty" }, "No stored decision."),
     ...reviewPart(d.review ? { ...d.review, transaction_id: d.transaction_id } : null),
     ...challengePart(d.challenge),
-    decision ? [el("h3", {}, "Feature contributions"), contributions(decision)] : null,
+    decision ? [el("h3", {}, "Feature contributions and values"), contributions(decision)] : null,
     el("h3", {}, "Transaction"),
     d.transaction ? fields([["amount", fmt.money(tx.amount, tx.currency)], ["time", fmt.when(tx.timestamp)], ["customer", tx.customer_id],
       ["merchant", tx.merchant_id], ["terminal", tx.terminal_id], ["channel", tx.channel], ["card", tx.card_id], ["mcc", tx.mcc],
