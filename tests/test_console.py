@@ -302,6 +302,10 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
             _numbers_move(page)
             expect(page.locator('#mix-legend li[data-outcome="step_up"]')).to_be_visible()
             expect(page.locator('#drift tr[data-name="a"] .psi-significant')).to_be_visible()
+            # charts, not only figures: drift (PSI tick by tick) and the fraud reported a second
+            expect(page.locator("#chart-drift .u-legend")).to_contain_text("score")
+            expect(page.locator("#chart-drift .u-legend")).to_contain_text("worst feature")
+            expect(page.locator("#chart-flagged .u-legend")).to_contain_text("fraud reported / s")
             page.wait_for_timeout(1_500)  # the charts' next tick, for the picture
             page.screenshot(path=tmp_path / "console.png", full_page=True)
             _resolve_in_the_drill_down(page, "tx-browser-0")
