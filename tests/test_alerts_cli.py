@@ -13,6 +13,7 @@ from clikit import run_cli
 from fraudstream.config import Settings, public_view
 from fraudstream.schema import Decision
 from fraudstream.stream.keys import StreamKeys
+from metricskit import folder_samples
 from storekit import publish
 
 KEYS = StreamKeys("tx", 16)
@@ -89,6 +90,26 @@ def test_alerts_run_alerts_the_blocks_and_reports(
     assert (figures["sent"], figures["failed"], figures["lag"]) == (2, 0, 0)
     assert "alerts: sent 2, failed 0, lag 0 decisions" in done.stderr
     assert SECRET not in done.stderr
+    folder = tmp_path / ".fraudstream" / "metrics"
+    assert folder_samples(folder, "fraudstream_alerts_total") == {'result="sent"': 2}
+
+
+def test_alerts_run_counts_the_alerts_that_failed(
+    client: redis.Redis, valkey_url: str, tmp_path: Path
+) -> None:
+    publish(client, KEYS.decisions, [block("tx-1")])
+    with webhook_receiver(default=500) as receiver:
+        env = {"FRAUDSTREAM_ALERTS_WEBHOOK_URL": receiver.url,
+               "FRAUDSTREAM_ALERTS_WEBHOOK_SECRET": SECRET,
+               "FRAUDSTREAM_ALERTS_ATTEMPTS": "1",
+               "FRAUDSTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}  # fmt: skip
+        done = run_cli("alerts", "run", "--burst", "--json", env=env, valkey_url=valkey_url,
+                       cwd=tmp_path)  # fmt: skip
+        assert len(receiver.wait_for(1)) == 1
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["failed"] == 1
+    folder = tmp_path / ".fraudstream" / "metrics"
+    assert folder_samples(folder, "fraudstream_alerts_total") == {'result="failed"': 1}
 
 
 def test_a_bad_routing_file_stops_alerts_run_with_one_line(tmp_path: Path) -> None:

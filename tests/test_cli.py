@@ -170,6 +170,16 @@ def test_demo_json_accounts_for_every_message(
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
     assert second["model_version"] == report["model_version"] and not second["model_metrics"]
+    shown = _run("demo", "--duration", "1", "--tps", "200", "--workers", "1",
+                 env={**env, "FRAUDSTREAM_API_PORT": "18999"})  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    last = shown.stdout.splitlines()[-1]  # one line, whatever the width: copied as it is
+    assert last.startswith(
+        "live console: run `.venv/bin/fraudstream serve`, open http://127.0.0.1:18999/ and "
+        f"sign in with the key in {tmp_path}/api.key"
+    )
+    # the demo's traffic has ended by then: the console moves only with traffic sent meanwhile
+    assert "`.venv/bin/fraudstream loadtest --tps 200 --duration 300`" in last
 
 
 def test_valkey_start_status_stop(tmp_path: Path) -> None:

@@ -280,6 +280,7 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
     server: str, client: redis.Redis, engine: sa.Engine, tmp_path: Path
 ) -> None:
     errors: list[str] = []
+    requested: list[str] = []
     first = backfill(client, seconds=58, rate=140)
     rng = np.random.default_rng(8)
     publish(client, "tx", "worker-1", window(made_reference(rng), rng, shift=1.5))
@@ -291,6 +292,7 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
             page = browser.new_page(viewport={"width": 1440, "height": 1180})
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requested.append(r.url))
             page.goto(server + "/")
             expect(page).to_have_url(server + "/login?next=%2F")
             page.fill("#api_key", KEY)
@@ -300,6 +302,10 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
             _numbers_move(page)
             expect(page.locator('#mix-legend li[data-outcome="step_up"]')).to_be_visible()
             expect(page.locator('#drift tr[data-name="a"] .psi-significant')).to_be_visible()
+            # charts, not only figures: drift (PSI tick by tick) and the fraud reported a second
+            expect(page.locator("#chart-drift .u-legend")).to_contain_text("score")
+            expect(page.locator("#chart-drift .u-legend")).to_contain_text("worst feature")
+            expect(page.locator("#chart-flagged .u-legend")).to_contain_text("fraud reported / s")
             page.wait_for_timeout(1_500)  # the charts' next tick, for the picture
             page.screenshot(path=tmp_path / "console.png", full_page=True)
             _resolve_in_the_drill_down(page, "tx-browser-0")
@@ -307,6 +313,8 @@ def test_the_console_in_a_browser_moves_with_traffic_and_resolves_a_review(
         finally:
             browser.close()
     assert errors == [], errors
+    elsewhere = [u for u in requested if not u.startswith((server + "/", "data:"))]
+    assert requested and elsewhere == [], elsewhere  # vendored assets only: no CDN, no font
     with engine.connect() as connection:
         stored = connection.execute(
             sa.select(
@@ -330,6 +338,8 @@ def _resolve_in_the_drill_down(page: Page, transaction_id: str) -> None:
     drill = page.locator("#drill")
     expect(drill).to_be_visible()
     expect(drill.locator(".contrib")).to_contain_text("terminal_risk_7d")
+    value = drill.locator('.contrib .value[data-feature="terminal_risk_7d"]')
+    expect(value).to_have_text("0.31")  # what the model saw, shown (not only on hover)
     drill.locator("button.claim").click()
     expect(row).to_contain_text("claimed by bootstrap")
     drill.locator("#verdict-note").fill("card reported stolen")

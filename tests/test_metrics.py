@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,8 +18,11 @@ import redis
 from apikit import KEY, call, post, sample_tx, start_server, stop_server
 from fraudstream import metrics
 from fraudstream.config import Settings
-from fraudstream.stream.keys import StreamKeys
+from fraudstream.metrics import WorkerMetrics
+from fraudstream.scoring import AmountPolicy, Scorer
+from fraudstream.stream.keys import GROUP, StreamKeys
 from fraudstream.stream.producer import Producer
+from fraudstream.stream.worker import Worker, WorkerOptions
 from test_stream import _txs
 
 pytestmark = pytest.mark.slow
@@ -50,6 +54,7 @@ def test_metrics_of_worker_processes_and_the_api_add_up_at_one_endpoint(
     total = 120
     keys = StreamKeys(settings.stream_prefix, settings.partitions)
     Producer(client, keys).send(_txs(total, customers=40))
+    Producer(client, keys).send_encoded([(0, b"not json"), (1, b'{"transaction_id": "x"}')])
     env = {
         **{k: v for k, v in os.environ.items() if k != metrics.ENV},
         "FRAUDSTREAM_VALKEY_URL": valkey_url,
@@ -82,6 +87,7 @@ def test_metrics_of_worker_processes_and_the_api_add_up_at_one_endpoint(
         for source in ("worker", "api")
     }
     assert by_source == {"worker": total, "api": 5}, decided
+    assert _samples(text, "fraudstream_dead_letters_total") == {'source="worker"': 2}
     latency = _samples(text, "fraudstream_latency_seconds_count")
     assert latency['stage="end_to_end"'] == total + 5
     assert latency['stage="features"'] == total + 5  # every decision says where time went
@@ -90,6 +96,32 @@ def test_metrics_of_worker_processes_and_the_api_add_up_at_one_endpoint(
     assert any('kind="rules"' in labels and v == 1 for labels, v in versions.items()), versions
     folder = Path(settings.data_dir) / metrics.FOLDER
     assert list(folder.glob("counter_*.db")), "each process writes its own files"
+
+
+def test_a_worker_measures_the_backlog_of_its_partitions(
+    clean_env: None, settings: Settings, client: redis.Redis
+) -> None:
+    """Lag: entries of the worker's partitions not decided yet; pending: read, not acked."""
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    Producer(client, keys).send(_txs(40, customers=10))
+    monitor = WorkerMetrics(interval_s=0.0)
+    options = WorkerOptions(
+        block_ms=50, lease_ttl_ms=settings.lease_ttl_ms, claim_idle_ms=settings.claim_idle_ms
+    )
+    scorer = Scorer(AmountPolicy.from_settings(settings))
+    worker = Worker(client, keys, scorer, options, consumer="w1", monitor=monitor)
+    worker.bootstrap()
+    worker.leases.rebalance()  # alone: it holds every partition
+    read: Any = client.xreadgroup(GROUP, "w1", {keys.input(0): ">"}, count=3)
+    monitor.started(worker)
+    gauges = _samples(metrics.exposition().decode(), "fraudstream_stream_lag")
+    pending = _samples(metrics.exposition().decode(), "fraudstream_stream_pending")
+    assert (gauges, pending) == ({"": 40}, {"": len(read[0][1])})
+    worker.run(burst=True, handle_signals=False)
+    monitor.tick(worker)
+    text = metrics.exposition().decode()
+    assert _samples(text, "fraudstream_stream_lag") == {"": 0}
+    assert _samples(text, "fraudstream_stream_pending") == {"": 0}
 
 
 def test_setup_drops_the_gauges_of_processes_that_are_gone(clean_env: None, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rich.console import Console
 
+from fraudstream.loadtest.report import run_tables
 from fraudstream.loadtest.stats import RunStats
 from fraudstream.schema import Decision, Outcome
 from fraudstream.simulate.patterns import RateCurve
@@ -64,3 +66,17 @@ def test_record_counts_outcomes_frauds_and_every_stage() -> None:
     ]  # fmt: skip
     assert record.elapsed_s == pytest.approx(0.4)
     assert record.achieved_tps == pytest.approx(10.0)
+
+
+def test_a_fraud_stepped_up_is_caught_and_the_run_table_says_so() -> None:
+    stats = _stats()
+    stats.sent_until(2, 0.5)
+    stats.add(_decision(0, 0.1, 4.0, "step_up"), is_fraud=True)
+    stats.add(_decision(1, 0.2, 4.0, "approve"), is_fraud=True)
+    record = stats.record("r", 1, "completed", frauds_sent=2, ended=START.timestamp() + 1)
+    assert record.frauds_caught == 1
+    out = Console(width=200, record=True)
+    for table in run_tables(record):
+        out.print(table)
+    [row] = [line for line in out.export_text().splitlines() if "frauds caught" in line]
+    assert "frauds caught (step-up, review or block) " in row and row.endswith(" 1 of 2 (50 %) │")

@@ -22,6 +22,7 @@ from fraudstream.schema import Label, Transaction
 from fraudstream.store import migrate
 from fraudstream.store.challenges import get_challenge, open_challenges, settle
 from fraudstream.store.write import store_decisions, store_labels, store_transactions
+from metricskit import folder_samples
 from storekit import T0, make_decisions, publish, stored_ids
 
 
@@ -46,6 +47,8 @@ def test_sink_burst_prints_progress_and_figures(
     assert json.loads(done.stdout)["stored"] == 120
     assert "lag 0 entries" in done.stderr.splitlines()[-1]
     assert len(stored_ids(engine)) == 120
+    stored = folder_samples(tmp_path / "data" / "metrics", "fraudstream_sink_stored_total")
+    assert stored == {"": 120}  # the rows it wrote, for /metrics
 
 
 @pytest.mark.slow

@@ -99,17 +99,20 @@ def demo(
         step.update(report.decided + report.dead_letters)
     console.print(_demo_table(report.as_dict()))
     console.print(f"sink and alerts logs: {report.logs}", highlight=False)
-    console.print(_console_hint(settings), highlight=False)
+    console.print(_console_hint(settings), highlight=False, soft_wrap=True)
 
 
 def _console_hint(settings: Settings) -> str:
-    """How to look at what the demo left in the store and the streams."""
+    """How to look at what the demo left in the store and the streams, and to watch the
+    console move (the demo's own traffic has ended by then). One line, never wrapped, so the
+    commands copy as they are."""
     url = f"http://{settings.api_host}:{settings.api_port}/"
     key_file = settings.data_path / "api.key"
     key = "your FRAUDSTREAM_API_KEY" if settings.api_key else f"the key in {key_file}"
     return (
         f"live console: run `.venv/bin/fraudstream serve`, open {url} and sign in with {key}"
-        " (metrics: /metrics, API docs: /docs)"
+        " (metrics: /metrics, API docs: /docs); to watch it move, send traffic from another"
+        " terminal: `.venv/bin/fraudstream loadtest --tps 200 --duration 300`"
     )
 
 

@@ -74,7 +74,7 @@ class RunRecord:
     dead_letters: int
     frauds_sent: int
     frauds_caught: int
-    """Frauds among the sent transactions that were decided review or block."""
+    """Frauds among the sent transactions that were decided step-up, review or block."""
     achieved_tps: float
     model_version: str
     outcomes: dict[str, int] = field(default_factory=dict)

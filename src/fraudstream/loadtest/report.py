@@ -53,7 +53,7 @@ def _summary(run: RunRecord) -> Table:
         ("sent / decided / dead letters",
          f"{run.sent:,} / {run.decided:,} / {run.dead_letters:,}"),
         ("achieved throughput", f"{run.achieved_tps:,.1f} tx/s"),
-        ("frauds caught (review or block)", caught),
+        ("frauds caught (step-up, review or block)", caught),
         ("model", run.model_version),
     ]  # fmt: skip
     for row in rows:

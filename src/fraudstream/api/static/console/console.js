@@ -27,6 +27,7 @@ const fmt = {
   money: (a, c) => (a == null ? "–" : `${a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} ${c || ""}`),
   time: (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "–"),
   when: (iso) => (iso ? new Date(iso).toLocaleString([], { hour12: false }) : "–"),
+  value: (v) => (v == null ? "–" : Number.isInteger(v) ? v.toLocaleString("en-US") : String(Number(v.toPrecision(4)))),
 };
 const badge = (outcome) => el("span", { class: "badge", style: { color: colorOf(outcome) } }, outcome.replace("_", " "));
 const chips = (reasons) => (reasons || []).map((r) => el("span", { class: "chip" }, r));
@@ -57,17 +58,48 @@ const charts = {
   scores: histogram($("chart-scores"), SCORE_EDGES, 50, "#58a6ff"),
   flagged: null,
   flaggedOutcomes: "",
+  drift: null,
 };
+
+// Flagged outcomes a second, and the fraud labels that arrived a second (the fraud rate as
+// far as it is known yet: labels come after their payments).
+const FRAUD = { label: "fraud reported / s", color: "#e6edf3" };
 
 function flaggedChart(s) {
   const outcomes = Object.keys(s.outcomes).filter((o) => o !== "approve");
-  if (outcomes.join() !== charts.flaggedOutcomes) {
+  if (outcomes.join() !== charts.flaggedOutcomes || !charts.flagged) {
     charts.flagged?.destroy();
     $("chart-flagged").replaceChildren();
-    charts.flagged = timeChart($("chart-flagged"), outcomes.map((o) => ({ label: `${o.replace("_", " ")} / s`, color: colorOf(o) })));
+    charts.flagged = timeChart($("chart-flagged"), [...outcomes.map((o) => ({ label: `${o.replace("_", " ")} / s`, color: colorOf(o) })), FRAUD]);
     charts.flaggedOutcomes = outcomes.join();
   }
-  charts.flagged.setData([s.seconds, ...outcomes.map((o) => s.outcomes[o])]);
+  const fraud = s.fraud_reported?.length === s.seconds.length ? s.fraud_reported : s.seconds.map(() => 0);
+  charts.flagged.setData([s.seconds, ...outcomes.map((o) => s.outcomes[o]), fraud]);
+}
+
+// Drift second by second since the page opened (the server sends the latest figures only),
+// on the other charts' seconds: the score's PSI and the worst of the top features', log scale
+// (0.1 stable, 0.25 significant), floored at 0.001 so that a perfect match still shows.
+const driftSeen = new Map();
+const PSI_FLOOR = 0.001;
+
+function driftChart(s) {
+  const d = s.drift;
+  if (d) {
+    const worst = d.features.map((f) => f.psi).filter((v) => v != null);
+    const floor = (v) => (v == null ? null : Math.max(PSI_FLOOR, v));
+    driftSeen.set(s.seconds[s.seconds.length - 1], [floor(d.score.psi), worst.length ? floor(Math.max(...worst)) : null]);
+  }
+  for (const second of driftSeen.keys()) if (second < s.seconds[0]) driftSeen.delete(second);
+  if (!driftSeen.size) return;
+  if (!charts.drift) {
+    $("chart-drift").hidden = false;
+    charts.drift = timeChart($("chart-drift"), [
+      { label: "score", color: "#58a6ff" }, { label: "worst feature", color: "#d29922" },
+    ], { log: true });
+  }
+  const at = (i) => s.seconds.map((second) => driftSeen.get(second)?.[i] ?? null);
+  charts.drift.setData([s.seconds, at(0), at(1)]);
 }
 
 function mix(totals) {
@@ -132,6 +164,7 @@ function render(s) {
   mix(s.totals);
   recent(s.recent);
   drift(s.drift);
+  driftChart(s);
   ruleHits(s.rule_hits, total);
 }
 
@@ -205,7 +238,8 @@ function contributions(decision) {
   const top = Math.max(...parts.map(([, v]) => Math.abs(v)));
   const features = decision.features || {};
   return el("div", { class: "contrib" }, parts.flatMap(([name, v]) => [
-    el("div", { class: "name mono", title: `${name} = ${features[name] ?? "–"}` }, name),
+    el("div", { class: "name mono", title: name }, name),
+    el("div", { class: "value num mono", "data-feature": name, title: "the feature's value the model saw" }, fmt.value(features[name])),
     el("div", { class: "track" }, el("span", { class: v >= 0 ? "up" : "down", style: { width: `${(50 * Math.abs(v)) / top}%` } })),
     el("div", { class: "num mono" }, (v >= 0 ? "+" : "") + v.toFixed(3)),
   ]));
@@ -237,7 +271,7 @@ function drillView(d) {
       ["model", decision.model_version], ["rules", decision.rules_version]]) : el("p", { class: "empty" }, "No stored decision."),
     ...reviewPart(d.review ? { ...d.review, transaction_id: d.transaction_id } : null),
     ...challengePart(d.challenge),
-    decision ? [el("h3", {}, "Feature contributions"), contributions(decision)] : null,
+    decision ? [el("h3", {}, "Feature contributions and values"), contributions(decision)] : null,
     el("h3", {}, "Transaction"),
     d.transaction ? fields([["amount", fmt.money(tx.amount, tx.currency)], ["time", fmt.when(tx.timestamp)], ["customer", tx.customer_id],
       ["merchant", tx.merchant_id], ["terminal", tx.terminal_id], ["channel", tx.channel], ["card", tx.card_id], ["mcc", tx.mcc],
