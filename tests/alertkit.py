@@ -4,6 +4,7 @@ records it, and an SMTP server (aiosmtpd) that records each message."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from fraudstream.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
@@ -109,6 +111,8 @@ class Mailbox:
     host: str = "127.0.0.1"
     port: int = 0
     messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+    """Users that logged in (`smtp_server` with ``login``)."""
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -127,13 +131,49 @@ class Mailbox:
             return list(self.messages)
 
 
+TLS_DIR = Path(__file__).parent / "tls"
+TLS_CERT = TLS_DIR / "localhost.pem"
+"""A self-signed certificate for 127.0.0.1 and localhost (test use only; its key is beside
+it). A client trusts it through ``SSL_CERT_FILE``, as it would a private CA."""
+
+
 @contextmanager
-def smtp_server() -> Iterator[Mailbox]:
-    """A plain SMTP server on loopback (aiosmtpd), recording every message."""
+def smtp_server(
+    security: Literal["plain", "starttls", "tls"] = "plain",
+    login: tuple[str, str] | None = None,
+) -> Iterator[Mailbox]:
+    """An SMTP server on loopback (aiosmtpd), recording every message: plain, STARTTLS
+    required (``starttls``) or implicit TLS (``tls``) with `TLS_CERT`; with ``login`` (over
+    TLS), only that user and password are accepted."""
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     mailbox = Mailbox(port=closed_port())
-    controller = Controller(mailbox, hostname=mailbox.host, port=mailbox.port)
+    kwargs: dict[str, Any] = {}
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS_CERT, TLS_DIR / "localhost.key")
+    if security == "starttls":
+        kwargs.update(tls_context=context, require_starttls=True)
+    elif security == "tls":
+        kwargs.update(ssl_context=context)
+    if login is not None:
+
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> AuthResult:
+            given = (data.login.decode(), data.password.decode())
+            ok = isinstance(data, LoginPassword) and given == login
+            if ok:
+                mailbox.logins.append(given[0])
+            return AuthResult(success=ok, handled=False)  # a failure: the server says 535
+
+        # aiosmtpd does not see implicit TLS as TLS: it would hide AUTH, or warn of AUTH
+        # required in the clear. There AUTH is offered, not required (``logins`` tells).
+        implicit = security == "tls"
+        kwargs.update(
+            authenticator=authenticator, auth_required=not implicit, auth_require_tls=not implicit
+        )
+    controller = Controller(mailbox, hostname=mailbox.host, port=mailbox.port, **kwargs)
     controller.start()
     try:
         yield mailbox

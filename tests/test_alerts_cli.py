@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import redis
 
-from alertkit import SECRET, parts, smtp_server, webhook_receiver
+from alertkit import SECRET, TLS_CERT, parts, smtp_server, webhook_receiver
 from clikit import run_cli
 from fraudstream.config import Settings, public_view
 from fraudstream.schema import Decision
@@ -132,3 +133,34 @@ def test_alerts_run_without_a_channel_says_what_to_set(tmp_path: Path) -> None:
     done = run_cli("alerts", "run", cwd=tmp_path)
     assert done.returncode == 2
     assert "alerts: no channel is configured (set alerts_webhook_url" in done.stderr
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_an_email_goes_over_starttls_or_tls_with_the_credentials(
+    tmp_path: Path, security: str
+) -> None:
+    """The server requires STARTTLS (or speaks TLS from the first byte) and a login: the
+    message arrives only if the channel encrypts and logs in with the configured user. The
+    server's certificate is trusted as a private CA would be, through ``SSL_CERT_FILE``."""
+    with smtp_server(security, login=("fraud-team", "s3cret-pass")) as mailbox:  # type: ignore[arg-type]
+        env = {"FRAUDSTREAM_ALERTS_SMTP_HOST": mailbox.host,
+               "FRAUDSTREAM_ALERTS_SMTP_PORT": str(mailbox.port),
+               "FRAUDSTREAM_ALERTS_SMTP_SECURITY": security,
+               "FRAUDSTREAM_ALERTS_SMTP_USER": "fraud-team",
+               "FRAUDSTREAM_ALERTS_SMTP_PASSWORD": "s3cret-pass",
+               "FRAUDSTREAM_ALERTS_EMAIL_TO": "a@example.com",
+               "SSL_CERT_FILE": str(TLS_CERT)}  # fmt: skip
+        done = run_cli("alerts", "test", "--channel", "email", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        [(recipients, message)] = mailbox.wait_for(1)
+        assert mailbox.logins == ["fraud-team"] and recipients == ["a@example.com"]
+        assert message["Subject"].startswith("[fraudstream] BLOCK test-")
+        wrong = run_cli(
+            "alerts", "test", "--channel", "email",
+            env={**env, "FRAUDSTREAM_ALERTS_SMTP_PASSWORD": "wrong"}, cwd=tmp_path,
+        )  # fmt: skip
+        system_cas = {k: v for k, v in env.items() if k != "SSL_CERT_FILE"}
+        untrusted = run_cli("alerts", "test", "--channel", "email", env=system_cas, cwd=tmp_path)
+    assert wrong.returncode != 0 and "535" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    assert len(mailbox.messages) == 1

@@ -205,6 +205,24 @@ def test_a_receiver_that_is_down_is_retried_then_dead_lettered(
     assert b"unreachable" in dead[b"reason"]
 
 
+def test_an_smtp_server_that_is_down_is_retried_then_dead_lettered(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    publish(client, KEYS.decisions, [decided(1)])
+    options = SmtpOptions(
+        host="127.0.0.1", port=closed_port(), security="plain", recipients=("team@example.com",)
+    )
+    down = EmailChannel(options)
+    stats = consumer(client, engine, {"email": down}).run(burst=True, handle_signals=False)
+    assert (stats.sent, stats.failed, stats.dead_lettered) == (0, 1, 1)
+    [row] = log_rows(engine)
+    assert (row["channel"], row["status"], row["attempts"]) == ("email", "failed", 3)
+    assert f"smtp 127.0.0.1:{options.port}" in row["error"]
+    [dead] = dead_letters(client)
+    assert dead[b"field"] == b"email" and b"after 3 attempts" in dead[b"reason"]
+    assert measure(client, KEYS.decisions, ALERTS_GROUP).entries == 0  # acked
+
+
 class Crash(Exception):
     """The process dies here."""
 

@@ -8,11 +8,15 @@ from functools import partial
 from pathlib import Path
 
 import msgspec
+import numpy as np
+import polars as pl
 import pytest
 import redis
 
 from clikit import run_cli
 from featkit import transactions
+from fraudstream.cli.data import features_for_history
+from fraudstream.models import ModelRegistry, TrainedModel
 from fraudstream.schema import Label
 from fraudstream.simulate import SimulationResult, write_history
 from fraudstream.store import migrate
@@ -125,3 +129,55 @@ def test_retrain_shadows_a_new_version_and_promote_makes_it_active(
     assert roles[r["version"]] == (True, False) and roles[active] == (False, False)
     nothing = _run("models", "promote", **on)  # type: ignore[arg-type]
     assert nothing.returncode == 2 and "no shadow model to promote" in nothing.stderr
+
+
+MODEL_RULES = """\
+mode: all_matched
+rules:
+  - id: model_says_so
+    when: model.score >= 300
+    outcome: review
+"""
+REGISTRY_KEY = "backtest-registry-key-0123456789"
+
+
+def test_rules_backtest_scores_with_the_active_or_a_named_model(
+    sources: tuple[Path, str],
+    tmp_path: Path,
+    valkey_url: str,
+    client: redis.Redis,
+    history: SimulationResult,
+    trained: TrainedModel,
+) -> None:
+    folder, url = sources
+    version = ModelRegistry(client, REGISTRY_KEY.encode()).save(trained, activate=True)
+    rules = tmp_path / "model-rules.yaml"
+    rules.write_text(MODEL_RULES)
+    backtest = partial(
+        _run,
+        "rules",
+        "backtest",
+        str(rules),
+        cwd=tmp_path,
+        valkey_url=valkey_url,
+        env={"FRAUDSTREAM_MODEL_REGISTRY_KEY": REGISTRY_KEY},
+    )
+    alone = backtest("--history", str(folder))
+    assert alone.returncode == 2 and "reads model.score" in alone.stderr
+    assert "--model" in alone.stderr and "Traceback" not in alone.stderr
+    reports = []
+    for model in ("active", version):
+        done = backtest("--database", url, "--model", model, "--json")
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    assert reports[0] == reports[1] and reports[0]["model_version"] == version
+    # the rule saw the model's own scores of the history's point-in-time features
+    frame = features_for_history(history.transactions, history.labels, None, None)
+    x = frame.select(trained.bundle.feature_names).cast(pl.Float64).fill_null(np.nan)
+    scores = trained.bundle.score(np.ascontiguousarray(x.to_numpy()))
+    [rule] = reports[0]["rules"]
+    assert rule["hits"] == int((scores >= 300).sum()) > 0
+    blocks = int((scores >= round(trained.bundle.thresholds["block"])).sum())
+    assert reports[0]["set"]["blocked"] == blocks  # the model's thresholds decide the set
+    unknown = backtest("--database", url, "--model", "nope")
+    assert unknown.returncode == 2 and "nope" in unknown.stderr

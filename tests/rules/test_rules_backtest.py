@@ -11,7 +11,8 @@ from fraudstream.rules import (
     RuleEvaluationError,
     parse_ruleset,
 )
-from fraudstream.rules.backtest import backtest
+from fraudstream.rules.backtest import ModelScores, backtest
+from fraudstream.rules.policy import Thresholds
 from rulekit import SCHEMA
 
 HISTORY = pl.DataFrame(
@@ -109,3 +110,42 @@ def test_missing_columns_are_named() -> None:
         backtest(rules, HISTORY.drop("customer_tx_count_1h"))
     with pytest.raises(RuleEvaluationError, match="is_fraud"):
         backtest(rules, HISTORY.drop("is_fraud"))
+
+
+MODEL_RULES = """
+rules:
+  - id: hot_and_big      # model_score >= 350: rows 0 3 4 6 9; amount > 100: rows 0 1 2 5 8
+    when: model.score >= 350 and amount > 100
+    outcome: review
+  - id: large            # rows 0 5; row 5: 20 + 500 = 520, a review, not a step-up
+    when: amount >= 300
+    outcome: step_up
+    score: 500
+"""
+SCORES = np.array([900, 100, 50, 400, 850, 20, 600, 10, 300, 700], dtype=np.float64)
+
+
+def test_rules_see_the_model_score_and_the_set_decides_as_production() -> None:
+    """With a model's scores, a rule reads ``model.score`` and the set's outcome is the
+    decision production would make: the rules' points added to the model score, compared
+    with the model's thresholds, and the rules' outcomes on top."""
+    rules = parse_ruleset(MODEL_RULES, SCHEMA)
+    scored = ModelScores("m-1", SCORES, Thresholds(review=500, block=800))
+    report = backtest(rules, HISTORY, model=scored)
+    hot = {r.id: r for r in report.rules}["hot_and_big"]
+    assert (hot.hits, hot.fraud_hits) == (1, 1)
+    # blocks: rows 0 (900) and 4 (850); reviews: 6 (600), 9 (700) and 5 (20 + 500)
+    s = report.set
+    assert (s.flagged, s.blocked, s.reviewed, s.fraud_flagged) == (5, 2, 3, 3)
+    assert s.precision == pytest.approx(3 / 5) and s.recall == pytest.approx(3 / 5)
+    assert s.fraud_amount_caught == 600.0  # rows 0, 4, 6: 500 + 20 + 80
+    assert report.model_version == "m-1" and report.notes == []
+    assert report.to_dict()["model_version"] == "m-1"
+
+
+def test_rules_reading_the_model_score_without_a_model_are_refused() -> None:
+    rules = parse_ruleset(MODEL_RULES, SCHEMA)
+    with pytest.raises(RuleEvaluationError, match="model.score.*--model"):
+        backtest(rules, HISTORY)
+    plain = backtest(parse_ruleset(CANDIDATE, SCHEMA), HISTORY)
+    assert plain.model_version is None

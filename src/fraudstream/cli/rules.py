@@ -29,7 +29,10 @@ from fraudstream.cli.reading import (
 )
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from fraudstream.rules import RuleSchema
+    from fraudstream.rules.backtest import ModelScores
 
 rules_app = typer.Typer(no_args_is_help=True, help="Analyst rules: validate, publish, test.")
 lists_app = typer.Typer(no_args_is_help=True, help="Named allow/deny lists in Valkey.")
@@ -159,11 +162,20 @@ def rules_backtest(
     baseline: Annotated[
         Path | None, typer.Option(help="Compare against this rule set file.", exists=True)
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Score the history with this model version, or 'active': the rules read its "
+            "model.score and the set decides as production does (its thresholds, the rules' "
+            "points). Default: the rules alone."
+        ),
+    ] = None,
     columns: ColumnsFileOpt = None,
     column: ColumnOpt = None,
     date_format: DateFormatOpt = None,
     skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Replay a labelled history through a rule set: hits, precision, recall, amount caught."""
     from fraudstream.cli.data import features_for_history
@@ -177,12 +189,43 @@ def rules_backtest(
     frame = features_for_history(
         *load_history(history, database, None, reading, None), date_from, date_to
     )
-    report = backtest(ruleset, frame, base)
+    scored = _model_scores(model, frame, config) if model is not None else None
+    report = backtest(ruleset, frame, base, model=scored)
     if as_json:
         print(json.dumps(report.to_dict(), default=str))
         return
     for table in report.tables():
         console.print(table)
+
+
+def _model_scores(model: str, frame: pl.DataFrame, config: Path | None) -> ModelScores:
+    """The scores of ``model`` ('active' or a version) on the history's features, with its
+    thresholds and the configured step-up band, as the workers decide."""
+    import numpy as np
+    import polars as pl
+
+    from fraudstream.cli.models import _registry
+    from fraudstream.models.errors import ModelError
+    from fraudstream.rules.backtest import ModelScores
+    from fraudstream.rules.policy import Thresholds
+
+    settings = settings_from(config)
+    registry = _registry(settings)
+    version = registry.active_version() if model == "active" else model
+    if version is None:
+        raise ModelError("--model active: no model is active (train one, or name a version)")
+    bundle = registry.load(version)
+    names = bundle.feature_names
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ModelError(f"model {version}: the history lacks its features {missing[:3]}")
+    x = frame.select(names).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    points = bundle.thresholds
+    return ModelScores(
+        version,
+        bundle.score(np.ascontiguousarray(x)).astype(np.float64),
+        Thresholds(round(points["review"]), round(points["block"]), settings.step_up_score),
+    )
 
 
 @lists_app.command("add")

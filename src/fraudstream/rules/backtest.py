@@ -13,7 +13,13 @@ Definitions (n = transactions, F = frauds):
   *fraud amount caught* = sum of ``amount`` over fraud hits;
 - the set *flags* a row when its outcome is ``step_up``, ``review`` or ``block``; *review
   rate* = (step_up + review) / n; *block rate* = block / n; precision, recall and the fraud
-  amount caught are over flagged rows; the model score is not part of a rules backtest.
+  amount caught are over flagged rows.
+
+With a model's scores (`ModelScores`: ``fraudstream rules backtest --model active|VERSION``)
+the rules read ``model.score`` as they do in production, and the set's outcome is the
+decision production would make (`decide_batch`): the model score plus the rules' points (or
+their floor) against the model's thresholds, the rules' outcomes on top. Without one, the set's
+outcome is the rules' alone, and a rule reading ``model.score`` is refused.
 """
 
 from __future__ import annotations
@@ -30,11 +36,22 @@ from rich.table import Table
 from fraudstream.rules.context import BoolArray, RuleContext
 from fraudstream.rules.errors import RuleEvaluationError
 from fraudstream.rules.evaluate import BatchResult, evaluate_columns
+from fraudstream.rules.policy import Thresholds, decide_batch
 from fraudstream.rules.ruleset import OUTCOME_RANK, RuleSet
 
 _FLAG = OUTCOME_RANK["step_up"]
 _BLOCK = OUTCOME_RANK["block"]
 _REVIEW = (OUTCOME_RANK["step_up"], OUTCOME_RANK["review"])
+MODEL_SCORE = "model_score"
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """A model's scores of the history's rows (0-1000, in row order) and its thresholds."""
+
+    version: str
+    scores: npt.NDArray[np.float64]
+    thresholds: Thresholds
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,9 @@ class BacktestReport:
     """``set - baseline`` for each numeric figure, plus ``newly_flagged``,
     ``no_longer_flagged``, ``outcome_changed`` and ``frauds_newly_caught``."""
     notes: list[str] = field(default_factory=list)
+    model_version: str | None = None
+    """The model whose scores the rules saw and the set decided with (``None``: rules
+    alone)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -86,7 +106,8 @@ class BacktestReport:
 
     def tables(self) -> list[Table]:
         """Rich tables for people: the rules, then the set (with the baseline if any)."""
-        rules = Table(title=f"rules @ {self.version}")
+        model = f" with model {self.model_version}" if self.model_version else ""
+        rules = Table(title=f"rules @ {self.version}{model}")
         for col in ("rule", "outcome", "hits", "fraud hits", "precision", "recall", "fraud amt"):
             rules.add_column(col, justify="left" if col in ("rule", "outcome") else "right")
         if self.baseline is not None:
@@ -155,23 +176,34 @@ def backtest(
     memberships: Mapping[str, BoolArray] | None = None,
     label: str = "is_fraud",
     amount: str = "amount",
+    model: ModelScores | None = None,
 ) -> BacktestReport:
     """Evaluate ``ruleset`` (and ``baseline``) on ``history`` and compute the figures."""
     for col in (label, amount):
         if col not in history.columns:
             raise RuleEvaluationError(f"the history has no '{col}' column")
+    for checked in (ruleset, baseline):
+        if model is None and checked is not None and MODEL_SCORE in checked.columns:
+            raise RuleEvaluationError(
+                f"rule set {checked.version} reads model.score: backtest it with a model "
+                "(--model active or --model VERSION)"
+            )
+    if model is not None and model.scores.shape != (history.height,):
+        raise ValueError(f"{model.scores.shape[0]} model scores for {history.height} rows")
     fraud = history.get_column(label).cast(pl.Boolean).fill_null(False).to_numpy()
     amounts = history.get_column(amount).cast(pl.Float64).fill_null(0.0).to_numpy()
     notes: list[str] = []
-    result = _run(ruleset, history, memberships, notes)
+    result = _run(ruleset, history, memberships, notes, model)
     set_stats = _set_stats(result, fraud, amounts)
-    base_result = _run(baseline, history, memberships, notes) if baseline is not None else None
+    base_result = (
+        _run(baseline, history, memberships, notes, model) if baseline is not None else None
+    )
     base_stats = _set_stats(base_result, fraud, amounts) if base_result is not None else None
-    base_hits = _hit_counts(base_result) if base_result is not None else {}
-    rules = _rule_stats(ruleset, result, fraud, amounts, base_hits, baseline is not None)
+    base_hits = _hit_counts(base_result[0]) if base_result is not None else {}
+    rules = _rule_stats(ruleset, result[0], fraud, amounts, base_hits, baseline is not None)
     delta = None
     if base_result is not None and base_stats is not None:
-        delta = _delta(set_stats, base_stats, result, base_result, fraud)
+        delta = _delta(set_stats, base_stats, result[1], base_result[1], fraud)
     return BacktestReport(
         ruleset.version,
         rules,
@@ -180,6 +212,7 @@ def backtest(
         base_stats,
         delta,
         sorted(set(notes)),
+        model.version if model is not None else None,
     )
 
 
@@ -188,14 +221,24 @@ def _run(
     history: pl.DataFrame,
     memberships: Mapping[str, BoolArray] | None,
     notes: list[str],
-) -> BatchResult:
-    columns = history_columns(history, ruleset.columns)
+    model: ModelScores | None = None,
+) -> tuple[BatchResult, npt.NDArray[np.int64]]:
+    """The rules' hits, and the set's outcome per row (`OUTCOME_RANK`; -1: no live rule
+    hit): the rules' own, or with ``model`` production's decision (`decide_batch`)."""
+    read = set(ruleset.columns) - ({MODEL_SCORE} if model is not None else set())
+    columns = history_columns(history, read)
+    if model is not None:
+        columns[MODEL_SCORE] = model.scores
     resolved = dict(memberships or {})
     for ref in ruleset.lists:
         if ref.key not in resolved:
             notes.append(f"list '{ref.list_name}' not resolved: counted as not listed")
             resolved[ref.key] = np.zeros(history.height, dtype=bool)
-    return evaluate_columns(ruleset, RuleContext(columns, resolved, n=history.height))
+    result = evaluate_columns(ruleset, RuleContext(columns, resolved, n=history.height))
+    if model is None:
+        return result, result.outcome
+    _, outcomes = decide_batch(result, model.scores, model.thresholds)
+    return result, np.array([OUTCOME_RANK[o] for o in outcomes], dtype=np.int64)
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -242,11 +285,14 @@ def _hit_counts(result: BatchResult) -> dict[str, int]:
 
 
 def _set_stats(
-    result: BatchResult, fraud: npt.NDArray[np.bool_], amounts: npt.NDArray[np.float64]
+    run: tuple[BatchResult, npt.NDArray[np.int64]],
+    fraud: npt.NDArray[np.bool_],
+    amounts: npt.NDArray[np.float64],
 ) -> SetStats:
+    result, outcome = run
     n = result.n
-    flagged = result.outcome >= _FLAG
-    reviewed = np.isin(result.outcome, _REVIEW)
+    flagged = outcome >= _FLAG
+    reviewed = np.isin(outcome, _REVIEW)
     caught = flagged & fraud
     frauds = int(fraud.sum())
     return SetStats(
@@ -255,13 +301,13 @@ def _set_stats(
         fraud_amount=float(amounts[fraud].sum()),
         flagged=int(flagged.sum()),
         reviewed=int(reviewed.sum()),
-        blocked=int((result.outcome == _BLOCK).sum()),
+        blocked=int((outcome == _BLOCK).sum()),
         approved_by_rule=int((result.outcome == OUTCOME_RANK["approve"]).sum()),
         fraud_flagged=int(caught.sum()),
         precision=_ratio(int(caught.sum()), int(flagged.sum())),
         recall=_ratio(int(caught.sum()), frauds),
         review_rate=float(reviewed.sum() / n) if n else 0.0,
-        block_rate=float((result.outcome == _BLOCK).sum() / n) if n else 0.0,
+        block_rate=float((outcome == _BLOCK).sum() / n) if n else 0.0,
         fraud_amount_caught=float(amounts[caught].sum()),
     )
 
@@ -269,8 +315,8 @@ def _set_stats(
 def _delta(
     new: SetStats,
     old: SetStats,
-    result: BatchResult,
-    base: BatchResult,
+    outcome: npt.NDArray[np.int64],
+    base: npt.NDArray[np.int64],
     fraud: npt.NDArray[np.bool_],
 ) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -278,9 +324,9 @@ def _delta(
         before = getattr(old, key)
         if value is not None and before is not None:
             out[key] = value - before
-    flagged, was = result.outcome >= _FLAG, base.outcome >= _FLAG
+    flagged, was = outcome >= _FLAG, base >= _FLAG
     out["newly_flagged"] = int((flagged & ~was).sum())
     out["no_longer_flagged"] = int((was & ~flagged).sum())
-    out["outcome_changed"] = int((result.outcome != base.outcome).sum())
+    out["outcome_changed"] = int((outcome != base).sum())
     out["frauds_newly_caught"] = int((flagged & ~was & fraud).sum())
     return out

@@ -23,14 +23,6 @@ from fraudstream.store.tables import labels, transactions
 CHUNK_ROWS = 200_000
 TIMES = ("timestamp", "reported_at", "tx_timestamp")
 UTC_US = pl.Datetime("us", "UTC")
-LABELS: dict[str, Any] = {
-    "transaction_id": pl.String,
-    "is_fraud": pl.Boolean,
-    "reported_at": UTC_US,
-    "customer_id": pl.String,
-    "terminal_id": pl.String,
-    "tx_timestamp": UTC_US,
-}
 
 
 def read_store_history(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -64,7 +56,6 @@ def _read_all(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
                 labels.c.terminal_id,
                 labels.c.tx_timestamp,
             ).order_by(labels.c.reported_at),
-            LABELS,
         )
     if history.height == 0:
         raise StoreError(f"{describe(engine)}: no transactions stored yet (run `fraudstream sink`)")
@@ -78,16 +69,38 @@ def _read_all(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
     return history, frauds
 
 
-def _read(
-    connection: sa.Connection, query: sa.Select[Any], empty: dict[str, Any] | None = None
-) -> pl.DataFrame:
-    chunks = list(pl.read_database(query, connection, iter_batches=True, batch_size=CHUNK_ROWS))
+def _read(connection: sa.Connection, query: sa.Select[Any]) -> pl.DataFrame:
+    schema = _schema(query)
+    chunks = list(
+        pl.read_database(
+            query, connection, iter_batches=True, batch_size=CHUNK_ROWS, schema_overrides=schema
+        )
+    )
     if not chunks or sum(c.height for c in chunks) == 0:
-        return pl.DataFrame(schema=empty or {c.name: pl.String for c in query.selected_columns})
+        return pl.DataFrame(schema=schema)
     frame = pl.concat(chunks, how="vertical_relaxed")
     return frame.with_columns(
         _utc(pl.col(name), frame.schema[name]) for name in TIMES if name in frame.columns
     )
+
+
+def _schema(query: sa.Select[Any]) -> dict[str, Any]:
+    """Each column's type from the table's declaration, never guessed from the first rows: an
+    optional field (an e-mail, a device) may be empty for hundreds of thousands of rows
+    before the first payment that carries it."""
+    return {c.name: _polars_type(c.type) for c in query.selected_columns}
+
+
+def _polars_type(kind: sa.types.TypeEngine[Any]) -> Any:
+    if isinstance(kind, sa.DateTime):
+        return UTC_US  # naive (SQLite) is UTC; aware (PostgreSQL) is converted
+    if isinstance(kind, sa.Boolean):
+        return pl.Boolean
+    if isinstance(kind, sa.Integer):
+        return pl.Int64
+    if isinstance(kind, sa.Float):
+        return pl.Float64
+    return pl.String
 
 
 def _utc(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
