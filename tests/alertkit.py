@@ -3,8 +3,11 @@ records it, and an SMTP server (aiosmtpd) that records each message."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,10 +134,20 @@ class Mailbox:
             return list(self.messages)
 
 
-TLS_DIR = Path(__file__).parent / "tls"
-TLS_CERT = TLS_DIR / "localhost.pem"
-"""A self-signed certificate for 127.0.0.1 and localhost (test use only; its key is beside
-it). A client trusts it through ``SSL_CERT_FILE``, as it would a private CA."""
+@functools.cache
+def tls_cert() -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key, made once per test
+    process by ``openssl`` (no key is kept in the repository). A client trusts it through
+    ``SSL_CERT_FILE``, as it would a private CA."""
+    folder = Path(tempfile.mkdtemp(prefix="fraudstream-tls-"))
+    cert, key = folder / "localhost.pem", folder / "localhost.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 @contextmanager
@@ -143,7 +156,7 @@ def smtp_server(
     login: tuple[str, str] | None = None,
 ) -> Iterator[Mailbox]:
     """An SMTP server on loopback (aiosmtpd), recording every message: plain, STARTTLS
-    required (``starttls``) or implicit TLS (``tls``) with `TLS_CERT`; with ``login`` (over
+    required (``starttls``) or implicit TLS (``tls``) with `tls_cert`; with ``login`` (over
     TLS), only that user and password are accepted."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -151,7 +164,7 @@ def smtp_server(
     mailbox = Mailbox(port=closed_port())
     kwargs: dict[str, Any] = {}
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(TLS_CERT, TLS_DIR / "localhost.key")
+    context.load_cert_chain(*tls_cert())
     if security == "starttls":
         kwargs.update(tls_context=context, require_starttls=True)
     elif security == "tls":

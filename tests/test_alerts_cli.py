@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from alertkit import SECRET, TLS_CERT, parts, smtp_server, webhook_receiver
+from alertkit import SECRET, parts, smtp_server, tls_cert, webhook_receiver
 from clikit import run_cli
 from fraudstream.config import Settings, public_view
 from fraudstream.schema import Decision
@@ -149,7 +149,7 @@ def test_an_email_goes_over_starttls_or_tls_with_the_credentials(
                "FRAUDSTREAM_ALERTS_SMTP_USER": "fraud-team",
                "FRAUDSTREAM_ALERTS_SMTP_PASSWORD": "s3cret-pass",
                "FRAUDSTREAM_ALERTS_EMAIL_TO": "a@example.com",
-               "SSL_CERT_FILE": str(TLS_CERT)}  # fmt: skip
+               "SSL_CERT_FILE": str(tls_cert()[0])}  # fmt: skip
         done = run_cli("alerts", "test", "--channel", "email", env=env, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         [(recipients, message)] = mailbox.wait_for(1)
