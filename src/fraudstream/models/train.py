@@ -197,7 +197,7 @@ def fit(
         anomaly_hold = forest.score(X_hold)
     stacker = fit_stacker(raw_hold, anomaly_hold, y_hold)
     prob_hold = stacker.probability(raw_hold, anomaly_hold)
-    thresholds = _thresholds(y_hold, prob_hold * 1000)
+    thresholds = thresholds_for(y_hold, prob_hold * 1000)
     holdout = {
         "auc_roc": roc_auc(y_hold, prob_hold),
         "average_precision": average_precision(y_hold, prob_hold),
@@ -262,13 +262,42 @@ def _reference(
     return made.to_meta()
 
 
-def _thresholds(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    review = best_f1_threshold(y, score)
+BLOCK_PRECISION = 0.9
+"""Block where at least nine in ten of the holdout's flagged payments were fraud."""
+REVIEW_PRECISION = 0.5
+"""A review band worth an analyst's time: at least one fraud in two reviews."""
+MAX_REVIEW_SHARE = 0.01
+"""Such a band holds at most this share of the holdout's payments (beside those blocked)."""
+
+
+def thresholds_for(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """The review and block thresholds (scores 0–1000) from the holdout.
+
+    Review at the best F1; block at the deepest score still at `BLOCK_PRECISION`, never below
+    review. A model precise enough that its best F1 already blocks leaves no review band, so
+    analysts would see nothing and the outcome only ever be approve or block; review then goes
+    down to the deepest score at `REVIEW_PRECISION`, as far as `MAX_REVIEW_SHARE` allows.
+    """
+    best = best_f1_threshold(y, score)
+    block, review = max(_deepest_at(y, score, BLOCK_PRECISION), best), best
+    if block == best:
+        ranked = np.sort(score)[::-1]
+        room = int((score >= block).sum()) + int(len(score) * MAX_REVIEW_SHARE)
+        capacity = float(ranked[min(room, len(ranked)) - 1])
+        review = min(best, max(_deepest_at(y, score, REVIEW_PRECISION), capacity))
+    return {"review": float(review), "block": float(block)}
+
+
+def _deepest_at(y: np.ndarray, score: np.ndarray, precision: float) -> float:
+    """The lowest score of a fraud such that the payments at or above it are fraud at
+    ``precision`` or better (1000: none is). A fraud's: going lower would add only genuine
+    payments while the precision allows it."""
     order = np.argsort(-score, kind="mergesort")
-    precision = np.cumsum(y[order]) / np.arange(1, len(y) + 1)
-    ok = np.flatnonzero(precision >= 0.9)
-    block = float(score[order][ok[-1]]) if len(ok) else 1000.0
-    return {"review": float(review), "block": float(max(block, review))}
+    ranked, fraud = score[order], y[order].astype(bool)
+    hits = np.cumsum(fraud) / np.arange(1, len(y) + 1)
+    last = np.concatenate([ranked[1:] != ranked[:-1], [True]])  # a tie counts whole
+    ok = np.flatnonzero((hits >= precision) & last & fraud)
+    return float(ranked[ok[-1]]) if len(ok) else 1000.0
 
 
 def data_hash(frame: pl.DataFrame) -> str:
