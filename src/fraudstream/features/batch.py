@@ -4,7 +4,7 @@
 stamps) with one ``MGET``, then computes every feature over the batch: window sums from stored
 tiles plus the earlier transactions of the same batch and the customer's bounded history
 (compiled loops, `fraudstream.features.windows`), first-seen sets (`fraudstream.features.seen`),
-then `kernels.finalize`. The
+then the feature matrix (`fraudstream.features.compiled`: `kernels.finalize`, compiled). The
 writes are built by `fraudstream.features.write` (its `Writer` is a base of `BatchRun`).
 """
 
@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fraudstream.features.compiled import finalize
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.definitions import ENTITIES
 from fraudstream.features.history import DUPLICATE, LATE, Found, admit, mark_new_places
-from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
+from fraudstream.features.kernels import NONE_TS, RawInputs, cells, history_entry
 from fraudstream.features.layout import (
     BLOB_VERSION,
     SHIFT,
