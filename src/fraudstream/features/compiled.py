@@ -238,21 +238,25 @@ def finalize(plan: Plan, raw: RawInputs) -> F64:
 
 
 def _distances(plan: Plan, prog: Program, raw: RawInputs) -> F64:
-    """The distances the ops read, by `kernels.distance` (numpy's trigonometry)."""
+    """The distances the ops read, by `kernels.distance` (numpy's trigonometry): the
+    transaction's place against each other place (last, home, profile home), in one call
+    over the rows stacked (numpy computes each element alike, wherever it is)."""
     n = len(raw.ts)
-    out = np.empty((3, n))
-    here = raw.loc_sys, raw.loc_a, raw.loc_b
+    out = np.full((3, n), np.nan)
+    other: dict[int, tuple[NDArray[np.uint8], F64, F64]] = {}
     for which in prog.distances:
         if which == DIST_LAST:
-            out[which] = distance(*here, raw.last_loc_sys, raw.last_loc_a, raw.last_loc_b)
+            other[which] = raw.last_loc_sys, raw.last_loc_a, raw.last_loc_b
         elif which == DIST_HOME:
             home = _home_cells(np.ascontiguousarray(raw.prev_ts), raw.prev_cell, NONE_TS)
-            out[which] = distance(*here, *_cell_center(plan, home))
-        elif raw.static is None:
-            out[which] = np.nan
-        else:
-            st = raw.static
-            out[which] = distance(*here, st.home_sys, st.home_a, st.home_b)
+            other[which] = _cell_center(plan, home)
+        elif raw.static is not None:  # else NaN: no profiles read
+            other[which] = raw.static.home_sys, raw.static.home_a, raw.static.home_b
+    if other:
+        m = len(other)
+        here = [np.tile(v, m) for v in (raw.loc_sys, raw.loc_a, raw.loc_b)]
+        there = [np.concatenate(parts) for parts in zip(*other.values(), strict=True)]
+        out[list(other)] = distance(*here, *there).reshape(m, n)
     return out
 
 
