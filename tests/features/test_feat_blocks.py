@@ -14,7 +14,9 @@ from fraudstream.features.write import BLOCK_KEY
 TILE_US = 3600 * US
 
 
-def numpy_block_rows(code: np.ndarray, ts: np.ndarray, span: int, slots: int) -> tuple:
+def numpy_block_rows(
+    code: np.ndarray, ts: np.ndarray, span: int, slots: int
+) -> tuple[np.ndarray, np.ndarray]:
     tile = ts // TILE_US
     blocks = np.stack([(tile - span + 1) // slots, tile // slots], axis=1)
     has = code >= 0
@@ -28,7 +30,7 @@ def numpy_block_rows(code: np.ndarray, ts: np.ndarray, span: int, slots: int) ->
 def numpy_increments(
     own: np.ndarray, ts: np.ndarray, count: np.ndarray, slots: int, added: np.ndarray,
     word: np.ndarray, n_blocks: int,
-) -> tuple:  # fmt: skip
+) -> tuple[np.ndarray, ...]:  # fmt: skip
     use = np.flatnonzero(count > 0)
     combo = own[use] * slots + (ts[use] // TILE_US) % slots
     cells, inverse = np.unique(combo, return_inverse=True)

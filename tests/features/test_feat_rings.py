@@ -22,7 +22,9 @@ from fraudstream.features.windows import op_of
 PLAN = compile_plan(default_feature_set())
 
 
-def numpy_update(blobs: np.ndarray, rows: np.ndarray, ts: np.ndarray, added: dict) -> None:
+def numpy_update(
+    blobs: np.ndarray, rows: np.ndarray, ts: np.ndarray, added: dict[int, dict[str, np.ndarray]]
+) -> None:
     for fam in PLAN.owned:
         tile = (ts // fam.tile_us).astype(np.int64)
         slot = tile % fam.slots
@@ -40,7 +42,9 @@ def numpy_update(blobs: np.ndarray, rows: np.ndarray, ts: np.ndarray, added: dic
                 np.minimum(arr, SUM_CAPS[c], out=arr)
 
 
-def compiled_update(blobs: np.ndarray, rows: np.ndarray, ts: np.ndarray, added: dict) -> None:
+def compiled_update(
+    blobs: np.ndarray, rows: np.ndarray, ts: np.ndarray, added: dict[int, dict[str, np.ndarray]]
+) -> None:
     for fam in PLAN.owned:
         tile = (ts // fam.tile_us).astype(np.int64)
         moved, current = advance(blobs[f"r{fam.index}_tile"], rows, tile, fam.slots)

@@ -22,6 +22,7 @@ Compiled once into numba's cache (`FeatureEngine._warm_up` runs it before the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,32 +172,32 @@ def _build(plan: Plan) -> Program:
     )
 
 
-def _derived_op(d: Derived, row: object) -> list[int] | None:
-    """(kind, parameters) of a derived column's op; None: left to `kernels`."""
+def _derived_op(d: Derived, at: Callable[[Aggregate, str], int]) -> list[int] | None:
+    """(kind, parameters) of a derived column's op (``at``: the row of an aggregate's
+    counter in the sums matrix); None: left to `kernels`."""
     kind = d.kind
     if kind in SIMPLE:
         return [SIMPLE[kind], DISTANCE_OF.get(kind, 0)]
     if kind in WINDOWED:
         assert d.window is not None
         return [WINDOWED[kind], parse_duration(d.window) * US]
-    at = row  # (aggregate, counter) -> row of the sums matrix
     if kind in ("amount_ratio_mean", "amount_zscore"):
         (std,) = d.needs
         code = D_RATIO_MEAN if kind == "amount_ratio_mean" else D_ZSCORE
-        return [code, at(std, "n"), at(std, "s"), at(std, "q")]  # type: ignore[operator]
+        return [code, at(std, "n"), at(std, "s"), at(std, "q")]
     if kind == "terminal_amount_ratio_mean":
         (mean,) = d.needs
         present = ENTITY_ROW[mean.entity]
-        return [D_AMOUNT_RATIO, at(mean, "n"), at(mean, "s"), 0, 0, present]  # type: ignore[operator]
+        return [D_AMOUNT_RATIO, at(mean, "n"), at(mean, "s"), 0, 0, present]
     if kind in ("mean_ratio", "terminal_mean_ratio"):
         w, b = d.needs
-        rows = [at(w, "n"), at(w, "s"), at(b, "n"), at(b, "s")]  # type: ignore[operator]
+        rows = [at(w, "n"), at(w, "s"), at(b, "n"), at(b, "s")]
         return [D_MEAN_RATIO, *rows, ENTITY_ROW[w.entity]]
     if kind == "terminal_count_ratio":
         assert d.base is not None
         w, b = d.needs
         days = parse_duration(d.base) // 86_400
-        return [D_COUNT_RATIO, at(w, "n"), at(b, "n"), days, 0, ENTITY_ROW[w.entity]]  # type: ignore[operator]
+        return [D_COUNT_RATIO, at(w, "n"), at(b, "n"), days, 0, ENTITY_ROW[w.entity]]
     return None
 
 
@@ -253,10 +254,10 @@ def _distances(plan: Plan, prog: Program, raw: RawInputs) -> F64:
         elif raw.static is not None:  # else NaN: no profiles read
             other[which] = raw.static.home_sys, raw.static.home_a, raw.static.home_b
     if other:
-        m = len(other)
-        here = [np.tile(v, m) for v in (raw.loc_sys, raw.loc_a, raw.loc_b)]
-        there = [np.concatenate(parts) for parts in zip(*other.values(), strict=True)]
-        out[list(other)] = distance(*here, *there).reshape(m, n)
+        m, places = len(other), list(other.values())
+        sys, a, b = (np.concatenate([p[c] for p in places]) for c in range(3))
+        here = np.tile(raw.loc_sys, m), np.tile(raw.loc_a, m), np.tile(raw.loc_b, m)
+        out[list(other)] = distance(*here, sys, a, b).reshape(m, n)
     return out
 
 
