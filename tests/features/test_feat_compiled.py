@@ -156,7 +156,7 @@ def test_compiled_equals_numpy_on_drawn_inputs(
     plan = compile_plan(features)
     for seed in range(3):
         raw = raw_inputs(plan, n, seed, profiles=profiles)
-        same_bits(compiled.finalize(plan, raw), finalize(plan, raw))
+        same_bits(compiled.compiled_finalize(plan, raw), finalize(plan, raw))
 
 
 def test_every_default_kind_is_compiled() -> None:
@@ -201,4 +201,4 @@ def test_compiled_equals_numpy_on_what_the_engine_gathers(
     assert engine.stats.duplicates + engine.stats.late >= 40
     assert len(seen) > 30
     for plan, raw in seen:
-        same_bits(compiled.finalize(plan, raw), finalize(plan, raw))
+        same_bits(compiled.compiled_finalize(plan, raw), finalize(plan, raw))
