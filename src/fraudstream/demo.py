@@ -282,7 +282,7 @@ class DemoRun:
     def warm_up(self) -> None:
         """Build a worker's scorer here once, so the feature kernels are compiled into numba's
         cache before the workers start: on a fresh install each worker would otherwise compile
-        them itself, all at once, for ~20 s of CPU each (the workers then load them in ~1 s)."""
+        them itself, all at once, for ~50 s of CPU each (the workers then load them in ~1 s)."""
         from fraudstream.scoring import build_scorer
 
         build_scorer(self.settings, self.client)

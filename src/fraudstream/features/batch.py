@@ -4,7 +4,7 @@
 stamps) with one ``MGET``, then computes every feature over the batch: window sums from stored
 tiles plus the earlier transactions of the same batch and the customer's bounded history
 (compiled loops, `fraudstream.features.windows`), first-seen sets (`fraudstream.features.seen`),
-then `kernels.finalize`. The
+then the feature matrix (`fraudstream.features.compiled`: `kernels.finalize`, compiled). The
 writes are built by `fraudstream.features.write` (its `Writer` is a base of `BatchRun`).
 """
 
@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fraudstream.features.blocks import block_rows
+from fraudstream.features.compiled import finalize
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.definitions import ENTITIES
 from fraudstream.features.history import DUPLICATE, LATE, Found, admit, mark_new_places
-from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize, history_entry
+from fraudstream.features.kernels import NONE_TS, RawInputs, cells, history_entry
 from fraudstream.features.layout import (
     BLOB_VERSION,
     SHIFT,
@@ -259,13 +261,7 @@ class BatchRun(Writer):
             keys += [profile_key(e.namespace, c) for c in self.uniq["customer"]]
         for fam in self.plan.shared:
             code = self.codes[fam.entity]
-            tile = b.ts // fam.tile_us
-            blocks = np.stack([(tile - fam.span + 1) // fam.slots, tile // fam.slots], axis=1)
-            has = code >= 0
-            combo = code[has, None] * BLOCK_KEY + blocks[has]
-            uniq, inverse = np.unique(combo, return_inverse=True)
-            rows = np.full((self.n, 2), -1, dtype=np.int64)
-            rows[has] = inverse.reshape(-1, 2)
+            uniq, rows = block_rows(code, b.ts, fam.tile_us, fam.span, fam.slots, BLOCK_KEY)
             prefix = self.prefixes(fam)
             start = len(keys)
             codes, numbers = (uniq // BLOCK_KEY).tolist(), (uniq % BLOCK_KEY).tolist()
@@ -363,20 +359,20 @@ class BatchRun(Writer):
         counters = fam.counters
         spec = self.e.window_spec(fam)
         if fam.owned:
-            ring = np.stack([blobs[f"r{fam.index}_{c}"].astype(np.int64) for c in counters])
+            ring = np.array([blobs[f"r{fam.index}_{c}"] for c in counters], dtype=np.int64)
             ring_tile = blobs[f"r{fam.index}_tile"].astype(np.int64)
             rows = np.maximum(self.codes[fam.entity], 0)
             grid = owned_grid(ring_tile, ring, rows, tile, fam.span, spec.empty)
         else:
             _, _, idx = self._layout["blocks"][fam.index]
-            stored = np.stack([blocks[fam.index][c] for c in counters])
+            stored = np.array([blocks[fam.index][c] for c in counters], dtype=np.int64)
             grid = shared_grid(stored, idx, tile, fam.span, fam.slots)
         contrib = self._contrib(fam, valid)
         out = window_sums(
             grid,
             tile,
             self._previous(fam.entity),
-            np.stack([contrib[c] for c in counters]),
+            np.array([contrib[c] for c in counters], dtype=np.int64),
             spec.ops,
             spec.caps,
             spec.in_batch,

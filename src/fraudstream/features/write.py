@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fraudstream.features.blocks import family_increments
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.kernels import sketch_bits
 from fraudstream.features.layout import (
@@ -24,10 +25,11 @@ from fraudstream.features.layout import (
     SUM_CAPS,
     US,
     Family,
-    combine,
     empty_value,
 )
 from fraudstream.features.resp import bitfield_commands, field_type, set_commands
+from fraudstream.features.rings import advance, combine_into
+from fraudstream.features.windows import op_of
 from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
 
 if TYPE_CHECKING:
@@ -78,15 +80,24 @@ class Writer:
         return out
 
     def _contrib_of(self, fam: Family, valid: NDArray[np.bool_]) -> dict[str, I64]:
+        """``n`` (what the write counts by) and the family's counters, nothing else: a
+        batch of one spends more on setting up an array than on filling it."""
         b = self.b
         w = valid & (self.codes[fam.entity] >= 0) & fam.counts(b.channel, b.cents)
         wi = w.astype(np.int64)
-        out = {"n": wi, "s": wi * b.cents, "f": np.zeros(self.n, dtype=np.int64)}
-        out["q"] = wi * np.minimum(b.cents, Q_CLIP_CENTS) ** 2
-        out["lo"] = np.where(w, b.cents, EMPTY_LO)
-        out["hi"] = np.where(w, b.cents, -1)
+        out = {"n": wi}
         for c in fam.counters:
-            if c.startswith("d_"):
+            if c == "s":
+                out[c] = wi * b.cents
+            elif c == "f":
+                out[c] = np.zeros(self.n, dtype=np.int64)
+            elif c == "q":
+                out[c] = wi * np.minimum(b.cents, Q_CLIP_CENTS) ** 2
+            elif c == "lo":
+                out[c] = np.where(w, b.cents, EMPTY_LO)
+            elif c == "hi":
+                out[c] = np.where(w, b.cents, -1)
+            elif c.startswith("d_"):
                 out[c] = np.where(w, self.sketch(c[2:]), 0)
         return out
 
@@ -181,22 +192,17 @@ class Writer:
         cust = self.codes["customer"]
         vb = np.flatnonzero(valid)
         rows = cust[vb]
-        for fam in self.plan.owned:
+        for fam in self.plan.owned:  # the loops: `fraudstream.features.rings`
             tile = (b.ts[vb] // fam.tile_us).astype(np.int64)
-            slot = tile % fam.slots
-            tiles = blobs[f"r{fam.index}_tile"]
-            before_tiles = tiles.copy()
-            np.maximum.at(tiles, (rows, slot), tile)
-            moved = tiles != before_tiles
+            moved, current = advance(blobs[f"r{fam.index}_tile"], rows, tile, fam.slots)
             contrib = self._contrib(fam, valid)
-            current = tiles[rows, slot] == tile
+            slot = tile % fam.slots
             for c in fam.counters:
                 arr = blobs[f"r{fam.index}_{c}"]
-                arr[moved] = empty_value(c)
-                at = (rows[current], slot[current])
-                combine(c).at(arr, at, contrib[c][vb][current].astype(arr.dtype))
-                if c in SUM_CAPS:  # below the cap + a batch of amounts: no overflow yet
-                    np.minimum(arr, SUM_CAPS[c], out=arr)
+                added = contrib[c][vb]
+                # below the cap + a batch of amounts: no overflow before the cap
+                cap = SUM_CAPS.get(c, -1)
+                combine_into(arr, moved, rows, slot, current, added, op_of(c), empty_value(c), cap)
         counts = np.bincount(rows, minlength=len(blobs))
         touched = counts > 0
         blobs["seq"][touched] += 1
@@ -228,38 +234,28 @@ class Writer:
         """One family's block increments: every increment of the batch to a tile summed,
         the tiles of a block in one ``BITFIELD``, one saturating field per counter
         (`Family.fields`), a block read as absent given its TTL. The keys are the ones the
-        read used."""
+        read used; the sums and their order: `fraudstream.features.blocks`."""
         start, uniq, rows = self._layout["blocks"][fam.index]
         contrib = self._contrib(fam, valid)
-        use = np.flatnonzero(contrib["n"] > 0)
-        if not fam.fields or not len(use):
+        if not fam.fields or not contrib["n"].any():
             return None
-        slots = fam.slots
-        combo = rows[use, 1] * slots + (self.b.ts[use] // fam.tile_us) % slots
-        cells, inverse = np.unique(combo, return_inverse=True)
-        # Sums of a batch's (clipped) cents stay far below 2**53: float weights are exact.
-        value = np.stack(
-            [np.bincount(inverse, weights=contrib[c][use]) for _, c, _, _ in fam.fields], axis=1
-        ).astype(np.int64)
-        word = np.array([w * slots * 64 + bit for w, _, bit, _ in fam.fields], dtype=np.int64)
-        offset = word[None, :] + (cells % slots)[:, None] * 64
+        added = np.array([contrib[c] for _, c, _, _ in fam.fields], dtype=np.int64)
+        word = np.array([w * fam.slots * 64 + bit for w, _, bit, _ in fam.fields], dtype=np.int64)
+        own = np.ascontiguousarray(rows[:, 1])  # the block of the transaction's own tile
+        row, ops, offset, value, first_ts = family_increments(
+            own, self.b.ts, contrib["n"], fam.tile_us, fam.slots, added, word, len(uniq)
+        )
         kinds = np.array([_field_code(kind) for *_, kind in fam.fields], dtype=np.int64)
-        row_of = cells // slots
-        first = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]])
-        row = row_of[first]
-        ops = np.r_[first, len(cells)] * len(fam.fields)
-        first_ts = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_ts, rows[use, 1], self.b.ts[use])
         absent = np.fromiter(
             (values[start + r] is None for r in row.tolist()), dtype=bool, count=len(row)
         )
-        ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts[row])
+        ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts)
         return BlockWrites(
             key=start + row,
             ops=ops,
-            field=np.tile(kinds, len(cells)),
-            offset=offset.ravel(),
-            value=value.ravel(),
+            field=np.tile(kinds, len(value) // len(kinds)),
+            offset=offset,
+            value=value,
             ttl=np.where(absent, ttl, 0),
         )
 
