@@ -135,6 +135,81 @@ def features_load_profiles(
     console.print(f"loaded {written:,} customer profiles from {path}")
 
 
+@features_app.command("load-neighbours")
+def features_load_neighbours(
+    history: Annotated[
+        Path,
+        typer.Option(
+            help="The history: CSV, Parquet or JSON lines, our columns, the Handbook's, a "
+            "known public dataset's or mapped with --column, or a `simulate` folder.",
+            exists=True,
+        ),
+    ],
+    days: Annotated[
+        int, typer.Option(min=1, help="Days of history before --until the neighbourhood covers.")
+    ] = 30,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="End of the period (exclusive), YYYY-MM-DD: to serve a model, its first "
+            "training day (what train and evaluate use). Default: the day after the "
+            "history's last.",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labels file (default: labels beside the history, else is_fraud / "
+            "TX_FRAUD known 7 days later): frauds known by --until are left out."
+        ),
+    ] = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Load (replace) the co-visitation neighbourhood of terminals for the online
+    terminal_covisit_share feature."""
+    from datetime import UTC, date, datetime, time, timedelta
+
+    from fraudstream.errors import SchemaError
+    from fraudstream.features.neighbours import build_neighbourhood, load_neighbours
+    from fraudstream.history import read_labels
+    from fraudstream.models.dataset import labels_for
+
+    settings = settings_from(config)
+    if until is not None:
+        try:
+            end_day = date.fromisoformat(until)
+        except ValueError:
+            raise SchemaError("until", f"not a date (YYYY-MM-DD): {until!r}") from None
+    rejects = history.with_name(f"{history.stem}.rejects.csv")
+    frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
+    if until is None:
+        end_day = frame["timestamp"].max().date() + timedelta(days=1)  # type: ignore[union-attr]
+    label_frame = read_labels(history, labels)
+    if label_frame is not None or "is_fraud" in frame.columns:
+        label_frame = labels_for(frame, label_frame)
+    hood = build_neighbourhood(
+        frame, datetime.combine(end_day, time(), UTC), days=days, labels=label_frame
+    )
+    if not hood.terminals:
+        raise SchemaError(
+            "history", f"no transactions in {hood.start:%Y-%m-%d}..{end_day - timedelta(days=1)}"
+        )
+    n = len(hood.customers) + len(hood.terminals)
+    with Steps("loading neighbourhoods", n, unit="records") as step:
+        written = load_neighbours(
+            connect(settings), hood, namespace=settings.feature_namespace, progress=step.advance
+        )
+    console.print(
+        f"loaded {written:,} neighbourhood records ({len(hood.customers):,} customers, "
+        f"{len(hood.terminals):,} terminals of which {int(hood.hub.sum()):,} hubs) from "
+        f"{hood.start:%Y-%m-%d}..{end_day - timedelta(days=1)}"
+    )
+
+
 @features_app.command("show")
 def features_show(
     customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
