@@ -179,3 +179,20 @@ def test_cli_loads_the_neighbourhood(tmp_path: Path, valkey_url: str, client: re
     for tag, eid, record in hood.records():
         assert client.get(f"fs:{{{tag}:{eid}}}:nb") == record
     assert client.get("fs:{c:e}:nb") is None  # its visit: a fraud known before the end
+
+
+def test_cli_backfill_takes_the_same_neighbourhood(tmp_path: Path) -> None:
+    history, labels = _history()
+    both = pl.concat([history, _queries().select(history.columns)])
+    path = tmp_path / "history.parquet"
+    both.write_parquet(path)
+    labels.write_parquet(tmp_path / "labels.parquet")
+    out = tmp_path / "features.parquet"
+    args = ["--history", str(path), "--out", str(out), "--neighbours-until", "2024-06-01"]
+    result = run_cli("features", "backfill", *args)
+    assert result.returncode == 0, result.stderr
+    hood = build_neighbourhood(both, UNTIL, labels=labels)
+    expected = backfill(both, labels, neighbours=hood)["terminal_covisit_share"].to_numpy()
+    got = pl.read_parquet(out)["terminal_covisit_share"].to_numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert np.nanmax(got) == 1.0
