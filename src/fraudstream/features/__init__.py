@@ -159,8 +159,9 @@ whatever its history: tile rings 1,392 (32 daily tiles of count, cents, squared 
 hourly tiles of count, cents; 26 hourly tiles of zero-amount counts), the 64 newest
 transactions 1,280 (time to the second, cents clipped at 21,474,836.47, home cell, id hash
 with the new-terminal flag), first-seen sets 1,300 (terminals 260), the rest 43. A profile
-adds 29 bytes, a neighbourhood 258 per customer and per terminal (2 per hub); a shared entity holds at most three tile blocks (512 bytes each, hourly or
-daily; a terminal's daily ones 1,024: count and cents in one word, frauds in another).
+adds 29 bytes, a neighbourhood 258 per customer and per terminal (2 per hub); a shared
+entity holds at most three tile blocks (512 bytes each, hourly or daily; a terminal's daily
+ones 1,024: count and cents in one word, frauds in another).
 
 Lateness: a transaction older than its customer's newest stored one by more than
 ``lateness_s`` is scored against the current state but not stored (`EngineStats.late`).
