@@ -266,28 +266,11 @@ def decode_neighbours(
     transaction's codes into them (-1: none) → the inputs, and the positions of the
     unreadable customer and terminal records (another size or version: read as none)."""
     nc, nt = len(customer_raws), len(terminal_raws)
-    cbits, chas = _bits(nc + 1), np.zeros(nc + 1, dtype=bool)
-    bad_c: list[int] = []
-    for i, raw in enumerate(customer_raws):
-        if raw is None:
-            continue
-        if len(raw) != 2 + 8 * WORDS or raw[0] != VERSION or raw[1] != SKETCH:
-            bad_c.append(i)
-            continue
-        cbits[i] = np.frombuffer(raw, dtype="<u8", offset=2)
-        chas[i] = True
-    tbits, kind = _bits(nt + 1), np.zeros(nt + 1, dtype=np.uint8)
-    bad_t: list[int] = []
-    for i, raw in enumerate(terminal_raws):
-        if raw is None:
-            continue
-        if len(raw) == 2 and raw[0] == VERSION and raw[1] == HUB:
-            kind[i] = HUB
-        elif len(raw) == 2 + 8 * WORDS and raw[0] == VERSION and raw[1] == SKETCH:
-            tbits[i] = np.frombuffer(raw, dtype="<u8", offset=2)
-            kind[i] = SKETCH
-        else:
-            bad_t.append(i)
+    cbits, chas, bad_c = _sketches(customer_raws)
+    tbits, is_sketch, bad_t = _sketches(terminal_raws)
+    hub = np.array([raw == _HUB_RECORD for raw in terminal_raws] + [False], dtype=bool)
+    kind = np.where(is_sketch, SKETCH, np.where(hub, HUB, NONE)).astype(np.uint8)
+    bad_t = bad_t[~hub[bad_t]]
     inputs = NeighbourInputs(
         cbits,
         chas,
@@ -296,7 +279,26 @@ def decode_neighbours(
         np.where(customer_codes >= 0, customer_codes, nc),
         np.where(terminal_codes >= 0, terminal_codes, nt),
     )
-    return inputs, np.array(bad_c, dtype=np.int64), np.array(bad_t, dtype=np.int64)
+    return inputs, bad_c, bad_t
+
+
+_SIZE = 2 + 8 * WORDS
+_SKETCH_HEAD = bytes((VERSION, SKETCH))
+_HUB_RECORD = bytes((VERSION, HUB))
+_EMPTY = bytes(_SIZE)
+
+
+def _sketches(raws: Sequence[bytes | None]) -> tuple[U64, NDArray[np.bool_], I64]:
+    """The sketch records among ``raws`` as rows of words (one zero row more, for "none"),
+    which rows are sketches, and the positions of those neither absent nor a sketch."""
+    ok = [raw is not None and len(raw) == _SIZE and raw[:2] == _SKETCH_HEAD for raw in raws]
+    parts = [raw if good and raw else _EMPTY for raw, good in zip(raws, ok, strict=True)]
+    buf = np.frombuffer(b"".join(parts) + _EMPTY, dtype=np.uint8).reshape(len(raws) + 1, _SIZE)
+    bits = np.ascontiguousarray(buf[:, 2:]).view("<u8").astype(np.uint64)
+    has = np.array([*ok, False], dtype=bool)
+    pairs = enumerate(zip(raws, ok, strict=True))
+    bad = [i for i, (raw, good) in pairs if raw is not None and not good]
+    return bits, has, np.array(bad, dtype=np.int64)
 
 
 def load_neighbours(
