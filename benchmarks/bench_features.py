@@ -11,6 +11,9 @@ server serves one while the client computes another (see `replay`); every write 
 before the clock stops. ``--sync``: `FeatureEngine.compute_batch`, each write confirmed
 before the next batch. Labels go ahead of the next batch's read, inside the timing.
 
+The co-visitation neighbourhood of the history's first 30 days is loaded first (as
+``features load-neighbours`` would), so the batches read and decode real sketches.
+
 Beside it, the *floor*: the very same keys read (``MGET``) and commands written (``MULTI …
 EXEC``) by sampled batches, replayed on another database with no feature work, which is what
 any design doing this I/O one batch at a time would pay. Where the time goes: the client's
@@ -34,6 +37,7 @@ import time
 import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ import polars as pl
 import redis
 
 from fraudstream.features import FeatureEngine, backfill, default_feature_set
+from fraudstream.features.neighbours import build_neighbourhood, load_neighbours
 from fraudstream.features.wire import Wire
 from fraudstream.schema import Label, Transaction
 from fraudstream.valkey import EmbeddedValkey
@@ -290,9 +295,13 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
     labels = labels.sort("reported_at", maintain_order=True)
     txs = to_records(tx, TX_FIELDS, Transaction)
     labs = to_records(labels, LABEL_FIELDS, Label)
+    # The co-visitation neighbourhood of the first 30 days, loaded as a deployment would
+    # (`features load-neighbours`), so the batches read and decode real records.
+    hood = build_neighbourhood(tx, tx["timestamp"].min() + timedelta(days=30), labels=labels)
     runs = []
     for streams in sorted({1, args.streams}):
         client.flushall()
+        load_neighbours(client, hood)
         runs.append(replay(client, txs, labs, args, streams, observe=streams == 1))
     main = runs[0]
     samples = main.samples

@@ -19,6 +19,7 @@ import redis
 from featkit import transactions
 from fraudstream.features import Aggregate, FeatureEngine, FeatureSet, backfill, default_feature_set
 from fraudstream.features.definitions import ENTITIES, FirstSeen
+from fraudstream.features.neighbours import build_neighbourhood, load_neighbours
 from fraudstream.features.profiles import load_profiles
 from fraudstream.features.sample import synthetic_history
 from fraudstream.schema import AMOUNT_CEILING, Label
@@ -118,9 +119,18 @@ def test_online_equals_backfill_on_simulated_history(client: redis.Redis) -> Non
     # Static profiles for all but a tenth of the customers (those read as "no profile").
     profiles = result.customers.filter(pl.col("customer_id").cast(pl.Int64) % 10 != 3)
     load_profiles(client, profiles)
+    # The co-visitation neighbourhood of the first 15 days (hubs: the e-commerce merchants
+    # and the busiest terminals), as `features load-neighbours` writes it.
+    until = history["timestamp"].min() + timedelta(days=15)
+    hood = build_neighbourhood(history, until, days=15, labels=labels, hub_customers=20)
+    assert hood.hub.any() and not hood.hub.all()
+    load_neighbours(client, hood)
     engine = FeatureEngine(client, default_feature_set(), clock=lambda: 2e9)
     online = run_online(engine, history, labels)
-    offline = backfill(history, labels, profiles=profiles).drop("transaction_id").to_numpy()
+    offline = backfill(history, labels, profiles=profiles, neighbours=hood)
+    offline = offline.drop("transaction_id").to_numpy()
+    share = offline[:, engine.names.index("terminal_covisit_share")]
+    assert np.nanmin(share) == 0.0 and np.nanmax(share) == 1.0 and np.isnan(share).any()
     assert engine.stats.labels_applied > 100
     assert engine.stats.duplicates == engine.stats.late == 0
     for name in (

@@ -81,3 +81,26 @@ def test_hygiene_removes_customers_known_compromised_day_by_day() -> None:
     assert parts.test.filter(pl.col("transaction_id") == "C9")["y"].item() is True
     assert parts.train["y"].sum() == 1  # a0 (b0 is in the delay period, not training)
     assert np.isfinite(ds.matrix(parts.test)).any()
+
+
+def test_train_and_evaluate_build_the_neighbourhood_of_the_30_days_before_training() -> None:
+    from fraudstream.features import default_feature_set
+    from fraudstream.models.dataset import neighbourhood_for
+
+    protocol = Protocol.ending(date(2018, 7, 31), train_days=7)
+    first = datetime.combine(protocol.train_start, datetime.min.time(), UTC)
+    visits = [  # (id, when, customer, terminal, fraud)
+        ("old", first - timedelta(days=30, seconds=1), "a", "T-old", False),
+        ("in", first - timedelta(days=30), "a", "T-in", False),
+        ("known", first - timedelta(days=8), "b", "T-known", True),  # reported day -1
+        ("unknown", first - timedelta(days=6), "c", "T-unknown", True),  # reported after
+        ("train", first, "a", "T-train", False),
+    ]
+    history = pl.DataFrame(
+        [v[:4] + (10.0, v[4]) for v in visits],
+        schema=["transaction_id", "timestamp", "customer_id", "terminal_id", "amount", "is_fraud"],
+        orient="row",
+    )
+    hood = neighbourhood_for(history, labels_for(history, None), protocol, default_feature_set())
+    assert hood is not None and hood.end == first
+    assert hood.terminals == ["T-in", "T-unknown"] and hood.customers == ["a", "c"]

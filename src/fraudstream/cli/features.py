@@ -22,8 +22,11 @@ from fraudstream.cli.reading import (
 )
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from fraudstream.config import Settings
     from fraudstream.features import FeatureEngine
+    from fraudstream.features.neighbours import Neighbourhood
 
 features_app = typer.Typer(no_args_is_help=True, help="Online features and offline backfill.")
 app.add_typer(features_app, name="features")
@@ -69,6 +72,15 @@ def features_backfill(
             dir_okay=False,
         ),
     ] = None,
+    neighbours_until: Annotated[
+        str | None,
+        typer.Option(
+            help="Co-visitation neighbourhood of the --neighbours-days before this day "
+            "(YYYY-MM-DD), as 'features load-neighbours --until' loads it online "
+            "(default: none, the feature is NaN).",
+        ),
+    ] = None,
+    neighbours_days: Annotated[int, typer.Option(min=1, help="See --neighbours-until.")] = 30,
     columns: ColumnsFileOpt = None,
     column: ColumnOpt = None,
     date_format: DateFormatOpt = None,
@@ -89,6 +101,11 @@ def features_backfill(
     frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
     label_frame = read_labels(history, labels)
     profile_frame = read_table(profiles) if profiles else None
+    hood = (
+        None
+        if neighbours_until is None
+        else _neighbourhood(frame, history, labels, neighbours_until, neighbours_days)
+    )
     with Status(f"backfilling {frame.height:,} transactions"):
         t0 = time.perf_counter()
         features = backfill(
@@ -96,6 +113,7 @@ def features_backfill(
             label_frame,
             lateness_s=settings.feature_lateness_s,
             profiles=profile_frame,
+            neighbours=hood,
         )
         seconds = time.perf_counter() - t0
     features.write_parquet(out)
@@ -133,6 +151,93 @@ def features_load_profiles(
             progress=step.advance,
         )
     console.print(f"loaded {written:,} customer profiles from {path}")
+
+
+def _neighbourhood(
+    frame: pl.DataFrame, history: Path, labels: Path | None, until: str | None, days: int
+) -> Neighbourhood:
+    """The neighbourhood of the ``days`` before ``until`` (default: the day after the
+    history's last), frauds known by then (labels as `train` reads them) left out."""
+    from datetime import UTC, date, datetime, time, timedelta
+
+    from fraudstream.errors import SchemaError
+    from fraudstream.features.neighbours import build_neighbourhood
+    from fraudstream.history import read_labels
+    from fraudstream.models.dataset import labels_for
+
+    if until is not None:
+        try:
+            end_day = date.fromisoformat(until)
+        except ValueError:
+            raise SchemaError("until", f"not a date (YYYY-MM-DD): {until!r}") from None
+    else:
+        end_day = frame["timestamp"].max().date() + timedelta(days=1)  # type: ignore[union-attr]
+    label_frame = read_labels(history, labels)
+    if label_frame is not None or "is_fraud" in frame.columns:
+        label_frame = labels_for(frame, label_frame)
+    hood = build_neighbourhood(
+        frame, datetime.combine(end_day, time(), UTC), days=days, labels=label_frame
+    )
+    if not hood.terminals:
+        last = end_day - timedelta(days=1)
+        raise SchemaError("history", f"no transactions in {hood.start:%Y-%m-%d}..{last}")
+    return hood
+
+
+@features_app.command("load-neighbours")
+def features_load_neighbours(
+    history: Annotated[
+        Path,
+        typer.Option(
+            help="The history: CSV, Parquet or JSON lines, our columns, the Handbook's, a "
+            "known public dataset's or mapped with --column, or a `simulate` folder.",
+            exists=True,
+        ),
+    ],
+    days: Annotated[
+        int, typer.Option(min=1, help="Days of history before --until the neighbourhood covers.")
+    ] = 30,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="End of the period (exclusive), YYYY-MM-DD: to serve a model, its first "
+            "training day (what train and evaluate use). Default: the day after the "
+            "history's last.",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labels file (default: labels beside the history, else is_fraud / "
+            "TX_FRAUD known 7 days later): frauds known by --until are left out."
+        ),
+    ] = None,
+    columns: ColumnsFileOpt = None,
+    column: ColumnOpt = None,
+    date_format: DateFormatOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Load (replace) the co-visitation neighbourhood of terminals for the online
+    terminal_covisit_share feature."""
+    from datetime import timedelta
+
+    from fraudstream.features.neighbours import load_neighbours
+
+    settings = settings_from(config)
+    rejects = history.with_name(f"{history.stem}.rejects.csv")
+    frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
+    hood = _neighbourhood(frame, history, labels, until, days)
+    n = len(hood.customers) + len(hood.terminals)
+    with Steps("loading neighbourhoods", n, unit="records") as step:
+        written = load_neighbours(
+            connect(settings), hood, namespace=settings.feature_namespace, progress=step.advance
+        )
+    console.print(
+        f"loaded {written:,} neighbourhood records ({len(hood.customers):,} customers, "
+        f"{len(hood.terminals):,} terminals of which {int(hood.hub.sum()):,} hubs) from "
+        f"{hood.start:%Y-%m-%d}..{hood.end - timedelta(days=1):%Y-%m-%d}"
+    )
 
 
 @features_app.command("show")

@@ -60,6 +60,18 @@ customer's is near 0. The flag is kept as the transaction was processed, so thes
 follow the arrival order when a customer's transactions reach a terminal out of event-time
 order (the first *arrival* there is the new one; see "Out of order").
 
+Co-visitation (`fraudstream.features.neighbours`): ``terminal_covisit_share`` tells how far
+a terminal lies from the customer's usual ones without coordinates. Terminals used by the
+same customers are near each other, so over a period of history (30 days) each terminal
+keeps a 2048-bit sketch of its customers (a terminal with 60 or more is a hub: an
+e-commerce merchant, which links everyone, marked without a sketch) and each customer the
+OR of its terminals' sketches; the feature is the share of the terminal's bits set in the
+customer's (~1 in the customer's own area, ~0 where none of the terminal's customers ever
+met it: an account takeover's new terminals). NaN for a hub, an unknown terminal or a
+customer without a sketch. Static like the profiles: built offline (`train` and `evaluate`
+from the 30 days before the training window), loaded online by ``fraudstream features
+load-neighbours``, read in the batch's ``MGET``.
+
 Ratios (`Derived` with a ``base`` window; an empty window, i.e. the transaction itself not
 counted, gives NaN; a zero mean as reference counts as one cent): a terminal's recent mean
 amount over its own 28-day mean (``terminal_amount_mean_ratio_1d_28d``, ``…_7d_28d``), the
@@ -111,8 +123,8 @@ Unreadable state: a customer blob of another size or layout version (`BLOB_VERSI
 corrupt, or left by another release or feature set — holds up nobody: that customer is
 read as new (its transactions scored without history, the batch's write replacing the
 blob), counted (`EngineStats.reset`) and logged; the rest of the batch is untouched. An
-unreadable profile or terminal known-fraud stamp reads as none (logged; the next label
-replaces the stamp).
+unreadable profile, neighbourhood record or terminal known-fraud stamp reads as none
+(logged; the next label replaces the stamp).
 
 Concurrency: shared entities (card, terminal, merchant, device, IP) take commutative
 ``BITFIELD INCRBY`` only, so any number of workers can update them. The customer blob has a
@@ -147,8 +159,9 @@ whatever its history: tile rings 1,392 (32 daily tiles of count, cents, squared 
 hourly tiles of count, cents; 26 hourly tiles of zero-amount counts), the 64 newest
 transactions 1,280 (time to the second, cents clipped at 21,474,836.47, home cell, id hash
 with the new-terminal flag), first-seen sets 1,300 (terminals 260), the rest 43. A profile
-adds 29 bytes; a shared entity holds at most three tile blocks (512 bytes each, hourly or
-daily; a terminal's daily ones 1,024: count and cents in one word, frauds in another).
+adds 29 bytes, a neighbourhood 258 per customer and per terminal (2 per hub); a shared
+entity holds at most three tile blocks (512 bytes each, hourly or daily; a terminal's daily
+ones 1,024: count and cents in one word, frauds in another).
 
 Lateness: a transaction older than its customer's newest stored one by more than
 ``lateness_s`` is scored against the current state but not stored (`EngineStats.late`).

@@ -31,6 +31,7 @@ from fraudstream.features.layout import (
     Plan,
     empty_blobs,
 )
+from fraudstream.features.neighbours import NeighbourInputs, decode_neighbours, neighbour_key
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
 from fraudstream.features.resp import encode_keys, keys_command
 from fraudstream.features.seen import SeenState, replay
@@ -240,6 +241,7 @@ class BatchRun(Writer):
     def _features(self, values: list[Any], st: _State, since: float) -> NDArray[np.float64]:
         raw = self._raw(st)
         raw.static = self._static(values, self._layout)
+        raw.neighbours = self._neighbours(values, self._layout)
         features = finalize(self.plan, raw)
         self.e.tick("compute", since)
         return features
@@ -270,6 +272,10 @@ class BatchRun(Writer):
         layout["kf_start"] = len(keys)
         if e.wants_known_fraud:
             keys += [e.known_fraud_key(t) for t in self.uniq["terminal"]]
+        layout["nb_start"] = len(keys)
+        if self.plan.features.uses_neighbours:
+            keys += [neighbour_key(e.namespace, "c", c) for c in self.uniq["customer"]]
+            keys += [neighbour_key(e.namespace, "t", t) for t in self.uniq["terminal"]]
         return keys, layout
 
     def _decode(
@@ -326,6 +332,20 @@ class BatchRun(Writer):
         hashes = self.e.hashes.lookup(self.uniq["card"])
         card = np.where(code >= 0, hashes[np.maximum(code, 0)] if len(hashes) else 0, 0)
         return StaticInputs.of(records, card.astype(np.uint64))
+
+    def _neighbours(self, values: list[Any], layout: dict[str, Any]) -> NeighbourInputs | None:
+        if not self.plan.features.uses_neighbours:
+            return None
+        nc, nt, start = len(self.uniq["customer"]), len(self.uniq["terminal"]), layout["nb_start"]
+        got, bad_c, bad_t = decode_neighbours(
+            values[start : start + nc],
+            values[start + nc : start + nc + nt],
+            self.codes["customer"],
+            self.codes["terminal"],
+        )
+        if len(bad := np.concatenate([start + bad_c, start + nc + bad_t])):
+            self._unreadable(bad, values, "neighbourhood read as none")
+        return got
 
     def _admit(self, new: np.ndarray) -> Found:
         """`fraudstream.features.history.admit` over the batch, counted in the stats."""

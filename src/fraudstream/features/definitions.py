@@ -236,9 +236,12 @@ DerivedKind = Literal[
     "max_trend",
     "rising_max_days",
     "amount_ratio_median_before",
+    "terminal_covisit_share",
 ]
 PROFILE_KINDS = frozenset({"profile_segment", "distance_from_profile_home", "is_preferred_card"})
 """Static features: read from the customer's profile (`fraudstream.features.profiles`)."""
+NEIGHBOUR_KINDS = frozenset({"terminal_covisit_share"})
+"""Read from the co-visitation neighbourhood (`fraudstream.features.neighbours`)."""
 _DERIVED_ENTITY: dict[str, str] = {
     "amount": "tx",
     "is_weekend": "tx",
@@ -248,6 +251,7 @@ _DERIVED_ENTITY: dict[str, str] = {
     "terminal_mean_ratio": "terminal",
     "terminal_count_ratio": "terminal",
     "terminal_amount_ratio_mean": "terminal",
+    "terminal_covisit_share": "terminal",
 }
 _DERIVED_LABEL: dict[str, str] = {
     "new_terminal_count": "new_terminal_tx_count",
@@ -256,6 +260,7 @@ _DERIVED_LABEL: dict[str, str] = {
     "terminal_mean_ratio": "amount_mean_ratio",
     "terminal_count_ratio": "tx_count_ratio",
     "terminal_amount_ratio_mean": "amount_ratio_mean",
+    "terminal_covisit_share": "covisit_share",
 }
 """Kinds named otherwise than themselves (the entity is the name's first part)."""
 BASED_DERIVED = frozenset({"mean_ratio", "terminal_mean_ratio", "terminal_count_ratio"})
@@ -474,6 +479,10 @@ class FeatureSet:
     def uses_profiles(self) -> bool:
         return any(d.kind in PROFILE_KINDS for d in self.derived)
 
+    @cached_property
+    def uses_neighbours(self) -> bool:
+        return any(d.kind in NEIGHBOUR_KINDS for d in self.derived)
+
     def history_windows_s(self) -> list[int]:
         return sorted(
             {parse_duration(d.window) for d in self.derived if d.window and "prev" in d.kind}
@@ -545,6 +554,8 @@ def default_feature_set() -> FeatureSet:
         Derived("amount_ratio_median_before", "3d"),
         Derived("max_trend", "7d"),
         Derived("rising_max_days", "14d"),
+        # How far a terminal lies from the customer's usual ones without coordinates.
+        Derived("terminal_covisit_share"),
     ]
     # Sized on the simulator's 183 days (distinct values per customer, p99 / max): merchants
     # 166 / 186, IPs 31 / 39, devices 7 / 8, categories 10 / 10 (see `FirstSeen`); the

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from fraudstream.features.definitions import (
     HISTORY_DERIVED,
+    NEIGHBOUR_KINDS,
     NEW_PLACE_DERIVED,
     PROFILE_KINDS,
     Aggregate,
@@ -26,6 +27,7 @@ from fraudstream.features.layout import EMPTY_LO, GRID, HISTORY_CENTS_MAX, LATLO
 from fraudstream.features.trends import daily_trends
 
 if TYPE_CHECKING:
+    from fraudstream.features.neighbours import NeighbourInputs
     from fraudstream.features.profiles import StaticInputs
 
 I64 = NDArray[np.int64]
@@ -75,6 +77,9 @@ class RawInputs:
     """`FirstSeen` name -> first-seen flag (meaningful where the field is present)."""
     seen_present: dict[str, Bools] = field(default_factory=dict)
     """`FirstSeen` name -> the transaction has the field."""
+    neighbours: NeighbourInputs | None = None
+    """The co-visitation sketches of each transaction's customer and terminal (None: the
+    feature set reads none)."""
 
 
 def distinct_estimate(sketch: I64) -> F64:
@@ -301,6 +306,9 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
         return np.asarray(fast, dtype=np.float64)
     if kind in PROFILE_KINDS:
         return _static(kind, raw)
+    if kind in NEIGHBOUR_KINDS:
+        nb = raw.neighbours
+        return np.full(len(raw.ts), np.nan) if nb is None else nb.share()
     if kind in RATIO_KINDS:
         return _ratio(d, raw)
     if kind in NEW_PLACE_DERIVED:

@@ -45,6 +45,7 @@ from fraudstream.features.layout import (
     compile_plan,
     empty_value,
 )
+from fraudstream.features.neighbours import Neighbourhood, NeighbourInputs
 from fraudstream.features.profiles import StaticInputs, empty_profiles, profile_records
 from fraudstream.features.seen import SeenState, replay, value_hashes
 
@@ -83,6 +84,7 @@ def backfill(
     lateness_s: int = 3600,
     profiles: pl.DataFrame | None = None,
     since: datetime | None = None,
+    neighbours: Neighbourhood | None = None,
 ) -> pl.DataFrame:
     """Features of every transaction of ``history`` as the online engine computes them:
     `backfill_rows` as a data frame in input order (arguments as there).
@@ -91,7 +93,13 @@ def backfill(
         ``transaction_id`` plus one float64 column per feature, rows in input order.
     """
     got = backfill_rows(
-        history, labels, definitions, lateness_s=lateness_s, profiles=profiles, since=since
+        history,
+        labels,
+        definitions,
+        lateness_s=lateness_s,
+        profiles=profiles,
+        since=since,
+        neighbours=neighbours,
     )
     back = np.argsort(got.rows, kind="stable")
     return pl.DataFrame(
@@ -110,6 +118,7 @@ def backfill_rows(
     lateness_s: int = 3600,
     profiles: pl.DataFrame | None = None,
     since: datetime | None = None,
+    neighbours: Neighbourhood | None = None,
 ) -> FeatureRows:
     """Features of every transaction of ``history`` as the online engine computes them.
 
@@ -126,6 +135,8 @@ def backfill_rows(
         since: only transactions at or after this instant get a row (the earlier ones
             still count in every window): training asks for its window only, and memory
             follows the rows asked for, not the history's length.
+        neighbours: the co-visitation neighbourhood (`fraudstream.features.neighbours`),
+            as loaded online; without it the co-visit feature is NaN.
 
     Raises:
         SchemaError: a required column is missing or has nulls, naming it.
@@ -171,6 +182,11 @@ def backfill_rows(
     del sorted_cust
 
     static = _static_inputs(plan, frame, profiles)
+    hood = (
+        NeighbourInputs.of(neighbours, frame["customer_id"], frame["terminal_id"])
+        if plan.features.uses_neighbours
+        else None
+    )
     out = np.empty((n - lo, len(plan.names)), order="F")
     amount = frame["amount"].to_numpy()
     k = plan.features.history
@@ -214,6 +230,7 @@ def backfill_rows(
             else StaticInputs(**{k: v[rows] for k, v in vars(static).items()}),
             first_seen={name: v[rows] for name, v in first_seen.items()},
             seen_present={name: v[rows] for name, v in seen_present.items()},
+            neighbours=None if hood is None else hood.take(rows),
         )
         out[rows - lo] = finalize(plan, raw)
     rows_in = frame["_row"].to_numpy()[lo:].astype(np.int64)

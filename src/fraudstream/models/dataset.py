@@ -20,6 +20,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fraudstream.features import FeatureSet, backfill_rows, default_feature_set
+from fraudstream.features.neighbours import Neighbourhood, build_neighbourhood
 from fraudstream.history import read_history
 from fraudstream.models.errors import ModelError
 from fraudstream.models.lookback import lookback_days
@@ -103,6 +104,7 @@ def build_dataset(
     history_from: date | None = None,
     features: pl.DataFrame | None = None,
     profiles: pl.DataFrame | None = None,
+    neighbours: Neighbourhood | None = None,
 ) -> Dataset:
     """Backfill the features of ``history`` (point in time: labels count only once reported)
     and keep the rows dated ``first_day..last_day`` (features still see the earlier history).
@@ -114,7 +116,7 @@ def build_dataset(
     ``features`` (``transaction_id`` + feature columns, e.g. a saved backfill of the same
     history and labels) skips the backfill; ``profiles`` feeds the static features (the
     same profiles must then be loaded online, or the served model sees NaN where it learnt
-    values).
+    values); ``neighbours`` feeds the co-visitation feature (`neighbourhood_for`).
     """
     definitions = definitions or default_feature_set()
     names = definitions.names
@@ -136,7 +138,13 @@ def build_dataset(
     if features is None:
         since = None if first_day is None else datetime.combine(first_day, time(), UTC)
         got = backfill_rows(
-            history, labels, definitions, lateness_s=lateness_s, profiles=profiles, since=since
+            history,
+            labels,
+            definitions,
+            lateness_s=lateness_s,
+            profiles=profiles,
+            since=since,
+            neighbours=neighbours,
         )
         base = base[got.rows].with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
         values = got.values
@@ -183,6 +191,20 @@ def build_dataset(
         "_i",
     ]
     return Dataset(frame.select(columns), values, names)
+
+
+def neighbourhood_for(
+    history: pl.DataFrame, labels: pl.DataFrame, protocol: Protocol, definitions: FeatureSet
+) -> Neighbourhood | None:
+    """The co-visitation neighbourhood `train` and `evaluate` both give the backfill: the
+    `neighbours.DAYS` days before the training window (so no training or test row helped
+    build it), frauds known by then left out; None if ``definitions`` read none. Online,
+    ``fraudstream features load-neighbours --history H --until <first training day>``
+    loads the same records."""
+    if not definitions.uses_neighbours:
+        return None
+    until = datetime.combine(protocol.train_start, time(), UTC)
+    return build_neighbourhood(history, until, labels=labels)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ from numpy.typing import NDArray
 
 from fraudstream.features import FeatureSet, default_feature_set
 from fraudstream.models.bundle import ModelBundle
-from fraudstream.models.dataset import Dataset, build_dataset, labels_for, split
+from fraudstream.models.dataset import (
+    Dataset,
+    build_dataset,
+    labels_for,
+    neighbourhood_for,
+    split,
+)
 from fraudstream.models.lookback import history_start
 from fraudstream.models.metrics import (
     at_threshold,
@@ -103,14 +109,16 @@ def evaluate_detailed(
         if history is None:
             raise ValueError("evaluate: give a history or a dataset")
         definitions = definitions or default_feature_set()
+        label_frame = labels_for(history, labels, label_delay_days=options.label_delay_days)
         dataset = build_dataset(
             history,
-            labels_for(history, labels, label_delay_days=options.label_delay_days),
+            label_frame,
             definitions=definitions,
             first_day=_first_needed_day(protocol, options.known_lookback_days),
             last_day=protocol.test_end,
             history_from=history_start(protocol, definitions),
             profiles=profiles,
+            neighbours=neighbourhood_for(history, label_frame, protocol, definitions),
         )
     parts = split(dataset, protocol, known_lookback_days=options.known_lookback_days)
     test = parts.test

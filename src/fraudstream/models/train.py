@@ -29,7 +29,13 @@ from fraudstream.features import FeatureSet, default_feature_set
 from fraudstream.models.anomaly import fit_isolation_forest
 from fraudstream.models.bundle import ModelBundle, feature_signature
 from fraudstream.models.combine import fit_stacker, to_score
-from fraudstream.models.dataset import Dataset, build_dataset, labels_for, split
+from fraudstream.models.dataset import (
+    Dataset,
+    build_dataset,
+    labels_for,
+    neighbourhood_for,
+    split,
+)
 from fraudstream.models.errors import ModelError
 from fraudstream.models.lookback import history_start
 from fraudstream.models.metrics import average_precision, best_f1_threshold, roc_auc
@@ -151,14 +157,16 @@ def train(
     if protocol.train_days != options.train_days:  # fitted to the data
         options = replace(options, train_days=protocol.train_days)
     say(f"backfilling features for {protocol.train_start}..{protocol.test_end}")
+    label_frame = labels_for(history, labels, label_delay_days=options.label_delay_days)
     dataset = build_dataset(
         history,
-        labels_for(history, labels, label_delay_days=options.label_delay_days),
+        label_frame,
         definitions=definitions,
         first_day=protocol.train_start,
         last_day=protocol.test_end,
         history_from=history_start(protocol, definitions),
         profiles=profiles,
+        neighbours=neighbourhood_for(history, label_frame, protocol, definitions),
     )
     return fit(dataset, protocol, options, say, definitions=definitions)
 
