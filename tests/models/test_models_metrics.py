@@ -14,6 +14,7 @@ from fraudstream.models.metrics import (
     card_precision_per_day,
     recall_by_scenario,
     roc_auc,
+    share_threshold,
 )
 
 labels_and_scores = st.integers(2, 60).flatmap(
@@ -70,3 +71,12 @@ def test_recall_by_scenario_names_the_attacks_handbook_data_can_show() -> None:
     scen = np.array([0, 8, 9, 9, 10])
     out = recall_by_scenario(scen, np.array([0, 900, 100, 900, 900.0]), 500)
     assert out == {"low_and_slow_takeover": 1.0, "quiet_skimming": 0.5, "bust_out": 1.0}
+
+
+def test_share_threshold_flags_the_top_share() -> None:
+    score = np.arange(1000, dtype=np.float64)[::-1]  # 999 … 0
+    assert share_threshold(score, 0.01) == 990.0  # 999 … 990: ten flagged
+    assert (score >= share_threshold(score, 0.01)).sum() == 10
+    assert share_threshold(score, 0.0001) == 999.0  # at least one
+    tied = np.array([5.0, 5.0, 5.0, 1.0])
+    assert (tied >= share_threshold(tied, 0.25)).sum() == 3  # ties flag together

@@ -58,9 +58,11 @@ def test_evaluation_reports_every_figure(history: SimulationResult, trained: Tra
         "review_rate",
         "fraud_amount_caught",
         "recall_by_scenario",
+        "recall_by_scenario_at_1pct",
         "supervised_only",
     ):
         assert key in m
+    assert set(m["recall_by_scenario_at_1pct"]) == set(m["recall_by_scenario"])
     assert m["auc_roc"] > 0.8 and m["average_precision"] > 0.4
     assert set(m["recall_by_scenario"]) <= {
         "high_amount",

@@ -31,6 +31,7 @@ from fraudstream.models.metrics import (
     card_precision_at_k,
     recall_by_scenario,
     roc_auc,
+    share_threshold,
 )
 from fraudstream.models.protocol import Protocol
 from fraudstream.models.train import TrainedModel, TrainOptions, resolve_protocol
@@ -41,6 +42,10 @@ HANDBOOK_BASELINE: dict[str, float] = {
     "card_precision_at_100": 0.291,
 }
 """The best of the Handbook's baselines (LR, trees, RF, XGBoost) on each metric."""
+REVIEW_SHARE = 0.01
+"""``recall_by_scenario_at_1pct``: each scenario's recall when the test week's top 1 % of
+scores is flagged, one operating point for every model (each model's own thresholds flag
+more or less)."""
 
 
 @dataclass
@@ -159,6 +164,9 @@ def _metrics(
             "fraud_amount_caught_share": op["fraud_amount_caught_share"],
             "threshold": threshold,
             "recall_by_scenario": recall_by_scenario(test["scenario"].to_numpy(), score, threshold),
+            "recall_by_scenario_at_1pct": recall_by_scenario(
+                test["scenario"].to_numpy(), score, share_threshold(score, REVIEW_SHARE)
+            ),
             "supervised_only": {
                 "auc_roc": roc_auc(y, raw),
                 "average_precision": average_precision(y, raw),

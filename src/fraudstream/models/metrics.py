@@ -127,6 +127,16 @@ def at_threshold(y: Array, score: Array, amount: Array, threshold: float) -> dic
     }
 
 
+def share_threshold(score: Array, share: float) -> float:
+    """The threshold that flags the ``share`` of payments scored highest (ties at it flag
+    together): a fixed review rate, to compare models and scenarios at one operating point
+    whatever each model's own thresholds."""
+    ranked = np.sort(np.asarray(score, dtype=np.float64))[::-1]
+    if not len(ranked):
+        return float("inf")
+    return float(ranked[max(1, int(len(ranked) * share)) - 1])
+
+
 def recall_by_scenario(scenario: Array, score: Array, threshold: float) -> dict[str, float]:
     """Share of each fraud scenario's transactions flagged at ``threshold``."""
     from fraudstream.simulate.scenarios import scenario_name
