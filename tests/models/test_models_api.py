@@ -9,6 +9,8 @@ shared by the server, its retrain processes and this test's registry.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +202,22 @@ def test_retrain_options_are_validated_and_unknown_jobs_are_404(server: str) -> 
         assert status == 422 and refused["error"]["field"] == field, (body, refused)
     status, unknown = get(server, "/v1/models/jobs/0123456789abcdef0123456789abcdef")
     assert status == 404 and unknown["error"]["field"] == "job_id"
+
+
+def test_a_retrain_process_killed_mid_run_is_failed_and_frees_the_slot(
+    server: str, registry: ModelRegistry, trained: TrainedModel
+) -> None:
+    registry.save(trained, activate=True)
+    reply = call(server, "POST", "/v1/models/retrain", {"train_days": 21})
+    assert reply.status == 202, reply.body
+    location = reply.headers["Location"]
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (job := get(server, location)[1])["state"] == "queued":
+        assert time.monotonic() < deadline, "the retrain process never started"
+        time.sleep(0.2)
+    assert job["state"] == "running" and job["pid"] > 0, job
+    os.kill(job["pid"], signal.SIGKILL)
+    done = _finished(server, location)
+    assert done["state"] == "failed" and "killed by signal 9" in done["error"], done
+    status, refused = post(server, "/v1/models/retrain", {"test_days": 0})
+    assert status == 422 and refused["error"]["field"] == "test_days"  # not 409: slot free

@@ -110,9 +110,13 @@ class ModelDesk:
         """Wait for the process; record the job failed if it exited without an outcome."""
         _, err = process.communicate()
         lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-        last = lines[-1].strip() if lines else f"exit status {process.returncode}"
+        code = process.returncode
+        if code < 0:
+            last = f"the retrain process was killed by signal {-code}"
+        else:
+            last = lines[-1].strip().removeprefix("error: ") if lines else f"exit status {code}"
         try:
-            self.jobs.fail(job_id, last.removeprefix("error: "))
+            self.jobs.fail(job_id, last)
         except redis.RedisError:
             pass  # the slot's TTL frees it; a GET then reads the job as lost
 
