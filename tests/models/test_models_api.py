@@ -20,7 +20,7 @@ import msgspec
 import pytest
 import redis
 
-from apikit import KEY, call, get, post, start_server, stop_server
+from apikit import KEY, call, get, post, sample_tx, start_server, stop_server
 from clikit import run_cli
 from featkit import transactions
 from fraudstream.api.keys import KeyStore
@@ -158,6 +158,8 @@ def test_retrain_runs_in_its_own_process_and_shadows_the_new_version(
     assert job["state"] == "queued" and job["options"]["train_days"] == 21
     again = call(server, "POST", "/v1/models/retrain", {})
     assert again.status == 409 and job["job_id"] in again.body["error"]["message"]
+    status, scored = post(server, "/v1/score", sample_tx(1))  # the server scores meanwhile
+    assert status == 200 and scored["model_version"] == active, scored
 
     done = _finished(server, location)
     assert done["state"] == "succeeded", done
