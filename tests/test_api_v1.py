@@ -24,6 +24,7 @@ from apikit import KEY, call, get, post, post_form, sample_tx, start_server, sto
 from clikit import run_cli
 from fraudstream.api.keys import KeyStore
 from fraudstream.config import Settings
+from fraudstream.models.jobs import RetrainJobs, RetrainOptions
 from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.worker import Worker, WorkerOptions
@@ -313,7 +314,12 @@ def test_docs_page_behind_a_browser_login(server: str) -> None:
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
     server: str, tmp_path: Path, client: redis.Redis
 ) -> None:
-    """Bounded examples per operation against the live server with the admin key."""
+    """Bounded examples per operation against the live server with the admin key.
+
+    A retrain holds the one retrain slot throughout (as one started through another server
+    process would): fuzzed ``POST /v1/models/retrain`` calls get their 422 or 409, and none
+    starts a real retrain."""
+    running = RetrainJobs(client).open(RetrainOptions())
     cli = shutil.which("schemathesis", path=str(Path(__import__("sys").executable).parent))
     assert cli is not None, "schemathesis is a dev dependency"
     result = subprocess.run(
@@ -326,3 +332,5 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
         capture_output=True, text=True, timeout=240, cwd=tmp_path,  # its cache stays there
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "POST /v1/models/retrain" in result.stdout  # fuzzed, not left out
+    assert RetrainJobs(client).get(running.job_id).state == "queued"  # and never replaced

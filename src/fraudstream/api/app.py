@@ -38,6 +38,7 @@ from fraudstream.api.batcher import Answer, MicroBatcher
 from fraudstream.api.docs import asset, docs_page
 from fraudstream.api.keys import BOOTSTRAP, KeyStore, digest
 from fraudstream.api.limits import BodyLimitMiddleware
+from fraudstream.api.models import ModelDesk, ModelList
 from fraudstream.api.reviews import QUEUE_PARAMS, REVIEW_ID, caller, queue_query, review_id_of
 from fraudstream.api.session import (
     SessionStore,
@@ -47,11 +48,12 @@ from fraudstream.api.session import (
     signed_in,
     signed_out,
 )
-from fraudstream.api.spec import Endpoint, openapi
+from fraudstream.api.spec import Endpoint, Param, openapi
 from fraudstream.challenges import ChallengeDesk, ChallengeState
 from fraudstream.config import Settings
 from fraudstream.drift.monitor import DriftMonitor
 from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError, SchemaError
+from fraudstream.models.jobs import RetrainJob, RetrainOptions
 from fraudstream.reviews import Resolution, ReviewDesk
 from fraudstream.rules import ListError
 from fraudstream.rules.lists import Lists
@@ -77,6 +79,8 @@ JSON = "application/json"
 LIST_PAGE = 1000
 """Entries returned by ``GET /v1/lists/{name}`` (the CLI streams all of them)."""
 REPLAY_HEADER = "Idempotent-Replay"
+VERSION = Param("version", {"type": "string", "minLength": 1, "maxLength": 64})
+JOB_ID = Param("job_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 
 
 def create_app(
@@ -121,6 +125,7 @@ def create_app(
     database = engine or create_engine(database_url(settings))
     desk = ReviewDesk(database, producer)
     challenges = ChallengeDesk(database, client, settings)
+    models = ModelDesk(settings, client)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,6 +212,27 @@ def create_app(
         body: bodies.ChallengeCode = _decode(await request.body(), bodies.ChallengeCode)
         verify = partial(challenges.verify, request.path_params["transaction_id"], body.code)
         return _json(await to_thread.run_sync(verify))
+
+    # --- model versions ----------------------------------------------------------------------
+
+    async def models_list(request: Request) -> Response:
+        return _json(await to_thread.run_sync(models.listing))
+
+    async def models_promote_shadow(request: Request) -> Response:
+        return _json(await to_thread.run_sync(models.promote, None))
+
+    async def models_promote(request: Request) -> Response:
+        promote = partial(models.promote, request.path_params["version"])
+        return _json(await to_thread.run_sync(promote))
+
+    async def models_retrain(request: Request) -> Response:
+        options = _decode(await request.body(), RetrainOptions)
+        job = await to_thread.run_sync(models.retrain, options)
+        location = {"Location": f"/v1/models/jobs/{job.job_id}"}
+        return Response(msgspec.json.encode(job), 202, location, media_type=JSON)
+
+    async def models_job(request: Request) -> Response:
+        return _json(await to_thread.run_sync(models.job, request.path_params["job_id"]))
 
     # --- lists -------------------------------------------------------------------------------
 
@@ -390,6 +416,57 @@ def create_app(
             " one or an expired challenge blocks; the final decision is stored and streamed",
             body=bodies.ChallengeCode,
             answers={200: ChallengeState, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+        ),
+        Endpoint(
+            "GET",
+            "/v1/models",
+            models_list,
+            "admin",
+            "Model versions, oldest first: role (active, shadow), holdout figures, threshold",
+            answers={200: ModelList},
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/models/promote",
+            models_promote_shadow,
+            "admin",
+            "Make the shadow version active, once it loads and verifies here (409: no shadow)",
+            answers={200: ModelList, 409: bodies.ErrorBody},
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/models/{version}/promote",
+            models_promote,
+            "admin",
+            "Make a version active, once it loads and verifies here (409: refused, no pointer"
+            " moved); the shadow stops shadowing if it was that version",
+            answers={200: ModelList, 404: bodies.ErrorBody, 409: bodies.ErrorBody},
+            params=(VERSION,),
+            errors=(401, 403, 503),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/models/retrain",
+            models_retrain,
+            "admin",
+            "Retrain on the store in a process of its own, as `fraudstream retrain`: the new"
+            " version becomes the shadow; one at a time (409 while one runs)",
+            body=RetrainOptions,
+            answers={202: RetrainJob, 409: bodies.ErrorBody},
+            headers={"Location": "the job's URL (`GET /v1/models/jobs/{job_id}`)"},
+        ),
+        Endpoint(
+            "GET",
+            "/v1/models/jobs/{job_id}",
+            models_job,
+            "admin",
+            "A retrain job: queued, running, succeeded (new version, comparison) or failed"
+            " (its error); kept 7 days",
+            answers={200: RetrainJob, 404: bodies.ErrorBody},
+            params=(JOB_ID,),
+            errors=(401, 403, 503),
         ),
         Endpoint(
             "GET",

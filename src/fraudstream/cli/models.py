@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,10 +91,9 @@ TestDaysOpt = Annotated[int, typer.Option(help="Test period in days.", min=1)]
 def _registry(settings: Settings) -> ModelRegistry:
     """The registry under this host's key; refuses (naming the setting and the key file) when
     versions are stored and the host has no key."""
-    from fraudstream.models import KeySource, ModelRegistry
+    from fraudstream.models.registry import host_registry
 
-    source = KeySource(settings.model_registry_key, settings.data_path)
-    registry = ModelRegistry(connect(settings), source)
+    registry = host_registry(settings, connect(settings))
     registry.check_key()
     return registry
 
@@ -347,6 +349,17 @@ def _comparison_table(result: dict[str, Any], title: str) -> None:
     err_console.print("deltas are b − a")
 
 
+JobOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--job",
+        hidden=True,
+        help="Record this run's state under the API's retrain job ID (POST /v1/models/retrain "
+        "starts the command so), at a lower CPU priority than the server.",
+    ),
+]
+
+
 @app.command()
 def retrain(
     database: Annotated[
@@ -361,36 +374,66 @@ def retrain(
     delay_days: DelayOpt = 7,
     test_days: TestDaysOpt = 7,
     as_json: JsonOpt = False,
+    job: JobOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train on what production decided and what analysts and chargebacks said (the store's
     transactions and labels), register the new version as the shadow, and compare it with
     the active one on the latest labelled weeks. `fraudstream models promote` makes it
     active."""
+    settings = settings_from(config)
+    run = partial(_retrain, settings, database, train_end, train_days, delay_days, test_days)
+    if job is None:
+        result = run(as_json, config)
+    else:
+        result = _as_job(settings, job, partial(run, True, config))
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    version, active = result["version"], result["active"]
+    if not result["shadow"]:
+        console.print(f"retrained model is the active one ({version}): nothing to shadow")
+        return
+    if "comparison" in result:
+        _comparison_table(result["comparison"], f"active {active} (a) vs new {version} (b)")
+    console.print(
+        f"model {version} is the shadow (scored beside {active or 'the amount policy'}, never "
+        "deciding); `fraudstream models promote` makes it active",
+        highlight=False,
+    )
+
+
+def _retrain(
+    settings: Settings,
+    database: str,
+    train_end: str | None,
+    train_days: int | None,
+    delay_days: int,
+    test_days: int,
+    quiet: bool,
+    config: Path | None,
+) -> dict[str, Any]:
+    """Train on the store, register the version as the shadow unless it is the active one,
+    and compare it with the active one: what `retrain --json` prints."""
     from fraudstream.features import default_feature_set
     from fraudstream.models import compare
     from fraudstream.models import train as fit_model
 
-    settings = settings_from(config)
     registry = _registry(settings)
     options = _options(train_end, train_days, delay_days, test_days)
     history, label_frame = load_history(None, database, None, config=config)
     if created := registry.create_key():
         err_console.print(key_created(created), highlight=False, soft_wrap=True)
     with Status("retraining on the store") as status:
-        trained = fit_model(history, label_frame, options, status.update if not as_json else None)
+        trained = fit_model(history, label_frame, options, None if quiet else status.update)
     version = registry.save(trained, activate=False)
     active = registry.active_version()
     if version == active:  # the same artifact: nothing new was learnt
-        if as_json:
-            print(json.dumps({"version": version, "shadow": False, "active": active}))
-        else:
-            console.print(f"retrained model is the active one ({version}): nothing to shadow")
-        return
+        return {"version": version, "shadow": False, "active": active}
     registry.shadow(version, default_feature_set())
-    result: dict[str, object] = {"version": version, "shadow": True, "active": active}
-    if active is not None and active != version:
-        result["comparison"] = compare(
+    result: dict[str, Any] = {"version": version, "shadow": True, "active": active}
+    if active is not None:
+        comparison = compare(
             registry.load(active),
             trained.bundle,
             None,
@@ -399,16 +442,26 @@ def retrain(
             dataset=trained.dataset,
             protocol=trained.protocol,
         )
-    if as_json:
-        print(json.dumps(result, default=str))
-        return
-    if "comparison" in result:
-        _comparison_table(result["comparison"], f"active {active} (a) vs new {version} (b)")  # type: ignore[arg-type]
-    console.print(
-        f"model {version} is the shadow (scored beside {active or 'the amount policy'}, never "
-        "deciding); `fraudstream models promote` makes it active",
-        highlight=False,
-    )
+        result["comparison"] = json.loads(json.dumps(comparison, default=str))
+    return result
+
+
+def _as_job(settings: Settings, job_id: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run the retrain as the API's job ``job_id``: recorded running, its slot renewed while
+    it trains, then its outcome (the error in one line, the exception raised on as usual)."""
+    from fraudstream.models.jobs import RetrainJobs, one_line
+
+    jobs = RetrainJobs(connect(settings))
+    job = jobs.start(job_id, os.getpid())
+    os.nice(10)  # the server's processes score on the same host: they come first
+    with jobs.beating(job_id):
+        try:
+            result = run()
+        except BaseException as exc:
+            jobs.finish(job, "failed", {"error": one_line(exc)})
+            raise
+    jobs.finish(job, "succeeded", result)
+    return result
 
 
 @models_app.command("promote")
@@ -421,12 +474,5 @@ def models_promote(
     """Make the shadow version (or the one named) active, and stop shadowing it."""
     from fraudstream.features import default_feature_set
 
-    registry = _registry(settings_from(config))
-    _, shadow = registry.pointers()
-    chosen = version or shadow
-    if chosen is None:
-        raise typer.BadParameter("no shadow model to promote: name a version")
-    registry.activate(chosen, default_feature_set())
-    if shadow == chosen:
-        registry.shadow(None)
+    chosen = _registry(settings_from(config)).promote(version, default_feature_set())
     console.print(f"model {chosen} is active")

@@ -19,3 +19,11 @@ class SignatureError(ModelError):
 
 class MissingKeyError(ModelError):
     """This host has no registry key (neither ``model_registry_key`` nor the key file)."""
+
+
+class UnknownVersionError(ModelError):
+    """No model version of that id is stored."""
+
+
+class NothingToPromoteError(ModelError):
+    """`promote` was given no version and no shadow version is set."""

@@ -29,10 +29,16 @@ from typing import Any
 
 import redis
 
+from fraudstream.config import Settings
 from fraudstream.features import FeatureSet
 from fraudstream.models import artifact
 from fraudstream.models.bundle import ModelBundle
-from fraudstream.models.errors import ModelError, SignatureError
+from fraudstream.models.errors import (
+    ModelError,
+    NothingToPromoteError,
+    SignatureError,
+    UnknownVersionError,
+)
 from fraudstream.models.keys import KeySource
 from fraudstream.models.train import TrainedModel
 
@@ -163,7 +169,7 @@ class ModelRegistry:
     def _fetch(self, version: str) -> tuple[bytes, str]:
         data, sig = self.client.hmget(self.version_key(version), ["artifact", "sig"])
         if data is None or sig is None:
-            raise ModelError(f"unknown model version '{version}'")
+            raise UnknownVersionError(f"unknown model version '{version}'")
         return _bytes(data), _text(sig)
 
     def export(self, version: str, path: Path) -> Path:
@@ -195,7 +201,7 @@ class ModelRegistry:
 
     def _require(self, version: str) -> None:
         if not self.client.exists(self.version_key(version)):
-            raise ModelError(f"unknown model version '{version}'")
+            raise UnknownVersionError(f"unknown model version '{version}'")
 
     def activate(self, version: str, definitions: FeatureSet | None = None) -> None:
         """Make ``version`` the deciding model (workers switch between batches), once it
@@ -241,6 +247,24 @@ class ModelRegistry:
                 except redis.WatchError:
                     continue
 
+    def promote(self, version: str | None, definitions: FeatureSet | None = None) -> str:
+        """Make ``version`` (default: the shadow) active once it loads here, as `activate`
+        does, and stop shadowing it if it was the shadow; returns the version promoted.
+
+        Raises:
+            NothingToPromoteError: no version given and no shadow set.
+            UnknownVersionError: ``version`` is not stored.
+            ModelError: the version does not load (see `load`); no pointer moved.
+        """
+        shadow = self.pointers()[1]
+        chosen = version or shadow
+        if chosen is None:
+            raise NothingToPromoteError("no shadow model to promote: name a version")
+        self.activate(chosen, definitions)
+        if chosen == shadow:
+            self.shadow(None)
+        return chosen
+
     def shadow(self, version: str | None, definitions: FeatureSet | None = None) -> None:
         """Score ``version`` beside the active one on every batch (``None`` stops it), once
         it loads here like `activate`'s."""
@@ -273,7 +297,7 @@ class ModelRegistry:
         """
         raw, sig = self.client.hmget(self.version_key(version), ["meta", "meta_sig"])
         if raw is None:
-            raise ModelError(f"unknown model version '{version}'")
+            raise UnknownVersionError(f"unknown model version '{version}'")
         doc = _bytes(raw)
         artifact.verify_meta(self.key, version, doc, _opt(sig), origin=self.origin)
         data: dict[str, Any] = json.loads(doc)
@@ -309,6 +333,12 @@ class ModelRegistry:
                 )
             )
         return out
+
+
+def host_registry(settings: Settings, client: redis.Redis) -> ModelRegistry:
+    """The registry as this host's commands and server open it: under its `KeySource`
+    (``model_registry_key``, else the data dir's key file), read when first needed."""
+    return ModelRegistry(client, KeySource(settings.model_registry_key, settings.data_path))
 
 
 def _text(raw: Any) -> str:
