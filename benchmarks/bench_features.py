@@ -37,7 +37,7 @@ import time
 import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +297,8 @@ def online(client: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
     labs = to_records(labels, LABEL_FIELDS, Label)
     # The co-visitation neighbourhood of the first 30 days, loaded as a deployment would
     # (`features load-neighbours`), so the batches read and decode real records.
-    hood = build_neighbourhood(tx, tx["timestamp"].min() + timedelta(days=30), labels=labels)
+    first: datetime = tx["timestamp"].min()  # type: ignore[assignment]
+    hood = build_neighbourhood(tx, first + timedelta(days=30), labels=labels)
     runs = []
     for streams in sorted({1, args.streams}):
         client.flushall()

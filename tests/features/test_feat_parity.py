@@ -121,14 +121,15 @@ def test_online_equals_backfill_on_simulated_history(client: redis.Redis) -> Non
     load_profiles(client, profiles)
     # The co-visitation neighbourhood of the first 15 days (hubs: the e-commerce merchants
     # and the busiest terminals), as `features load-neighbours` writes it.
-    until = history["timestamp"].min() + timedelta(days=15)
+    first: datetime = history["timestamp"].min()  # type: ignore[assignment]
+    until = first + timedelta(days=15)
     hood = build_neighbourhood(history, until, days=15, labels=labels, hub_customers=20)
     assert hood.hub.any() and not hood.hub.all()
     load_neighbours(client, hood)
     engine = FeatureEngine(client, default_feature_set(), clock=lambda: 2e9)
     online = run_online(engine, history, labels)
-    offline = backfill(history, labels, profiles=profiles, neighbours=hood)
-    offline = offline.drop("transaction_id").to_numpy()
+    back = backfill(history, labels, profiles=profiles, neighbours=hood)
+    offline = back.drop("transaction_id").to_numpy()
     share = offline[:, engine.names.index("terminal_covisit_share")]
     assert np.nanmin(share) == 0.0 and np.nanmax(share) == 1.0 and np.isnan(share).any()
     assert engine.stats.labels_applied > 100
