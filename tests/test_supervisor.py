@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -61,6 +62,17 @@ def _two_workers_deciding(
     return [int(name.rsplit(b":", 1)[1]) for name in names]
 
 
+def _reading(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
+    """The lines ``proc`` prints on stdout, appended as they come, and the thread reading
+    them (it ends with the output)."""
+    lines: list[str] = []
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
+    reader.start()
+    return lines, reader
+
+
 def _features_match_an_offline_recount(
     client: redis.Redis, settings: Settings, txs: list[Transaction]
 ) -> None:
@@ -107,9 +119,21 @@ def test_a_killed_worker_is_restarted_and_the_backlog_decided_once(
     keys = _backlog(client, settings, total)
     proc = _supervise(valkey_url, settings, "--burst")
     victim = _two_workers_deciding(client, keys, proc)[0]
+    # Both report before one is killed: a child killed before its first interval, whose
+    # replacement starts after the other has drained the backlog, would print no line.
+    lines, reader = _reading(proc)
+    deadline = time.monotonic() + 30
+    while {m["n"] for m in LINE.finditer("".join(lines))} != {"1", "2"}:
+        assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.05)
     os.kill(victim, signal.SIGKILL)
     assert client.xlen(keys.decisions) < total  # killed mid-run
-    out, err = proc.communicate(timeout=50)
+    assert proc.stderr is not None and proc.stdout is not None
+    with proc.stdout, proc.stderr:
+        err = proc.stderr.read()
+        proc.wait(timeout=50)
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert proc.returncode == 0, err
     ids = _decided_ids(client, keys)
     assert len(ids) == len(set(ids)) == total
