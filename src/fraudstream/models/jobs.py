@@ -28,6 +28,7 @@ import msgspec
 import redis
 
 from fraudstream.errors import ConflictError, FraudstreamError, NotFoundError
+from fraudstream.stream.leases import RELEASE_LUA, RENEW_LUA
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
 FINAL: tuple[JobState, ...] = ("succeeded", "failed")
@@ -40,22 +41,6 @@ LOCK_TTL_S = 120
 """The slot's TTL once the process beats: how long a dead process holds it at most."""
 BEAT_S = 10.0
 LOST = "the retrain process stopped without recording its outcome"
-
-# KEYS[1] the slot; ARGV[1] a job id; ARGV[2] a TTL in ms. Renews the slot only for the job
-# holding it (a job whose slot expired must not take it back from the next one).
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# KEYS[1] the slot; ARGV[1] a job id. Frees the slot only if that job holds it.
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class RetrainOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,8 +98,9 @@ class RetrainJobs:
         tag = "{" + prefix + "}"
         self.lock_key = f"{tag}:retrain:lock"
         self._job_prefix = f"{tag}:retrain:job:"
-        self._renew = client.register_script(RENEW)
-        self._release = client.register_script(RELEASE)
+        # The slot is a lease: renewed or freed only by the job holding it.
+        self._renew = client.register_script(RENEW_LUA)
+        self._release = client.register_script(RELEASE_LUA)
 
     def job_key(self, job_id: str) -> str:
         return self._job_prefix + job_id
