@@ -104,7 +104,7 @@ def features_backfill(
     hood = (
         None
         if neighbours_until is None
-        else _neighbourhood(frame, history, labels, neighbours_until, neighbours_days)
+        else _neighbourhood(frame, label_frame, neighbours_until, neighbours_days)
     )
     with Status(f"backfilling {frame.height:,} transactions"):
         t0 = time.perf_counter()
@@ -154,15 +154,15 @@ def features_load_profiles(
 
 
 def _neighbourhood(
-    frame: pl.DataFrame, history: Path, labels: Path | None, until: str | None, days: int
+    frame: pl.DataFrame, label_frame: pl.DataFrame | None, until: str | None, days: int
 ) -> Neighbourhood:
     """The neighbourhood of the ``days`` before ``until`` (default: the day after the
-    history's last), frauds known by then (labels as `train` reads them) left out."""
+    history's last), frauds known by then (``label_frame`` as `read_labels` gave it, taken
+    as `train` takes it) left out."""
     from datetime import UTC, date, datetime, time, timedelta
 
     from fraudstream.errors import SchemaError
     from fraudstream.features.neighbours import build_neighbourhood
-    from fraudstream.history import read_labels
     from fraudstream.models.dataset import labels_for
 
     if until is not None:
@@ -172,7 +172,6 @@ def _neighbourhood(
             raise SchemaError("until", f"not a date (YYYY-MM-DD): {until!r}") from None
     else:
         end_day = frame["timestamp"].max().date() + timedelta(days=1)  # type: ignore[union-attr]
-    label_frame = read_labels(history, labels)
     if label_frame is not None or "is_fraud" in frame.columns:
         label_frame = labels_for(frame, label_frame)
     hood = build_neighbourhood(
@@ -223,11 +222,12 @@ def features_load_neighbours(
     from datetime import timedelta
 
     from fraudstream.features.neighbours import load_neighbours
+    from fraudstream.history import read_labels
 
     settings = settings_from(config)
     rejects = history.with_name(f"{history.stem}.rejects.csv")
     frame = read_history(history, read_options(columns, column, date_format, skip_invalid, rejects))
-    hood = _neighbourhood(frame, history, labels, until, days)
+    hood = _neighbourhood(frame, read_labels(history, labels), until, days)
     n = len(hood.customers) + len(hood.terminals)
     with Steps("loading neighbourhoods", n, unit="records") as step:
         written = load_neighbours(
