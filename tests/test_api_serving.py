@@ -15,9 +15,10 @@ from apikit import KEY, get, post, sample_tx, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-READY_TRIES = 600
-"""Fresh connections to ``/readyz`` before giving up on hearing from every process (the
-second may still be compiling its scorer when the first answers)."""
+READY_S = 60.0
+"""How long to ask ``/readyz`` before giving up on hearing from every process (the second
+may still be building its scorer, kernels loaded, when the first answers: a count of tries
+ran out in ~2 s on a loaded host, before a slow child could answer)."""
 
 
 def descendants(pid: int) -> set[int]:
@@ -43,12 +44,13 @@ def descendants(pid: int) -> set[int]:
 def answering_pids(base: str, want: int) -> set[int]:
     """The pids ``/readyz`` names, one fresh connection each, until ``want`` distinct ones."""
     pids: set[int] = set()
-    for _ in range(READY_TRIES):
+    deadline = time.monotonic() + READY_S
+    while len(pids) < want and time.monotonic() < deadline:
         status, body = get(base, "/readyz", key=None)
         if status == 200:
             pids.add(body["pid"])
-        if len(pids) >= want:
-            break
+        else:
+            time.sleep(0.01)
     return pids
 
 
