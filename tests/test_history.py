@@ -183,3 +183,67 @@ def test_unix_times_reach_the_stream_reader_too(tmp_path: Path) -> None:
             datetime(2019, 1, 1, tzinfo=UTC),
             datetime(2019, 1, 1, 1, 0, 0, 500_000, tzinfo=UTC),
         ]
+
+
+# The same three instants written as exports write them: 13 January 2019 00:03, 13 January
+# 2019 13:45 and 2 February 2019 09:30 (the 13th tells day-first from month-first).
+LAYOUTS = {
+    "minutes": ("2019-01-13 00:03", "2019-01-13 13:45", "2019-02-02 09:30"),
+    "iso minutes": ("2019-01-13T00:03", "2019-01-13T13:45", "2019-02-02T09:30"),
+    "slashes": ("2019/01/13 00:03:00", "2019/01/13 13:45:00", "2019/02/02 09:30:00"),
+    "day first": ("13/01/2019 00:03", "13/01/2019 13:45", "02/02/2019 09:30"),
+    "day first, seconds": ("13/01/2019 00:03:00", "13/01/2019 13:45:00", "02/02/2019 09:30:00"),
+    "month first": ("01/13/2019 00:03", "01/13/2019 13:45", "02/02/2019 09:30"),
+    "month first, seconds": ("01/13/2019 00:03:00", "01/13/2019 13:45:00", "02/02/2019 09:30:00"),
+    "dots": ("13.01.2019 00:03", "13.01.2019 13:45", "02.02.2019 09:30"),
+}
+INSTANTS = [
+    datetime(2019, 1, 13, 0, 3, tzinfo=UTC),
+    datetime(2019, 1, 13, 13, 45, tzinfo=UTC),
+    datetime(2019, 2, 2, 9, 30, tzinfo=UTC),
+]
+
+
+def _export(path: Path, stamps: tuple[str, ...]) -> Path:
+    rows = [f"t{i},{s},c{i % 2},T{i},{10 * i}.5" for i, s in enumerate(stamps)]
+    path.write_text("transaction_id,timestamp,customer_id,terminal_id,amount\n" + "\n".join(rows))
+    return path
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_common_export_date_layouts_are_read_without_a_date_format(
+    tmp_path: Path, layout: str
+) -> None:
+    from fraudstream.ingest import read_transactions
+
+    path = _export(tmp_path / "export.csv", LAYOUTS[layout])
+    assert read_history(path).frame["timestamp"].to_list() == INSTANTS
+    read = read_transactions(path)
+    assert not read.rejected, read.rejected
+    assert [t.timestamp for t in read.transactions] == INSTANTS
+
+
+def test_day_and_month_order_is_settled_by_the_whole_column(tmp_path: Path) -> None:
+    """The first rows of a time-ordered export fit both orders; a later one does not."""
+    from fraudstream.ingest import read_transactions
+
+    early = tuple(f"0{d}/01/2019 10:00" for d in range(1, 10)) * 200
+    path = _export(tmp_path / "export.csv", (*early, "25/01/2019 10:00"))
+    assert read_history(path).frame["timestamp"][-1] == datetime(2019, 1, 25, 10, tzinfo=UTC)
+    assert read_transactions(path).transactions[-1].timestamp == datetime(
+        2019, 1, 25, 10, tzinfo=UTC
+    )
+
+
+def test_an_ambiguous_day_and_month_order_is_refused_naming_the_option(tmp_path: Path) -> None:
+    from fraudstream.ingest import read_transactions
+
+    path = _export(tmp_path / "export.csv", ("01/02/2019 10:00", "03/04/2019 11:00"))
+    for read in (read_history, read_transactions):
+        with pytest.raises(ConfigError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert message.startswith("timestamp: ") and "--date-format" in message
+        assert "%d/%m/%Y %H:%M" in message and "%m/%d/%Y %H:%M" in message
+    frame = read_history(path, ReadOptions(ColumnMap(date_format="%m/%d/%Y %H:%M"))).frame
+    assert frame["timestamp"][0] == datetime(2019, 1, 2, 10, tzinfo=UTC)

@@ -11,7 +11,7 @@ vectorised pass and every bad row can be named.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +38,27 @@ HANDBOOK_TRUTH = {"TX_FRAUD": "is_fraud", "TX_FRAUD_SCENARIO": "fraud_scenario"}
 CHANNELS = ("card_present", "ecommerce")
 _AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
-_FORMATS = (*_AWARE, *_NAIVE)
+_EXPORTS = (
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+)
+"""Layouts of spreadsheet and bank exports, naive, tried after ISO 8601 (which they are not)."""
+_FORMATS = (*_AWARE, *_NAIVE, *_EXPORTS)
+EXPORT_FORMATS = frozenset(_EXPORTS)
+_TWINS = {
+    "%d/%m/%Y %H:%M:%S": "%m/%d/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M": "%m/%d/%Y %H:%M",
+}
+_TWINS |= {month: day for day, month in _TWINS.items()}
+"""Day-first and month-first layouts: a date whose day is at most 12 fits both."""
 EPOCHS: dict[str, int] = {"epoch": 1_000_000, "epoch_ms": 1_000}
 """``--date-format`` values for numbers counting time since 1970-01-01 UTC (Unix time, as in
 many exports' ``unix_time``), each with its microseconds per unit."""
@@ -166,17 +186,42 @@ def as_number_text(name: str, raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 _BOOLS = {"0": False, "1": True, "false": False, "true": True}
 
 
-def sniff_date_format(sample: pl.Series) -> str:
-    """The ISO 8601 layout most of ``sample`` (a file's first timestamps, as text) is in:
-    a file has one layout, and parsing with one format is five times faster than trying
-    them all on every row. Numbers only: Unix time, in seconds or milliseconds by size."""
+def sniff_date_format(sample: pl.Series, whole: Callable[[], pl.Series] | None = None) -> str:
+    """The layout most of ``sample`` (a file's first timestamps, as text) is in: a file has
+    one layout, and parsing with one format is five times faster than trying them all on
+    every row. Numbers are Unix time, in seconds or milliseconds by size.
+
+    The first rows of a time-ordered export often fit day-first and month-first alike (all
+    on the first days of a month); ``whole`` (the entire column, read only then) settles it.
+
+    Raises:
+        ConfigError: the dates fit both orders throughout.
+    """
     text = sample.cast(pl.String).str.strip_chars()
     numbers = text.cast(pl.Float64, strict=False)
     if numbers.len() and numbers.null_count() == 0:
         median = numbers.abs().median()
         return epoch_format(median if isinstance(median, float) else 0.0) or "epoch"
-    parsed = {f: text.str.to_datetime(f, strict=False, time_unit="us").count() for f in _FORMATS}
-    return max(_FORMATS, key=lambda f: parsed[f])
+    parsed = {f: _parsed_count(text, f) for f in _FORMATS}
+    best = max(_FORMATS, key=lambda f: parsed[f])
+    twin = _TWINS.get(best)
+    if twin is None or parsed[best] == 0 or parsed[twin] < parsed[best]:
+        return best
+    if whole is not None:
+        text = whole().cast(pl.String).str.strip_chars()
+        counts = {f: _parsed_count(text, f) for f in (best, twin)}
+        if counts[best] != counts[twin]:
+            return max(counts, key=lambda f: counts[f])
+    day, month = (best, twin) if best.startswith("%d") else (twin, best)
+    raise ConfigError(
+        "timestamp",
+        f"every date fits day/month and month/day order (first: {text[0]!r}): "
+        f"pass --date-format '{day}' or '{month}'",
+    )
+
+
+def _parsed_count(text: pl.Series, fmt: str) -> int:
+    return text.str.to_datetime(fmt, strict=False, time_unit="us").count()
 
 
 def epoch_format(value: str | float) -> str | None:

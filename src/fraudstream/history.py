@@ -238,7 +238,10 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
     date_format = options.columns.date_format
     if date_format is None and (schema[stamp] == pl.String or schema[stamp].is_numeric()):
         sample = guarded(path, lazy.select(stamp).drop_nulls().head(1000).collect)
-        date_format = sniff_date_format(sample[stamp])
+        whole = lazy.select(stamp).drop_nulls()
+        date_format = sniff_date_format(
+            sample[stamp], lambda: guarded(path, whole.collect, engine="streaming")[stamp]
+        )
     exprs: list[pl.Expr] = []
     reasons: list[pl.Expr] = []
     for name, source in sources.items():

@@ -23,11 +23,14 @@ import polars as pl
 
 from fraudstream.columns import (
     EPOCHS,
+    EXPORT_FORMATS,
     TRUTH,
     ColumnMap,
     as_number_text,
     epoch_format,
     from_epoch,
+    sniff_date_format,
+    typed,
 )
 from fraudstream.errors import BadRowsError, DataFileError, SchemaError
 from fraudstream.history import csv_dialect, file_format, guarded, scan
@@ -115,9 +118,30 @@ def _table_rows(path: Path, fmt: str, columns: ColumnMap, said: list[str]) -> It
         for name, source in sources.items()
         if name not in TRUTH
     )
-    frame = guarded(path, picked.collect)
+    frame = _export_times(guarded(path, picked.collect), columns.date_format)
     for number, row in enumerate(frame.iter_rows(named=True), start=1):
-        yield number, row, row
+        parsed = row.pop(_PARSED, None)
+        yield number, (row if parsed is None else {**row, "timestamp": parsed}), row
+
+
+_PARSED = "_timestamp"
+
+
+def _export_times(frame: pl.DataFrame, date_format: str | None) -> pl.DataFrame:
+    """``frame`` with its timestamps parsed beside them (`_PARSED`) when, with no
+    ``--date-format``, they are in a spreadsheet's layout (`EXPORT_FORMATS`): the history
+    reader reads the same files. ISO 8601 and Unix times are parsed row by row; a value that
+    does not parse keeps its text, and the row is rejected naming it."""
+    stamps = frame.get_column("timestamp", default=None)
+    if date_format is not None or stamps is None or stamps.dtype != pl.String:
+        return frame
+    present = stamps.drop_nulls()
+    sniffed = sniff_date_format(present.head(1000), lambda: present)
+    if sniffed not in EXPORT_FORMATS:
+        return frame
+    return frame.with_columns(
+        typed("timestamp", pl.col("timestamp"), pl.String, sniffed).alias(_PARSED)
+    )
 
 
 def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:
