@@ -247,3 +247,27 @@ def test_an_ambiguous_day_and_month_order_is_refused_naming_the_option(tmp_path:
         assert "%d/%m/%Y %H:%M" in message and "%m/%d/%Y %H:%M" in message
     frame = read_history(path, ReadOptions(ColumnMap(date_format="%m/%d/%Y %H:%M"))).frame
     assert frame["timestamp"][0] == datetime(2019, 1, 2, 10, tzinfo=UTC)
+
+
+def test_a_pickle_an_archive_or_a_compressed_file_is_named_not_misread(tmp_path: Path) -> None:
+    import gzip
+    import pickle
+    import zipfile
+
+    pickled = tmp_path / "2018-04-01.pkl"
+    pickled.write_bytes(pickle.dumps({"TX_AMOUNT": [1.0]}, protocol=4))
+    zipped = tmp_path / "creditcard.csv.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("creditcard.csv", "Time,Amount\n0,1.5\n")
+    gzipped = tmp_path / "history.csv.gz"
+    gzipped.write_bytes(gzip.compress(b"transaction_id,timestamp\n"))
+    expected = {
+        pickled: "a Python pickle",
+        zipped: "a ZIP archive",
+        gzipped: "gzip-compressed",
+    }
+    for path, kind in expected.items():
+        with pytest.raises(DataFileError) as caught:
+            read_history(path)
+        assert str(caught.value).startswith(f"{path}: {kind}"), str(caught.value)
+        assert "\n" not in str(caught.value)

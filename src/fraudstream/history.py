@@ -91,10 +91,33 @@ def file_format(path: Path) -> str:
         raise DataFileError(path, exc.strerror or str(exc)) from None
     if head.startswith(PARQUET_MAGIC):
         return "parquet"
+    packed = _packed(head)
+    if packed is not None:
+        raise DataFileError(path, packed)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         looks = "text (a CSV? name it .csv)" if _is_text(head) else "something else"
         raise DataFileError(path, f"not a Parquet file (no PAR1 header; it looks like {looks})")
     return "jsonl" if head.lstrip().startswith(b"{") else "csv"
+
+
+_PACKED = {
+    b"PK\x03\x04": "a ZIP archive (or an Excel workbook): extract the CSV inside, or save "
+    "the sheet as CSV",
+    b"\x1f\x8b": "gzip-compressed: decompress it first (gunzip -k FILE)",
+    b"ARROW1": "an Arrow IPC / Feather file: write it as Parquet first "
+    "(polars: pl.read_ipc(FILE).write_parquet(OUT))",
+}
+
+
+def _packed(head: bytes) -> str | None:
+    """Why a file in a container we do not open is refused (None: not one of them). A pickle
+    (the Handbook's published daily files) is never loaded: loading one runs any code in it."""
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return (
+            "a Python pickle: not read, as loading one can run any code in it; write it as "
+            "Parquet or CSV first (pandas: pd.read_pickle(FILE).to_parquet(OUT))"
+        )
+    return next((why for magic, why in _PACKED.items() if head.startswith(magic)), None)
 
 
 def _is_text(head: bytes) -> bool:
