@@ -271,3 +271,20 @@ def test_a_pickle_an_archive_or_a_compressed_file_is_named_not_misread(tmp_path:
             read_history(path)
         assert str(caught.value).startswith(f"{path}: {kind}"), str(caught.value)
         assert "\n" not in str(caught.value)
+
+
+def test_a_folder_without_our_file_names_what_it_holds(tmp_path: Path, handbook: Path) -> None:
+    days = tmp_path / "days"
+    days.mkdir()
+    with pytest.raises(DataFileError, match=r"days: no transactions\.parquet .*it is empty$"):
+        read_history(days)
+    for day in ("2018-04-01", "2018-04-02", "2018-04-03", "2018-04-04"):
+        (days / f"{day}.csv").write_bytes(handbook.read_bytes())
+    with pytest.raises(DataFileError) as caught:
+        read_history(days)
+    assert str(caught.value).endswith(
+        "it holds 4 files (2018-04-01.csv, 2018-04-02.csv, 2018-04-03.csv, …): "
+        "pass one file, or join them into one first"
+    )
+    (days / "transactions.csv").write_bytes(handbook.read_bytes())
+    assert read_history(days).frame.height == read_history(handbook).frame.height

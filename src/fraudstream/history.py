@@ -72,7 +72,15 @@ def resolve(path: Path) -> Path:
         for name in ("transactions.parquet", "transactions.csv"):
             if (path / name).is_file():
                 return path / name
-        raise DataFileError(path, "no transactions.parquet or transactions.csv in this folder")
+        files = sorted(p.name for p in path.iterdir() if p.is_file())
+        held = (
+            f"it holds {len(files)} files ({', '.join(files[:3])}{', …' if len(files) > 3 else ''})"
+        )
+        raise DataFileError(
+            path,
+            "no transactions.parquet or transactions.csv in this folder; "
+            + (f"{held}: pass one file, or join them into one first" if files else "it is empty"),
+        )
     if not path.exists():
         raise DataFileError(path, "no such file")
     return path
