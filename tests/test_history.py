@@ -288,3 +288,14 @@ def test_a_folder_without_our_file_names_what_it_holds(tmp_path: Path, handbook:
     )
     (days / "transactions.csv").write_bytes(handbook.read_bytes())
     assert read_history(days).frame.height == read_history(handbook).frame.height
+
+
+def test_the_ulb_credit_card_dataset_is_refused_saying_why(tmp_path: Path) -> None:
+    header = ["Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class"]
+    path = tmp_path / "creditcard.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(["0"] * 29 + ["149.62", "0"]) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        read_history(path)
+    message = str(caught.value)
+    assert message.startswith("transaction_id: required field has no column: this is the ULB")
+    assert "no customer or terminal" in message and "\n" not in message

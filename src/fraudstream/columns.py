@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from fraudstream.errors import ConfigError
-from fraudstream.layouts import Layout, Match, recognise
+from fraudstream.layouts import Layout, Match, recognise, unscorable
 from fraudstream.schema import AMOUNT_CEILING, HANDBOOK_COLUMNS
 
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
@@ -112,6 +112,8 @@ class ColumnMap:
             if own is not None and own not in out and column not in out.values():
                 out[own] = column
         missing = [f for f in REQUIRED if f not in out]
+        if missing and (why := unscorable(available)) is not None:
+            raise ConfigError(missing[0], f"required field has no column: this is {why}")
         if missing:
             raise ConfigError(
                 missing[0],

@@ -222,3 +222,19 @@ def recognise(available: Sequence[str]) -> Match | None:
         if best is None or len(match.missing) < len(best.missing):
             best = match
     return best
+
+
+_UNSCORABLE = {
+    frozenset({"Time", "Amount", "Class", *(f"V{i}" for i in range(1, 29))}): (
+        "the ULB credit-card dataset (creditcard.csv): its V1–V28 are anonymised components "
+        "with no customer or terminal, which every history feature is keyed on, so it "
+        "cannot be scored as a payment stream"
+    ),
+}
+"""Public datasets whose columns lack what fraudstream needs, and why (named when refused)."""
+
+
+def unscorable(available: Sequence[str]) -> str | None:
+    """Why a well-known dataset the columns are cannot be read (None: not one of them)."""
+    have = set(available)
+    return next((why for cols, why in _UNSCORABLE.items() if cols <= have), None)
