@@ -33,6 +33,8 @@ def test_train_then_evaluate_a_handbook_csv(
     assert (work / ".fraudstream" / "registry.key").exists()
     t = json.loads(trained.stdout)
     assert t["active"] is True and 0.5 < t["auc_roc"] <= 1.0
+    # the workers need the neighbourhood the model was trained with: train says which
+    assert t["neighbours_until"] == t["protocol"]["train_start"]
     assert trained.stderr.count("taken as UTC") == 1
     evaluated = _run("evaluate", "--data", "X.csv", "--json", cwd=work, valkey_url=valkey_url)
     assert evaluated.returncode == 0, evaluated.stderr

@@ -175,14 +175,26 @@ def train(
             )
     version = registry.save(trained, activate=activate)
     metrics = evaluate(trained, None, None, options)
+    until = trained.protocol.train_start.isoformat()
+    reads = "terminal_covisit_share" in trained.bundle.feature_names
+    needs = {"neighbours_until": until} if reads else {}
     if as_json:
-        print(json.dumps({"version": version, "active": activate, **metrics}, default=str))
+        print(json.dumps({"version": version, "active": activate, **needs, **metrics}, default=str))
         return
     console.print(summary_table(metrics, title=f"model {version} on its test period"))
     console.print(
         f"{trained.protocol}, after a {options.delay_days}-day label delay", highlight=False
     )
     console.print(f"stored model {version}" + (" (active)" if activate else ""))
+    if needs:
+        source = str(data) if data is not None else "H"
+        console.print(
+            "its terminal_covisit_share reads the neighbourhood it was trained with: load it "
+            f"for the workers with 'fraudstream features load-neighbours --history {source} "
+            f"--until {until}'",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("evaluate")
