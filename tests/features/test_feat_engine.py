@@ -284,6 +284,21 @@ def test_an_unreadable_customer_state_is_reset_and_the_rest_decided(
 
 
 @pytest.mark.integration
+def test_a_fraud_known_at_a_terminal_is_never_in_the_future(client: redis.Redis) -> None:
+    """A late transaction scored after the label of a later fraud at its terminal (streams
+    out of order): the fraud is known now, 0 days ago, not -2 (which offline, where a
+    label is only known from its report, never happens)."""
+    e = engine(client)
+    later = msgspec.structs.replace(FRAUD_AT_T9, tx_timestamp=T0 + timedelta(days=2))
+    e.apply_labels([msgspec.structs.replace(later, reported_at=T0 + timedelta(days=3))])
+    for small in (False, True):  # the compiled small-batch path and the numpy one
+        batch = [tx(5 + i, terminal_id="T9") for i in range(1 if small else 150)]
+        out = e.compute_batch(batch)
+        for name in ("terminal_days_since_first_fraud", "terminal_days_since_last_fraud"):
+            assert set(col(e, out, name)) == {0.0}, (small, name)
+
+
+@pytest.mark.integration
 def test_an_unreadable_profile_or_fraud_stamp_reads_as_none(
     client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -422,7 +422,7 @@ def _derived_value(  # type: ignore[no-untyped-def]
         return 1.0 if speed > speed_kmh and dist[p0, i] > travel_km else 0.0
     if kind == D_DAYS_SINCE_FIRST or kind == D_DAYS_SINCE_LAST:
         stamp = fraud_first[i] if kind == D_DAYS_SINCE_FIRST else fraud_last[i]
-        return (ts[i] - stamp) / day_us if stamp != none_ts else np.nan
+        return max(ts[i] - stamp, 0) / day_us if stamp != none_ts else np.nan
     if kind == D_SEGMENT:
         return float(segment[i]) if has_static and segment[i] >= 0 else np.nan
     if kind == D_PREFERRED:
