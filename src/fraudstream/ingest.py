@@ -140,7 +140,7 @@ def _export_times(frame: pl.DataFrame, date_format: str | None) -> pl.DataFrame:
     if sniffed not in EXPORT_FORMATS:
         return frame
     return frame.with_columns(
-        typed("timestamp", pl.col("timestamp"), pl.String, sniffed).alias(_PARSED)
+        typed("timestamp", pl.col("timestamp"), pl.String(), sniffed).alias(_PARSED)
     )
 
 

@@ -326,8 +326,7 @@ def _derived(plan: Plan, d: Derived, raw: RawInputs, cache: dict[str, F64]) -> F
     stamp = raw.fraud_first if kind == "days_since_first_fraud" else raw.fraud_last
     # Never negative: a label of a later fraud may reach a late transaction online.
     known = stamp != NONE_TS
-    since = np.maximum(raw.ts - np.where(known, stamp, 0), 0) / DAY_US
-    return np.where(known, since, np.nan)
+    return np.where(known, np.maximum(raw.ts - np.where(known, stamp, 0), 0) / DAY_US, np.nan)
 
 
 TREND_ORDER = ("amount_trend", "rising_days", "max_trend", "rising_max_days")
