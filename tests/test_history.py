@@ -299,3 +299,16 @@ def test_the_ulb_credit_card_dataset_is_refused_saying_why(tmp_path: Path) -> No
     message = str(caught.value)
     assert message.startswith("transaction_id: required field has no column: this is the ULB")
     assert "no customer or terminal" in message and "\n" not in message
+
+
+def test_fraud_flags_are_read_as_exports_write_them(tmp_path: Path) -> None:
+    flags = ["Yes", "No", "Y", "n", "TRUE", "false", "1", "0", "t", "F"]
+    rows = [f"t{i},2019-01-01 00:0{i}:00,c1,T1,1,{f}" for i, f in enumerate(flags)]
+    path = tmp_path / "flags.csv"
+    path.write_text("transaction_id,timestamp,customer_id,terminal_id,amount,is_fraud\n")
+    path.write_text(path.read_text() + "\n".join(rows) + "\n")
+    got = read_history(path).frame["is_fraud"].to_list()
+    assert got == [True, False, True, False, True, False, True, False, True, False]
+    path.write_text(path.read_text() + "t9,2019-01-01 00:09:00,c1,T1,1,maybe\n")
+    with pytest.raises(BadRowsError, match=r"row 11: is_fraud: .*got maybe"):
+        read_history(path)

@@ -40,8 +40,19 @@ def _plain(tmp_path: Path) -> pl.DataFrame:
         ("\t", ["12,5", "1234,5", "0,00"]),
         ("|", ["12.50", "1,234.50", "0"]),
         (",", ["12,50", "1,234.50", "0"]),
+        (",", ["$12.50", "$1,234.50", "$0.00"]),
+        (";", ["12,50 €", "1.234,50 €", "0 €"]),
+        ("\t", ["£ 12.50", "+£1234.5", "£0"]),
     ],
-    ids=["semicolon-decimal-comma", "tab-decimal-comma", "pipe-thousands", "comma-quoted"],
+    ids=[
+        "semicolon-decimal-comma",
+        "tab-decimal-comma",
+        "pipe-thousands",
+        "comma-quoted",
+        "dollar-sign",
+        "euro-after",
+        "pound-spaced",
+    ],
 )
 def test_separators_and_number_formats_read_as_the_plain_file(
     tmp_path: Path, sep: str, amounts: list[str]
@@ -65,12 +76,19 @@ def test_an_amount_that_cannot_be_told_apart_is_refused_naming_the_row(tmp_path:
     assert caught.value.row == 2 and "amount" in str(caught.value)
 
 
+def test_a_refund_with_a_currency_sign_is_a_negative_amount_named(tmp_path: Path) -> None:
+    path = _write(tmp_path / "refund.csv", ",", ["$12.50", "-$77.00", "$0"])
+    with pytest.raises(BadRowsError) as caught:
+        read_history(path)
+    assert caught.value.row == 2 and "amount: must be >= 0, got -$77.00" in str(caught.value)
+
+
 def test_produce_reads_the_same_values_as_the_history_reader(tmp_path: Path) -> None:
     """`produce` validates row by row through the schema; the numbers reach it as the
     history reader reads them, and a Windows-1252 file is said to be one."""
     from fraudstream.ingest import read_transactions
 
-    path = _write(tmp_path / "excel.csv", ";", ["12,50", "1.234,50", "0"], encoding="cp1252")
+    path = _write(tmp_path / "excel.csv", ";", ["12,50 €", "1.234,50", "0"], encoding="cp1252")
     ingested = read_transactions(path)
     assert [tx.amount for tx in ingested.transactions] == [12.5, 1234.5, 0.0]
     assert [tx.customer_id for tx in ingested.transactions] == ["José", "Zoë", "c3"]

@@ -185,7 +185,11 @@ def as_number_text(name: str, raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return number_text(raw, money=name == "amount")
 
 
-_BOOLS = {"0": False, "1": True, "false": False, "true": True}
+_BOOLS = {
+    **dict.fromkeys(("0", "false", "f", "no", "n"), False),
+    **dict.fromkeys(("1", "true", "t", "yes", "y"), True),
+}
+"""How exports write a fraud flag (compared lower-cased: `True`, `Yes`, `Y`, `t` …)."""
 
 
 def sniff_date_format(sample: pl.Series, whole: Callable[[], pl.Series] | None = None) -> str:
@@ -320,6 +324,8 @@ def _unparsed(name: str) -> str:
     return "not a number"
 
 
+_SIGN_BEFORE = r"^([+-]?)\s*[$€£¥]\s*"
+_SIGN_AFTER = r"\s*[$€£¥]$"
 _PLAIN = r"^[+-]?\d+(\.\d+)?$"
 _DECIMAL_COMMA = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+),\d{1,2}$"
 """``12,50``, ``1.234,50``: a comma before one or two digits is a decimal comma (a thousands
@@ -330,10 +336,13 @@ _THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"
 
 def number_text(raw: pl.Expr, *, money: bool) -> pl.Expr:
     """Numbers as spreadsheets and banks write them, as text a float cast reads: a decimal
-    comma (``12,50``, ``1.234,50``) or thousands commas (``1,234.50``) in amounts; a decimal
+    comma (``12,50``, ``1.234,50``), thousands commas (``1,234.50``) or a currency sign
+    (``$``, ``€``, ``£``, ``¥``, before or after) in amounts; a decimal
     comma in coordinates (``48,8566``). What fits none of these (``1.234.567``) is left as
     it is, and fails to parse, naming its row."""
     text = raw.str.strip_chars()
+    if money:  # a currency sign before or after the number: ``$12.50``, ``-$77``, ``12,50 €``
+        text = text.str.replace(_SIGN_BEFORE, "${1}").str.replace(_SIGN_AFTER, "")
     if not money:
         return (
             pl.when(text.str.contains(",") & ~text.str.contains(r"\."))
