@@ -22,6 +22,14 @@ IEEE_HEADER = (
     "TransactionID,isFraud,TransactionDT,TransactionAmt,ProductCD,card1,card2,card3,card4,"
     "card5,card6,addr1,addr2,dist1,dist2,P_emaildomain,R_emaildomain,C1,D1,M1,V1"
 ).split(",")
+TABFORMER_HEADER = (
+    "User,Card,Year,Month,Day,Time,Amount,Use Chip,Merchant Name,Merchant City,Merchant State,"
+    "Zip,MCC,Errors?,Is Fraud?"
+).split(",")
+CAIXA_HEADER = (
+    "id,date,client_id,card_id,amount,use_chip,merchant_id,merchant_city,merchant_state,zip,mcc,"
+    "errors"
+).split(",")
 PERSONAL = ("Zebediah", "Quillfeather", "42 Nowhere Lane", "1901-02-03", "Cartographer")
 """Values of the personal columns in every made-up row: no loaded field may hold them."""
 

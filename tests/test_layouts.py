@@ -13,10 +13,12 @@ from fraudstream.errors import BadRowsError, ConfigError
 from fraudstream.history import ReadOptions, read_history
 from fraudstream.ingest import read_transactions
 from layoutkit import (
+    CAIXA_HEADER,
     IEEE_HEADER,
     PAYSIM_HEADER,
     PERSONAL,
     SPARKOV_HEADER,
+    TABFORMER_HEADER,
     sparkov_row,
     write_csv,
 )
@@ -165,6 +167,73 @@ def test_an_ieee_cis_file_loads_with_no_flags(ieee: Path) -> None:
     assert frame["product_category"].to_list() == ["W", "W"]
     assert frame["email"].to_list() == [None, "gmail.com"]
     assert history.layout is not None and history.layout.startswith("the IEEE-CIS layout")
+
+
+@pytest.fixture
+def tabformer(tmp_path: Path) -> Path:
+    rows = [
+        [0, 0, 2002, 9, 1, "06:21", "$134.09", "Swipe Transaction", "3527213246127876953",
+         "La Verne", "CA", "91750.0", 5300, "", "No"],
+        [0, 1, 2002, 9, 1, "06:42", "$0.00", "Online Transaction", "-727612092139916043",
+         "ONLINE", "", "", 4829, "Insufficient Balance,", "Yes"],
+        [1, 0, 2002, 9, 2, "17:05", "$1,038.40", "Chip Transaction", "3527213246127876953",
+         "La Verne", "CA", "91750.0", 5300, "", "No"],
+    ]  # fmt: skip
+    return write_csv(tmp_path / "card_transaction.v1.csv", TABFORMER_HEADER, rows)
+
+
+def test_an_ibm_tabformer_file_loads_with_no_flags(tabformer: Path) -> None:
+    history = read_history(tabformer)
+    frame = history.frame
+    assert frame["transaction_id"].to_list() == ["tabformer-1", "tabformer-2", "tabformer-3"]
+    assert frame["timestamp"].to_list() == [
+        datetime(2002, 9, 1, 6, 21, tzinfo=UTC),
+        datetime(2002, 9, 1, 6, 42, tzinfo=UTC),
+        datetime(2002, 9, 2, 17, 5, tzinfo=UTC),
+    ]
+    assert frame["customer_id"].to_list() == ["0", "0", "1"]
+    assert frame["card_id"].to_list() == ["0-0", "0-1", "1-0"]
+    assert frame["terminal_id"].to_list() == [
+        "3527213246127876953",
+        "-727612092139916043",
+        "3527213246127876953",
+    ]
+    assert frame["amount"].to_list() == [134.09, 0.0, 1038.4]
+    assert frame["channel"].to_list() == ["card_present", "ecommerce", "card_present"]
+    assert frame["mcc"].to_list() == ["5300", "4829", "5300"]
+    assert frame["is_fraud"].to_list() == [False, True, False]
+    assert history.layout is not None and history.layout.startswith("the IBM TabFormer layout")
+    ingested = read_transactions(tabformer)
+    assert not ingested.rejected
+    assert [t.timestamp for t in ingested.transactions] == frame["timestamp"].to_list()
+    assert [t.card_id for t in ingested.transactions] == frame["card_id"].to_list()
+
+
+def test_a_tabformer_refund_is_named_by_its_row(tabformer: Path) -> None:
+    text = tabformer.read_text().replace("$1,038.40", "$-77.00")
+    tabformer.write_text(text)
+    with pytest.raises(BadRowsError) as caught:
+        read_history(tabformer)
+    assert caught.value.row == 3 and "amount: must be >= 0, got $-77.00" in str(caught.value)
+
+
+def test_a_financial_transactions_file_loads_with_no_flags(tmp_path: Path) -> None:
+    rows = [
+        [7475327, "2010-01-01 00:01:00", 1556, 2972, "$-77.00", "Swipe Transaction", 59935,
+         "Beulah", "ND", "58523.0", 5499, ""],
+        [7475328, "2010-01-01 00:02:00", 561, 4575, "$14.57", "Online Transaction", 67570,
+         "ONLINE", "", "", 5311, ""],
+    ]  # fmt: skip
+    path = write_csv(tmp_path / "transactions_data.csv", CAIXA_HEADER, rows)
+    history = read_history(path, ReadOptions(skip_invalid=True))
+    frame = history.frame
+    assert history.skipped == 1  # the refund
+    assert frame["transaction_id"].to_list() == ["7475328"]
+    assert frame["timestamp"].to_list() == [datetime(2010, 1, 1, 0, 2, tzinfo=UTC)]
+    assert (frame["customer_id"][0], frame["card_id"][0]) == ("561", "4575")
+    assert (frame["terminal_id"][0], frame["merchant_id"][0]) == ("67570", "67570")
+    assert frame["channel"].to_list() == ["ecommerce"] and frame["mcc"].to_list() == ["5311"]
+    assert history.layout is not None and "Financial Transactions" in history.layout
 
 
 def test_an_explicit_column_wins_over_the_layout(sparkov: Path, paysim: Path) -> None:

@@ -199,7 +199,79 @@ IEEE_CIS = Layout(
 )
 """IEEE-CIS Fraud Detection (train_transaction.csv, test_transaction.csv)."""
 
-LAYOUTS = (SPARKOV, PAYSIM, IEEE_CIS)
+
+def _tabformer_time() -> pl.Expr:
+    # Year, Month, Day and an HH:MM Time in four columns: minutes, local time (taken as UTC).
+    parts = [pl.col(c).cast(pl.String).str.strip_chars() for c in ("Year", "Month", "Day")]
+    text = pl.format("{}-{}-{} {}", *parts, pl.col("Time").cast(pl.String).str.strip_chars())
+    return text.str.to_datetime("%Y-%m-%d %H:%M", strict=False, time_unit="us")
+
+
+def _online(column: str) -> Callable[[], pl.Expr]:
+    """``ecommerce`` where ``column`` says ``Online Transaction``, else ``card_present``
+    (swipe and chip)."""
+
+    def channel() -> pl.Expr:
+        online = pl.col(column).cast(pl.String).str.strip_chars() == "Online Transaction"
+        return pl.when(online).then(pl.lit("ecommerce")).otherwise(pl.lit("card_present"))
+
+    return channel
+
+
+TABFORMER = Layout(
+    name="IBM TabFormer",
+    signature=frozenset(
+        {"User", "Card", "Year", "Month", "Day", "Time", "Amount", "Use Chip", "Merchant Name"}
+    ),
+    columns={
+        "customer_id": "User",
+        "terminal_id": "Merchant Name",
+        "merchant_id": "Merchant Name",
+        "amount": "Amount",
+        "mcc": "MCC",
+        "is_fraud": "Is Fraud?",
+    },
+    derived={
+        "transaction_id": Derived(
+            (), lambda: pl.format("tabformer-{}", pl.col(ROW)), "tabformer-<row>"
+        ),
+        "timestamp": Derived(
+            ("Time", "Year", "Month", "Day"), _tabformer_time, "Year-Month-Day Time (minutes)"
+        ),
+        "card_id": Derived(
+            ("Card", "User"),
+            lambda: pl.format("{}-{}", pl.col("User"), pl.col("Card")),
+            "User-Card",
+        ),
+        "channel": Derived(("Use Chip",), _online("Use Chip"), "Use Chip (Online: ecommerce)"),
+    },
+)
+"""IBM's synthetic credit card transactions (TabFormer: card_transaction.v1.csv,
+credit_card_transactions-ibm_v2.csv)."""
+
+FINANCIAL = Layout(
+    name="Financial Transactions",
+    signature=frozenset(
+        {"id", "date", "client_id", "card_id", "amount", "use_chip", "merchant_id"}
+    ),
+    columns={
+        "transaction_id": "id",
+        "timestamp": "date",
+        "customer_id": "client_id",
+        "card_id": "card_id",
+        "terminal_id": "merchant_id",
+        "merchant_id": "merchant_id",
+        "amount": "amount",
+        "mcc": "mcc",
+    },
+    derived={
+        "channel": Derived(("use_chip",), _online("use_chip"), "use_chip (Online: ecommerce)"),
+    },
+)
+"""The "Financial Transactions Dataset" (transactions_data.csv; its fraud labels come apart,
+as JSON, and are not read)."""
+
+LAYOUTS = (SPARKOV, PAYSIM, IEEE_CIS, TABFORMER, FINANCIAL)
 
 
 @dataclass(frozen=True)
