@@ -312,3 +312,33 @@ def test_fraud_flags_are_read_as_exports_write_them(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "t9,2019-01-01 00:09:00,c1,T1,1,maybe\n")
     with pytest.raises(BadRowsError, match=r"row 11: is_fraud: .*got maybe"):
         read_history(path)
+
+
+def test_labels_are_read_as_chargeback_files_write_them(tmp_path: Path, handbook: Path) -> None:
+    """Only the frauds (no is_fraud column), a day-first report time, a Yes/No flag: all
+    read; a row that does not parse is named, and no flag can skip it."""
+    from fraudstream.history import read_label_file
+
+    frauds = tmp_path / "chargebacks.csv"
+    frauds.write_text("transaction_id,reported_at\n7,13/04/2018 10:00\n9,14/04/2018 11:30\n")
+    labels = read_label_file(frauds)
+    assert labels["is_fraud"].to_list() == [True, True]
+    assert labels["transaction_id"].to_list() == ["7", "9"]
+    assert labels["reported_at"][0] == datetime(2018, 4, 13, 10, tzinfo=UTC)
+    flagged = tmp_path / "flags.csv"
+    flagged.write_text(
+        "transaction_id,reported_at,is_fraud\n7,2018-04-13T10:00:00Z,Yes\n8,2018-04-13T12:00:00Z,No\n"
+    )
+    assert read_label_file(flagged)["is_fraud"].to_list() == [True, False]
+    frame = read_history(handbook).frame
+    assert backfill(frame, read_label_file(flagged)).height == frame.height
+    flagged.write_text(flagged.read_text() + "9,soon,Yes\n10,2018-04-14T09:00:00Z,perhaps\n")
+    with pytest.raises(BadRowsError) as caught:
+        read_label_file(flagged)
+    assert str(caught.value) == (
+        f"{flagged}: row 3: reported_at: not a date-time, got soon (2 of 4 rows are bad)"
+    )
+    missing = tmp_path / "nodate.csv"
+    missing.write_text("transaction_id,when\n7,2018-04-13\n")
+    with pytest.raises(DataFileError, match=r"labels: no reported_at column \(it has"):
+        read_label_file(missing)

@@ -320,7 +320,7 @@ def _unparsed(name: str) -> str:
     if name == "timestamp":
         return "not a date-time in the file's layout (see --date-format)"
     if name == "is_fraud":
-        return "not 0/1/true/false"
+        return "not 0/1, true/false or yes/no"
     return "not a number"
 
 

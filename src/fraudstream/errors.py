@@ -83,14 +83,13 @@ class BadRowsError(DataFileError):
     """Rows of a data file break the schema: the first one (data rows from 1, the header not
     counted) and how many there are."""
 
-    def __init__(self, path: object, row: int, reason: str, bad: int, total: int) -> None:
+    def __init__(
+        self, path: object, row: int, reason: str, bad: int, total: int, *, skippable: bool = True
+    ) -> None:
         self.row = row
         self.field, _, _ = reason.partition(":")
         self.reason = reason
         self.bad = bad
         self.total = total
-        super().__init__(
-            path,
-            f"row {row}: {reason} ({bad:,} of {total:,} rows are bad; "
-            "--skip-invalid skips them and writes them to a rejects file)",
-        )
+        skip = "; --skip-invalid skips them and writes them to a rejects file" if skippable else ""
+        super().__init__(path, f"row {row}: {reason} ({bad:,} of {total:,} rows are bad{skip})")

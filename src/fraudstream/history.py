@@ -365,12 +365,57 @@ def read_labels(history: Path, given: Path | None = None) -> pl.DataFrame | None
         DataFileError: the labels file is unreadable.
     """
     if given is not None:
-        return read_table(given)
+        return read_label_file(given)
     folder = history if history.is_dir() else history.parent
     for name in ("labels.parquet", "labels.csv"):
         if (folder / name).is_file():
-            return read_table(folder / name)
+            return read_label_file(folder / name)
     return None
+
+
+def read_label_file(path: Path) -> pl.DataFrame:
+    """Labels as every reader takes them: ``transaction_id`` as text, ``reported_at`` in UTC
+    (ISO 8601, a spreadsheet's layout or Unix time, as transaction times), ``is_fraud`` a
+    boolean (written 1/0, true/false or yes/no; all True when the file has no such column: a
+    chargeback file lists the frauds). Other columns are kept as they are.
+
+    Raises:
+        DataFileError: unreadable, or no ``transaction_id`` / ``reported_at`` column.
+        BadRowsError: a row whose id is empty or whose value does not parse, the first named.
+    """
+    frame = read_table(path)
+    for need in ("transaction_id", "reported_at"):
+        if need not in frame.columns:
+            raise DataFileError(
+                path, f"labels: no {need} column (it has {', '.join(frame.columns)})"
+            )
+    if "is_fraud" not in frame.columns:
+        frame = frame.with_columns(pl.lit(True).alias("is_fraud"))
+    stamps = frame["reported_at"]
+    fmt = None
+    if stamps.dtype == pl.String or stamps.dtype.is_numeric():
+        fmt = sniff_date_format(stamps.drop_nulls().head(1000), stamps.drop_nulls)
+    checks = {
+        "transaction_id": pl.col("transaction_id").cast(pl.String).str.strip_chars(),
+        "reported_at": typed("timestamp", pl.col("reported_at"), stamps.dtype, fmt),
+        "is_fraud": typed("is_fraud", pl.col("is_fraud"), frame["is_fraud"].dtype, None),
+    }
+    text = {n: pl.col(n).cast(pl.String) for n in checks}
+    unparsed = {"reported_at": "not a date-time", "is_fraud": "not 0/1, true/false or yes/no"}
+    why = pl.coalesce(
+        *(pl.when(t.is_null() | (t.str.strip_chars() == "")).then(pl.lit(f"{n}: required"))
+          for n, t in text.items()),
+        *(pl.when(checks[n].is_null()).then(pl.format(f"{n}: {u}, got {{}}", text[n]))
+          for n, u in unparsed.items()),
+    )  # fmt: skip
+    whys = frame.select(why.alias("why"))["why"]
+    bad = whys.is_not_null()
+    if bad.any():
+        first = int(bad.arg_true()[0])
+        raise BadRowsError(
+            path, first + 1, str(whys[first]), int(bad.sum()), frame.height, skippable=False
+        )
+    return frame.with_columns(value.alias(name) for name, value in checks.items())
 
 
 def read_table(path: Path) -> pl.DataFrame:

@@ -74,7 +74,7 @@ def load_history(
     Raises:
         typer.BadParameter: neither or both sources given.
     """
-    from fraudstream.history import ReadOptions, read_labels, read_table
+    from fraudstream.history import ReadOptions, read_label_file, read_labels
 
     if (data is None) == (database is None):
         raise typer.BadParameter("give one history: --data FILE or --database URL")
@@ -87,7 +87,7 @@ def load_history(
 
     url = database_url(settings_from(config)) if database == "default" else database
     history, said = read_store_history(create_engine(url))
-    return history, read_table(labels) if labels is not None else said
+    return history, read_label_file(labels) if labels is not None else said
 
 
 def read_options(
