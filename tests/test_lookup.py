@@ -15,6 +15,7 @@ from redis.cluster import ClusterNode
 
 from featkit import FIXED_CLOCK, tx
 from fraudstream.features import FeatureEngine
+from fraudstream.lookup import LookupQuery
 from fraudstream.models import ModelRegistry, ModelWatcher
 from fraudstream.rules import RuleSchema
 from fraudstream.rules.lists import Lists
@@ -204,3 +205,39 @@ def test_a_failed_lookup_fails_the_batch_and_writes_nothing(
         scorer.score_batch([tx(1, minutes=1, customer="c2")])
     assert client.exists(engine.customer_key("c2")) == 0
     assert engine.stats.processed == 1
+
+
+@pytest.mark.parametrize("where", ["client", "cluster_client"])
+def test_an_empty_batch_sends_the_riders_alone(where: str, request: pytest.FixtureRequest) -> None:
+    """`FeatureEngine.submit` of no transaction still delivers the riders' replies."""
+    client = request.getfixturevalue(where)
+    scorer, registry = _scorer(client)
+    registry.publish(_rules_on("blocked"))
+    assert scorer.rules is not None and scorer.features is not None
+    query = LookupQuery([tx(0)], scorer.models, scorer.rules, scorer.lists)
+    assert scorer.features.submit([], (), query).shape == (0, len(scorer.features.names))
+    lookup = query.resolve()  # the rule set moved: its lookups are left to the scorer
+    assert lookup.ruleset is scorer.rules.ruleset and lookup.memberships is None
+    again = LookupQuery([tx(0), tx(1, customer="c2")], None, scorer.rules, scorer.lists)
+    scorer.features.submit([], (), again)
+    memberships = again.resolve().memberships
+    assert memberships is not None and len(memberships) == 1
+    assert list(memberships.values())[0].tolist() == [True, False]
+
+
+def test_stages_on_another_client_look_up_in_a_round_trip_of_their_own(
+    counted: tuple[redis.Redis, Trips], client: redis.Redis
+) -> None:
+    """The look-up rides with the feature read only on the feature engine's client: rules
+    and lists on another connection are looked up on it, before the read."""
+    counting, trips = counted
+    engine = FeatureEngine(client, clock=lambda: FIXED_CLOCK)
+    registry = RuleRegistry(counting, RuleSchema.build(engine.names))
+    Lists(counting).create("blocked")
+    Lists(counting).add("blocked", ["c1"])
+    registry.publish(_rules_on("blocked"))
+    scorer = Scorer(POLICY, features=engine, rules=RuleWatcher(registry), lists=Lists(counting))
+    scorer.score_batch([tx(0)])
+    trips.events.clear()
+    decision = scorer.score_batch([tx(1, minutes=1)])[0]
+    assert trips.rounds() == 1 and decision.outcome == "block"

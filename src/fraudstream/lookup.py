@@ -111,17 +111,6 @@ class LookupQuery:
         return Lookup(self.ruleset, self.columns, memberships)
 
 
-def look_up(
-    transactions: Sequence[Transaction],
-    models: ModelWatcher | None,
-    rules: RuleWatcher | None,
-    lists: Lists | None,
-) -> Lookup:
-    """Follow the registries' pointers and look the batch up in the lists, in one pipeline
-    of its own (`LookupQuery.run`)."""
-    return LookupQuery(transactions, models, rules, lists).run()
-
-
 def _columns(transactions: Sequence[Transaction], ruleset: RuleSet | None) -> dict[str, Any]:
     return transaction_columns(transactions, ruleset.columns) if ruleset is not None else {}
 

@@ -311,7 +311,8 @@ class FeatureEngine:
         riders: Riders | None = None,
     ) -> BatchRun | None:
         """The first half of `submit`: the batch's columns and keys, and its read sent
-        (behind the previous batch's write, if one is pending; ``labels`` ahead of it);
+        (behind the previous batch's write, if one is pending; ``labels`` and ``riders``
+        ahead of it; an empty batch sends the riders alone);
         `finish` does the rest. In between the caller may work on another engine's batch:
         a process keeping batches of two customer partitions in flight (one engine each)
         computes one while the server serves the other. Raises as `submit`."""
