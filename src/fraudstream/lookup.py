@@ -8,7 +8,7 @@ different slots; the list lookups of the rule set in force, whose values are tra
 fields known before any feature, see `fraudstream.rules.compiler.ListRef`) and the feature
 engine sends them with the batch's read (`fraudstream.features.wire.Riders`): on one node
 in the same write as its ``MGET``, on a cluster in the same per-node round trip as its
-``GET``\\ s. A batch of one waits on the server once before it is scored, not twice.
+``GET`` commands. A batch of one waits on the server once before it is scored, not twice.
 Without a feature engine on the same client, `LookupQuery.run` sends them alone.
 
 When the pointers move the rule set, the lookups that went with them were for the old one
