@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from fraudstream.config import Settings
 from fraudstream.errors import SchemaError
-from fraudstream.lookup import Lookup, look_up
+from fraudstream.lookup import Lookup, LookupQuery
 from fraudstream.rules import RuleContext, evaluate_columns
 from fraudstream.rules.evaluate import RuleResult
 from fraudstream.rules.policy import Thresholds, Verdict, decide
@@ -134,8 +134,9 @@ class Scorer:
     pipeline test and a full worker. The stages:
 
     1. **features** (`FeatureEngine`): point-in-time features, one read and one write round
-       trip per batch; transactions it rejects (e.g. dated in the future) never get here,
-       see `validate`.
+       trip per batch (the registries' pointers and the rule set's list lookups ride with
+       the read, `fraudstream.lookup`); transactions it rejects (e.g. dated in the future)
+       never get here, see `validate`.
     2. **base score**: the active model's calibrated 0–1000 score (and its thresholds and
        reason codes) when a model is active; otherwise the amount policy's score. A shadow
        model is scored on the same batch and logged in ``Decision.shadow``.
@@ -235,9 +236,7 @@ class Scorer:
             return Scored([], {})
         # The feature state's write executes on the server while the batch is scored.
         started = time.time()
-        lookup = look_up(transactions, self.models, self.rules, self.lists)
-        looked = time.time()
-        features = self.features.submit(transactions, labels) if self.features else None
+        lookup, features, looking = self._read(transactions, labels)
         featured = time.time()
         base = self._base(transactions, features)
         modelled = time.time()
@@ -254,9 +253,9 @@ class Scorer:
         arrivals = arrived_at if arrived_at is not None else [now] * len(transactions)
         rules_version = self.rules_version()
         batch_stages = {
-            "features": _ms(featured - looked + now - explained),
+            "features": _ms(featured - started - looking + now - explained),
             "model": _ms(modelled - featured + explained - ruled),
-            "rules": _ms(ruled - modelled + looked - started),
+            "rules": _ms(ruled - modelled + looking),
         }
         decisions = [
             Decision(
@@ -281,6 +280,24 @@ class Scorer:
             if decisions[i].outcome != "approve"
         }
         return Scored(decisions, explanations)
+
+    def _read(
+        self, transactions: Sequence[Transaction], labels: Sequence[Label]
+    ) -> tuple[Lookup, NDArray[np.float64] | None, float]:
+        """The batch's look-up and features, in one round trip when the feature engine and
+        the look-up share a client (the look-up rides with the feature read), and the
+        seconds the look-up took on its own (the rules' stage)."""
+        started = time.time()
+        query = LookupQuery(transactions, self.models, self.rules, self.lists)
+        if self.features is None or query.client is not self.features.client:
+            lookup = query.run()
+            looking = time.time() - started
+            features = self.features.submit(transactions, labels) if self.features else None
+            return lookup, features, looking
+        looking = time.time() - started
+        features = self.features.submit(transactions, labels, query)
+        resolving = time.time()
+        return query.resolve(), features, looking + time.time() - resolving
 
     def _base(
         self, transactions: Sequence[Transaction], features: NDArray[np.float64] | None
@@ -357,7 +374,7 @@ class Scorer:
 
     def rules_version(self) -> str:
         """The rule set in force, as decisions report it (the one the last batch ran:
-        followed by `look_up`; no second GET)."""
+        followed by its `LookupQuery`; no second GET)."""
         ruleset = self.rules.ruleset if self.rules is not None else None
         if ruleset is None:
             return self.policy.version

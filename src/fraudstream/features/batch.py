@@ -41,7 +41,7 @@ from fraudstream.features.windows import (
     shared_grid,
     window_sums,
 )
-from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
+from fraudstream.features.wire import FeatureStoreError, Packed, Riders, Session, first_error
 from fraudstream.features.write import BLOCK_KEY, Writer
 
 I64 = NDArray[np.int64]
@@ -133,6 +133,9 @@ class BatchRun(Writer):
         """The connection of the read (`send_read`) and then the write (one node)."""
         self.labels: list[tuple[Any, ...]] = []
         """Label commands to send ahead of the read (`FeatureEngine.start`)."""
+        self.riders: Riders | None = None
+        """Another stage's commands sent with the read, their replies delivered before the
+        write (`FeatureEngine.start`)."""
         self._behind: int | None = None
         """The read was sent behind the previous batch's write, which stores this many."""
 
@@ -157,11 +160,11 @@ class BatchRun(Writer):
         self._features(values, state, time.perf_counter())
 
     def send_read(self, behind: tuple[Session, int] | None) -> None:
-        """Send the read (``WATCH`` + ``MGET``, after the `labels`) without waiting for it;
-        `run` receives it. ``behind``: the previous batch's write still executing (its
-        session, transactions it stores); the read goes on its connection right after it,
-        so it sees it and the server goes from one to the other without waiting for us. A
-        cluster reads in `run`."""
+        """Send the read (``WATCH`` + ``MGET``, after the `labels`, the `riders` ahead of
+        it in the same write) without waiting for it; `run` receives it. ``behind``: the
+        previous batch's write still executing (its session, transactions it stores); the
+        read goes on its connection right after it, so it sees it and the server goes from
+        one to the other without waiting for us. A cluster reads in `run`."""
         e, keys = self.e, self._read_keys
         if e.cluster:
             return
@@ -172,11 +175,13 @@ class BatchRun(Writer):
             blob, starts = self._encoded
             if self.labels:
                 session.send(self.labels)
-            read = [Packed(keys_command(b"MGET", blob, starts, 0, len(keys)), 1)]
+            read: list[Any] = [Packed(keys_command(b"MGET", blob, starts, 0, len(keys)), 1)]
             if e.cas:
                 nc = len(self.uniq["customer"])
                 watch = keys_command(b"WATCH", blob, starts, 0, nc)
                 read.insert(0, Packed(watch, 1, watches=True))
+            if self.riders is not None:
+                read[:0] = self.riders.commands
             session.send(read)
         except BaseException:
             session.close(broken=True)
@@ -201,7 +206,9 @@ class BatchRun(Writer):
                 t = time.perf_counter()
             if self.labels:
                 e.count_labels(session.receive())
-            values = list(session.receive()[-1])
+            replies = session.receive()
+            self._deliver(replies)
+            values = list(replies[-1])
             t = e.tick("read", t)
             features, stored = self._process(values, session, t)
         except BaseException:
@@ -249,11 +256,20 @@ class BatchRun(Writer):
     # --- read ------------------------------------------------------------------------------
 
     def _read_cluster(self, keys: list[str]) -> list[Any]:
-        """One ``GET`` per key, pipelined per node (a cluster has no cross-slot ``MGET``)."""
-        values = self.e.wire.run([("GET", key) for key in keys])
+        """One ``GET`` per key, pipelined per node (a cluster has no cross-slot ``MGET``),
+        the `riders` in the same round trip to their nodes."""
+        riders = list(self.riders.commands) if self.riders is not None else []
+        replies = self.e.wire.run([*riders, *(("GET", key) for key in keys)])
+        self._deliver(replies)
+        values = replies[len(riders) :]
         if (err := first_error(values)) is not None:
             raise FeatureStoreError(f"reading feature state failed: {err}")
         return values
+
+    def _deliver(self, replies: list[Any]) -> None:
+        """The riders' replies (the first of the read's) to their stage, before any write."""
+        if self.riders is not None:
+            self.riders.deliver(replies[: len(self.riders.commands)])
 
     def _keys(self) -> tuple[list[str], dict[str, Any]]:
         e, b = self.e, self.b

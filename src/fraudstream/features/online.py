@@ -54,6 +54,7 @@ from fraudstream.features.route import wire_for
 from fraudstream.features.wire import (
     FUNCTIONS,
     Client,
+    Riders,
     is_cluster,
 )
 from fraudstream.features.write import block_ttl
@@ -280,26 +281,38 @@ class FeatureEngine:
         return features
 
     def submit(
-        self, txs: Sequence[Transaction], labels: Sequence[Label] = ()
+        self,
+        txs: Sequence[Transaction],
+        labels: Sequence[Label] = (),
+        riders: Riders | None = None,
     ) -> NDArray[np.float64]:
         """Features of each transaction, with the state update sent but not yet confirmed:
         the server applies it while the caller goes on (scores the batch, prepares the
         next). Call `confirm` before relying on it (before acknowledging the input); the
         next batch sends its read right behind it and collects its outcome before using
         that read. ``labels`` (as `apply_labels`) go ahead of the batch's read, in the same
-        round trip. Same as ``finish(start(txs, labels))``.
+        round trip; so do ``riders``, another stage's commands, whose replies are delivered
+        to them before the write is sent (`Riders.deliver`). Same as
+        ``finish(start(txs, labels, riders))``.
 
         Raises:
             SchemaError: a transaction or label is invalid (this batch reads and writes
                 nothing; an earlier batch's write stays pending).
             FeatureStoreError: as `compute_batch`; also when the previous batch's write
                 failed (then nothing of this batch is written either).
+            Exception: what ``riders.deliver`` raised (nothing of this batch is written).
         """
-        return self.finish(self.start(txs, labels))
+        return self.finish(self.start(txs, labels, riders))
 
-    def start(self, txs: Sequence[Transaction], labels: Sequence[Label] = ()) -> BatchRun | None:
+    def start(
+        self,
+        txs: Sequence[Transaction],
+        labels: Sequence[Label] = (),
+        riders: Riders | None = None,
+    ) -> BatchRun | None:
         """The first half of `submit`: the batch's columns and keys, and its read sent
-        (behind the previous batch's write, if one is pending; ``labels`` ahead of it);
+        (behind the previous batch's write, if one is pending; ``labels`` and ``riders``
+        ahead of it; an empty batch sends the riders alone);
         `finish` does the rest. In between the caller may work on another engine's batch:
         a process keeping batches of two customer partitions in flight (one engine each)
         computes one while the server serves the other. Raises as `submit`."""
@@ -311,12 +324,15 @@ class FeatureEngine:
         if not txs:
             self.confirm()
             self.apply_labels(labels)
+            if riders is not None and riders.commands:
+                riders.deliver(self.ctx.wire.run(riders.commands))
             return None
         started = time.perf_counter()
         run = BatchRun(self.ctx, self._columns(txs))
         self.ctx.tick("columns", started)
         run.prepare()
         run.labels = self._label_commands(labels)
+        run.riders = riders
         behind, self.ctx.pending = self.ctx.pending, None
         run.send_read(behind)
         self._started = True

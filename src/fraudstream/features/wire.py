@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import hiredis
 import numpy as np
@@ -38,6 +38,19 @@ class Packed(NamedTuple):
     commands: int
     watches: bool = False
     """It holds a ``WATCH`` (the connection must be unwatched before it is given back)."""
+
+
+class Riders(Protocol):
+    """Another stage's commands sent in a batch's read round trip (`FeatureEngine.submit`),
+    so the batch waits on the server once: `fraudstream.lookup.LookupQuery` (the registry
+    pointers and the list lookups). Single-key commands, so a cluster routes each one."""
+
+    @property
+    def commands(self) -> Sequence[Command]: ...
+
+    def deliver(self, replies: list[Any]) -> None:
+        """Their replies in order (errors as exception objects), received before the batch
+        writes anything: raising abandons the batch, nothing of it is written."""
 
 
 class FeatureStoreError(FraudstreamError):

@@ -16,12 +16,16 @@ Kinds normalise values on write and on lookup: ``ip`` (canonical address; CIDRs 
 ``email`` and ``domain`` (lower-cased), ``string`` (as is). A list that does not exist is empty.
 
 Per batch, `Lists.prepare` builds a `MembershipQuery` whose commands go into the caller's
-pipeline (next to the feature reads), so lists cost no extra round trip::
+round trip (the scorer's: `fraudstream.lookup`, sent with the feature read), so lists cost
+no extra round trip::
 
     query = lists.prepare(ruleset, columns)
     n = query.queue(pipe)
     replies = pipe.execute()
     memberships = query.resolve(replies[-n:])
+
+`MembershipQuery.commands` gives the same commands as tuples for a raw connection;
+`MembershipQuery.resolve` takes their replies parsed or raw (scores as bytes).
 """
 
 from __future__ import annotations
@@ -375,16 +379,25 @@ class MembershipQuery:
             uniques[name].update((v, None) for v in normalized if v is not None)
         self._uniques = {name: list(u) for name, u in uniques.items()}
 
-    def queue(self, pipe: Any) -> int:
-        """Add the commands to ``pipe``; returns how many replies they produce (2 per list)."""
+    def commands(self) -> list[tuple[Any, ...]]:
+        """The lookups, two single-key commands per list: its kind and CIDR revision, and
+        the scores of the batch's values (``EXISTS`` without values: two replies still)."""
+        out: list[tuple[Any, ...]] = []
         for name in self.names:
-            pipe.hmget(self.lists._meta_key(name), ["kind", "rev"])
+            out.append(("HMGET", self.lists._meta_key(name), "kind", "rev"))
             values = self._uniques[name]
             if values:
-                pipe.zmscore(self.lists.key(name), values)
+                out.append(("ZMSCORE", self.lists.key(name), *values))
             else:
-                pipe.exists(self.lists.key(name))  # keeps two replies per list
-        return 2 * len(self.names)
+                out.append(("EXISTS", self.lists.key(name)))
+        return out
+
+    def queue(self, pipe: Any) -> int:
+        """Add the `commands` to ``pipe``; returns how many replies they produce."""
+        commands = self.commands()
+        for command in commands:
+            pipe.execute_command(*command)
+        return len(commands)
 
     def resolve(self, replies: Sequence[Any]) -> dict[str, BoolArray]:
         """Membership columns keyed by `ListRef.key` from the replies of `queue`'s commands."""
@@ -403,7 +416,7 @@ class MembershipQuery:
             hits = {}
             if values and isinstance(scores, list):
                 pairs = zip(values, scores, strict=True)
-                hits = {v: s is not None and s > self.now for v, s in pairs}
+                hits = {v: s is not None and float(s) > self.now for v, s in pairs}
             if kind == "ip":
                 self._cidr_hits(name, None if rev_raw is None else _text(rev_raw), hits)
             found[name] = hits
