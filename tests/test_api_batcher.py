@@ -9,15 +9,17 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import pytest
 import redis
 
 from apikit import sample_tx
-from fraudstream.api.batcher import MicroBatcher
+from fraudstream.api.batcher import Answer, MicroBatcher
 from fraudstream.config import Settings
 from fraudstream.schema import Decision, Explanation, Transaction, decode_transaction
 from fraudstream.scoring import build_scorer
-from fraudstream.stream.decided import DecidedStore
+from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
 
 
 def _tx(i: int) -> Transaction:
@@ -91,3 +93,61 @@ def test_a_failed_batch_tells_every_waiting_request(
 
     failures = asyncio.run(scenario())
     assert all(isinstance(f, redis.ConnectionError) for f in failures)
+
+
+def _feature_state(client: redis.Redis) -> dict[bytes, bytes]:
+    state: dict[bytes, bytes] = {}
+    for key in client.scan_iter(match="fs:*", count=1000):
+        dumped: Any = client.dump(key)
+        state[key] = dumped
+    return state
+
+
+def test_the_idempotency_check_rides_with_the_read_and_abandons_it_before_any_write(
+    settings: Settings, client: redis.Redis
+) -> None:
+    scorer = build_scorer(settings, client)
+    decided = DecidedStore(client, settings.stream_prefix)
+    assert scorer.carries(client)
+    kept = scorer.score_batch([_tx(1)])
+    decided.keep(kept)
+    state = _feature_state(client)
+    assert state
+    again = [_tx(2), _tx(1)]
+    with pytest.raises(AlreadyDecided) as raised:
+        scorer.score_explained(again, riders=Undecided(decided, ["api-2", "api-1"]))
+    assert raised.value.found == {"api-1": kept[0]}
+    assert _feature_state(client) == state  # nothing of the batch was written
+    fresh = scorer.score_explained([_tx(2)], riders=Undecided(decided, ["api-2"]))
+    assert [d.transaction_id for d in fresh.decisions] == ["api-2"]
+    assert _feature_state(client) != state
+
+
+def test_a_batch_holding_decided_ids_scores_only_the_new_ones_once(
+    settings: Settings, client: redis.Redis
+) -> None:
+    scorer = build_scorer(settings, client)
+    decided = DecidedStore(client, settings.stream_prefix)
+
+    def record(
+        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
+    ) -> list[Decision | None]:
+        return decided.keep_streamed(
+            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
+        )
+
+    batcher = MicroBatcher(scorer, decided, record)
+
+    async def scenario() -> tuple[list[Answer], list[Answer]]:
+        first = await batcher.score_many([_tx(1)], time.time())
+        batch = [_tx(2), _tx(1), _tx(3), _tx(2)]
+        return first, await batcher.score_many(batch, time.time())
+
+    first, answers = asyncio.run(scenario())
+    assert [(a.decision.transaction_id, a.replay) for a in answers] == [
+        ("api-2", False), ("api-1", True), ("api-3", False), ("api-2", True)
+    ]  # fmt: skip
+    assert answers[1].decision == first[0].decision
+    assert answers[3].decision == answers[0].decision
+    streamed: Any = client.xrange("s")
+    assert [fields[b"d"] for _, fields in streamed] == [b"api-1", b"api-2", b"api-3"]

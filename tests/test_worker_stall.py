@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from fraudstream.config import Settings
+from fraudstream.features.wire import Riders
 from fraudstream.schema import Label, Transaction, encode
 from fraudstream.scoring import AmountPolicy, Scored, Scorer
 from fraudstream.stream.keys import GROUP, StreamKeys
@@ -46,6 +47,7 @@ class StallingScorer(Scorer):
         transactions: Sequence[Transaction],
         arrived_at: Sequence[float] | None = None,
         labels: Sequence[Label] = (),
+        riders: Riders | None = None,
     ) -> Scored:
         """The worker's entry point (``score_batch`` goes through it too)."""
         self.sizes.append(len(transactions) + len(labels))
@@ -53,7 +55,7 @@ class StallingScorer(Scorer):
             self.stalled.set()
             if not self.resume.wait(20):
                 raise TimeoutError("the stalled scorer was never resumed")
-        return super().score_explained(transactions, arrived_at, labels)
+        return super().score_explained(transactions, arrived_at, labels, riders)
 
 
 class Runner:

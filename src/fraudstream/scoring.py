@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from fraudstream.config import Settings
 from fraudstream.errors import SchemaError
+from fraudstream.features.wire import Together
 from fraudstream.lookup import Lookup, LookupQuery
 from fraudstream.rules import RuleContext, evaluate_columns
 from fraudstream.rules.evaluate import RuleResult
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import redis
 
     from fraudstream.features import FeatureEngine
+    from fraudstream.features.wire import Riders
     from fraudstream.models import ModelBundle, ModelWatcher
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleWatcher
@@ -217,6 +219,7 @@ class Scorer:
         transactions: Sequence[Transaction],
         arrived_at: Sequence[float] | None = None,
         labels: Sequence[Label] = (),
+        riders: Riders | None = None,
     ) -> Scored:
         """Score a batch: its decisions, and the explanations of the flagged ones.
 
@@ -226,17 +229,20 @@ class Scorer:
                 (stream enqueue time or HTTP arrival); defaults to now. Sets ``latency_ms``.
             labels: labels that arrived before the batch, applied ahead of its features
                 (in the feature read's round trip).
+            riders: another stage's commands, sent in the feature read's round trip (only
+                when `carries` their client), their replies delivered before any write.
 
         Raises:
             FeatureStoreError: the feature state could not be read or written; nothing of the
                 batch was stored, so the caller may retry it.
+            Exception: what ``riders`` raised on delivery (nothing of the batch was stored).
         """
         if not transactions:
             self.apply_labels(labels)
             return Scored([], {})
         # The feature state's write executes on the server while the batch is scored.
         started = time.time()
-        lookup, features, looking = self._read(transactions, labels)
+        lookup, features, looking = self._read(transactions, labels, riders)
         featured = time.time()
         base = self._base(transactions, features)
         modelled = time.time()
@@ -281,21 +287,31 @@ class Scorer:
         }
         return Scored(decisions, explanations)
 
+    def carries(self, client: object) -> bool:
+        """Whether riders on ``client`` can go in the feature read's round trip."""
+        return self.features is not None and self.features.client is client
+
     def _read(
-        self, transactions: Sequence[Transaction], labels: Sequence[Label]
+        self,
+        transactions: Sequence[Transaction],
+        labels: Sequence[Label],
+        riders: Riders | None = None,
     ) -> tuple[Lookup, NDArray[np.float64] | None, float]:
         """The batch's look-up and features, in one round trip when the feature engine and
         the look-up share a client (the look-up rides with the feature read), and the
         seconds the look-up took on its own (the rules' stage)."""
+        if riders is not None and self.features is None:
+            raise ValueError("riders: there is no feature read to ride with")
         started = time.time()
         query = LookupQuery(transactions, self.models, self.rules, self.lists)
         if self.features is None or query.client is not self.features.client:
             lookup = query.run()
             looking = time.time() - started
-            features = self.features.submit(transactions, labels) if self.features else None
+            features = self.features.submit(transactions, labels, riders) if self.features else None
             return lookup, features, looking
         looking = time.time() - started
-        features = self.features.submit(transactions, labels, query)
+        both = query if riders is None else Together(riders, query)
+        features = self.features.submit(transactions, labels, both)
         resolving = time.time()
         return query.resolve(), features, looking + time.time() - resolving
 

@@ -28,7 +28,7 @@ import anyio.to_thread
 from fraudstream.features.wire import FeatureStoreError
 from fraudstream.schema import Decision, Explanation, Transaction
 from fraudstream.scoring import Scored, Scorer
-from fraudstream.stream.decided import DecidedStore
+from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
 
 RETRIES = 3
 
@@ -115,11 +115,8 @@ class MicroBatcher:
         """Kept decisions for known ids; the first request of each new id scored, kept
         (first writer wins) and streamed; its repeats in the batch answered as replays."""
         ids = [tx.transaction_id for tx in txs]
-        kept = self.decided.get_many(ids)
-        known = {i: Answer(d, True) for i, d in zip(ids, kept, strict=True) if d is not None}
+        known, scored = self._first_scored(txs, arrivals)
         first = {i: n for n, i in reversed(list(enumerate(ids))) if i not in known}
-        todo = sorted(first.values())
-        scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
         fresh = scored.decisions
         by_id = {tx.transaction_id: tx for tx in txs}
         kept_before = self.record(
@@ -132,10 +129,36 @@ class MicroBatcher:
             for n, i in enumerate(ids)
         ]
 
-    def _score(self, txs: Sequence[Transaction], arrivals: Sequence[float]) -> Scored:
+    def _first_scored(
+        self, txs: Sequence[Transaction], arrivals: Sequence[float]
+    ) -> tuple[dict[str, Answer], Scored]:
+        """The kept decisions of the batch's known ids, and the first request of each other
+        id scored. The check rides with the feature read (`Undecided`: one round trip, not
+        two): when it finds an id decided, that read is abandoned before it wrote anything
+        and the batch goes again without the known ids, as if they had been looked up
+        first. Without a feature read to ride with (no feature engine on this client), the
+        ids are looked up first."""
+        ids = [tx.transaction_id for tx in txs]
+        first = {i: n for n, i in reversed(list(enumerate(ids)))}
+        if self.scorer.carries(self.decided.client):
+            todo = sorted(first.values())
+            unseen = Undecided(self.decided, [ids[n] for n in todo])
+            try:
+                return {}, self._score([txs[n] for n in todo], [arrivals[n] for n in todo], unseen)
+            except AlreadyDecided as exc:
+                kept = exc.found
+        else:
+            kept = {i: d for i, d in zip(ids, self.decided.get_many(ids), strict=True) if d}
+        known = {i: Answer(d, True) for i, d in kept.items()}
+        todo = sorted(n for i, n in first.items() if i not in known)
+        return known, self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
+
+    def _score(
+        self, txs: Sequence[Transaction], arrivals: Sequence[float], unseen: Undecided | None = None
+    ) -> Scored:
         for attempt in range(RETRIES):
             try:
-                return self.scorer.score_explained(txs, arrivals)
+                return self.scorer.score_explained(txs, arrivals, riders=unseen)
             except FeatureStoreError:
                 if attempt == RETRIES - 1:
                     raise

@@ -43,7 +43,8 @@ class Packed(NamedTuple):
 class Riders(Protocol):
     """Another stage's commands sent in a batch's read round trip (`FeatureEngine.submit`),
     so the batch waits on the server once: `fraudstream.lookup.LookupQuery` (the registry
-    pointers and the list lookups). Single-key commands, so a cluster routes each one."""
+    pointers and the list lookups), `fraudstream.stream.decided.Undecided` (the API's
+    idempotency check). Single-key commands, so a cluster routes each one."""
 
     @property
     def commands(self) -> Sequence[Command]: ...
@@ -51,6 +52,21 @@ class Riders(Protocol):
     def deliver(self, replies: list[Any]) -> None:
         """Their replies in order (errors as exception objects), received before the batch
         writes anything: raising abandons the batch, nothing of it is written."""
+
+
+class Together:
+    """Several stages' riders as one: their commands in order, each given its replies."""
+
+    def __init__(self, *riders: Riders) -> None:
+        self.riders = riders
+        self.commands = [c for r in riders for c in r.commands]
+
+    def deliver(self, replies: list[Any]) -> None:
+        start = 0
+        for r in self.riders:
+            n = len(r.commands)
+            r.deliver(replies[start : start + n])
+            start += n
 
 
 class FeatureStoreError(FraudstreamError):

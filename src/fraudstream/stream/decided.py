@@ -120,6 +120,43 @@ def unpack(blob: bytes) -> Decision:
     )
 
 
+class AlreadyDecided(Exception):
+    """Some of a batch's ids were decided before (`Undecided`): the batch was abandoned
+    before it wrote anything."""
+
+    def __init__(self, found: dict[str, Decision]) -> None:
+        super().__init__(f"already decided: {sorted(found)}")
+        self.found = found
+
+
+class Undecided:
+    """The check that a batch's ids were never decided, as riders of its feature read
+    (`fraudstream.features.wire.Riders`): one ``GET`` per id in the read's round trip, not a
+    round trip of its own before it. The replies arrive before the batch writes anything;
+    an id found decided raises `AlreadyDecided` there, so the batch is abandoned with the
+    customer's features untouched, as if it had been looked up first."""
+
+    def __init__(self, store: DecidedStore, transaction_ids: Sequence[str]) -> None:
+        self.commands = [("GET", store.key(t)) for t in transaction_ids]
+        self.ids = list(transaction_ids)
+
+    def deliver(self, replies: list[Any]) -> None:
+        """Raises:
+        redis.ResponseError: a ``GET`` failed.
+        AlreadyDecided: some ids have a kept decision.
+        """
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise (
+                    reply
+                    if isinstance(reply, redis.RedisError)
+                    else redis.ResponseError(str(reply))
+                )
+        found = {t: unpack(blob) for t, blob in zip(self.ids, replies, strict=True) if blob}
+        if found:
+            raise AlreadyDecided(found)
+
+
 class DecidedStore:
     """The kept decisions of one deployment (stream prefix)."""
 
