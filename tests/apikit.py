@@ -27,6 +27,15 @@ START_TIMEOUT_S = 90
 """Generous: the scorer compiles its kernels at start, slow on a loaded host."""
 
 
+def feature_state(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every feature key and its serialized value: what a replay must leave unchanged."""
+    state: dict[bytes, bytes] = {}
+    for key in client.scan_iter(match="fs:*", count=1000):
+        dumped: Any = client.dump(key)
+        state[key] = dumped
+    return state
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from apikit import sample_tx
+from apikit import feature_state, sample_tx
 from fraudstream.api.batcher import Answer, MicroBatcher
 from fraudstream.config import Settings
 from fraudstream.schema import Decision, Explanation, Transaction, decode_transaction
@@ -95,14 +95,6 @@ def test_a_failed_batch_tells_every_waiting_request(
     assert all(isinstance(f, redis.ConnectionError) for f in failures)
 
 
-def _feature_state(client: redis.Redis) -> dict[bytes, bytes]:
-    state: dict[bytes, bytes] = {}
-    for key in client.scan_iter(match="fs:*", count=1000):
-        dumped: Any = client.dump(key)
-        state[key] = dumped
-    return state
-
-
 def test_the_idempotency_check_rides_with_the_read_and_abandons_it_before_any_write(
     settings: Settings, client: redis.Redis
 ) -> None:
@@ -111,16 +103,16 @@ def test_the_idempotency_check_rides_with_the_read_and_abandons_it_before_any_wr
     assert scorer.carries(client)
     kept = scorer.score_batch([_tx(1)])
     decided.keep(kept)
-    state = _feature_state(client)
+    state = feature_state(client)
     assert state
     again = [_tx(2), _tx(1)]
     with pytest.raises(AlreadyDecided) as raised:
         scorer.score_explained(again, riders=Undecided(decided, ["api-2", "api-1"]))
     assert raised.value.found == {"api-1": kept[0]}
-    assert _feature_state(client) == state  # nothing of the batch was written
+    assert feature_state(client) == state  # nothing of the batch was written
     fresh = scorer.score_explained([_tx(2)], riders=Undecided(decided, ["api-2"]))
     assert [d.transaction_id for d in fresh.decisions] == ["api-2"]
-    assert _feature_state(client) != state
+    assert feature_state(client) != state
 
 
 def test_a_batch_holding_decided_ids_scores_only_the_new_ones_once(

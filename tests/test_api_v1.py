@@ -20,7 +20,17 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from apikit import KEY, call, get, post, post_form, sample_tx, start_server, stop_server
+from apikit import (
+    KEY,
+    call,
+    feature_state,
+    get,
+    post,
+    post_form,
+    sample_tx,
+    start_server,
+    stop_server,
+)
 from clikit import run_cli
 from fraudstream.api.keys import KeyStore
 from fraudstream.config import Settings
@@ -40,15 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterato
         yield base
     finally:
         stop_server(proc)
-
-
-def _feature_state(client: redis.Redis) -> dict[bytes, bytes]:
-    """Every feature key and its serialized value: what a replay must leave unchanged."""
-    state: dict[bytes, bytes] = {}
-    for key in client.scan_iter(match="fs:*", count=1000):
-        dumped: Any = client.dump(key)
-        state[key] = dumped
-    return state
 
 
 # --- keys and scopes -------------------------------------------------------------------------
@@ -130,12 +131,12 @@ def test_a_retried_transaction_gets_the_same_decision_and_changes_nothing(
 ) -> None:
     first = call(server, "POST", "/v1/score", sample_tx(10, amount=300.0))
     assert first.status == 200 and "Idempotent-Replay" not in first.headers
-    state = _feature_state(client)
+    state = feature_state(client)
     assert state  # the first request stored the customer's features
     again = call(server, "POST", "/v1/score", sample_tx(10, amount=5.0))
     assert again.status == 200 and again.headers["Idempotent-Replay"] == "true"
     assert again.body == first.body
-    assert _feature_state(client) == state
+    assert feature_state(client) == state
     assert get(server, "/v1/decisions/api-10")[1] == first.body
     streamed: Any = client.xrange("tx.decisions")
     ids = [json.loads(fields[PAYLOAD])["transaction_id"] for _, fields in streamed]
