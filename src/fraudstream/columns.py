@@ -341,14 +341,14 @@ def number_text(raw: pl.Expr, *, money: bool) -> pl.Expr:
     comma in coordinates (``48,8566``). What fits none of these (``1.234.567``) is left as
     it is, and fails to parse, naming its row."""
     text = raw.str.strip_chars()
-    if money:  # a currency sign before or after the number: ``$12.50``, ``-$77``, ``12,50 €``
-        text = text.str.replace(_SIGN_BEFORE, "${1}").str.replace(_SIGN_AFTER, "")
     if not money:
         return (
             pl.when(text.str.contains(",") & ~text.str.contains(r"\."))
             .then(text.str.replace(",", ".", literal=True))
             .otherwise(text)
         )
+    # a currency sign before or after the number: ``$12.50``, ``-$77``, ``12,50 €``
+    text = text.str.replace(_SIGN_BEFORE, "${1}").str.replace(_SIGN_AFTER, "")
     european = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
     return (
         pl.when(text.str.contains(_PLAIN))

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import redis
 
+from fraudstream.features.wire import raise_first_error
 from fraudstream.rules import RuleContext, RuleSet, transaction_columns
 from fraudstream.schema import Transaction
 
@@ -78,13 +78,9 @@ class LookupQuery:
         """The replies of `commands`, in order (`fraudstream.features.wire.Riders`).
 
         Raises:
-            redis.ResponseError: a command failed (as the pipeline of `run` raises it).
+            redis.RedisError: a command failed (as the pipeline of `run` raises it).
         """
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                raise reply
-            if isinstance(reply, Exception):  # hiredis's own error type, from a raw read
-                raise redis.ResponseError(str(reply))
+        raise_first_error(replies)
         self._replies = replies
 
     def run(self) -> Lookup:

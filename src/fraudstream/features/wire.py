@@ -241,6 +241,19 @@ def first_error(replies: Sequence[Any]) -> Exception | None:
     return None
 
 
+def raise_first_error(replies: Sequence[Any]) -> None:
+    """Raise a rider's first failed reply as a pipeline would (`redis.RedisError` as it
+    is; hiredis's own error type, from a raw read, as `redis.ResponseError`).
+
+    Raises:
+        redis.RedisError: a reply is an error.
+    """
+    err = first_error(replies)
+    if err is None:
+        return
+    raise err if isinstance(err, redis.RedisError) else redis.ResponseError(str(err))
+
+
 FUNCTIONS = """#!lua name=fraudstream_features
 -- fs_label: apply one fraud label to a terminal, once.
 --   KEYS[1]  marker key  ({t:ID}:lb:TXID)   set NX: a label already seen changes nothing

@@ -25,6 +25,7 @@ import redis
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
+from fraudstream.features.wire import raise_first_error
 from fraudstream.schema import Decision
 from fraudstream.valkey import is_cluster
 
@@ -142,16 +143,10 @@ class Undecided:
 
     def deliver(self, replies: list[Any]) -> None:
         """Raises:
-        redis.ResponseError: a ``GET`` failed.
+        redis.RedisError: a ``GET`` failed.
         AlreadyDecided: some ids have a kept decision.
         """
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise (
-                    reply
-                    if isinstance(reply, redis.RedisError)
-                    else redis.ResponseError(str(reply))
-                )
+        raise_first_error(replies)
         found = {t: unpack(blob) for t, blob in zip(self.ids, replies, strict=True) if blob}
         if found:
             raise AlreadyDecided(found)
