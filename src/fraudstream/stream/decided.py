@@ -159,7 +159,6 @@ class DecidedStore:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
-        self._keep_all = client.register_script(KEEP_ALL_LUA)
         self._keep_streamed = client.register_script(KEEP_STREAMED_LUA)
 
     def key(self, transaction_id: str) -> str:
@@ -221,15 +220,18 @@ class DecidedStore:
         replies: Any = self._keep_streamed(keys, args)
         return [unpack(blob) if blob else None for blob in replies]
 
-    def queue_keep(self, pipe: Pipeline, decisions: Sequence[Decision]) -> None:
-        """`keep` without the answers, queued on a pipeline of the caller's: the stream
+    def keep_commands(self, decisions: Sequence[Decision]) -> list[tuple[Any, ...]]:
+        """`keep` without the answers, as commands for the caller's transaction: the stream
         workers' fenced commit keeps its decisions in the same MULTI/EXEC as their stream
         entries and acks, so a transaction decided by a worker is found by id like one
-        decided by the API. One script call for the batch: a ``SET`` per decision would
-        cost the worker about as much as its ``XADD`` of the decision."""
-        if decisions:
-            keys = [self.key(d.transaction_id) for d in decisions]
-            self._keep_all(keys, [self.ttl_s, *map(pack, decisions)], client=pipe)
+        decided by the API. One script call for the batch (``EVAL``, not ``EVALSHA``: inside
+        a MULTI a script missing from the server's cache would fail after the rest of the
+        transaction applied); a ``SET`` per decision would cost the worker about as much as
+        its ``XADD`` of the decision."""
+        if not decisions:
+            return []
+        keys = [self.key(d.transaction_id) for d in decisions]
+        return [("EVAL", KEEP_ALL_LUA, len(keys), *keys, self.ttl_s, *map(pack, decisions))]
 
     def queue_replace(self, pipe: Pipeline, decisions: Sequence[Decision]) -> None:
         """Keep these decisions in place of the ones kept (a step-up's final answer replaces

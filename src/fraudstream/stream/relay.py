@@ -37,7 +37,7 @@ from typing import Any
 
 from fraudstream.schema import Decision, Explanation
 from fraudstream.stream.batch import Batch
-from fraudstream.stream.commit import Committer, decision_entry
+from fraudstream.stream.commit import Committer, decision_entry, flat
 from fraudstream.stream.consumer import DeadLetter
 from fraudstream.stream.decided import pack
 from fraudstream.stream.keys import GROUP
@@ -195,7 +195,7 @@ class ClusterCommitter(Committer):
             pipe.xrange(self.keys.outbox(p))
         replies: list[Any] = pipe.execute()
         outboxes = {
-            p: [(i, _flat(f)) for i, f in reply]
+            p: [(i, flat(f)) for i, f in reply]
             for p, reply in zip(partitions, replies, strict=True)
             if reply
         }
@@ -222,11 +222,11 @@ class ClusterCommitter(Committer):
             tx = decision.transaction_id
             entry = decision_entry(decision, transactions.get(tx), explanations.get(tx))
             extra = {KIND: b"d", TX_ID: tx, KEPT: pack(decision)}
-            parts[streams[stream].partition].outbox.append(_flat({**entry, **extra}))
+            parts[streams[stream].partition].outbox.append(flat({**entry, **extra}))
         for record in dead:
             if record["stream"] in streams:
                 part = parts[streams[str(record["stream"])].partition]
-                part.outbox.append(_flat({**record, KIND: b"x"}))
+                part.outbox.append(flat({**record, KIND: b"x"}))
         return {p: part for p, part in parts.items() if part.ids}
 
     def _fence_parts(
@@ -277,8 +277,8 @@ class ClusterCommitter(Committer):
         keys = [self.keys.relayed, self.keys.decisions, self.keys.deadletter, self.keys.labels]
         args: list[Any] = [self.decisions_maxlen, GROUP, len(labels), *labels, len(label_dead)]
         for record in label_dead:
-            flat = _flat(record)
-            args += [len(flat), *flat]
+            fields = flat(record)
+            args += [len(fields), *fields]
         for p, entries in outboxes.items():
             args += [p, len(entries)]
             for entry_id, fields in entries:
@@ -302,13 +302,6 @@ class ClusterCommitter(Committer):
                     queued = True
         if queued:
             pipe.execute()
-
-
-def _flat(fields: Mapping[Any, Any] | Sequence[Any]) -> list[Any]:
-    """Field/value arguments of a stream entry (given as a mapping, or flat already)."""
-    if isinstance(fields, Mapping):
-        return [x for pair in fields.items() for x in pair]
-    return list(fields)
 
 
 def _split(fields: list[bytes]) -> tuple[bytes, list[bytes]]:
