@@ -149,9 +149,11 @@ class DemoRun:
         secret = secrets.token_hex(16)
         with LocalReceiver(secret) as receiver:
             self._start_workers()
+            consumers = time.monotonic()
             self._start_consumers(receiver.url, secret)
             try:
                 self._wait_for_workers()
+                self._wait_for_consumers(consumers)
                 t0 = time.monotonic()
                 producer = threading.Thread(target=self._produce, daemon=True)
                 producer.start()
@@ -192,6 +194,32 @@ class DemoRun:
                 )
             )
             log.close()
+
+    def _wait_for_consumers(self, started: float, timeout: float = 30.0) -> None:
+        """Until the sink and the alerts consumer read the decisions stream (a read of each
+        since ``started``), or ``timeout``, or a process exited (its log says why; the report
+        shows what was stored and alerted). Traffic started beside them, their start-up
+        (imports, the schema migration: ~2 s of CPU each) took the cores from the workers
+        and made the run's slowest decisions."""
+        from fraudstream.alerts.consumer import ALERTS_GROUP
+        from fraudstream.store.sink import SINK_GROUP
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            age_ms = (time.monotonic() - started) * 1000
+            if all(self._reading(group, age_ms) for group in (SINK_GROUP, ALERTS_GROUP)):
+                return
+            if any(proc.poll() is not None for proc in self._procs):
+                return
+            time.sleep(0.1)
+
+    def _reading(self, group: str, within_ms: float) -> bool:
+        """A consumer of ``group`` read the decisions stream in the last ``within_ms``."""
+        try:
+            consumers: Any = self.client.xinfo_consumers(self.keys.decisions, group)
+        except redis.ResponseError:  # the group is not created yet
+            return False
+        return any(int(c["idle"]) < within_ms for c in consumers)
 
     def _wait_for_store(self, engine: sa.Engine, timeout: float = 30.0) -> None:
         """Until the sink holds every decision of the run (or ``timeout``)."""
