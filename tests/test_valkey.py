@@ -31,6 +31,9 @@ def test_start_reuse_stop(server: EmbeddedValkey) -> None:
     client = redis.Redis(host=info.host, port=info.port, password=info.password)
     config = client.config_get("appendonly") | client.config_get("appendfsync")
     assert config == {"appendonly": "yes", "appendfsync": "everysec"}
+    # rewritten past 1 GB, not 64 MB: each rewrite takes a core from the workers
+    rewrite = client.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"]
+    assert rewrite == str(1 << 30)
     assert client.config_get("bind")["bind"] == "127.0.0.1"
     assert (server.dir / "password").stat().st_mode & 0o777 == 0o600
     assert server.stop() is True
