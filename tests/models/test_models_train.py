@@ -15,6 +15,7 @@ from fraudstream.models import (
     evaluate_detailed,
     train,
 )
+from fraudstream.models.bundle import rounded
 from fraudstream.models.train import resolve_protocol
 from fraudstream.simulate import SimulationResult
 
@@ -100,6 +101,46 @@ def test_explanations_name_the_features(trained: TrainedModel) -> None:
     assert len(codes) == 5 and all(1 <= len(c) <= 3 for c in codes)
     names = set(trained.bundle.feature_names)
     assert all(code.split(":")[0] in names for row in codes for code in row)
+
+
+def test_explanation_holds_each_value_and_each_contribution(trained: TrainedModel) -> None:
+    """Every model feature's value (None where missing) and every non-zero contribution,
+    rounded to 6 decimals, as the model computed them."""
+    ev = evaluate_detailed(trained, None, None)
+    X = trained.dataset.matrix(ev.test)[:40].copy()  # type: ignore[union-attr]
+    X[3, 0] = np.nan
+    bundle = trained.bundle
+    contributions = bundle.contributions(X)
+    names = bundle.feature_names
+    explained = bundle.explanations(X, top=3)
+    assert [codes for codes, _ in explained] == bundle.explain(X, top=3)
+    for row, (_, explanation) in enumerate(explained):
+        assert list(explanation.features) == names
+        for j, name in enumerate(names):
+            value = explanation.features[name]
+            if np.isnan(X[row, j]):
+                assert value is None
+            else:
+                assert value == round(float(X[row, j]), 6)
+        used = [n for j, n in enumerate(names) if contributions[row, j] != 0.0]
+        assert list(explanation.contributions) == used
+        for name in used:
+            want = round(float(contributions[row, names.index(name)]), 6)
+            assert explanation.contributions[name] == want
+    assert explained[3][1].features[names[0]] is None
+
+
+def test_rounded_is_pythons_round() -> None:
+    rng = np.random.default_rng(0)
+    a = np.concatenate(
+        [
+            rng.normal(0, 50, 3000),
+            np.round(rng.normal(0, 50, 1000), 6) + 5e-7,  # beside a half
+            [0.0, -0.0, 1e9 + 0.1234567, -3e12 / 7, 2.5e-7, -2.5e-7, np.inf, -np.inf],
+        ]
+    ).reshape(-1, 4)
+    got = rounded(a)
+    assert got.tolist() == [[round(float(v), 6) for v in row] for row in a]
 
 
 def test_compare_a_model_with_itself(trained: TrainedModel) -> None:

@@ -151,18 +151,23 @@ class ModelBundle:
 
     def explanations(self, X: F64, top: int = 3) -> list[tuple[list[str], Explanation]]:
         """Per row, the ``top`` reason codes and the `Explanation` behind them (every model
-        feature's value and contribution, rounded to 6 decimals)."""
+        feature's value and contribution, rounded to 6 decimals: `rounded`)."""
         x = self._x(X)
         contributions = self.contributions(X)
         names = self.feature_names
         codes = reason_codes(contributions, x, names, top)
+        values = rounded(x)
+        values[np.isnan(x)] = None
+        value_rows = values.tolist()
+        c = contributions[:, : len(names)]
+        parts = rounded(c).tolist()
+        nonzero = (c != 0.0).tolist()
         out = []
         for row, reasons in enumerate(codes):
-            values = zip(names, x[row].tolist(), strict=True)
-            parts = zip(names, contributions[row, : len(names)].tolist(), strict=True)
+            part, used = parts[row], nonzero[row]
             explanation = Explanation(
-                features={n: None if v != v else round(v, 6) for n, v in values},  # NaN: None
-                contributions={n: round(c, 6) for n, c in parts if c != 0.0},
+                features=dict(zip(names, value_rows[row], strict=True)),
+                contributions={n: part[j] for j, n in enumerate(names) if used[j]},
             )
             out.append((reasons, explanation))
         return out
@@ -172,3 +177,19 @@ class ModelBundle:
         gain = self.booster.feature_importance(importance_type="gain")
         pairs = sorted(zip(self.feature_names, gain.tolist(), strict=True), key=lambda p: -p[1])
         return {n: float(g) for n, g in pairs}
+
+
+def rounded(a: F64) -> NDArray[np.object_]:
+    """``round(v, 6)`` of every value, as Python floats, for the matrix at once: rounded one
+    by one, 80 explained rows of a batch of 500 cost ~5 ms, ~10 µs a transaction. numpy's
+    rounding (scale, round half to even, scale back) equals Python's (correctly rounded)
+    except beside a half, where the scaling's own error can tip it, and for magnitudes the
+    scaling leaves inexact (>= 1e9): those few are rounded by Python."""
+    scaled = a * 1e6
+    out = (np.rint(scaled) / 1e6).astype(object)
+    with np.errstate(invalid="ignore"):
+        off_half = np.abs(scaled - np.floor(scaled) - 0.5)
+        odd = (off_half < 1e-3) | (np.abs(a) >= 1e9)
+    for i, j in zip(*np.nonzero(odd), strict=True):
+        out[i, j] = round(float(a[i, j]), 6)
+    return out
