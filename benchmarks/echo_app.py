@@ -1,6 +1,6 @@
 """The HTTP stack's ceiling: a bare Starlette app answering ``POST /v1/score`` with the body it
-got, served by uvicorn the way ``fraudstream serve`` serves the API (`uvicorn.run`, default
-loop and HTTP implementation, log level warning).
+got, served by uvicorn the way ``fraudstream serve`` serves the API (`uvicorn.run` with
+`fraudstream.api.serving.uvicorn_options`: httptools, uvloop).
 
 Run: ``python benchmarks/echo_app.py PORT`` (`bench_api.py` starts it).
 """
@@ -14,6 +14,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from fraudstream.api.serving import uvicorn_options
 
 
 async def echo(request: Request) -> Response:
@@ -29,4 +31,4 @@ app = Starlette(
 )
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), **uvicorn_options())

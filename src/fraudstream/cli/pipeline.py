@@ -396,7 +396,7 @@ def serve(
     from fraudstream import metrics
     from fraudstream.api import create_app
     from fraudstream.api.auth import ensure_api_key
-    from fraudstream.api.serving import GRACE_S, serve_processes
+    from fraudstream.api.serving import serve_processes, uvicorn_options
 
     settings = settings_from(config, api_host=host, api_port=port)
     metrics.setup(settings.data_dir)  # before the app and its children: one folder for all
@@ -418,6 +418,5 @@ def serve(
         app_,
         host=settings.api_host,
         port=settings.api_port,
-        log_level="warning",
-        timeout_graceful_shutdown=GRACE_S,
+        **uvicorn_options(),
     )
