@@ -94,12 +94,16 @@ def test_producer_keeps_each_customer_on_one_partition_in_order(
     assert len(seen) == 9
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
 def test_end_to_end_every_transaction_gets_one_decision(
-    client: redis.Redis, settings: Settings
+    client: redis.Redis, settings: Settings, valkey_url: str, protocol: int
 ) -> None:
+    """Whichever protocol the worker's client speaks (RESP3 is redis-py's default from 7 on,
+    RESP2 before): the worker reads and commits raw replies of either shape."""
     txs = _txs(500)
     Producer(client, _keys(settings), batch_size=100).send(txs)
-    stats = _worker(client, settings).run(burst=True, handle_signals=False)
+    speaking = redis.Redis.from_url(valkey_url, protocol=protocol)
+    stats = _worker(speaking, settings).run(burst=True, handle_signals=False)
     decisions = _decisions(client, settings)
     assert sorted(d.transaction_id for d in decisions) == sorted(t.transaction_id for t in txs)
     assert stats.processed == 500 and stats.dead_lettered == 0
