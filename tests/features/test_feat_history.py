@@ -16,6 +16,7 @@ import redis
 
 from featkit import FIXED_CLOCK, frame_of, tx
 from fraudstream.features import FeatureEngine, backfill, default_feature_set
+from fraudstream.features.history import _isin
 
 PARIS: dict[str, Any] = {"lat": 48.8566, "lon": 2.3522, "x": None, "y": None}
 NEW_YORK: dict[str, Any] = {"lat": 40.7128, "lon": -74.0060, "x": None, "y": None}
@@ -125,3 +126,14 @@ def test_a_redelivery_never_counts_twice_within_the_lateness(
     out = e.compute_batch([tx(100, minutes=1.0, amount=1.0)])
     assert snapshot(client) == before and e.stats.late >= 1
     assert value(e, out, "customer_tx_count_1h") == 70.0
+
+
+@pytest.mark.parametrize(("shape", "tested"), [((1,), 1), ((3, 64), 2), ((300, 64), 40)])
+def test_membership_is_numpys_at_any_size(shape: tuple[int, ...], tested: int) -> None:
+    """`mark_new_places` tests membership by broadcasting when small: the same answer as
+    ``np.isin``, on both sides of the size where it switches."""
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 50, shape).astype(np.uint64)
+    test = rng.integers(0, 50, tested).astype(np.uint64)
+    assert np.array_equal(_isin(values, test), np.isin(values, test))
+    assert np.array_equal(_isin(values, test[:0]), np.isin(values, test[:0]))

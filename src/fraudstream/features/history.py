@@ -202,5 +202,18 @@ def mark_new_places(
     hit_row, hit_slot = np.nonzero(ids == txid[at][:, None])
     blobs["h_id"][rows[hit_row], hit_slot] |= NEW_PLACE
     # Later transactions of the same customers found these entries before they were flagged.
-    later = np.flatnonzero(np.isin(cust, rows))
-    found.prev_new[later] |= np.isin(found.prev_id[later], txid[at])
+    later = np.flatnonzero(_isin(cust, rows))
+    found.prev_new[later] |= _isin(found.prev_id[later], txid[at])
+
+
+SMALL_ISIN = 4096
+"""Below this many pairs, `_isin` compares every pair: ``np.isin`` sorts, ~12 µs a call
+whatever the size, most of what a batch of one spends flagging a new place."""
+
+
+def _isin(values: np.ndarray, test: np.ndarray) -> NDArray[np.bool_]:
+    """``np.isin(values, test)`` (same result), by broadcasting when both are small."""
+    if values.size * test.size > SMALL_ISIN:
+        return np.isin(values, test)
+    hit: NDArray[np.bool_] = (values[..., None] == test).any(axis=-1)
+    return hit
