@@ -182,6 +182,21 @@ class Family:
                 out.append((w, members[0], 64 - low, f"u{low}"))
         return tuple(out)
 
+    @cached_property
+    def field_bits(self) -> NDArray[np.int64]:
+        """Shared blocks: each of `fields`' bit offset in a block's first tile (built once,
+        every batch's write reads it: never change it; left writeable, as the compiled
+        kernels that read it were compiled for)."""
+        bits = [w * self.slots * 64 + bit for w, _, bit, _ in self.fields]
+        return np.array(bits, dtype=np.int64)
+
+    @cached_property
+    def field_codes(self) -> NDArray[np.int64]:
+        """Shared blocks: each of `fields`' type as a number, ``i40`` -> 40, ``u24`` -> -24
+        (`fraudstream.features.resp.field_type` reads them back; never change it)."""
+        codes = [int(kind[1:]) * (1 if kind[0] == "i" else -1) for *_, kind in self.fields]
+        return np.array(codes, dtype=np.int64)
+
     def word_of(self, counter: str) -> tuple[int, int]:
         """(word index, bit shift) of a counter in a shared block."""
         for w, members in enumerate(self.words):

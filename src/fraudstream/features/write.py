@@ -240,30 +240,20 @@ class Writer:
         if not fam.fields or not contrib["n"].any():
             return None
         added = np.array([contrib[c] for _, c, _, _ in fam.fields], dtype=np.int64)
-        word = np.array([w * fam.slots * 64 + bit for w, _, bit, _ in fam.fields], dtype=np.int64)
         own = np.ascontiguousarray(rows[:, 1])  # the block of the transaction's own tile
         row, ops, offset, value, first_ts = family_increments(
-            own, self.b.ts, contrib["n"], fam.tile_us, fam.slots, added, word, len(uniq)
+            own, self.b.ts, contrib["n"], fam.tile_us, fam.slots, added, fam.field_bits, len(uniq)
         )
-        kinds = np.array([_field_code(kind) for *_, kind in fam.fields], dtype=np.int64)
-        absent = np.fromiter(
-            (values[start + r] is None for r in row.tolist()), dtype=bool, count=len(row)
-        )
+        absent = np.array([values[start + r] is None for r in row.tolist()], dtype=bool)
         ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts)
         return BlockWrites(
             key=start + row,
             ops=ops,
-            field=np.tile(kinds, len(value) // len(kinds)),
+            field=np.tile(fam.field_codes, len(value) // len(fam.fields)),
             offset=offset,
             value=value,
             ttl=np.where(absent, ttl, 0),
         )
-
-
-def _field_code(kind: str) -> int:
-    """``i40`` -> 40, ``u24`` -> -24 (`fraudstream.features.resp.field_type`)."""
-    bits = int(kind[1:])
-    return bits if kind[0] == "i" else -bits
 
 
 @dataclass
