@@ -29,7 +29,7 @@ from fraudstream.features.layout import (
     SHIFT,
     Family,
     Plan,
-    empty_blobs,
+    copy_records,
 )
 from fraudstream.features.neighbours import NeighbourInputs, decode_neighbours, neighbour_key
 from fraudstream.features.profiles import StaticInputs, decode_profiles, profile_key
@@ -69,7 +69,7 @@ def decode_blobs(plan: Plan, raws: Sequence[bytes | None]) -> tuple[np.ndarray, 
     unreadable: another size or layout version (corrupt, or left by another release or
     feature set). Those read as fresh state, as absent ones do."""
     size = plan.blob.itemsize
-    template = empty_blobs(plan, 1).tobytes()
+    template = plan.fresh_blob
     sized = [raw is None or len(raw) == size for raw in raws]
     parts = [raw if raw and ok else template for raw, ok in zip(raws, sized, strict=True)]
     blobs = np.frombuffer(b"".join(parts), dtype=plan.blob)
@@ -235,7 +235,7 @@ class BatchRun(Writer):
         (admitting the transactions that are neither duplicates nor late), then the
         first-seen sets, with what each transaction found of them."""
         blobs, blocks, known = self._decode(values, self._layout)
-        new = blobs.copy()
+        new = copy_records(blobs)
         found = self._admit(new)
         valid = found.admitted
         first_seen, seen_present = self._first_seen(new, valid)

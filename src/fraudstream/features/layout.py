@@ -229,6 +229,12 @@ class Plan:
     def shared(self) -> list[Family]:
         return [f for f in self.families if not f.owned]
 
+    @cached_property
+    def fresh_blob(self) -> bytes:
+        """The state of a customer never seen (`empty_blobs`), built once: what an absent or
+        unreadable blob reads as."""
+        return empty_blobs(self, 1).tobytes()
+
     def family_of(self, agg: Aggregate) -> Family:
         for fam in self.families:
             if agg in fam.aggregates:
@@ -306,3 +312,15 @@ def empty_blobs(plan: Plan, n: int) -> np.ndarray:
             if empty_value(c):
                 out[f"r{fam.index}_{c}"] = empty_value(c)
     return out
+
+
+def record_bytes(records: np.ndarray) -> NDArray[np.uint8]:
+    """Contiguous records as rows of bytes (a view). Copying or indexing them so is ~5x
+    faster than as records (numpy goes field by field through the blob's ~40 fields):
+    ~10 µs -> ~2 µs for one customer's blob."""
+    return records.view(np.uint8).reshape(len(records), records.dtype.itemsize)
+
+
+def copy_records(records: np.ndarray) -> np.ndarray:
+    """A writeable copy of contiguous records, byte for byte (see `record_bytes`)."""
+    return record_bytes(records).copy().view(records.dtype).reshape(len(records))

@@ -26,6 +26,7 @@ from fraudstream.features.layout import (
     US,
     Family,
     empty_value,
+    record_bytes,
 )
 from fraudstream.features.resp import bitfield_commands, field_type, set_commands
 from fraudstream.features.rings import advance, combine_into
@@ -140,14 +141,14 @@ class Writer:
 
     def _packed_write(self, blobs: np.ndarray, rows: I64, blocks: BlockWrites) -> list[Packed]:
         """The write as protocol bytes: the customers' ``SET``, then the block commands."""
-        state = blobs[rows].view(np.uint8).reshape(len(rows), -1)
+        state = record_bytes(blobs)[rows]
         sets = Packed(set_commands(*self._encoded, rows, state, self.e.ttl_s), len(rows))
         return [sets, blocks.packed(*self._encoded)]
 
     def _states(self, blobs: np.ndarray, rows: I64) -> list[tuple[int, bytes]]:
         """(customer, its new state's bytes) for each row."""
         size = self.plan.blob.itemsize
-        packed = blobs[rows].tobytes()
+        packed = record_bytes(blobs)[rows].tobytes()
         return [(u, packed[j * size : (j + 1) * size]) for j, u in enumerate(rows.tolist())]
 
     def _write_cluster(
