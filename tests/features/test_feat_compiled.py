@@ -25,7 +25,7 @@ from fraudstream.features.definitions import (
     FirstSeen,
     default_feature_set,
 )
-from fraudstream.features.kernels import NONE_TS, RawInputs, finalize
+from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize
 from fraudstream.features.layout import EMPTY_LO, GRID, LATLON, S_CAP, US, Plan, compile_plan
 from fraudstream.features.online import FeatureEngine
 from fraudstream.features.profiles import StaticInputs, empty_profiles
@@ -204,3 +204,23 @@ def test_compiled_equals_numpy_on_what_the_engine_gathers(
     assert len(seen) > 30
     for plan, raw in seen:
         same_bits(compiled.compiled_finalize(plan, raw), finalize(plan, raw))
+
+
+def test_cells_are_the_clipped_formula() -> None:
+    """`kernels.cells` (what the history keeps, and the home features) is the clipped
+    floor of each coordinate, grid and lat/lon, edges and out-of-range values included."""
+    fs = default_feature_set()
+    plan = compile_plan(fs)
+    a = np.array([0.0, -0.0, 12.7, -1e9, 1e9, 48.85, -90.0, 90.0, 1e9, 0.0])
+    b = np.array([0.0, 5.5, -3.2, 1e9, -1e9, 2.35, -180.0, 180.0, -1e9, 0.0])
+    sys = np.array([GRID] * 5 + [LATLON] * 4 + [0], dtype=np.uint8)
+    g, ll = sys == GRID, sys == LATLON
+    want = np.zeros(len(a), dtype=np.int64)
+    gi = np.clip(np.floor(a[g] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+    gj = np.clip(np.floor(b[g] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+    want[g] = 1 + gi * 65536 + gj
+    li = np.clip(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 0, 32767).astype(np.int64)
+    lj = np.clip(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 0, 65535).astype(np.int64)
+    want[ll] = (1 << 31) + li * 65536 + lj
+    assert cells(plan, sys, a, b).tolist() == want.tolist()
+    assert cells(plan, sys[:1], a[:1], b[:1]).tolist() == want[:1].tolist()

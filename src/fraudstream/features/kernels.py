@@ -119,14 +119,21 @@ def cells(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
     out = np.zeros(len(sys), dtype=np.int64)
     # Each system only if present: a small batch often has one, and each step costs ~1 µs.
     if (grid := sys == GRID).any():
-        gi = np.clip(np.floor(a[grid] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
-        gj = np.clip(np.floor(b[grid] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+        gi = _within(np.floor(a[grid] / fs.home_cell_grid) + 16384, 32767).astype(np.int64)
+        gj = _within(np.floor(b[grid] / fs.home_cell_grid) + 16384, 32767).astype(np.int64)
         out[grid] = 1 + gi * 65536 + gj
     if (ll := sys == LATLON).any():
-        li = np.clip(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 0, 32767).astype(np.int64)
-        lj = np.clip(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 0, 65535).astype(np.int64)
+        li = _within(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 32767).astype(np.int64)
+        lj = _within(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 65535).astype(np.int64)
         out[ll] = (1 << 31) + li * 65536 + lj
     return out
+
+
+def _within(x: F64, top: float) -> F64:
+    """``np.clip(x, 0, top)`` in a quarter of the time on a few elements (``np.clip`` costs
+    ~2 µs a call whatever the size). The same values but for the sign of a zero (``np.clip``
+    keeps -0.0): only for what is then cast to integers."""
+    return np.minimum(np.maximum(x, 0.0), top)
 
 
 def _cell_center(plan: Plan, cell: I64) -> tuple[NDArray[np.uint8], F64, F64]:
