@@ -467,12 +467,15 @@ class BatchRun(Writer):
         for j, spec in enumerate(self.plan.features.first_seen):
             code = self.codes[spec.what]
             has = code >= 0
-            idx = np.flatnonzero(has)
             hashes = self.e.hashes.lookup(self.uniq[spec.what])
             count = blobs[f"s{j}_n"].astype(np.int64)
             state = SeenState(blobs[f"s{j}_cur"], blobs[f"s{j}_prev"], count)
-            first = np.zeros(self.n, dtype=bool)
-            first[idx] = replay(spec, state, cust[idx], hashes[code[idx]], valid[idx])
+            if has.all():  # the usual case: no subset to take (~1 µs per array)
+                first = replay(spec, state, cust, hashes[code], valid)
+            else:
+                idx = np.flatnonzero(has)
+                first = np.zeros(self.n, dtype=bool)
+                first[idx] = replay(spec, state, cust[idx], hashes[code[idx]], valid[idx])
             blobs[f"s{j}_n"] = state.count
             flags[spec.name], present[spec.name] = first, has
         return flags, present

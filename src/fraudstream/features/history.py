@@ -92,9 +92,11 @@ def admit(
     by ``cust``): ``cents`` already clipped and ``cell`` computed as the history keeps them,
     ``place`` = (system, a, b) of each transaction."""
     n, k = len(ts), blobs["h_ts"].shape[1]
-    _, first = np.unique(txid, return_index=True)
-    repeat = np.ones(n, dtype=bool)
-    repeat[first] = False
+    repeat = np.zeros(n, dtype=bool)
+    if n > 1:  # a batch of one repeats nothing of itself (np.unique: ~3 µs)
+        _, first = np.unique(txid, return_index=True)
+        repeat[:] = True
+        repeat[first] = False
     found = Found(
         status=np.zeros(n, dtype=np.int8),
         prev_ts=np.full((n, k), none_ts, dtype=np.int64),
