@@ -250,7 +250,7 @@ class Writer:
         return BlockWrites(
             key=start + row,
             ops=ops,
-            field=np.tile(fam.field_codes, len(value) // len(fam.fields)),
+            field=np.repeat(fam.field_codes[None, :], len(value) // len(fam.fields), 0).ravel(),
             offset=offset,
             value=value,
             ttl=np.where(absent, ttl, 0),
