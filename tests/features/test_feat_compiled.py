@@ -25,7 +25,7 @@ from fraudstream.features.definitions import (
     FirstSeen,
     default_feature_set,
 )
-from fraudstream.features.kernels import NONE_TS, RawInputs, cells, finalize
+from fraudstream.features.kernels import NONE_TS, RawInputs, _cell_center, cells, finalize
 from fraudstream.features.layout import EMPTY_LO, GRID, LATLON, S_CAP, US, Plan, compile_plan
 from fraudstream.features.online import FeatureEngine
 from fraudstream.features.profiles import StaticInputs, empty_profiles
@@ -224,3 +224,20 @@ def test_cells_are_the_clipped_formula() -> None:
     want[ll] = (1 << 31) + li * 65536 + lj
     assert cells(plan, sys, a, b).tolist() == want.tolist()
     assert cells(plan, sys[:1], a[:1], b[:1]).tolist() == want[:1].tolist()
+
+
+@pytest.mark.parametrize(("grid", "deg"), [(5.0, 0.1), (0.3, 0.07)])
+def test_compiled_cell_centres_are_numpys_bit_for_bit(grid: float, deg: float) -> None:
+    """The home's centre (``distance_from_home``) computed in the compiled loop is
+    `kernels._cell_center`'s, bit for bit, for grid and lat/lon cells and none."""
+    fs = default_feature_set()
+    plan = compile_plan(FeatureSet(fs.aggregates, home_cell_grid=grid, home_cell_deg=deg))
+    rng = np.random.default_rng(5)
+    grid_cells = 1 + rng.integers(0, 32768, 200) * 65536 + rng.integers(0, 65536, 200)
+    ll_cells = (1 << 31) + rng.integers(0, 32768, 200) * 65536 + rng.integers(0, 65536, 200)
+    edges = [0, 1, 65536, 32767 * 65536 + 65535 + 1, 1 << 31, (1 << 31) + 32767 * 65536 + 65535]
+    cell = np.concatenate([np.array(edges), grid_cells, ll_cells]).astype(np.int64)
+    want: list[np.ndarray] = list(_cell_center(plan, cell))
+    got: list[np.ndarray] = list(compiled._centres(cell, grid, deg))
+    for w, g in zip(want, got, strict=True):
+        assert w.dtype == g.dtype and w.tobytes() == g.tobytes()
