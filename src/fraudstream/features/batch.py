@@ -282,8 +282,7 @@ class BatchRun(Writer):
             uniq, rows = block_rows(code, b.ts, fam.tile_us, fam.span, fam.slots, BLOCK_KEY)
             prefix = self.prefixes(fam)
             start = len(keys)
-            codes, numbers = (uniq // BLOCK_KEY).tolist(), (uniq % BLOCK_KEY).tolist()
-            keys += [prefix[c] + str(k) for c, k in zip(codes, numbers, strict=True)]
+            keys += [prefix[u // BLOCK_KEY] + str(u % BLOCK_KEY) for u in uniq.tolist()]
             layout["blocks"][fam.index] = (start, uniq, rows)
         layout["kf_start"] = len(keys)
         if e.wants_known_fraud:

@@ -221,12 +221,14 @@ class Plan:
     def names(self) -> list[str]:
         return self.features.names
 
-    @property
+    @cached_property
     def owned(self) -> list[Family]:
+        """The owned families (built once: every batch walks them; do not change it)."""
         return [f for f in self.families if f.owned]
 
-    @property
+    @cached_property
     def shared(self) -> list[Family]:
+        """The shared families (built once, as `owned`)."""
         return [f for f in self.families if not f.owned]
 
     @cached_property
