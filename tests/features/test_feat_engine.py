@@ -27,7 +27,7 @@ from fraudstream.features import (
 from fraudstream.features.batch import BatchRun
 from fraudstream.features.profiles import profile_key
 from fraudstream.features.sample import synthetic_history
-from fraudstream.features.wire import Session
+from fraudstream.features.wire import Session, Wire
 from fraudstream.schema import Label, Transaction
 
 FRAUD_AT_T9 = Label(
@@ -611,3 +611,22 @@ def test_shared_blocks_of_another_packing_are_never_read(client: redis.Redis) ->
     out = new.compute_batch([tx(9, minutes=9, customer="c9", terminal_id="T9")])
     assert col(new, out, "terminal_tx_count_1d") == [1.0]
     assert col(new, out, "terminal_amount_sum_1d") == [19.0]  # its own amount, nothing else
+
+
+@pytest.mark.integration
+def test_sessions_reuse_receive_buffers_and_never_share_one(client: redis.Redis) -> None:
+    """A batch's session takes the receive buffer a closed one gave back (a fresh 256 KB a
+    batch costs its zeroing); sessions open at once each have their own."""
+    wire = Wire(client)
+    first, second = wire.open(), wire.open()
+    assert first._buffer is not second._buffer
+    assert first.run([("ECHO", "a" * 300_000)]) == [b"a" * 300_000]
+    used = first._buffer
+    first.close()
+    third, fourth = wire.open(), wire.open()
+    assert third._buffer is used and fourth._buffer is not used
+    assert fourth._buffer is not second._buffer
+    assert third.run([("ECHO", "b" * 300_000), ("ECHO", "c")]) == [b"b" * 300_000, b"c"]
+    for session in (second, third, fourth):
+        session.close()
+    assert len(wire._buffers) == 3
