@@ -585,13 +585,14 @@ def test_on_a_cluster_a_batch_sends_one_round_trip_per_node_and_equals_one_node(
 @pytest.mark.integration
 def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Redis) -> None:
     """A first batch seconds late (numba compiling) makes a worker lose its leases."""
+    from fraudstream.features import blocks, history, resp, seen, windows
     from fraudstream.features import compiled as columns
-    from fraudstream.features import history, resp, seen, windows
 
     e = engine(client)
     kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
     kernels += [history._admit, seen._replay, resp._bitfields, resp._keys, resp._sets]
     kernels += [seen._positions, columns._home_cells, columns._centres, columns._columns]
+    kernels += [blocks.block_rows, blocks.family_increments, blocks.new_block_ttls]
     compiled = [len(k.signatures) for k in kernels]
     assert all(compiled)
     e.compute_batch([tx(1, customer="solo")])

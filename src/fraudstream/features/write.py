@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.blocks import family_increments
+from fraudstream.features.blocks import family_increments, new_block_ttls
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.kernels import sketch_bits
 from fraudstream.features.layout import (
@@ -246,14 +246,17 @@ class Writer:
             own, self.b.ts, contrib["n"], fam.tile_us, fam.slots, added, fam.field_bits, len(uniq)
         )
         absent = np.array([values[start + r] is None for r in row.tolist()], dtype=bool)
-        ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts)
+        late_us = self.plan.lateness_s * US
+        ttl = new_block_ttls(
+            uniq, row, first_ts, absent, BLOCK_KEY, fam.slots, fam.span, fam.tile_us, late_us, US
+        )
         return BlockWrites(
             key=start + row,
             ops=ops,
             field=np.repeat(fam.field_codes[None, :], len(value) // len(fam.fields), 0).ravel(),
             offset=offset,
             value=value,
-            ttl=np.where(absent, ttl, 0),
+            ttl=ttl,
         )
 
 
