@@ -128,6 +128,7 @@ class BatchRun(Writer):
             self.uniq[entity] = list(index)
         self._prev: dict[str, I64] = {}
         self._contribs = {}
+        self._present = {}
         self._layout: dict[str, Any] = {}
         self._session: Session
         """The connection of the read (`send_read`) and then the write (one node)."""
@@ -438,7 +439,7 @@ class BatchRun(Writer):
             loc_a=b.loc_a,
             loc_b=b.loc_b,
             sums=sums,
-            present={e: self.codes[e] >= 0 for e in ENTITIES},
+            present={e: self.present(e) for e in ENTITIES},
             prev_ts=found.prev_ts,
             prev_cents=found.prev_cents,
             prev_cell=found.prev_cell,
