@@ -241,3 +241,22 @@ def test_compiled_cell_centres_are_numpys_bit_for_bit(grid: float, deg: float) -
     got: list[np.ndarray] = list(compiled._centres(cell, grid, deg))
     for w, g in zip(want, got, strict=True):
         assert w.dtype == g.dtype and w.tobytes() == g.tobytes()
+
+
+@pytest.mark.parametrize(("grid", "deg"), [(5.0, 0.1), (0.3, 0.07)])
+def test_compiled_cells_are_numpys(grid: float, deg: float) -> None:
+    """The online history's cells (`compiled.cells_of`) are `kernels.cells`' (the backfill's)
+    for grid and lat/lon places, cell edges, out-of-range and non-finite values."""
+    fs = default_feature_set()
+    plan = compile_plan(FeatureSet(fs.aggregates, home_cell_grid=grid, home_cell_deg=deg))
+    rng = np.random.default_rng(11)
+    odd = [0.0, -0.0, 5.0, -5.0, 0.1, 89.99, -90.0, 90.0, 180.0, -180.0, 1e300, -1e300]
+    odd += [np.inf, -np.inf, np.nan]
+    a = np.concatenate([rng.uniform(-100, 100, 300), rng.uniform(-1e6, 1e6, 100), odd, odd])
+    b = np.concatenate([rng.uniform(-200, 200, 300), rng.uniform(-1e6, 1e6, 100), odd, odd[::-1]])
+    sys = rng.integers(0, 3, len(a)).astype(np.uint8)
+    for s in (sys, np.full(len(a), GRID, np.uint8), np.full(len(a), LATLON, np.uint8)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = cells(plan, s, a, b)
+        assert compiled.cells_of(plan, s, a, b).tolist() == want.tolist()
+    assert compiled.cells_of(plan, sys[:0], a[:0], b[:0]).tolist() == []

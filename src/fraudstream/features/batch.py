@@ -19,11 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.features.blocks import block_rows
-from fraudstream.features.compiled import finalize
+from fraudstream.features.compiled import cells_of, finalize
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.definitions import ENTITIES
 from fraudstream.features.history import DUPLICATE, LATE, Found, admit, mark_new_places
-from fraudstream.features.kernels import NONE_TS, RawInputs, cells, history_entry
+from fraudstream.features.kernels import NONE_TS, RawInputs, history_entry
 from fraudstream.features.layout import (
     BLOB_VERSION,
     SHIFT,
@@ -373,7 +373,7 @@ class BatchRun(Writer):
             b.ts,
             b.txid,
             kept_cents,
-            cells(self.plan, b.loc_sys, b.loc_a, b.loc_b),
+            cells_of(self.plan, b.loc_sys, b.loc_a, b.loc_b),
             (b.loc_sys, b.loc_a, b.loc_b),
             e.lateness_us,
             NONE_TS,

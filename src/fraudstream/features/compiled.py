@@ -306,6 +306,37 @@ def _home_cells(prev_ts, prev_cell, none_ts):  # type: ignore[no-untyped-def]
     return out
 
 
+def cells_of(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
+    """`kernels.cells`, the same integers, in one compiled loop (numpy: ~20 µs of masks
+    and clips for one transaction): the online engine's history entries."""
+    fs = plan.features
+    out: I64 = _cells(sys, a, b, float(fs.home_cell_grid), float(fs.home_cell_deg))
+    return out
+
+
+@njit(cache=True, inline="always")
+def _cell_index(x, top):  # type: ignore[no-untyped-def]
+    """``np.clip(x, 0, top).astype(np.int64)`` of one float (NaN: numpy's cast of it)."""
+    if x != x:
+        return np.iinfo(np.int64).min
+    return np.int64(min(max(x, 0.0), top))
+
+
+@njit(cache=True)
+def _cells(sys, a, b, grid, deg):  # type: ignore[no-untyped-def]
+    out = np.zeros(sys.shape[0], dtype=np.int64)
+    for i in range(sys.shape[0]):
+        if sys[i] == GRID:
+            gi = _cell_index(np.floor(a[i] / grid) + 16384, 32767.0)
+            gj = _cell_index(np.floor(b[i] / grid) + 16384, 32767.0)
+            out[i] = 1 + gi * 65536 + gj
+        elif sys[i] == LATLON:
+            li = _cell_index(np.floor((a[i] + 90.0) / deg), 32767.0)
+            lj = _cell_index(np.floor((b[i] + 180.0) / deg), 65535.0)
+            out[i] = LATLON_CELLS + li * 65536 + lj
+    return out
+
+
 @njit(cache=True)
 def _centres(cell, grid, deg):  # type: ignore[no-untyped-def]
     """`kernels._cell_center` in one loop (numpy: ~12 µs of masks for one cell), the same
