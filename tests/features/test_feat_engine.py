@@ -592,7 +592,7 @@ def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Re
     kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
     kernels += [history._admit, seen._replay, resp._bitfields, resp._keys, resp._sets]
     kernels += [seen._positions, columns._home_cells, columns._centres, columns._columns]
-    kernels += [columns._cells]
+    kernels += [columns._cells, history._mark_new_places]
     kernels += [blocks.block_rows, blocks.family_increments, blocks.new_block_ttls]
     compiled = [len(k.signatures) for k in kernels]
     assert all(compiled)
