@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraudstream.features.blocks import block_rows, family_increments
-from fraudstream.features.layout import US
-from fraudstream.features.write import BLOCK_KEY
+from fraudstream.features import default_feature_set
+from fraudstream.features.blocks import block_rows, family_increments, new_block_ttls
+from fraudstream.features.layout import US, compile_plan
+from fraudstream.features.write import BLOCK_KEY, block_ttl
 
 TILE_US = 3600 * US
 
@@ -69,3 +70,23 @@ def test_compiled_blocks_equal_numpy(n: int, seed: int) -> None:
     want = numpy_increments(own, ts, count, slots, added, word, len(uniq))
     for name, g, w in zip(("rows", "ops", "offset", "value", "first_ts"), got, want, strict=True):
         assert np.array_equal(g, w), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compiled_block_ttls_equal_block_ttl(seed: int) -> None:
+    """A new block's TTL, compiled, is `block_ttl`'s (0 where the block was read: it keeps
+    its own), for every shared family, long-expired and far-future blocks included."""
+    rng = np.random.default_rng(seed)
+    plan = compile_plan(default_feature_set(), lateness_s=int(rng.integers(0, 7200)))
+    for fam in plan.shared:
+        m = 50
+        blocks = rng.integers(-5, 1 << 20, m) * 7 + rng.integers(0, 3, m)
+        uniq = np.sort(rng.integers(0, 9, m) * BLOCK_KEY + np.abs(blocks))
+        row = rng.integers(0, m, m)
+        first_ts = rng.integers(-(10**15), 10**17, m)
+        absent = rng.random(m) < 0.6
+        want = np.where(absent, block_ttl(fam, uniq[row] % BLOCK_KEY, plan.lateness_s, first_ts), 0)
+        late_us = plan.lateness_s * US
+        args = (BLOCK_KEY, fam.slots, fam.span, fam.tile_us, late_us, US)
+        got = new_block_ttls(uniq, row, first_ts, absent, *args)
+        assert got.dtype == np.int64 and got.tolist() == want.tolist()

@@ -25,7 +25,7 @@ from fraudstream.features.definitions import (
     FirstSeen,
     default_feature_set,
 )
-from fraudstream.features.kernels import NONE_TS, RawInputs, finalize
+from fraudstream.features.kernels import NONE_TS, RawInputs, _cell_center, cells, finalize
 from fraudstream.features.layout import EMPTY_LO, GRID, LATLON, S_CAP, US, Plan, compile_plan
 from fraudstream.features.online import FeatureEngine
 from fraudstream.features.profiles import StaticInputs, empty_profiles
@@ -204,3 +204,59 @@ def test_compiled_equals_numpy_on_what_the_engine_gathers(
     assert len(seen) > 30
     for plan, raw in seen:
         same_bits(compiled.compiled_finalize(plan, raw), finalize(plan, raw))
+
+
+def test_cells_are_the_clipped_formula() -> None:
+    """`kernels.cells` (what the history keeps, and the home features) is the clipped
+    floor of each coordinate, grid and lat/lon, edges and out-of-range values included."""
+    fs = default_feature_set()
+    plan = compile_plan(fs)
+    a = np.array([0.0, -0.0, 12.7, -1e9, 1e9, 48.85, -90.0, 90.0, 1e9, 0.0])
+    b = np.array([0.0, 5.5, -3.2, 1e9, -1e9, 2.35, -180.0, 180.0, -1e9, 0.0])
+    sys = np.array([GRID] * 5 + [LATLON] * 4 + [0], dtype=np.uint8)
+    g, ll = sys == GRID, sys == LATLON
+    want = np.zeros(len(a), dtype=np.int64)
+    gi = np.clip(np.floor(a[g] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+    gj = np.clip(np.floor(b[g] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
+    want[g] = 1 + gi * 65536 + gj
+    li = np.clip(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 0, 32767).astype(np.int64)
+    lj = np.clip(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 0, 65535).astype(np.int64)
+    want[ll] = (1 << 31) + li * 65536 + lj
+    assert cells(plan, sys, a, b).tolist() == want.tolist()
+    assert cells(plan, sys[:1], a[:1], b[:1]).tolist() == want[:1].tolist()
+
+
+@pytest.mark.parametrize(("grid", "deg"), [(5.0, 0.1), (0.3, 0.07)])
+def test_compiled_cell_centres_are_numpys_bit_for_bit(grid: float, deg: float) -> None:
+    """The home's centre (``distance_from_home``) computed in the compiled loop is
+    `kernels._cell_center`'s, bit for bit, for grid and lat/lon cells and none."""
+    fs = default_feature_set()
+    plan = compile_plan(FeatureSet(fs.aggregates, home_cell_grid=grid, home_cell_deg=deg))
+    rng = np.random.default_rng(5)
+    grid_cells = 1 + rng.integers(0, 32768, 200) * 65536 + rng.integers(0, 65536, 200)
+    ll_cells = (1 << 31) + rng.integers(0, 32768, 200) * 65536 + rng.integers(0, 65536, 200)
+    edges = [0, 1, 65536, 32767 * 65536 + 65535 + 1, 1 << 31, (1 << 31) + 32767 * 65536 + 65535]
+    cell = np.concatenate([np.array(edges), grid_cells, ll_cells]).astype(np.int64)
+    want: list[np.ndarray] = list(_cell_center(plan, cell))
+    got: list[np.ndarray] = list(compiled._centres(cell, grid, deg))
+    for w, g in zip(want, got, strict=True):
+        assert w.dtype == g.dtype and w.tobytes() == g.tobytes()
+
+
+@pytest.mark.parametrize(("grid", "deg"), [(5.0, 0.1), (0.3, 0.07)])
+def test_compiled_cells_are_numpys(grid: float, deg: float) -> None:
+    """The online history's cells (`compiled.cells_of`) are `kernels.cells`' (the backfill's)
+    for grid and lat/lon places, cell edges, out-of-range and non-finite values."""
+    fs = default_feature_set()
+    plan = compile_plan(FeatureSet(fs.aggregates, home_cell_grid=grid, home_cell_deg=deg))
+    rng = np.random.default_rng(11)
+    odd = [0.0, -0.0, 5.0, -5.0, 0.1, 89.99, -90.0, 90.0, 180.0, -180.0, 1e300, -1e300]
+    odd += [np.inf, -np.inf, np.nan]
+    a = np.concatenate([rng.uniform(-100, 100, 300), rng.uniform(-1e6, 1e6, 100), odd, odd])
+    b = np.concatenate([rng.uniform(-200, 200, 300), rng.uniform(-1e6, 1e6, 100), odd, odd[::-1]])
+    sys = rng.integers(0, 3, len(a)).astype(np.uint8)
+    for s in (sys, np.full(len(a), GRID, np.uint8), np.full(len(a), LATLON, np.uint8)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = cells(plan, s, a, b)
+        assert compiled.cells_of(plan, s, a, b).tolist() == want.tolist()
+    assert compiled.cells_of(plan, sys[:0], a[:0], b[:0]).tolist() == []

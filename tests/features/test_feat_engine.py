@@ -27,7 +27,7 @@ from fraudstream.features import (
 from fraudstream.features.batch import BatchRun
 from fraudstream.features.profiles import profile_key
 from fraudstream.features.sample import synthetic_history
-from fraudstream.features.wire import Session
+from fraudstream.features.wire import Session, Wire
 from fraudstream.schema import Label, Transaction
 
 FRAUD_AT_T9 = Label(
@@ -585,11 +585,15 @@ def test_on_a_cluster_a_batch_sends_one_round_trip_per_node_and_equals_one_node(
 @pytest.mark.integration
 def test_the_engine_compiles_its_kernels_before_the_first_batch(client: redis.Redis) -> None:
     """A first batch seconds late (numba compiling) makes a worker lose its leases."""
-    from fraudstream.features import history, resp, seen, windows
+    from fraudstream.features import blocks, history, resp, seen, windows
+    from fraudstream.features import compiled as columns
 
     e = engine(client)
     kernels: list[Any] = [windows.owned_grid, windows.shared_grid, windows.window_sums]
     kernels += [history._admit, seen._replay, resp._bitfields, resp._keys, resp._sets]
+    kernels += [seen._positions, columns._home_cells, columns._centres, columns._columns]
+    kernels += [columns._cells, history._mark_new_places]
+    kernels += [blocks.block_rows, blocks.family_increments, blocks.new_block_ttls]
     compiled = [len(k.signatures) for k in kernels]
     assert all(compiled)
     e.compute_batch([tx(1, customer="solo")])
@@ -609,3 +613,22 @@ def test_shared_blocks_of_another_packing_are_never_read(client: redis.Redis) ->
     out = new.compute_batch([tx(9, minutes=9, customer="c9", terminal_id="T9")])
     assert col(new, out, "terminal_tx_count_1d") == [1.0]
     assert col(new, out, "terminal_amount_sum_1d") == [19.0]  # its own amount, nothing else
+
+
+@pytest.mark.integration
+def test_sessions_reuse_receive_buffers_and_never_share_one(client: redis.Redis) -> None:
+    """A batch's session takes the receive buffer a closed one gave back (a fresh 256 KB a
+    batch costs its zeroing); sessions open at once each have their own."""
+    wire = Wire(client)
+    first, second = wire.open(), wire.open()
+    assert first._buffer is not second._buffer
+    assert first.run([("ECHO", "a" * 300_000)]) == [b"a" * 300_000]
+    used = first._buffer
+    first.close()
+    third, fourth = wire.open(), wire.open()
+    assert third._buffer is used and fourth._buffer is not used
+    assert fourth._buffer is not second._buffer
+    assert third.run([("ECHO", "b" * 300_000), ("ECHO", "c")]) == [b"b" * 300_000, b"c"]
+    for session in (second, third, fourth):
+        session.close()
+    assert len(wire._buffers) == 3

@@ -16,6 +16,8 @@ import redis
 
 from featkit import FIXED_CLOCK, frame_of, tx
 from fraudstream.features import FeatureEngine, backfill, default_feature_set
+from fraudstream.features.history import Found, mark_new_places
+from fraudstream.features.layout import NEW_PLACE
 
 PARIS: dict[str, Any] = {"lat": 48.8566, "lon": 2.3522, "x": None, "y": None}
 NEW_YORK: dict[str, Any] = {"lat": 40.7128, "lon": -74.0060, "x": None, "y": None}
@@ -125,3 +127,48 @@ def test_a_redelivery_never_counts_twice_within_the_lateness(
     out = e.compute_batch([tx(100, minutes=1.0, amount=1.0)])
     assert snapshot(client) == before and e.stats.late >= 1
     assert value(e, out, "customer_tx_count_1h") == 70.0
+
+
+def numpy_mark_new_places(
+    h_id: np.ndarray, prev_id: np.ndarray, prev_new: np.ndarray, cust: Any, txid: Any, new: Any
+) -> None:
+    """`mark_new_places` as numpy did it."""
+    at = np.flatnonzero(new)
+    if not len(at):
+        return
+    rows = cust[at]
+    ids = h_id[rows]
+    hit_row, hit_slot = np.nonzero(ids == txid[at][:, None])
+    h_id[rows[hit_row], hit_slot] |= NEW_PLACE
+    later = np.flatnonzero(np.isin(cust, rows))
+    prev_new[later] |= np.isin(prev_id[later], txid[at])
+
+
+@pytest.mark.parametrize(("n", "customers", "seed"), [(1, 1, 0), (10, 3, 1), (500, 60, 2)])
+def test_new_places_are_flagged_as_numpy_did(n: int, customers: int, seed: int) -> None:
+    """The compiled flagging of new places (state and what later transactions found) is
+    the numpy one's, ids shared across customers and entries already flagged included."""
+    rng = np.random.default_rng(seed)
+    k, ids = 8, 10 * n + 20  # few enough ids that entries and later transactions match
+    h_id = rng.integers(0, ids, (customers, k)).astype(np.uint64)
+    h_id[rng.random((customers, k)) < 0.1] |= NEW_PLACE
+    cust = rng.integers(0, customers, n).astype(np.int64)
+    txid = rng.integers(0, ids, n).astype(np.uint64)
+    prev_id = rng.integers(0, ids, (n, k)).astype(np.uint64)
+    prev_new = rng.random((n, k)) < 0.2
+    new = rng.random(n) < 0.5
+    new[0], h_id[cust[0], 0], prev_id[0, 1], prev_new[0, 1] = True, txid[0], txid[0], False
+    want_h, want_prev = h_id.copy(), prev_new.copy()
+    numpy_mark_new_places(want_h, prev_id, want_prev, cust, txid, new)
+    blobs = np.zeros(customers, dtype=[("h_id", "<u8", (k,))])
+    blobs["h_id"] = h_id
+    zeros = np.zeros(n, dtype=np.int64)
+    found = Found(
+        np.zeros(n, np.int8), prev_id.astype(np.int64), prev_id.astype(np.int64),
+        prev_id.astype(np.int64), prev_new.copy(), prev_id, zeros, np.zeros(n, np.uint8),
+        zeros.astype(float), zeros.astype(float), zeros,
+    )  # fmt: skip
+    mark_new_places(blobs, found, cust, txid, new)
+    assert np.array_equal(blobs["h_id"], want_h)
+    assert np.array_equal(found.prev_new, want_prev)
+    assert (want_h != h_id).any() and (want_prev != prev_new).any()

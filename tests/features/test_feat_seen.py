@@ -8,7 +8,7 @@ import pytest
 
 from fraudstream.errors import ConfigError
 from fraudstream.features.definitions import FirstSeen
-from fraudstream.features.seen import SeenState, replay, value_hashes
+from fraudstream.features.seen import SeenState, positions, replay, value_hashes
 
 
 def test_replay_is_exact_then_bloom_then_rotates() -> None:
@@ -50,3 +50,20 @@ def test_first_seen_definitions_are_checked() -> None:
         FirstSeen("ip", words=12)
     with pytest.raises(ConfigError):
         FirstSeen("ip", words=1, fp_rate=1e-9)
+
+
+@pytest.mark.parametrize("spec", [FirstSeen("device", words=1), FirstSeen("merchant", words=32)])
+def test_bloom_positions_are_the_double_hashing_formula(spec: FirstSeen) -> None:
+    """The compiled positions are the numpy formula's, bit for bit (the state depends on
+    them: a filter written by one release is read by the next)."""
+    h = np.random.default_rng(7).integers(0, 2**64, 500, dtype=np.uint64)
+    h[:3] = [0, 2**64 - 1, 2**32 - 1]
+    h1 = (h & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    h2 = ((h >> np.uint64(32)) | np.uint64(1)).astype(np.int64)
+    i = np.arange(spec.hashes, dtype=np.int64)
+    pos = (h1[:, None] + i[None, :] * h2[:, None] + ((i**3 - i) // 6)[None, :]) & (spec.bits - 1)
+    word, mask = positions(spec, h)
+    assert word.dtype == np.int64 and mask.dtype == np.uint64
+    assert np.array_equal(word, pos >> 6)
+    assert np.array_equal(mask, np.left_shift(np.uint64(1), (pos & 63).astype(np.uint64)))
+    assert positions(spec, h[:0])[0].shape == (0, spec.hashes)

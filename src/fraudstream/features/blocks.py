@@ -109,3 +109,18 @@ def family_increments(own, ts, count, tile_us, slots, contrib, word, n_blocks): 
     starts[nb] = m * nf
     written = rows[:nb]
     return written, starts[: nb + 1], offset.ravel(), value.ravel(), first_ts[written]
+
+
+@njit(cache=True)
+def new_block_ttls(uniq, row, first_ts, absent, block_key, slots, span, tile_us, lateness_us, us):  # type: ignore[no-untyped-def]
+    """`fraudstream.features.write.block_ttl` of each written block read as ``absent``
+    (0 for the others: they keep theirs), ``uniq[row]`` packing (entity, block) as
+    `block_rows` does; one loop instead of ten numpy calls a family. Integers only, with
+    Python's floor division and remainder, as numpy's."""
+    out = np.zeros(row.shape[0], dtype=np.int64)
+    for j in range(row.shape[0]):
+        if absent[j]:
+            block = uniq[row[j]] % block_key
+            end_us = ((block + 1) * slots + span) * tile_us + lateness_us
+            out[j] = max(1, (end_us - first_ts[j]) // us + 1)
+    return out

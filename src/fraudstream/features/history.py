@@ -92,9 +92,11 @@ def admit(
     by ``cust``): ``cents`` already clipped and ``cell`` computed as the history keeps them,
     ``place`` = (system, a, b) of each transaction."""
     n, k = len(ts), blobs["h_ts"].shape[1]
-    _, first = np.unique(txid, return_index=True)
-    repeat = np.ones(n, dtype=bool)
-    repeat[first] = False
+    repeat = np.zeros(n, dtype=bool)
+    if n > 1:  # a batch of one repeats nothing of itself (np.unique: ~3 µs)
+        _, first = np.unique(txid, return_index=True)
+        repeat[:] = True
+        repeat[first] = False
     found = Found(
         status=np.zeros(n, dtype=np.int8),
         prev_ts=np.full((n, k), none_ts, dtype=np.int64),
@@ -195,12 +197,35 @@ def mark_new_places(
     their customer: known only once the first-seen sets have seen them, after `admit`), in
     the state and in what the batch's later transactions found of it."""
     at = np.flatnonzero(new)
-    if not len(at):
-        return
-    rows = cust[at]
-    ids = blobs["h_id"][rows]
-    hit_row, hit_slot = np.nonzero(ids == txid[at][:, None])
-    blobs["h_id"][rows[hit_row], hit_slot] |= NEW_PLACE
+    if len(at):
+        _mark_new_places(blobs["h_id"], cust, txid, at, found.prev_id, found.prev_new, NEW_PLACE)
+
+
+@njit(cache=True)
+def _mark_new_places(h_id, cust, txid, at, prev_id, prev_new, flag):  # type: ignore[no-untyped-def]
+    """`mark_new_places` in one pass (numpy: a dozen calls, two ``np.isin``, ~30 µs for
+    one transaction). Membership by binary search in the sorted rows and ids, as
+    ``np.isin`` finds it."""
+    m, k = at.shape[0], h_id.shape[1]
+    hit_r = np.empty(m * k, dtype=np.int64)
+    hit_s = np.empty(m * k, dtype=np.int64)
+    h = 0
+    for p in range(m):  # the entries first, then flagged: as compared before any flag
+        r = cust[at[p]]
+        for s in range(k):
+            if h_id[r, s] == txid[at[p]]:
+                hit_r[h], hit_s[h] = r, s
+                h += 1
+    for q in range(h):
+        h_id[hit_r[q], hit_s[q]] |= flag
     # Later transactions of the same customers found these entries before they were flagged.
-    later = np.flatnonzero(np.isin(cust, rows))
-    found.prev_new[later] |= np.isin(found.prev_id[later], txid[at])
+    rows = np.sort(cust[at])
+    ids = np.sort(txid[at])
+    for i in range(cust.shape[0]):
+        j = np.searchsorted(rows, cust[i])
+        if j == m or rows[j] != cust[i]:
+            continue
+        for s in range(prev_id.shape[1]):
+            t = np.searchsorted(ids, prev_id[i, s])
+            if t < m and ids[t] == prev_id[i, s]:
+                prev_new[i, s] = True

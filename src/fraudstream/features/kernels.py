@@ -117,15 +117,23 @@ def cells(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
     """Home-cell id of each location (0 = no location)."""
     fs = plan.features
     out = np.zeros(len(sys), dtype=np.int64)
-    grid = sys == GRID
-    gi = np.clip(np.floor(a[grid] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
-    gj = np.clip(np.floor(b[grid] / fs.home_cell_grid) + 16384, 0, 32767).astype(np.int64)
-    out[grid] = 1 + gi * 65536 + gj
-    ll = sys == LATLON
-    li = np.clip(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 0, 32767).astype(np.int64)
-    lj = np.clip(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 0, 65535).astype(np.int64)
-    out[ll] = (1 << 31) + li * 65536 + lj
+    # Each system only if present: a small batch often has one, and each step costs ~1 µs.
+    if (grid := sys == GRID).any():
+        gi = _within(np.floor(a[grid] / fs.home_cell_grid) + 16384, 32767).astype(np.int64)
+        gj = _within(np.floor(b[grid] / fs.home_cell_grid) + 16384, 32767).astype(np.int64)
+        out[grid] = 1 + gi * 65536 + gj
+    if (ll := sys == LATLON).any():
+        li = _within(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 32767).astype(np.int64)
+        lj = _within(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 65535).astype(np.int64)
+        out[ll] = (1 << 31) + li * 65536 + lj
     return out
+
+
+def _within(x: F64, top: float) -> F64:
+    """``np.clip(x, 0, top)`` in a quarter of the time on a few elements (``np.clip`` costs
+    ~2 µs a call whatever the size). The same values but for the sign of a zero (``np.clip``
+    keeps -0.0): only for what is then cast to integers."""
+    return np.minimum(np.maximum(x, 0.0), top)
 
 
 def _cell_center(plan: Plan, cell: I64) -> tuple[NDArray[np.uint8], F64, F64]:
@@ -133,12 +141,12 @@ def _cell_center(plan: Plan, cell: I64) -> tuple[NDArray[np.uint8], F64, F64]:
     sys = np.where(cell >= (1 << 31), LATLON, np.where(cell > 0, GRID, 0)).astype(np.uint8)
     a = np.full(len(cell), np.nan)
     b = np.full(len(cell), np.nan)
-    g = sys == GRID
-    a[g] = ((cell[g] - 1) // 65536 - 16384 + 0.5) * fs.home_cell_grid
-    b[g] = ((cell[g] - 1) % 65536 - 16384 + 0.5) * fs.home_cell_grid
-    ll = sys == LATLON
-    a[ll] = ((cell[ll] - (1 << 31)) // 65536 + 0.5) * fs.home_cell_deg - 90.0
-    b[ll] = ((cell[ll] - (1 << 31)) % 65536 + 0.5) * fs.home_cell_deg - 180.0
+    if (g := sys == GRID).any():
+        a[g] = ((cell[g] - 1) // 65536 - 16384 + 0.5) * fs.home_cell_grid
+        b[g] = ((cell[g] - 1) % 65536 - 16384 + 0.5) * fs.home_cell_grid
+    if (ll := sys == LATLON).any():
+        a[ll] = ((cell[ll] - (1 << 31)) // 65536 + 0.5) * fs.home_cell_deg - 90.0
+        b[ll] = ((cell[ll] - (1 << 31)) % 65536 + 0.5) * fs.home_cell_deg - 180.0
     return sys, a, b
 
 
@@ -148,9 +156,10 @@ def distance(
     """Kilometres (haversine) between lat/lon points, grid units between grid points, NaN
     when either point is missing or the two use different systems."""
     out = np.full(len(sys1), np.nan)
-    g = (sys1 == GRID) & (sys2 == GRID)
-    out[g] = np.hypot(a1[g] - a2[g], b1[g] - b2[g])
-    ll = (sys1 == LATLON) & (sys2 == LATLON)
+    if (g := (sys1 == GRID) & (sys2 == GRID)).any():
+        out[g] = np.hypot(a1[g] - a2[g], b1[g] - b2[g])
+    if not (ll := (sys1 == LATLON) & (sys2 == LATLON)).any():
+        return out
     p1, p2 = np.radians(a1[ll]), np.radians(a2[ll])
     dp, dl = p2 - p1, np.radians(b2[ll] - b1[ll])
     h = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2

@@ -30,7 +30,6 @@ from fraudstream.features.definitions import FirstSeen
 U64 = NDArray[np.uint64]
 I64 = NDArray[np.int64]
 Bools = NDArray[np.bool_]
-_LOW = np.uint64(0xFFFFFFFF)
 
 
 def value_hashes(values: Sequence[str]) -> U64:
@@ -79,12 +78,28 @@ class SeenState:
 
 def positions(spec: FirstSeen, h: U64) -> tuple[I64, U64]:
     """(word, bit mask) of each hash's ``spec.hashes`` Bloom bits, shape (len(h), hashes)."""
-    h1 = (h & _LOW).astype(np.int64)
-    h2 = ((h >> np.uint64(32)) | np.uint64(1)).astype(np.int64)
-    i = np.arange(spec.hashes, dtype=np.int64)
-    cubic = (i**3 - i) // 6  # enhanced double hashing: breaks the h1 + i*h2 line patterns
-    pos = (h1[:, None] + i[None, :] * h2[:, None] + cubic[None, :]) & (spec.bits - 1)
-    return pos >> 6, np.left_shift(np.uint64(1), (pos & 63).astype(np.uint64))
+    word: I64
+    mask: U64
+    word, mask = _positions(np.ascontiguousarray(h, dtype=np.uint64), spec.hashes, spec.bits)
+    return word, mask
+
+
+@njit(cache=True)
+def _positions(h, hashes, bits):  # type: ignore[no-untyped-def]
+    """`positions` in one loop (numpy: ten calls on (n, hashes) arrays, ~13 µs for one
+    value). Enhanced double hashing, ``h1 + i * h2 + (i³ - i) / 6``: the cubic term breaks
+    the ``h1 + i * h2`` line patterns; in int64, far from overflow (h1, h2 < 2**32)."""
+    n = h.shape[0]
+    word = np.empty((n, hashes), dtype=np.int64)
+    mask = np.empty((n, hashes), dtype=np.uint64)
+    for r in range(n):
+        h1 = np.int64(h[r] & np.uint64(0xFFFFFFFF))
+        h2 = np.int64((h[r] >> np.uint64(32)) | np.uint64(1))
+        for i in range(hashes):
+            pos = (h1 + i * h2 + (i * i * i - i) // 6) & (bits - 1)
+            word[r, i] = pos >> 6
+            mask[r, i] = np.uint64(1) << np.uint64(pos & 63)
+    return word, mask
 
 
 def replay(spec: FirstSeen, state: SeenState, group: I64, h: U64, insert: Bools) -> Bools:

@@ -60,6 +60,8 @@ class WindowSpec:
 def previous_same(code: I64) -> I64:
     """Per transaction, the latest earlier one of the batch with the same entity (-1: none,
     or no entity)."""
+    if len(code) < 2:  # a batch of one: nothing earlier (an argsort costs more)
+        return np.full(len(code), -1, dtype=np.int64)
     order = np.argsort(code, kind="stable")
     sc = code[order]
     prev = np.full(len(code), -1, dtype=np.int64)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.features.blocks import family_increments
+from fraudstream.features.blocks import family_increments, new_block_ttls
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.kernels import sketch_bits
 from fraudstream.features.layout import (
@@ -26,6 +26,7 @@ from fraudstream.features.layout import (
     US,
     Family,
     empty_value,
+    record_bytes,
 )
 from fraudstream.features.resp import bitfield_commands, field_type, set_commands
 from fraudstream.features.rings import advance, combine_into
@@ -59,6 +60,8 @@ class Writer:
     _layout: dict[str, Any]
     _commands: list[tuple[Any, ...]]
     _read_keys: list[str]
+    _present: dict[str, NDArray[np.bool_]]
+    """Entity -> `present`."""
     _contribs: dict[int, tuple[NDArray[np.bool_], dict[str, I64]]]
     """Family index -> (the ``valid`` mask, `_contrib` of it)."""
     _encoded: tuple[NDArray[np.uint8], I64]
@@ -83,7 +86,9 @@ class Writer:
         """``n`` (what the write counts by) and the family's counters, nothing else: a
         batch of one spends more on setting up an array than on filling it."""
         b = self.b
-        w = valid & (self.codes[fam.entity] >= 0) & fam.counts(b.channel, b.cents)
+        w = valid & self.present(fam.entity)
+        if fam.where is not None:
+            w &= fam.counts(b.channel, b.cents)
         wi = w.astype(np.int64)
         out = {"n": wi}
         for c in fam.counters:
@@ -100,6 +105,13 @@ class Writer:
             elif c.startswith("d_"):
                 out[c] = np.where(w, self.sketch(c[2:]), 0)
         return out
+
+    def present(self, entity: str) -> NDArray[np.bool_]:
+        """Which transactions have an id for ``entity`` (read-only: built once a batch,
+        families of one entity share it)."""
+        if entity not in self._present:
+            self._present[entity] = self.codes[entity] >= 0
+        return self._present[entity]
 
     def sketch(self, what: str) -> I64:
         """Per transaction, its ``distinct`` sketch bit for ``what`` (0 if it lacks it)."""
@@ -140,14 +152,14 @@ class Writer:
 
     def _packed_write(self, blobs: np.ndarray, rows: I64, blocks: BlockWrites) -> list[Packed]:
         """The write as protocol bytes: the customers' ``SET``, then the block commands."""
-        state = blobs[rows].view(np.uint8).reshape(len(rows), -1)
+        state = record_bytes(blobs)[rows]
         sets = Packed(set_commands(*self._encoded, rows, state, self.e.ttl_s), len(rows))
         return [sets, blocks.packed(*self._encoded)]
 
     def _states(self, blobs: np.ndarray, rows: I64) -> list[tuple[int, bytes]]:
         """(customer, its new state's bytes) for each row."""
         size = self.plan.blob.itemsize
-        packed = blobs[rows].tobytes()
+        packed = record_bytes(blobs)[rows].tobytes()
         return [(u, packed[j * size : (j + 1) * size]) for j, u in enumerate(rows.tolist())]
 
     def _write_cluster(
@@ -189,17 +201,18 @@ class Writer:
         """The valid transactions into their customers' tile rings, and each touched
         customer's write count (its history and newest transaction: `history.admit`)."""
         b = self.b
-        cust = self.codes["customer"]
         vb = np.flatnonzero(valid)
-        rows = cust[vb]
+        every = len(vb) == self.n  # the usual case: no subset to take (~1 µs per array)
+        rows = self.codes["customer"] if every else self.codes["customer"][vb]
+        ts = b.ts if every else b.ts[vb]
         for fam in self.plan.owned:  # the loops: `fraudstream.features.rings`
-            tile = (b.ts[vb] // fam.tile_us).astype(np.int64)
+            tile = ts // fam.tile_us
             moved, current = advance(blobs[f"r{fam.index}_tile"], rows, tile, fam.slots)
             contrib = self._contrib(fam, valid)
             slot = tile % fam.slots
             for c in fam.counters:
                 arr = blobs[f"r{fam.index}_{c}"]
-                added = contrib[c][vb]
+                added = contrib[c] if every else contrib[c][vb]
                 # below the cap + a batch of amounts: no overflow before the cap
                 cap = SUM_CAPS.get(c, -1)
                 combine_into(arr, moved, rows, slot, current, added, op_of(c), empty_value(c), cap)
@@ -240,30 +253,23 @@ class Writer:
         if not fam.fields or not contrib["n"].any():
             return None
         added = np.array([contrib[c] for _, c, _, _ in fam.fields], dtype=np.int64)
-        word = np.array([w * fam.slots * 64 + bit for w, _, bit, _ in fam.fields], dtype=np.int64)
         own = np.ascontiguousarray(rows[:, 1])  # the block of the transaction's own tile
         row, ops, offset, value, first_ts = family_increments(
-            own, self.b.ts, contrib["n"], fam.tile_us, fam.slots, added, word, len(uniq)
+            own, self.b.ts, contrib["n"], fam.tile_us, fam.slots, added, fam.field_bits, len(uniq)
         )
-        kinds = np.array([_field_code(kind) for *_, kind in fam.fields], dtype=np.int64)
-        absent = np.fromiter(
-            (values[start + r] is None for r in row.tolist()), dtype=bool, count=len(row)
+        absent = np.array([values[start + r] is None for r in row.tolist()], dtype=bool)
+        late_us = self.plan.lateness_s * US
+        ttl = new_block_ttls(
+            uniq, row, first_ts, absent, BLOCK_KEY, fam.slots, fam.span, fam.tile_us, late_us, US
         )
-        ttl = block_ttl(fam, uniq[row] % BLOCK_KEY, self.plan.lateness_s, first_ts)
         return BlockWrites(
             key=start + row,
             ops=ops,
-            field=np.tile(kinds, len(value) // len(kinds)),
+            field=np.repeat(fam.field_codes[None, :], len(value) // len(fam.fields), 0).ravel(),
             offset=offset,
             value=value,
-            ttl=np.where(absent, ttl, 0),
+            ttl=ttl,
         )
-
-
-def _field_code(kind: str) -> int:
-    """``i40`` -> 40, ``u24`` -> -24 (`fraudstream.features.resp.field_type`)."""
-    bits = int(kind[1:])
-    return bits if kind[0] == "i" else -bits
 
 
 @dataclass
