@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from fraudstream.features.definitions import ENTITIES, Aggregate, Derived, parse_duration
 from fraudstream.features.kernels import (
+    LATLON_CELLS,
     NONE_TS,
     RawInputs,
     _aggregate_value,
@@ -67,8 +68,6 @@ AGG_X = {A_STD: "q", A_MIN: "lo", A_MAX: "hi", A_FRAUD: "f", A_RISK: "f"}
     D_DAYS_SINCE_LAST, D_SEGMENT, D_PREFERRED, D_NEW_COUNT, D_NEW_SHARE, D_MEAN_RATIO,
     D_COUNT_RATIO, D_AMOUNT_RATIO,
 ) = range(21)  # fmt: skip
-LATLON_CELLS = 1 << 31
-"""Home cells from here up are lat/lon ones (`kernels.cells`), below grid ones (0: none)."""
 DIST_LAST, DIST_HOME, DIST_PROFILE = range(3)
 """Rows of the distances handed in (computed by numpy, see the module docs)."""
 DISTANCE_OF = {

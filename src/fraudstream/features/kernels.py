@@ -113,6 +113,10 @@ def to_cents(amount: F64) -> I64:
     return np.rint(cents).astype(np.int64)
 
 
+LATLON_CELLS = 1 << 31
+"""Home cells from here up are lat/lon ones, below grid ones (0: none)."""
+
+
 def cells(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
     """Home-cell id of each location (0 = no location)."""
     fs = plan.features
@@ -125,7 +129,7 @@ def cells(plan: Plan, sys: NDArray[np.uint8], a: F64, b: F64) -> I64:
     if (ll := sys == LATLON).any():
         li = _within(np.floor((a[ll] + 90.0) / fs.home_cell_deg), 32767).astype(np.int64)
         lj = _within(np.floor((b[ll] + 180.0) / fs.home_cell_deg), 65535).astype(np.int64)
-        out[ll] = (1 << 31) + li * 65536 + lj
+        out[ll] = LATLON_CELLS + li * 65536 + lj
     return out
 
 
@@ -138,15 +142,15 @@ def _within(x: F64, top: float) -> F64:
 
 def _cell_center(plan: Plan, cell: I64) -> tuple[NDArray[np.uint8], F64, F64]:
     fs = plan.features
-    sys = np.where(cell >= (1 << 31), LATLON, np.where(cell > 0, GRID, 0)).astype(np.uint8)
+    sys = np.where(cell >= LATLON_CELLS, LATLON, np.where(cell > 0, GRID, 0)).astype(np.uint8)
     a = np.full(len(cell), np.nan)
     b = np.full(len(cell), np.nan)
     if (g := sys == GRID).any():
         a[g] = ((cell[g] - 1) // 65536 - 16384 + 0.5) * fs.home_cell_grid
         b[g] = ((cell[g] - 1) % 65536 - 16384 + 0.5) * fs.home_cell_grid
     if (ll := sys == LATLON).any():
-        a[ll] = ((cell[ll] - (1 << 31)) // 65536 + 0.5) * fs.home_cell_deg - 90.0
-        b[ll] = ((cell[ll] - (1 << 31)) % 65536 + 0.5) * fs.home_cell_deg - 180.0
+        a[ll] = ((cell[ll] - LATLON_CELLS) // 65536 + 0.5) * fs.home_cell_deg - 90.0
+        b[ll] = ((cell[ll] - LATLON_CELLS) % 65536 + 0.5) * fs.home_cell_deg - 180.0
     return sys, a, b
 
 
