@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     SQLite file ``data_dir/fraudstream.db`` (WAL)."""
     sink_batch_size: int = 1000
     """Decisions per database transaction of `fraudstream sink`."""
+    sink_linger_ms: int = 200
+    """How long `fraudstream sink`, keeping up, lets decisions gather before it reads and
+    stores them: fewer, larger database transactions for a store up to this much later."""
     stream_prefix: str = "tx"
     """Streams are ``{prefix}.in.{p}``, ``{prefix}.decisions``, ``{prefix}.deadletter``."""
     partitions: int = 16
@@ -160,6 +163,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             self.sink_batch_size >= 1,
             "sink_batch_size",
             f"must be >= 1, got {self.sink_batch_size}",
+        )
+        _check(
+            0 <= self.sink_linger_ms <= 10_000,
+            "sink_linger_ms",
+            f"must be between 0 and 10000, got {self.sink_linger_ms}",
         )
         _check(0 <= self.valkey_port <= 65535, "valkey_port", f"not a port: {self.valkey_port}")
         _check(

@@ -284,3 +284,52 @@ def test_a_flagged_decisions_explanation_is_stored_in_its_row(
     letters: Any = client.xrange(KEYS.deadletter)
     [(_, letter)] = letters
     assert b"explanation" in letter[b"reason"]
+
+
+def _trickle(client: redis.Redis, engine: sa.Engine, linger_ms: int) -> Sink:
+    """20 decisions, one every 25 ms, to a running sink; returns it once all are stored."""
+    options = SinkOptions(batch_size=100, block_ms=50, progress_s=1e9, linger_ms=linger_ms)
+    sink = Sink(client, engine, KEYS, options, consumer="sink:test")
+    sink.bootstrap()
+    runner = threading.Thread(target=sink.run, kwargs={"handle_signals": False})
+    runner.start()
+    try:
+        for decision in make_decisions(20):
+            publish(client, KEYS.decisions, [decision])
+            time.sleep(0.025)
+        _until(lambda: sink.stats.stored == 20)
+    finally:
+        sink.stop_requested = True
+        runner.join(timeout=30)
+    return sink
+
+
+def test_a_sink_keeping_up_lingers_and_stores_a_trickle_in_few_transactions(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    """Without lingering each decision of a trickle is its own database transaction; with
+    it, what arrived during the wait is stored together."""
+    assert _trickle(client, engine, linger_ms=0).stats.batches >= 10
+    client.delete(KEYS.decisions)
+    with engine.begin() as connection:
+        connection.execute(tables.decisions.delete())
+    assert _trickle(client, engine, linger_ms=1_000).stats.batches <= 3
+
+
+def test_a_backlog_is_read_in_full_batches_without_lingering(
+    client: redis.Redis, engine: sa.Engine
+) -> None:
+    options = SinkOptions(batch_size=100, block_ms=50, progress_s=1e9, linger_ms=5_000)
+    sink = Sink(client, engine, KEYS, options, consumer="sink:test")
+    sink.bootstrap()
+    publish(client, KEYS.decisions, make_decisions(300))
+    runner = threading.Thread(target=sink.run, kwargs={"handle_signals": False})
+    started = time.monotonic()
+    runner.start()
+    try:
+        _until(lambda: sink.stats.stored == 300)
+        assert time.monotonic() - started < 4.0  # three full batches, no 5-s wait between
+    finally:
+        sink.stop_requested = True
+        runner.join(timeout=30)
+    assert not runner.is_alive()

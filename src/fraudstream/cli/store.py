@@ -92,6 +92,7 @@ def sink(
         progress_s=progress_s,
         challenge_ttl_s=settings.challenge_ttl_s,
         challenge_attempts=settings.challenge_attempts,
+        linger_ms=settings.sink_linger_ms,
     )
     keys = StreamKeys.of(settings)
     streams = f"{keys.decisions} + {keys.label_log}"

@@ -106,6 +106,9 @@ class SinkOptions:
     challenge_attempts: int = 3
     sweep_s: float = 1.0
     """How often the challenges whose time is up are closed (with a `ChallengeDesk`)."""
+    linger_ms: int = 0
+    """After a read of new entries that came back short of a full batch, the next read of
+    new entries waits until this long after it (see `Sink.next_batch`)."""
 
 
 YOUNG_GC_THRESHOLD = 50_000
@@ -168,6 +171,8 @@ class Sink(TwoStageStop):
         self._next_claim = 0.0
         self._next_progress = 0.0
         self._next_sweep = 0.0
+        self._next_read = 0.0
+        self._linger_s = 0.0
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class Sink(TwoStageStop):
         self.bootstrap()
         if handle_signals:
             self.install_signal_handlers()
+        self._linger_s = 0.0 if burst else self.options.linger_ms / 1000
         backoff = 0.1
         started = time.monotonic()
         self.progress(started, force=True)  # the lag at start, before any read
@@ -235,7 +241,15 @@ class Sink(TwoStageStop):
 
         Both sweeps go on from where the previous batch ended: the batch being written while
         this one is read is still pending, and must not be read twice. Each stream is swept
-        on its own; new entries of both come in one read."""
+        on its own; new entries of both come in one read.
+
+        A read of new entries that came back short of a full batch means the sink keeps up;
+        the next one then waits out ``linger_ms`` from it, so a trickle of decisions is
+        stored in batches of what came in meanwhile rather than a database transaction
+        for every few: at 2,000 decisions/s in batches of ~20 the sink took 40 % of a core
+        (a quarter of the machine beside the workers it shares it with), the fixed cost of
+        a transaction and a read paid for each. A backlog is read in full batches, with no
+        wait. The cost: a decision reaches the store up to ``linger_ms`` later."""
         if self._pending_from:
             entries, last = self._read(self._pending_from)
             self._pending_from = {s: last[s] for s in self._pending_from if s in last}
@@ -248,7 +262,18 @@ class Sink(TwoStageStop):
                 return self._decode(entries)
             if all(start in (b"0-0", "0-0") for start in self._claim_from.values()):
                 self._next_claim = time.monotonic() + self.options.claim_idle_ms / 1000
-        return self._decode(self._read(dict.fromkeys(self.streams, ">"))[0])
+        self._linger()
+        entries = self._read(dict.fromkeys(self.streams, ">"))[0]
+        if len(entries) < self.options.batch_size:
+            self._next_read = time.monotonic() + self._linger_s
+        else:
+            self._next_read = 0.0
+        return self._decode(entries)
+
+    def _linger(self) -> None:
+        wait = self._next_read - time.monotonic()
+        if wait > 0 and not self.stop_requested:
+            time.sleep(wait)
 
     def _read(self, starts: dict[str, Start]) -> tuple[list[StreamEntry], dict[str, bytes]]:
         """Entries from each stream's start (``>``: new ones), and per stream the last id read
