@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -332,3 +333,30 @@ def test_the_heartbeat_runs_between_the_lanes_batches() -> None:
     for t in threads:
         t.join(5)
     assert log == ["batch in hand done", "heartbeat", "next batch"]
+
+
+def test_a_blocked_read_takes_the_whole_pipeline_that_woke_it(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """The server wakes a blocked reader after the first XADD of a producer's pipeline; the
+    batch still holds every entry of that pipeline, not that first one alone, each
+    customer's in order."""
+    patient = replace(settings, block_ms=10_000, stream_prefix="woken")  # alone on its keys
+    worker = _worker(client, patient)
+    worker.bootstrap()
+    worker.leases.rebalance()
+    batches: list[Any] = []
+    reader = threading.Thread(target=lambda: batches.append(worker.next_batch()))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not any(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in client.client_list()):
+        assert time.monotonic() < deadline, "the reader never blocked"
+        time.sleep(0.01)
+    Producer(client, _keys(patient)).send(_txs(12, customers=4))  # one write: < 6,000 bytes
+    reader.join(timeout=10)
+    assert len(batches[0].entries) == 12
+    by_customer: dict[str, list[str]] = {}
+    for _, _, fields in batches[0].entries:
+        tx = decode_transaction(fields[PAYLOAD])
+        by_customer.setdefault(tx.customer_id, []).append(tx.transaction_id)
+    assert all(ids == sorted(ids, key=lambda i: int(i[2:])) for ids in by_customer.values())
