@@ -352,9 +352,9 @@ def test_a_blocked_read_takes_the_whole_pipeline_that_woke_it(
     while not any(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in client.client_list()):
         assert time.monotonic() < deadline, "the reader never blocked"
         time.sleep(0.01)
-    Producer(client, _keys(patient)).send(_txs(12, customers=4))  # one write: < 6,000 bytes
+    Producer(client, _keys(patient)).send(_txs(20, customers=4))  # ~7,500 bytes, one write
     reader.join(timeout=10)
-    assert len(batches[0].entries) == 12
+    assert len(batches[0].entries) == 20
     by_customer: dict[str, list[str]] = {}
     for _, _, fields in batches[0].entries:
         tx = decode_transaction(fields[PAYLOAD])
