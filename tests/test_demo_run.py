@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import redis
 
 from fraudstream.alerts.consumer import ALERTS_GROUP
@@ -54,3 +55,26 @@ def test_a_consumer_that_read_before_the_start_does_not_count(
     started = time.monotonic()
     demo._wait_for_consumers(started, timeout=1.0)
     assert time.monotonic() - started >= 1.0
+
+
+class KeepsItsWorkers(DemoRun):
+    """A run on workers started elsewhere (as the pipeline benchmark's), which fails."""
+
+    def _start_workers(self) -> None:
+        pass
+
+    def _wait_for_workers(self, timeout: float = 120.0) -> None:
+        raise RuntimeError("no workers")
+
+    def _stop_workers(self) -> None:
+        pass
+
+
+def test_a_run_stops_its_consumers_even_on_workers_it_keeps(
+    client: redis.Redis, settings: Settings
+) -> None:
+    demo = KeepsItsWorkers(settings, client, workers=1, tps=1, duration=1, bad_ratio=0, seed=0)
+    with pytest.raises(RuntimeError, match="no workers"):
+        demo.run()
+    assert len(demo._consumers) == 2
+    assert all(proc.poll() is not None for proc in demo._consumers)

@@ -136,6 +136,9 @@ class DemoRun:
         self.seed = seed
         self.report = DemoReport(run_id=secrets.token_hex(4), workers=workers, target_tps=tps)
         self._procs: list[subprocess.Popen[bytes]] = []
+        """The workers (a subclass may run the traffic on workers it started itself)."""
+        self._consumers: list[subprocess.Popen[bytes]] = []
+        """The sink and the alerts consumer, started and stopped by every `run`."""
         self.key_created: Path | None = None
         self._fraud_ids: set[str] = set()
 
@@ -148,10 +151,10 @@ class DemoRun:
         start_dead = last_id(self.client, self.keys.deadletter)
         secret = secrets.token_hex(16)
         with LocalReceiver(secret) as receiver:
-            self._start_workers()
-            consumers = time.monotonic()
-            self._start_consumers(receiver.url, secret)
             try:
+                self._start_workers()
+                consumers = time.monotonic()
+                self._start_consumers(receiver.url, secret)
                 self._wait_for_workers()
                 self._wait_for_consumers(consumers)
                 t0 = time.monotonic()
@@ -167,6 +170,7 @@ class DemoRun:
                 self._wait_for_alerts(receiver)
             finally:
                 self._stop_workers()
+                stop_all(self._consumers)
         return self.report
 
     def _start_consumers(self, webhook_url: str, secret: str) -> None:
@@ -185,7 +189,7 @@ class DemoRun:
         self.report.logs = str(logs)
         for command in (["sink"], ["alerts", "run"]):
             log = (logs / f"demo-{command[0]}.log").open("ab")
-            self._procs.append(
+            self._consumers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "fraudstream", *command],
                     env=env,
@@ -209,7 +213,7 @@ class DemoRun:
             age_ms = (time.monotonic() - started) * 1000
             if all(self._reading(group, age_ms) for group in (SINK_GROUP, ALERTS_GROUP)):
                 return
-            if any(proc.poll() is not None for proc in self._procs):
+            if any(proc.poll() is not None for proc in self._consumers):
                 return
             time.sleep(0.1)
 
