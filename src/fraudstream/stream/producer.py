@@ -92,9 +92,6 @@ class Producer:
         pipeline wrote it in parts of ~6,000 bytes, and a worker blocked on the streams was
         woken by the first part: it took that part's entries, and the rest waited for its
         next batch. (A cluster's transaction, one slot's, goes through redis-py's.)"""
-        if atomic and is_cluster(self.client):
-            self._pipelined(batch)
-            return
         labels, log = self.keys.labels, self.keys.label_log
         commands: list[Command] = []
         for stream, payload in batch:
@@ -104,18 +101,14 @@ class Producer:
                 commands.append(("XADD", log, *trim, "*", PAYLOAD, payload))
         if not commands:
             return
+        if atomic and is_cluster(self.client):
+            pipe = self.client.pipeline(transaction=True)
+            for command in commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            pipe.execute()
+            return
         try:
             replies = self.wire.run(commands, atomic=atomic)
         except FeatureStoreError as exc:  # the connection failed: as redis-py would say it
             raise redis.ConnectionError(str(exc)) from exc
         raise_first_error(replies)
-
-    def _pipelined(self, batch: Sequence[tuple[str, bytes]]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for stream, payload in batch:
-            pipe.xadd(stream, {PAYLOAD: payload})
-            if stream == self.keys.labels:
-                log = self.keys.label_log
-                pipe.xadd(log, {PAYLOAD: payload}, maxlen=LABEL_LOG_MAXLEN, approximate=True)
-        if batch:
-            pipe.execute()
