@@ -204,8 +204,8 @@ def _latency_figures(
     args: argparse.Namespace, client: redis.Redis, url: str, tmp: Path
 ) -> list[Figure]:
     """On a server of its own, as `fraudstream demo` runs: after the throughput runs the
-    first one held ~450 MB and a 1 GB AOF, whose rewrite (a fork writing the dataset) fell
-    inside these runs and measured that instead."""
+    first one held hundreds of MB and a ~1 GB AOF, whose rewrite (a fork writing the
+    dataset) fell inside these runs and measured that instead."""
     say = Progress("pipeline")
     settings = _settings(args, client, url, tmp / "data-latency")
     laned = msgspec.structs.replace(settings, lanes=args.lanes[-1])
