@@ -251,6 +251,16 @@ class Session:
             reader.feed(buf, 0, size)  # type: ignore[arg-type]
 
 
+@contextmanager
+def as_redis_error() -> Iterator[None]:
+    """A failed round trip raised as redis-py raises one (`redis.ConnectionError`), for the
+    stream's readers and writers whose retry loops catch redis-py's errors."""
+    try:
+        yield
+    except FeatureStoreError as exc:
+        raise redis.ConnectionError(str(exc)) from exc
+
+
 def first_error(replies: Sequence[Any]) -> Exception | None:
     for reply in replies:
         if isinstance(reply, Exception):

@@ -39,7 +39,7 @@ from typing import Any
 
 import redis
 
-from fraudstream.features.wire import Command, FeatureStoreError, Wire, raise_first_error
+from fraudstream.features.wire import Command, Wire, as_redis_error, raise_first_error
 from fraudstream.stream.keys import GROUP, StreamKeys
 from fraudstream.stream.lanes import share_of
 from fraudstream.stream.leases import Lease, LeaseManager
@@ -120,10 +120,8 @@ class BatchReader:
         if self.keys.cluster:
             return _batch(self._poll(counts), held)
         first = min(counts.values())
-        try:
+        with as_redis_error():
             return _batch(self._read(counts, first), held)
-        except FeatureStoreError as exc:  # the connection failed: as redis-py would say it
-            raise redis.ConnectionError(str(exc)) from exc
 
     def _read(self, counts: dict[str, int], first: int) -> list[Entry]:
         streams = list(counts)

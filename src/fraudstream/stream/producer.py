@@ -13,8 +13,8 @@ import redis
 
 from fraudstream.features.wire import (
     Command,
-    FeatureStoreError,
     Wire,
+    as_redis_error,
     is_cluster,
     raise_first_error,
 )
@@ -107,8 +107,6 @@ class Producer:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             pipe.execute()
             return
-        try:
+        with as_redis_error():
             replies = self.wire.run(commands, atomic=atomic)
-        except FeatureStoreError as exc:  # the connection failed: as redis-py would say it
-            raise redis.ConnectionError(str(exc)) from exc
         raise_first_error(replies)
