@@ -36,6 +36,7 @@ import redis
 
 from fraudstream.config import Settings
 from fraudstream.demo import DemoRun
+from fraudstream.gcpolicy import freeze_startup
 from fraudstream.generate import GenerateOptions, encode_rows, load_history, select
 from fraudstream.scoring import AmountPolicy, Scorer, build_scorer
 from fraudstream.stream.keys import StreamKeys
@@ -210,6 +211,7 @@ def _latency_figures(
     settings = _settings(args, client, url, tmp / "data-latency")
     laned = msgspec.structs.replace(settings, lanes=args.lanes[-1])
     with worker_processes(laned, client, 2):
+        freeze_startup()  # this process produces: as `fraudstream demo` does
         return _latencies(laned, client, args, say)
 
 

@@ -8,7 +8,7 @@ and no conflict handling: ``sqlite3`` ``executemany`` / psycopg ``COPY`` into th
 commit per batch. The floor the sink is measured against. SQLite is a WAL file with
 ``synchronous=FULL``, PostgreSQL a throw-away cluster with ``fsync`` on (durable like the
 real thing). The process's garbage collector is tuned as `fraudstream sink` tunes it
-(`fraudstream.store.sink.tune_gc`). Median of ``--repeat`` runs.
+(`fraudstream.gcpolicy.freeze_startup`). Median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
+from fraudstream.gcpolicy import freeze_startup
 from fraudstream.schema import Decision, Outcome, encode
 from fraudstream.store import migrate
 from fraudstream.store.engine import create_engine
 from fraudstream.store.scratch import ScratchPostgres
-from fraudstream.store.sink import Sink, SinkOptions, tune_gc
+from fraudstream.store.sink import YOUNG_GC_THRESHOLD, Sink, SinkOptions
 from fraudstream.store.tables import decisions
 from fraudstream.store.write import decision_values
 from fraudstream.stream.keys import PAYLOAD, StreamKeys
@@ -151,7 +152,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     items = make(args.n)
-    tune_gc()  # as `fraudstream sink` does; it also keeps `items` out of the collections
+    # as `fraudstream sink` does; it also keeps `items` out of the collections
+    freeze_startup(YOUNG_GC_THRESHOLD)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         server = EmbeddedValkey(tmp / "valkey")

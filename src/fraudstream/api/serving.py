@@ -59,12 +59,15 @@ def app_from_environment() -> Starlette:
     from fraudstream.api.app import create_app
     from fraudstream.api.auth import ensure_api_key
     from fraudstream.config import load_settings
+    from fraudstream.gcpolicy import freeze_startup
     from fraudstream.valkey import connect
 
     _stop_with_parent()
     settings = load_settings()
     key, _ = ensure_api_key(settings.api_key, settings.data_path)
-    return create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
+    app = create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
+    freeze_startup()  # what the app loaded: its pauses would be the requests' latency
+    return app
 
 
 def serve_processes(host: str, port: int, workers: int) -> int:

@@ -13,6 +13,7 @@ import typer
 from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, settings_from
 from fraudstream.cli.store import DatabaseOpt
+from fraudstream.gcpolicy import freeze_startup
 
 if TYPE_CHECKING:
     from fraudstream.alerts.channels import Channel
@@ -89,6 +90,7 @@ def alerts_run(
         on_progress=_WithDrift(_ProgressLine(), settings),
         codes=Codes.from_settings(settings),
     )
+    freeze_startup()
     stats = consumer.run(burst=burst)
     if as_json:
         lag = stats.lag

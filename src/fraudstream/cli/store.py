@@ -17,6 +17,7 @@ from fraudstream import metrics
 from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, console, settings_from
 from fraudstream.errors import StoreError
+from fraudstream.gcpolicy import freeze_startup
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -77,7 +78,7 @@ def sink(
     seconds; stops on SIGTERM / Ctrl-C after the batch in hand."""
     from fraudstream.challenges import ChallengeDesk
     from fraudstream.store.engine import describe
-    from fraudstream.store.sink import Sink, SinkOptions, tune_gc
+    from fraudstream.store.sink import YOUNG_GC_THRESHOLD, Sink, SinkOptions
     from fraudstream.stream.keys import StreamKeys
 
     settings = settings_from(config, database_url=database, sink_batch_size=batch)
@@ -106,7 +107,7 @@ def sink(
         on_progress=_ProgressLines(),
         challenges=ChallengeDesk(engine, client, settings),
     )
-    tune_gc()
+    freeze_startup(YOUNG_GC_THRESHOLD)
     stats = runner.run(burst=burst)
     if as_json:
         print(json.dumps(_figures(stats)))

@@ -19,7 +19,6 @@ retries with capped backoff while its lag (`fraudstream.store.lag`) grows, then 
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -112,21 +111,13 @@ class SinkOptions:
 
 
 YOUNG_GC_THRESHOLD = 50_000
+"""Young-generation collections for a process that runs a sink (`fraudstream.gcpolicy`).
 
-
-def tune_gc() -> None:
-    """Fewer garbage collections for a process that runs a sink.
-
-    A batch of 1,000 decisions allocates some 5,000 container objects (the entries' dicts,
-    the decisions, their lists, the rows), so Python's default, a young-generation
-    collection every 700 allocations, collects several times per batch and finds nothing:
-    what the sink makes holds no cycles and is freed by reference counting. What was loaded
-    before the loop (modules, the engine, the client) is frozen out of every collection.
-    `fraudstream sink` calls this; the rate gains a third or more (``bench_sink.py``).
-    """
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
+A batch of 1,000 decisions allocates some 5,000 container objects (the entries' dicts, the
+decisions, their lists, the rows), so Python's default, a young-generation collection every
+700 allocations, collects several times per batch and finds nothing: what the sink makes
+holds no cycles and is freed by reference counting. With this and start-up frozen, the rate
+gains a third or more (``bench_sink.py``)."""
 
 
 @dataclass
