@@ -13,13 +13,15 @@ from msgspec.structs import replace
 from redis.typing import EncodableT, FieldT
 
 from fraudstream.config import Settings
+from fraudstream.errors import StreamError
 from fraudstream.features import FeatureEngine
 from fraudstream.schema import Decision, Transaction, decode_decision, decode_transaction, encode
 from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.stream.decided import DecidedStore
+from fraudstream.stream.fleet import wait_for_partitions
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys, partition_of
 from fraudstream.stream.lanes import Gate
-from fraudstream.stream.leases import LeaseManager, holder
+from fraudstream.stream.leases import HUNGRY_POLL_S, LeaseManager, holder
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
 
@@ -269,6 +271,48 @@ def test_leases_converge_to_fair_shares(client: redis.Redis, settings: Settings)
     b.release_all()  # b leaves: a takes its partitions back
     a.rebalance()
     assert a.owned == set(range(4))
+
+
+def test_a_worker_short_of_its_share_takes_a_given_back_partition_before_its_heartbeat(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """A worker joining holds nothing until the others give back their extras, at their
+    own heartbeats; the joiner then must not wait for its next one (a third of the TTL)
+    to take them: those partitions would go unread that long. It looks again for free
+    ones every `HUNGRY_POLL_S` while it holds less than its share."""
+    keys = _keys(settings)
+    a = LeaseManager(client, keys, "a", ttl_ms=30_000)  # heartbeats every 10 s
+    b = LeaseManager(client, keys, "b", ttl_ms=30_000)
+    a.rebalance()
+    assert b.rebalance() == set() and not b.due()  # all held by a: nothing to look for yet
+    a.rebalance()  # gives back its extras
+    deadline = time.monotonic() + 2.0
+    while not b.due():
+        assert time.monotonic() < deadline, "b did not look for the free partitions"
+        time.sleep(HUNGRY_POLL_S / 4)
+    assert len(b.rebalance()) == keys.partitions // 2
+    assert len(a.owned) == keys.partitions // 2 and not a.owned & b.owned
+    time.sleep(HUNGRY_POLL_S * 2)
+    assert not a.due() and not b.due()  # both hold their share: nothing to look for
+
+
+def test_the_fleet_counts_as_ready_once_its_partitions_are_fairly_shared(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """The demo and the load test measure only once each worker holds its share: a worker
+    still over its share gives its extras back during the run, and they wait for a taker."""
+    keys = _keys(settings)
+    a = LeaseManager(client, keys, "a", ttl_ms=30_000)
+    b = LeaseManager(client, keys, "b", ttl_ms=30_000)
+    a.rebalance()
+    b.rebalance()
+    client.delete(*(keys.lease(p) for p in range(keys.partitions // 2 + 1, keys.partitions)))
+    assert len(b.rebalance()) == keys.partitions // 2 - 1  # a holds one over its share
+    with pytest.raises(StreamError, match="did not take their partitions"):
+        wait_for_partitions(client, keys, 2, [], timeout=0.5)
+    a.rebalance()
+    b.rebalance()
+    wait_for_partitions(client, keys, 2, [], timeout=0.5)
 
 
 def test_a_lost_lease_is_dropped(client: redis.Redis, settings: Settings) -> None:

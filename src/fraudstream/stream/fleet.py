@@ -1,17 +1,20 @@
 """Worker processes started by a command that measures them (`demo`, `loadtest`).
 
 Both start ``fraudstream worker`` subprocesses beside the traffic they send, wait until the
-workers hold every input partition (so the figures measure the pipeline, not interpreter
-start-up) and stop them with SIGTERM at the end (the batch in hand is finished and acked).
+workers hold every input partition, each its fair share (so the figures measure the
+pipeline, not interpreter start-up or a rebalance) and stop them with SIGTERM at the end
+(the batch in hand is finished and acked).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +50,9 @@ def wait_for_partitions(
     procs: Sequence[subprocess.Popen[bytes]],
     timeout: float = 30.0,
 ) -> None:
-    """Until every partition is leased and at least ``holders`` consumers hold them.
+    """Until every partition is leased, at least ``holders`` consumers hold them, and none
+    holds more than its fair share (`fraudstream.stream.leases`): a consumer over its share
+    gives the extras back at its next heartbeat, and they wait for a taker meanwhile.
 
     Raises:
         StreamError: one of ``procs`` exited, or ``timeout`` passed.
@@ -60,8 +65,9 @@ def wait_for_partitions(
         for lease in leases:  # one GET each: on a cluster the leases live in different slots
             pipe.get(lease)
         owners: list[bytes | None] = pipe.execute()
-        held = {holder(owner) for owner in owners if owner is not None}
-        if None not in owners and len(held) >= wanted:
+        held = Counter(holder(owner) for owner in owners if owner is not None)
+        fair = math.ceil(keys.partitions / max(len(held), 1))
+        if None not in owners and len(held) >= wanted and max(held.values()) <= fair:
             return
         if any(proc.poll() is not None for proc in procs):
             raise StreamError("a worker exited at start-up (see its error above)")
