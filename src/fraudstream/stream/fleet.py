@@ -8,7 +8,6 @@ pipeline, not interpreter start-up or a rebalance) and stop them with SIGTERM at
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import redis
 from fraudstream.config import Settings, to_environ
 from fraudstream.errors import StreamError
 from fraudstream.stream.keys import StreamKeys
-from fraudstream.stream.leases import holder
+from fraudstream.stream.leases import fair_share, holder
 
 
 def spawn_worker(
@@ -66,7 +65,7 @@ def wait_for_partitions(
             pipe.get(lease)
         owners: list[bytes | None] = pipe.execute()
         held = Counter(holder(owner) for owner in owners if owner is not None)
-        fair = math.ceil(keys.partitions / max(len(held), 1))
+        fair = fair_share(keys.partitions, len(held))
         if None not in owners and len(held) >= wanted and max(held.values()) <= fair:
             return
         if any(proc.poll() is not None for proc in procs):

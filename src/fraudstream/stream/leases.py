@@ -67,6 +67,15 @@ return 0
 """
 
 
+def fair_share(partitions: int, live: int) -> int:
+    """The most partitions one of ``live`` workers holds.
+
+    >>> fair_share(16, 2), fair_share(16, 3), fair_share(16, 0)
+    (8, 6, 16)
+    """
+    return math.ceil(partitions / max(live, 1))
+
+
 @dataclass(frozen=True)
 class Lease:
     """One tenure of one partition: the fencing token of the batches read under it."""
@@ -159,7 +168,7 @@ class LeaseManager:
         """
         self._last_beat = time.monotonic()
         live = self._heartbeat()
-        target = math.ceil(self.keys.partitions / max(live, 1))
+        target = fair_share(self.keys.partitions, live)
         for p, lease in sorted(self.held.items()):
             if not self._renew(keys=[self.keys.lease(p)], args=[lease.token, self.ttl_ms]):
                 del self.held[p]
