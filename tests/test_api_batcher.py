@@ -65,6 +65,50 @@ def test_requests_arriving_during_a_batch_go_together_as_the_next(
     assert sizes == [1, 20]
 
 
+def test_after_a_batch_of_concurrent_requests_the_next_waits_for_as_many(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """Requests answered a moment ago come back: a request that arrived during a batch of
+    eight does not go alone (it used to, and batches alternated between one and the rest)
+    but waits for the seven the batch answered. Once the wait found nobody, and after a
+    small batch, nothing waits for the timer (2 s here: a wait fails the test's 1.5 s)."""
+    scorer = build_scorer(settings, client)
+    decided = DecidedStore(client, settings.stream_prefix)
+    sizes: list[int] = []
+    first_in_flight = threading.Event()
+    release = threading.Event()
+
+    def record(
+        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
+    ) -> list[Decision | None]:
+        sizes.append(len(decisions))
+        if len(sizes) == 1:
+            first_in_flight.set()
+            assert release.wait(30), "the test never released the first batch"
+        return decided.keep_streamed(decisions, [{"d": "x"} for _ in decisions], "s", 99)
+
+    batcher = MicroBatcher(scorer, decided, record, max_wait_s=2.0)
+
+    async def scenario() -> None:
+        eight = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(8)]
+        while not first_in_flight.is_set():
+            await asyncio.sleep(0.005)
+        during = asyncio.ensure_future(batcher.score(_tx(8), time.time()))
+        release.set()
+        await asyncio.gather(*eight)
+        await asyncio.sleep(0.05)
+        assert sizes == [8]  # the one that came during the batch waits for company
+        back = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(9, 16)]
+        await asyncio.wait_for(asyncio.gather(during, *back), 30)
+        assert sizes == [8, 8]
+        await asyncio.sleep(2.5)  # nobody came: the batcher is idle
+        await asyncio.wait_for(batcher.score_many([_tx(16), _tx(17)], time.time()), 1.5)
+        await asyncio.wait_for(batcher.score(_tx(18), time.time()), 1.5)  # after 2: at once
+
+    asyncio.run(scenario())
+    assert sizes == [8, 8, 2, 1]
+
+
 def test_a_failed_batch_tells_every_waiting_request(
     settings: Settings, client: redis.Redis
 ) -> None:

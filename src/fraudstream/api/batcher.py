@@ -1,11 +1,14 @@
 """Micro-batching: concurrent HTTP requests scored together in one `Scorer.score_batch`.
 
 Natural batching: while a batch is being decided, new requests gather, and go together the
-moment it is done. When nothing is being decided, a request goes at once if the last batch
-was a lone request (a client calling one request at a time pays no batching delay), and
-waits ``max_wait_s`` for company if the last batch held several (concurrent clients, whose
-next requests are on their way: without the wait, batches would alternate between one
-request and the rest, twice the batches for the same traffic). Each
+moment it is done. A batch of `CONCURRENT` or more requests shows concurrent clients whose
+next requests are on their way (each was answered a moment ago): the next batch waits, at
+most ``max_wait_s``, until as many are waiting. Without the wait, batches alternated between
+one or two requests (those that arrived during the decide) and the rest: measured with 16
+connections, 515 batches in 3 s of sizes 1, 2, 14 and 15, the small ones costing ~4.2–4.6 ms
+against ~5.2 ms for 15, so half the batches were spent on a tenth of the requests. After a
+smaller batch the next one goes at once: a client calling one request at a time, or
+requests arriving apart (a fixed offered rate), pay no timer. Each
 batch is decided in a worker thread with one feature round trip and one model call. One
 batch at a time, so this process is a single writer of the feature state; a batch the
 feature store refuses (a worker wrote the same customer meanwhile) is retried.
@@ -20,6 +23,7 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +35,8 @@ from fraudstream.scoring import Scored, Scorer
 from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
 
 RETRIES = 3
+CONCURRENT = 4
+"""A batch of at least this many requests makes the next one wait for company (see above)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class MicroBatcher:
         self.record = record
         self._pending: list[Waiting] = []
         self._draining = False
+        self._want = 0
+        self._company: asyncio.Future[None] | None = None
+        self._drainer: asyncio.Future[None] | None = None  # held: the loop keeps weak refs
 
     async def score(self, tx: Transaction, arrived_at: float) -> Answer:
         return (await self.score_many([tx], arrived_at))[0]
@@ -79,10 +88,12 @@ class MicroBatcher:
         for tx in txs:
             futures.append(loop.create_future())
             self._pending.append((tx, arrived_at, futures[-1]))
+        company = self._company
+        if company is not None and not company.done() and len(self._pending) >= self._want:
+            company.set_result(None)
         if not self._draining:
             self._draining = True
-            wait = self.max_wait_s if self._last_size > 1 else 0.0
-            loop.call_later(wait, lambda: asyncio.ensure_future(self._drain()))
+            self._drainer = asyncio.ensure_future(self._drain())
         return list(await asyncio.gather(*futures))
 
     async def _drain(self) -> None:
@@ -90,12 +101,28 @@ class MicroBatcher:
         while a batch is decided join the next one; the flag drops only once the queue is
         empty, with no await in between, so no request is left behind."""
         try:
-            while self._pending:
+            while True:
+                await self._company_of(self._last_size)
+                if not self._pending:  # idle: the next request is not company on its way
+                    self._last_size = 0
+                    break
                 batch, self._pending = self._pending, []
                 self._last_size = len(batch)
                 await self._decide_batch(batch)
         finally:
             self._draining = False
+
+    async def _company_of(self, last: int) -> None:
+        """After a batch of `CONCURRENT` or more, until ``last`` requests wait or
+        ``max_wait_s`` has passed; after a smaller one, not at all."""
+        if last < CONCURRENT or len(self._pending) >= last:
+            return
+        self._want = last
+        self._company = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.max_wait_s):
+                await self._company
+        self._company = None
 
     async def _decide_batch(self, batch: list[Waiting]) -> None:
         txs = [tx for tx, _, _ in batch]
