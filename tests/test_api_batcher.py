@@ -26,27 +26,38 @@ def _tx(i: int) -> Transaction:
     return decode_transaction(json.dumps(sample_tx(i)))
 
 
+class HeldFirst:
+    """A record hook that holds the first batch in flight until the test releases it, and
+    keeps each batch's size."""
+
+    def __init__(self, decided: DecidedStore) -> None:
+        self.decided = decided
+        self.sizes: list[int] = []
+        self.in_flight = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(
+        self,
+        decisions: Sequence[Decision],
+        txs: Sequence[Transaction],
+        why: Mapping[str, Explanation],
+    ) -> list[Decision | None]:
+        self.sizes.append(len(decisions))
+        if len(self.sizes) == 1:
+            self.in_flight.set()
+            assert self.release.wait(30), "the test never released the first batch"
+        return self.decided.keep_streamed(
+            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
+        )
+
+
 def test_requests_arriving_during_a_batch_go_together_as_the_next(
     settings: Settings, client: redis.Redis
 ) -> None:
     scorer = build_scorer(settings, client)
-    sizes: list[int] = []
-    first_in_flight = threading.Event()
-    release = threading.Event()
-
     decided = DecidedStore(client, settings.stream_prefix)
-
-    def record(
-        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> list[Decision | None]:
-        sizes.append(len(decisions))
-        if len(sizes) == 1:
-            first_in_flight.set()
-            assert release.wait(30), "the test never released the first batch"
-        return decided.keep_streamed(
-            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
-        )
-
+    record = HeldFirst(decided)
+    sizes, first_in_flight, release = record.sizes, record.in_flight, record.release
     batcher = MicroBatcher(scorer, decided, record)
 
     async def scenario() -> list[str]:
@@ -74,19 +85,8 @@ def test_after_a_batch_of_concurrent_requests_the_next_waits_for_as_many(
     small batch, nothing waits for the timer (2 s here: a wait fails the test's 1.5 s)."""
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
-    sizes: list[int] = []
-    first_in_flight = threading.Event()
-    release = threading.Event()
-
-    def record(
-        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> list[Decision | None]:
-        sizes.append(len(decisions))
-        if len(sizes) == 1:
-            first_in_flight.set()
-            assert release.wait(30), "the test never released the first batch"
-        return decided.keep_streamed(decisions, [{"d": "x"} for _ in decisions], "s", 99)
-
+    record = HeldFirst(decided)
+    sizes, first_in_flight, release = record.sizes, record.in_flight, record.release
     batcher = MicroBatcher(scorer, decided, record, max_wait_s=2.0)
 
     async def scenario() -> None:
