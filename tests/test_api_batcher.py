@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from apikit import feature_state, sample_tx
-from fraudstream.api.batcher import Answer, MicroBatcher
+from fraudstream.api.batcher import Answer, DecideThread, MicroBatcher
 from fraudstream.config import Settings
 from fraudstream.schema import Decision, Explanation, Transaction, decode_transaction
 from fraudstream.scoring import build_scorer
@@ -81,8 +81,9 @@ def test_after_a_batch_of_concurrent_requests_the_next_waits_for_as_many(
 ) -> None:
     """Requests answered a moment ago come back: a request that arrived during a batch of
     eight does not go alone (it used to, and batches alternated between one and the rest)
-    but waits for the seven the batch answered. Once the wait found nobody, and after a
-    small batch, nothing waits for the timer (2 s here: a wait fails the test's 1.5 s)."""
+    but waits for the eight the batch answered, and goes with them. Neither that wait, once
+    they came, nor anything after the wait found nobody or after a small batch, waits for
+    the timer (2 s here: a wait fails the test's 1.5 s)."""
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
     record = HeldFirst(decided)
@@ -98,15 +99,18 @@ def test_after_a_batch_of_concurrent_requests_the_next_waits_for_as_many(
         await asyncio.gather(*eight)
         await asyncio.sleep(0.05)
         assert sizes == [8]  # the one that came during the batch waits for company
-        back = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(9, 16)]
-        await asyncio.wait_for(asyncio.gather(during, *back), 30)
-        assert sizes == [8, 8]
+        back = []
+        for i in range(9, 17):  # one by one, as answered clients come back
+            back.append(asyncio.ensure_future(batcher.score(_tx(i), time.time())))
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(during, *back), 1.5)
+        assert sizes == [8, 9]
         await asyncio.sleep(2.5)  # nobody came: the batcher is idle
-        await asyncio.wait_for(batcher.score_many([_tx(16), _tx(17)], time.time()), 1.5)
-        await asyncio.wait_for(batcher.score(_tx(18), time.time()), 1.5)  # after 2: at once
+        await asyncio.wait_for(batcher.score_many([_tx(17), _tx(18)], time.time()), 1.5)
+        await asyncio.wait_for(batcher.score(_tx(19), time.time()), 1.5)  # after 2: at once
 
     asyncio.run(scenario())
-    assert sizes == [8, 8, 2, 1]
+    assert sizes == [8, 9, 2, 1]
 
 
 def test_a_failed_batch_tells_every_waiting_request(
@@ -187,3 +191,27 @@ def test_a_batch_holding_decided_ids_scores_only_the_new_ones_once(
     assert answers[3].decision == answers[0].decision
     streamed: Any = client.xrange("s")
     assert [fields[b"d"] for _, fields in streamed] == [b"api-1", b"api-2", b"api-3"]
+
+
+def test_the_decide_thread_runs_off_the_loop_reports_errors_and_leaves_when_idle() -> None:
+    lane = DecideThread()
+    lane.IDLE_S = 0.2
+
+    def boom() -> None:
+        raise ValueError("bad batch")
+
+    async def scenario() -> None:
+        here = threading.get_ident()
+        there = await lane.run(threading.get_ident)
+        assert there != here
+        assert await lane.run(lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ValueError, match="bad batch"):
+            await lane.run(boom)
+        assert await lane.run(lambda: "still serving") == "still serving"
+        thread = lane._thread
+        assert thread is not None
+        thread.join(5)  # idle: it leaves
+        assert not thread.is_alive() and lane._thread is None
+        assert await lane.run(lambda: "started again") == "started again"
+
+    asyncio.run(scenario())

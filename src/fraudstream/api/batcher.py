@@ -3,13 +3,18 @@
 Natural batching: while a batch is being decided, new requests gather, and go together the
 moment it is done. A batch of `CONCURRENT` or more requests shows concurrent clients whose
 next requests are on their way (each was answered a moment ago): the next batch waits, at
-most ``max_wait_s``, until as many are waiting. Without the wait, batches alternated between
-one or two requests (those that arrived during the decide) and the rest: measured with 16
-connections, 515 batches in 3 s of sizes 1, 2, 14 and 15, the small ones costing ~4.2–4.6 ms
-against ~5.2 ms for 15, so half the batches were spent on a tenth of the requests. After a
-smaller batch the next one goes at once: a client calling one request at a time, or
-requests arriving apart (a fixed offered rate), pay no timer. Each
-batch is decided in a worker thread with one feature round trip and one model call. One
+most ``max_wait_s``, until the requests it answered plus those already waiting are there.
+Measured with 16 connections (realistic traffic, `benchmarks/bench_api.py`'s):
+- with no wait, batches alternated between the one or two requests that arrived during a
+  batch and the rest: sizes 1, 2, 14 and 15 in 3 s, the small ones ~4.2–4.6 ms against
+  ~5.2 ms for 15, half the batches spent on a tenth of the requests;
+- waiting for as many as the last batch answered settled into two halves of 8 taking
+  turns (each ~5 ms: most of a batch's cost is fixed);
+- waiting for those plus the ones waiting: 296 batches of 16 out of 319, ~1,650 req/s
+  against ~1,210–1,320 for the halves in the same setting.
+After a smaller batch the next one goes at once: a client calling one request at a time, or
+requests arriving apart (a fixed offered rate), pay no timer. Each batch is decided in the
+batcher's thread (`DecideThread`) with one feature round trip and one model call. One
 batch at a time, so this process is a single writer of the feature state; a batch the
 feature store refuses (a worker wrote the same customer meanwhile) is retried.
 
@@ -24,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import anyio.to_thread
+from typing import Any
 
 from fraudstream.features.wire import FeatureStoreError
 from fraudstream.schema import Decision, Explanation, Transaction
@@ -55,6 +61,59 @@ neither (`DecidedStore.keep_streamed`); per decision, the one kept before it (No
 this one was kept). Runs in the batch's thread."""
 
 
+class DecideThread:
+    """One thread that runs the batches, started on demand, leaving after `IDLE_S` idle.
+
+    ``anyio.to_thread.run_sync`` took ~130 µs for a call doing nothing (uvloop, this host),
+    against ~30 µs here: a thread already waiting on a `queue.SimpleQueue` wakes at once, and
+    the answer goes back with one ``call_soon_threadsafe``. Paid once per batch, that is ~4 %
+    of a lone request's ~3 ms."""
+
+    IDLE_S = 30.0
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._jobs.put((loop, future, fn, args))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="api-decide", daemon=True)
+                self._thread.start()
+        return await future
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                loop, future, fn, args = self._jobs.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:  # a job put meanwhile is seen here, or finds no thread
+                    if self._jobs.empty():
+                        self._thread = None
+                        return
+                continue
+            result, error = None, None
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # the awaiting request learns of it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 Waiting = tuple[Transaction, float, "asyncio.Future[Answer]"]
 """A request's transaction, its arrival time, and where its answer goes."""
 
@@ -76,8 +135,9 @@ class MicroBatcher:
         self._pending: list[Waiting] = []
         self._draining = False
         self._want = 0
-        self._company: asyncio.Future[None] | None = None
+        self._company_came: asyncio.Future[None] | None = None
         self._drainer: asyncio.Future[None] | None = None  # held: the loop keeps weak refs
+        self._thread = DecideThread()
 
     async def score(self, tx: Transaction, arrived_at: float) -> Answer:
         return (await self.score_many([tx], arrived_at))[0]
@@ -88,7 +148,7 @@ class MicroBatcher:
         for tx in txs:
             futures.append(loop.create_future())
             self._pending.append((tx, arrived_at, futures[-1]))
-        company = self._company
+        company = self._company_came
         if company is not None and not company.done() and len(self._pending) >= self._want:
             company.set_result(None)
         if not self._draining:
@@ -102,7 +162,9 @@ class MicroBatcher:
         empty, with no await in between, so no request is left behind."""
         try:
             while True:
-                await self._company_of(self._last_size)
+                if self._last_size >= CONCURRENT:
+                    # the clients just answered, and those already waiting
+                    await self._company(self._last_size + len(self._pending))
                 if not self._pending:  # idle: the next request is not company on its way
                     self._last_size = 0
                     break
@@ -112,23 +174,22 @@ class MicroBatcher:
         finally:
             self._draining = False
 
-    async def _company_of(self, last: int) -> None:
-        """After a batch of `CONCURRENT` or more, until ``last`` requests wait or
-        ``max_wait_s`` has passed; after a smaller one, not at all."""
-        if last < CONCURRENT or len(self._pending) >= last:
+    async def _company(self, want: int) -> None:
+        """Until ``want`` requests wait, or ``max_wait_s`` has passed."""
+        if len(self._pending) >= want:
             return
-        self._want = last
-        self._company = asyncio.get_running_loop().create_future()
+        self._want = want
+        self._company_came = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.max_wait_s):
-                await self._company
-        self._company = None
+                await self._company_came
+        self._company_came = None
 
     async def _decide_batch(self, batch: list[Waiting]) -> None:
         txs = [tx for tx, _, _ in batch]
         arrivals = [t for _, t, _ in batch]
         try:
-            answers = await anyio.to_thread.run_sync(self._decide, txs, arrivals)
+            answers: list[Answer] = await self._thread.run(self._decide, txs, arrivals)
         except Exception as exc:  # every waiting request must learn of it
             for _, _, future in batch:
                 if not future.done():
