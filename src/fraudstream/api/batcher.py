@@ -4,14 +4,14 @@ Natural batching: while a batch is being decided, new requests gather, and go to
 moment it is done. A batch of `CONCURRENT` or more requests shows concurrent clients whose
 next requests are on their way (each was answered a moment ago): the next batch waits, at
 most ``max_wait_s``, until the requests it answered plus those already waiting are there.
-Measured with 16 connections (realistic traffic, `benchmarks/bench_api.py`'s):
+Measured with 16 connections (`benchmarks/bench_api.py`'s client, batch sizes logged):
 - with no wait, batches alternated between the one or two requests that arrived during a
   batch and the rest: sizes 1, 2, 14 and 15 in 3 s, the small ones ~4.2–4.6 ms against
   ~5.2 ms for 15, half the batches spent on a tenth of the requests;
 - waiting for as many as the last batch answered settled into two halves of 8 taking
   turns (each ~5 ms: most of a batch's cost is fixed);
 - waiting for those plus the ones waiting: 296 batches of 16 out of 319, ~1,650 req/s
-  against ~1,210–1,320 for the halves in the same setting.
+  against ~1,210–1,320 for the halves (both under a sampling profiler).
 After a smaller batch the next one goes at once: a client calling one request at a time, or
 requests arriving apart (a fixed offered rate), pay no timer. Each batch is decided in the
 batcher's thread (`DecideThread`) with one feature round trip and one model call. One
