@@ -37,6 +37,7 @@ from fraudstream.stream.producer import Producer
 
 if TYPE_CHECKING:
     import polars as pl
+    from numpy.typing import NDArray
 
     from fraudstream.alerts.receiver import LocalReceiver
 
@@ -143,8 +144,6 @@ class DemoRun:
         """The sink and the alerts consumer, started and stopped by every `run`."""
         self.key_created: Path | None = None
         self._fraud_ids: set[str] = set()
-        self._broken = np.zeros(0, dtype=bool)
-        """Which of the traffic's payloads are malformed on purpose."""
 
     def run(self, on_progress: Callable[[int, int], None] | None = None) -> DemoReport:
         from fraudstream.alerts.receiver import LocalReceiver
@@ -336,7 +335,7 @@ class DemoRun:
     def _stop_workers(self) -> None:
         stop_all(self._procs)
 
-    def _traffic(self) -> tuple[pl.DataFrame, list[Row], GenerateOptions]:
+    def _traffic(self) -> tuple[pl.DataFrame, list[Row], NDArray[np.bool_], GenerateOptions]:
         """Simulated traffic (a small full-profile world), a few payloads broken on purpose."""
         options = GenerateOptions(
             tps=self.report.target_tps,
@@ -348,20 +347,26 @@ class DemoRun:
         )
         picked, rows = prepare_traffic(options, self.keys)
         rng = np.random.default_rng(self.seed + 1)
-        self._broken = rng.random(len(rows)) < self.bad_ratio
+        broken = rng.random(len(rows)) < self.bad_ratio
         rows = [
-            (t, stream, _malformed(blob)) if broken else (t, stream, blob)
-            for (t, stream, blob), broken in zip(rows, self._broken, strict=True)
+            (t, stream, _malformed(blob)) if bad else (t, stream, blob)
+            for (t, stream, blob), bad in zip(rows, broken, strict=True)
         ]
         frauds = picked.filter(picked["is_fraud"])["transaction_id"].to_list()
         self._fraud_ids.update(frauds)  # before sending: decisions are counted as they come
-        return picked, rows, options
+        return picked, rows, broken, options
 
-    def _produce(self, picked: pl.DataFrame, rows: list[Row], options: GenerateOptions) -> None:
+    def _produce(
+        self,
+        picked: pl.DataFrame,
+        rows: list[Row],
+        broken: NDArray[np.bool_],
+        options: GenerateOptions,
+    ) -> None:
         """The traffic at the target rate."""
         producer = Producer(self.client, self.keys, batch_size=self.settings.batch_size)
         stats = run_generator(producer, rows, options)
-        self.report.malformed_sent = int(self._broken[: stats.sent].sum())
+        self.report.malformed_sent = int(broken[: stats.sent].sum())
         sent = picked.head(stats.sent)
         self.report.frauds_sent = int(sent["is_fraud"].sum())
         self.report.produced = stats.sent - self.report.malformed_sent
