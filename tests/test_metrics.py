@@ -154,3 +154,54 @@ def test_the_grafana_dashboard_asks_only_for_metrics_fraudstream_exports(clean_e
     helped = re.findall(r"^# HELP (\S+)", metrics.exposition().decode(), re.MULTILINE)
     exported = {re.sub(r"_total$", "", name) for name in helped}
     assert asked and asked <= exported, asked - exported
+
+
+BULK_CHECK = """
+import json, math, sys
+from prometheus_client import CollectorRegistry, Histogram
+from fraudstream.metrics import LATENCY_BUCKETS, observe_all
+
+values = json.loads(sys.argv[1])
+registry = CollectorRegistry()
+one = Histogram("one_by_one", "", ["k"], buckets=LATENCY_BUCKETS, registry=registry)
+bulk = Histogram("all_at_once", "", ["k"], buckets=LATENCY_BUCKETS, registry=registry)
+for v in values:
+    one.labels("a").observe(v)
+observe_all(bulk.labels("a"), values)
+out = {}
+for family in registry.collect():
+    for s in family.samples:
+        if not s.name.endswith("_created"):
+            key = s.name[len(family.name) + 1 :] + "|" + s.labels.get("le", "")
+            out.setdefault(key, {})[family.name] = s.value
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.0005, 0.001, 0.0010001, 0.002, 0.05, 0.7, 30.0, 31.0, 1e9, -1.0] * 7,
+        [i / 997 for i in range(2_000)],
+        [0.003] * 3,  # under the bulk size: observe itself
+    ],
+)
+def test_a_batch_observed_at_once_equals_each_value_observed(
+    values: list[float], tmp_path: Path
+) -> None:
+    """`metrics.observe_all` reads prometheus-client's histogram internals: bucket by
+    bucket, count and sum, it must equal ``observe`` one value at a time, in the
+    multiprocess mode every fraudstream process runs in (the values in mmap files)."""
+    env = {**os.environ, metrics.ENV: str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", BULK_CHECK, json.dumps(values)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    samples: dict[str, dict[str, float]] = json.loads(done.stdout)
+    assert len(samples) == len(metrics.LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
+    for key, both in samples.items():
+        one, bulk = both["one_by_one"], both["all_at_once"]
+        if key.startswith("sum|"):
+            assert bulk == pytest.approx(one, rel=1e-12)
+        else:
+            assert bulk == one, key

@@ -37,7 +37,9 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from fraudstream.schema import Decision
 
@@ -189,12 +191,15 @@ def observe(decisions: Sequence[Decision], source: str, dead: int = 0) -> None:
     """Count a batch of decisions (and its dead letters)."""
     m = _metrics()
     counts: dict[str, int] = {}
+    stages: dict[str, list[float]] = {}
     for d in decisions:
         counts[d.outcome] = counts.get(d.outcome, 0) + 1
-        m.score.observe(d.score)
-        m.latency.labels("end_to_end").observe(d.latency_ms / 1000)
         for stage, ms in d.stages.items():
-            m.latency.labels(stage).observe(ms / 1000)
+            stages.setdefault(stage, []).append(ms / 1000)
+    observe_all(m.score, [d.score for d in decisions])
+    observe_all(m.latency.labels("end_to_end"), [d.latency_ms / 1000 for d in decisions])
+    for stage, seconds in stages.items():
+        observe_all(m.latency.labels(stage), seconds)
     for outcome, n in counts.items():
         m.decisions.labels(source, outcome).inc(n)
     if dead:
@@ -202,6 +207,34 @@ def observe(decisions: Sequence[Decision], source: str, dead: int = 0) -> None:
     if decisions:
         _note_version(m, "model", decisions[-1].model_version)
         _note_version(m, "rules", decisions[-1].rules_version)
+
+
+BULK = 8
+"""From this many values `observe_all` counts the buckets at once."""
+
+
+def observe_all(histogram: Any, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, with one write per bucket touched.
+
+    In multiprocess mode every ``observe`` is two writes to the memory-mapped file under a
+    lock (the bucket, the sum): six histograms a decision cost ~15 µs of a worker's ~80 µs
+    per transaction. Here a batch's values are counted per bucket with numpy, and each
+    bucket and the sum get one increment. This reads prometheus-client's `Histogram`
+    internals (``_upper_bounds``, ``_buckets``, ``_sum``, as its ``observe`` does):
+    ``tests/test_metrics.py`` checks the result equals ``observe`` one value at a time, so a
+    release that changes them fails there. Fewer than `BULK` values: ``observe`` itself.
+    """
+    if len(values) < BULK:
+        for value in values:
+            histogram.observe(value)
+        return
+    x = np.asarray(values, dtype=np.float64)
+    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
+    # observe's bucket: the first bound >= the value (none for NaN: it only joins the sum)
+    counts = np.bincount(np.searchsorted(bounds, x, side="left"), minlength=len(bounds) + 1)
+    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
+        histogram._buckets[i].inc(int(counts[i]))
+    histogram._sum.inc(float(x.sum()))
 
 
 def _note_version(m: _Metrics, kind: str, version: str) -> None:
