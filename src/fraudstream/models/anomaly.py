@@ -10,6 +10,7 @@ leaf size), so the artifact needs no pickle, and score a batch with one compiled
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -22,18 +23,33 @@ EULER = 0.5772156649015329
 
 
 @njit(cache=True)
-def _leaves(x, left, right, feature, threshold, roots):  # type: ignore[no-untyped-def]
-    """The leaf each row of ``x`` reaches in each tree, shape (rows, trees), compiled: the
-    numpy walk (a fancy-indexing step per level over every row and tree at once) cost
-    ~0.2 ms a call before the first row, and twice as much as this at 500 rows."""
-    out = np.empty((x.shape[0], roots.shape[0]), dtype=np.int64)
-    for t in range(roots.shape[0]):  # tree by tree: its nodes stay in cache
-        for i in range(x.shape[0]):
-            node = roots[t]
-            while left[node] >= 0:
-                node = left[node] if x[i, feature[node]] <= threshold[node] else right[node]
-            out[i, t] = node
-    return out
+def _mean_paths(X, columns, left, right, threshold, feature, leaf_value, roots, depth):  # type: ignore[no-untyped-def]
+    """Mean path length of each row of ``X`` over the trees, compiled.
+
+    A row's values are read as scikit-learn reads them: NaN as 0, then rounded to float32.
+    Leaves loop to themselves (`IsolationForestModel._walk`), so every row takes exactly
+    ``depth`` steps in every tree and the rows of a tree are walked side by side, one
+    level at a time: their steps are independent, and the processor overlaps them. Walked
+    one row to its leaf at a time (a loop ending where the row's path does), a forest of
+    100 trees of depth 8 took 5.4 µs a row at 500 rows (7 µs at 16), against 1.8 µs this
+    way (1.9 µs at 16), side by side on this project's 2-core host."""
+    n, k, trees = X.shape[0], columns.shape[0], roots.shape[0]
+    x = np.empty((n, k), dtype=np.float64)
+    for i in range(n):
+        for j in range(k):
+            v = X[i, columns[j]]
+            x[i, j] = 0.0 if np.isnan(v) else np.float64(np.float32(v))
+    total = np.zeros(n)
+    node = np.empty(n, dtype=np.int64)
+    for t in range(trees):  # tree by tree: its nodes stay in cache
+        node[:] = roots[t]
+        for _ in range(depth):
+            for i in range(n):
+                at = node[i]
+                node[i] = left[at] if x[i, feature[at]] <= threshold[at] else right[at]
+        for i in range(n):
+            total[i] += leaf_value[node[i]]
+    return total / trees
 
 
 def average_path_length(n: NDArray[Any]) -> F64:
@@ -66,10 +82,32 @@ class IsolationForestModel:
 
     def score(self, X: F64) -> F64:
         """Anomaly score in (0, 1] per row of the full feature matrix (higher = stranger)."""
-        x = np.nan_to_num(np.asarray(X, dtype=np.float64)[:, self.columns]).astype(np.float32)
-        leaves = _leaves(x, self.left, self.right, self.feature, self.threshold, self.roots)
-        mean_path = self.leaf_value[leaves].mean(axis=1)
+        left, right, threshold, depth = self._walk
+        x = np.asarray(X, dtype=np.float64)
+        mean_path = _mean_paths(
+            x, self.columns, left, right, threshold, self.feature, self.leaf_value, self.roots,
+            depth,
+        )  # fmt: skip
         return np.asarray(2.0 ** (-mean_path / self.norm), dtype=np.float64)
+
+    @cached_property
+    def _walk(self) -> tuple[I64, I64, F64, int]:
+        """The children and thresholds with every leaf its own child whatever the value
+        (threshold +inf: ``x <= inf`` holds for every value read, NaN being read as 0),
+        and the depth of the deepest leaf: `_mean_paths` walks every row that many steps."""
+        leaf = self.left < 0
+        at = np.flatnonzero(leaf)
+        left, right, threshold = self.left.copy(), self.right.copy(), self.threshold.copy()
+        left[at] = right[at] = at
+        threshold[at] = np.inf
+        depth, level = 0, self.roots[~leaf[self.roots]]
+        while level.size:  # one level of internal nodes at a time
+            if depth > len(self.left):
+                raise ValueError("isolation forest arrays do not form trees (a cycle)")
+            depth += 1
+            children = np.concatenate([self.left[level], self.right[level]])
+            level = np.unique(children[~leaf[children]])
+        return left, right, threshold, depth
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         return {
