@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -15,8 +17,10 @@ import pytest
 import redis
 
 from apikit import feature_state, sample_tx
+from fraudstream.api import batcher as batcher_module
 from fraudstream.api.batcher import Answer, DecideThread, MicroBatcher
 from fraudstream.config import Settings
+from fraudstream.features.wire import StateConflict
 from fraudstream.schema import Decision, Explanation, Transaction, decode_transaction
 from fraudstream.scoring import build_scorer
 from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
@@ -191,6 +195,100 @@ def test_a_batch_holding_decided_ids_scores_only_the_new_ones_once(
     assert answers[3].decision == answers[0].decision
     streamed: Any = client.xrange("s")
     assert [fields[b"d"] for _, fields in streamed] == [b"api-1", b"api-2", b"api-3"]
+
+
+OTHER_WRITER = """
+import sys, time, redis
+client = redis.Redis.from_url(sys.argv[1])
+key, ttl = sys.argv[2], int(sys.argv[3])
+for n in range(1, 10**9):
+    client.expire(key, ttl)
+    if n == 5:
+        print("writing", flush=True)
+    time.sleep(0.0002)
+"""
+
+
+class OtherWriter:
+    """Another process writing one customer's state every ~0.3 ms until stopped: each
+    ``EXPIRE`` (to the TTL the key has) changes nothing but counts as a write for
+    ``WATCH``, as another API process or worker storing that customer would. (A thread of
+    this process would wait for the interpreter lock while a batch is computed, the very
+    moment a conflict needs it.)"""
+
+    def __init__(self, valkey_url: str, key: str, ttl_s: int) -> None:
+        self._args = [sys.executable, "-c", OTHER_WRITER, valkey_url, key, str(ttl_s)]
+        self.stopped_at = 0.0
+
+    def __enter__(self) -> OtherWriter:
+        self._process = subprocess.Popen(self._args, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        assert self._process.stdout.readline() == "writing\n"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.kill()
+        self._process.wait()
+        self.stopped_at = time.monotonic()
+        assert self._process.stdout is not None
+        self._process.stdout.close()
+
+
+def _recording(decided: DecidedStore) -> Any:
+    def record(
+        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
+    ) -> list[Decision | None]:
+        return decided.keep_streamed(
+            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
+        )
+
+    return record
+
+
+def test_a_batch_whose_customer_another_writer_changes_is_computed_again_until_it_stops(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """Attempts while the other writer runs find the customer changed before their write
+    (more than `RETRIES` of them, all there were before); the batch goes through once it
+    stops, counted once."""
+    scorer = build_scorer(settings, client)
+    engine = scorer.features
+    assert engine is not None
+    decided = DecidedStore(client, settings.stream_prefix)
+    batcher = MicroBatcher(scorer, decided, _recording(decided))
+    asyncio.run(batcher.score(_tx(1), time.time()))  # the customer has state to change
+    key = engine.ctx.customer_key("c1")
+
+    async def contended() -> Answer:
+        with OtherWriter(settings.valkey_url, key, engine.ctx.ttl_s):
+            answer = asyncio.ensure_future(batcher.score(_tx(8), time.time()))
+            while engine.stats.conflicts <= batcher_module.RETRIES and not answer.done():
+                await asyncio.sleep(0.001)
+        return await answer
+
+    answer = asyncio.run(contended())
+    assert engine.stats.conflicts > batcher_module.RETRIES
+    assert answer.decision.transaction_id == "api-8" and not answer.replay
+    counts = engine.compute_batch([_tx(15)])[:, engine.names.index("customer_tx_count_1d")]
+    assert counts.tolist() == [3.0]  # api-1, api-8 once, and api-15 itself
+
+
+def test_a_batch_still_contended_after_the_budget_fails(
+    settings: Settings, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batcher_module, "CONFLICT_BUDGET_S", 0.1)
+    scorer = build_scorer(settings, client)
+    engine = scorer.features
+    assert engine is not None
+    decided = DecidedStore(client, settings.stream_prefix)
+    batcher = MicroBatcher(scorer, decided, _recording(decided))
+    asyncio.run(batcher.score(_tx(1), time.time()))
+    with OtherWriter(settings.valkey_url, engine.ctx.customer_key("c1"), engine.ctx.ttl_s):
+        started = time.monotonic()
+        with pytest.raises(StateConflict, match="changed by another writer"):
+            asyncio.run(batcher.score(_tx(8), time.time()))
+        assert 0.1 <= time.monotonic() - started < 5
+    assert decided.get_many(["api-8"]) == [None]
 
 
 def test_the_decide_thread_runs_off_the_loop_reports_errors_and_leaves_when_idle() -> None:

@@ -21,7 +21,14 @@ from numpy.typing import NDArray
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan
 from fraudstream.features.seen import HashCache
 from fraudstream.features.windows import WindowSpec
-from fraudstream.features.wire import FeatureStoreError, Session, WatchConflict, Wire, first_error
+from fraudstream.features.wire import (
+    FeatureStoreError,
+    Session,
+    StateConflict,
+    WatchConflict,
+    Wire,
+    first_error,
+)
 
 log = logging.getLogger(__name__)
 NO_WATERMARK = -(1 << 62)
@@ -39,6 +46,9 @@ class EngineStats:
     """Customers whose stored state was unreadable (another size or layout version: corrupt,
     or left by another release or feature set): scored without history, state started
     afresh (logged)."""
+    conflicts: int = 0
+    """Batches not stored because another writer changed one of their customers meanwhile
+    (`StateConflict`): computed again by their caller."""
     labels_applied: int = 0
     labels_duplicate: int = 0
     labels_late: int = 0
@@ -128,9 +138,10 @@ class EngineContext:
         try:
             replies = session.receive()
         except WatchConflict:
-            raise FeatureStoreError(
+            self.stats.conflicts += 1
+            raise StateConflict(
                 "customer state changed by another writer during the batch; nothing was "
-                "written (two workers own one partition?)"
+                "written (another process scoring the same customer at the same moment)"
             ) from None
         self.tick("write", t)
         if (err := first_error(replies)) is not None:

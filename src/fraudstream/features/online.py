@@ -273,8 +273,8 @@ class FeatureEngine:
 
         Raises:
             SchemaError: a transaction is invalid (nothing is read or written then).
-            FeatureStoreError: Valkey failed, or another writer changed a customer's state
-                during the batch (two workers own one partition).
+            FeatureStoreError: Valkey failed; `StateConflict`: another writer changed a
+                customer's state during the batch.
         """
         features = self.submit(txs)
         self.confirm()

@@ -77,6 +77,13 @@ class WatchConflict(FeatureStoreError):
     """``EXEC`` found a ``WATCH``ed key changed by someone else; nothing was written."""
 
 
+class StateConflict(FeatureStoreError):
+    """Another writer changed a customer's state while a batch was computed from it, so the
+    batch's state was not stored (on one node: nothing of it; on a cluster: those customers'
+    transactions). Computing the batch again from the new state is the remedy: another API
+    process or worker scoring the same customer at the same moment is over within a batch."""
+
+
 Client = redis.Redis | RedisCluster
 
 

@@ -31,7 +31,7 @@ from fraudstream.features.layout import (
 from fraudstream.features.resp import bitfield_commands, field_type, set_commands
 from fraudstream.features.rings import advance, combine_into
 from fraudstream.features.windows import op_of
-from fraudstream.features.wire import FeatureStoreError, Packed, Session, first_error
+from fraudstream.features.wire import FeatureStoreError, Packed, Session, StateConflict, first_error
 
 if TYPE_CHECKING:
     from fraudstream.features.layout import Plan
@@ -192,9 +192,11 @@ class Writer:
         e.tick("write", t)
         e.stats.processed += int(stored.sum())
         if lost:
-            raise FeatureStoreError(
+            e.stats.conflicts += 1
+            raise StateConflict(
                 f"state of {len(lost)} customer(s) changed by another writer during the batch; "
-                "their transactions were not stored (two workers own one partition?)"
+                "their transactions were not stored (another process scoring the same "
+                "customer at the same moment)"
             )
 
     def _update_blobs(self, blobs: np.ndarray, valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
