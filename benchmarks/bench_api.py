@@ -9,10 +9,10 @@ no work). The client is this process, asyncio over plain sockets with keep-alive
 
 The traffic is the demo's small simulated world (2,000 customers, 60 days, ~3 % fraud),
 sent in event-time order from day 31 after its first 30 days went through the feature
-engine: the customers and terminals have the history a running deployment has, so ~4 % of
-the requests are flagged and explained, as in production. Sent to a cold state (every
-customer new) or as made-up transactions, 25–76 % were flagged, each paying for its
-explanation: the table gives the share flagged.
+engine (`traffic.WarmWorld`): the customers and terminals have the history a running
+deployment has, so ~4 % of the requests are flagged and explained, as in production. Sent to
+a cold state (every customer new) or as made-up transactions, 25–76 % were flagged, each
+paying for its explanation: the table gives the share flagged.
 
 Per server and repeat: latency of ``--sequential`` requests one after the other on one
 connection; latency at a fixed offered rate (``--rate``, open loop: measured from the moment
@@ -37,17 +37,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import redis
 
 from fraudstream.config import Settings
 from fraudstream.demo import DemoRun
-from fraudstream.generate import GenerateOptions, load_history, select
-from fraudstream.schema import decode_transaction
-from fraudstream.scoring import build_scorer
-from fraudstream.simulate import iter_transaction_json
 from fraudstream.valkey import EmbeddedValkey
 from summary import Figure, Progress, Target, report
+from traffic import WARM_DAYS, WarmWorld
 
 HERE = Path(__file__).parent
 KEY = "bench-key-0123456789"
@@ -55,7 +51,6 @@ START_TIMEOUT_S = 180
 _ids = itertools.count()
 
 
-WARM_DAYS = 30
 _bodies: list[bytes] = []
 _answered = {"flagged": 0, "all": 0}
 
@@ -81,19 +76,9 @@ Next = Callable[[], bytes]
 
 
 def prepare_traffic(settings: Settings, client: redis.Redis, requests: int) -> None:
-    """The world's first `WARM_DAYS` days through a feature engine set up as the server's
-    (same settings, same Valkey), and ``requests`` bodies from the days after (the history
-    repeats, shifted forward in time, when it is shorter)."""
-    world = load_history(None, seed=1)[0]
-    warm_until = world["timestamp"].min() + pl.duration(days=WARM_DAYS)
-    n_warm = world.filter(pl.col("timestamp") < warm_until).height
-    options = GenerateOptions(run_id=f"api{os.getpid()}", isolate=True)
-    rows = select(world, n_warm + requests, options)
-    engine = build_scorer(settings, client).features
-    assert engine is not None, "the benchmark's settings have features on"
-    for chunk in iter_transaction_json(rows.head(n_warm), 500):
-        engine.compute_batch([decode_transaction(b) for b in chunk])
-    _bodies[:] = [b for chunk in iter_transaction_json(rows.slice(n_warm), 500) for b in chunk]
+    """``requests`` bodies of a world whose first days the server's features hold already
+    (`traffic.WarmWorld`)."""
+    _bodies[:] = WarmWorld(settings, client, requests, f"api{os.getpid()}").bodies(requests)
 
 
 def requests_needed(args: argparse.Namespace) -> int:

@@ -12,7 +12,10 @@ over ``--repeat`` runs:
   ``--lanes`` (default: the setting's), a model active (trained once on a small simulated
   history, as `fraudstream demo` does): started and holding their partitions, then
   ``--process-n`` transactions are sent at once; tx/s from the first decision to the last
-  (the decisions stream's entry ids carry the server's time);
+  (the decisions stream's entry ids carry the server's time). The transactions are the
+  simulated world's after its first 30 days went through the features (`traffic.WarmWorld`):
+  ~3 % are flagged and explained, as in a running deployment, where every customer new
+  flagged ~24 % (the table gives the share);
 - end-to-end latency with 2 worker processes at a fixed offered rate (``fraudstream demo``'s
   run, `DemoRun`, with its sink and alerts consumer): from the moment Valkey stored a
   transaction to its decision; on a second fresh server, as the demo runs
@@ -26,25 +29,24 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import polars as pl
 import redis
 
 from fraudstream.config import Settings
 from fraudstream.demo import DemoRun
 from fraudstream.gcpolicy import freeze_startup
-from fraudstream.generate import GenerateOptions, encode_rows, load_history, select
+from fraudstream.generate import GenerateOptions, encode_rows, select
 from fraudstream.scoring import AmountPolicy, Scorer, build_scorer
-from fraudstream.stream.keys import StreamKeys
+from fraudstream.stream.keys import PAYLOAD, StreamKeys
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
 from fraudstream.valkey import EmbeddedValkey
 from streamfloor import floor_tps
 from summary import Figure, Progress, Target, report
+from traffic import WARM_DAYS, WarmWorld, world
 
 POLICY = AmountPolicy(review_amount=220, block_amount=5000, review_score=500, block_score=800)
 
@@ -81,18 +83,12 @@ def _worker_run(
     return n / produce_s, n / work_s
 
 
-@cache
-def history() -> pl.DataFrame:
-    """The demo's small simulated world (not at import: `streamfloor`'s processes re-import
-    this script)."""
-    return load_history(None, seed=1)[0]
-
-
 def bench_entries(keys: StreamKeys, n: int, batch: int, run_id: str) -> list[tuple[str, bytes]]:
     """``n`` encoded transactions (stream, payload); ids and entities prefixed by ``run_id``,
-    so a run starts from fresh feature state."""
-    picked = select(history(), n, GenerateOptions(run_id=run_id, isolate=True))
-    return [(s, b) for _, s, b in encode_rows(picked, history().head(0), keys, False, batch)]
+    so a run starts from fresh feature state: every customer new (`traffic.WarmWorld` gives
+    them history)."""
+    picked = select(world(), n, GenerateOptions(run_id=run_id, isolate=True))
+    return [(s, b) for _, s, b in encode_rows(picked, picked.head(0), keys, False, batch)]
 
 
 class OnRunningWorkers(DemoRun):
@@ -105,26 +101,41 @@ class OnRunningWorkers(DemoRun):
         pass
 
 
+BATCH = 500
+"""Transactions per producer pipeline (the settings' batch size, as `fraudstream produce`)."""
+WARM_UP = 2_000
+"""Transactions each set of worker processes decides before it is measured."""
+
+
 @contextmanager
-def worker_processes(settings: Settings, client: redis.Redis, workers: int) -> Iterator[None]:
+def worker_processes(
+    settings: Settings, client: redis.Redis, workers: int, traffic: WarmWorld | None = None
+) -> Iterator[None]:
     """``workers`` ``fraudstream worker`` processes, holding their partitions and warmed up
-    (their first batches compile and load what they need)."""
+    (their first batches compile and load what they need), on `WARM_UP` transactions of
+    ``traffic`` (default: a cold world of their own)."""
     run = DemoRun(settings, client, workers=workers, tps=1, duration=1, bad_ratio=0, seed=0)
     run._start_workers()
     try:
         run._wait_for_workers(timeout=180)
-        drain_tps(settings, client, 2_000, f"w{workers}warm")
+        keys = StreamKeys(settings.stream_prefix, settings.partitions)
+        if traffic is None:
+            warm = bench_entries(keys, WARM_UP, BATCH, f"w{workers}warm")
+        else:
+            warm = traffic.entries(keys, WARM_UP, BATCH)
+        drain_tps(client, keys, warm)
         yield
     finally:
         run._stop_workers()
 
 
-def drain_tps(settings: Settings, client: redis.Redis, n: int, run_id: str) -> float:
-    keys = StreamKeys(settings.stream_prefix, settings.partitions)
-    entries = bench_entries(keys, n, settings.batch_size, run_id)
+def drain_tps(client: redis.Redis, keys: StreamKeys, entries: list[tuple[str, bytes]]) -> float:
+    """``entries`` sent at once (in batches of `BATCH`); tx/s from the first decision to the
+    last."""
+    n = len(entries)
     before = client.xlen(keys.decisions)
     last: Any = client.xrevrange(keys.decisions, count=1)
-    Producer(client, keys, batch_size=settings.batch_size).send_to_streams(entries)
+    Producer(client, keys, batch_size=BATCH).send_to_streams(entries)
     deadline = time.monotonic() + 300
     while client.xlen(keys.decisions) < before + n:
         assert time.monotonic() < deadline, "the workers did not decide in time"
@@ -189,16 +200,34 @@ def _figures(args: argparse.Namespace, client: redis.Redis, url: str, tmp: Path)
     settings = _settings(args, client, url, tmp / "data")
     say("model trained and activated")
     rounds = range(args.repeat)
+    runs = len(args.lanes) * 2 * (WARM_UP + args.repeat * args.process_n)
+    traffic = WarmWorld(settings, client, runs, "bench")
+    say(f"{WARM_DAYS} days of history through the features, {runs:,} transactions ready")
+    keys = StreamKeys(settings.stream_prefix, settings.partitions)
+    decided = client.xlen(keys.decisions)
     for workers, target in ((1, None), (2, Target(">=", 12_000))):
         for lanes in args.lanes:
             laned = msgspec.structs.replace(settings, lanes=lanes)
-            with worker_processes(laned, client, workers):
-                run_id = f"w{workers}l{lanes}r"
-                tps = [drain_tps(laned, client, args.process_n, f"{run_id}{r}") for r in rounds]
+            with worker_processes(laned, client, workers, traffic):
+                tps = [
+                    drain_tps(
+                        client, keys, traffic.entries(keys, args.process_n, settings.batch_size)
+                    )
+                    for _ in rounds
+                ]
                 what = f"pipeline, {workers} worker process(es), {lanes} lane(s), model + features"
                 figures.append(Figure(f"{what} + rules", "tx/s", tps, target))
                 say(f"{workers} worker process(es), {lanes} lane(s)")
+    share = flagged_share(client, keys, client.xlen(keys.decisions) - decided)
+    figures.append(Figure("share of the decisions flagged (review or block)", "%", [share]))
     return figures
+
+
+def flagged_share(client: redis.Redis, keys: StreamKeys, last: int) -> float:
+    """Per cent of the ``last`` decisions (at most the latest 20,000) not approved."""
+    entries: Any = client.xrevrange(keys.decisions, count=min(last, 20_000))
+    flagged = [b'"outcome":"approve"' not in fields[PAYLOAD] for _, fields in entries]
+    return 100.0 * sum(flagged) / max(len(flagged), 1)
 
 
 def _latency_figures(
