@@ -44,6 +44,8 @@ class Receiver:
     """Answers wait until it is set (it is, unless a test holds the receiver)."""
     hold_from: int = 1
     """The request (counting from 1) from which answers wait for the gate."""
+    ports: list[int] = field(default_factory=list)
+    """The client's port of each request: one per connection."""
 
     def answer(self, body: bytes, headers: dict[str, str]) -> int:
         verified = verify_signature(
@@ -71,20 +73,32 @@ class Receiver:
 
 @contextmanager
 def webhook_receiver(
-    *, statuses: list[int] | None = None, default: int = 200
+    *,
+    statuses: list[int] | None = None,
+    default: int = 200,
+    keep_alive: bool = False,
+    drop_after_answer: bool = False,
 ) -> Iterator[Receiver]:
+    """``keep_alive``: HTTP/1.1, connections kept between requests (the client's port of
+    each request in ``Receiver.ports``); ``drop_after_answer``: and yet each connection
+    closed after its answer, without saying so (as a receiver's idle timeout does)."""
     receiver = Receiver(statuses=list(statuses or []), default=default)
     receiver.gate.set()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            receiver.ports.append(self.client_address[1])
             status = receiver.answer(body, dict(self.headers.items()))
             self.send_response(status)
             if 300 <= status < 400:
                 self.send_header("Location", receiver.url)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            if drop_after_answer:
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet

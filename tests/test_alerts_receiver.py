@@ -3,14 +3,20 @@ thread takes them, rather than wait out TCP's retransmit."""
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from alertkit import SECRET
+import msgspec
+
+from alertkit import SECRET, webhook_receiver
 from fraudstream.alerts.consumer import AlertOptions
+from fraudstream.alerts.payload import Alert, sample_alert
 from fraudstream.alerts.receiver import LocalReceiver
+from fraudstream.alerts.webhook import WebhookChannel
 
 
 def _connected_within(port: int, n: int, seconds: float) -> int:
@@ -43,3 +49,44 @@ def test_a_burst_of_connections_waits_in_the_backlog_not_for_a_retransmit() -> N
         assert _connected_within(port, burst, 0.5) == burst
     finally:
         receiver._server.server_close()
+
+
+def _alert(i: int) -> Alert:
+    return msgspec.structs.replace(sample_alert("webhook", datetime.now(UTC)), alert_id=f"a-{i}")
+
+
+def test_alerts_to_one_receiver_go_on_one_kept_alive_connection() -> None:
+    with webhook_receiver(keep_alive=True) as receiver:
+        channel = WebhookChannel(receiver.url, SECRET, timeout_s=2.0)
+        for i in range(20):
+            channel.send(_alert(i))
+        channel.close()
+    assert len(receiver.ports) == 20 and all(r.verified for r in receiver.received)
+    assert len(set(receiver.ports)) == 1
+
+
+def test_a_connection_the_receiver_dropped_meanwhile_is_replaced_at_once() -> None:
+    """The receiver closes each connection after its answer without saying so: every send
+    after the first finds its kept connection gone, and goes again on a new one."""
+    with webhook_receiver(keep_alive=True, drop_after_answer=True) as receiver:
+        channel = WebhookChannel(receiver.url, SECRET, timeout_s=2.0)
+        for i in range(5):
+            channel.send(_alert(i))
+        channel.close()
+    assert [json.loads(r.body)["alert_id"] for r in receiver.received] == [
+        f"a-{i}" for i in range(5)
+    ]
+    assert len(set(receiver.ports)) == 5
+
+
+def test_the_local_receiver_keeps_connections_alive() -> None:
+    with LocalReceiver(SECRET) as receiver:
+        channel = WebhookChannel(receiver.url, SECRET, timeout_s=2.0)
+        for i in range(3):
+            channel.send(_alert(i))
+        assert len(channel._idle) == 1
+        kept = channel._idle[0].sock
+        channel.send(_alert(3))
+        assert channel._idle[0].sock is kept
+        channel.close()
+    assert [r.verified for r in receiver.received()] == [True] * 4

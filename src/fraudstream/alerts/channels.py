@@ -25,6 +25,10 @@ class Channel(Protocol):
         """One try. Raises `fraudstream.errors.AlertError` when it did not go out."""
         ...
 
+    def close(self) -> None:
+        """Let go of kept connections (a later send opens what it needs)."""
+        ...
+
 
 def channels_from(settings: Settings) -> dict[ChannelName, Channel]:
     """The configured channels (none: neither a webhook URL nor an SMTP host is set).

@@ -16,10 +16,11 @@ sends them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
@@ -170,7 +171,10 @@ class AlertConsumer(TwoStageStop):
             self.install_signal_handlers()
         started, backoff = time.monotonic(), 0.1
         self.progress(started, force=True)
-        with ThreadPoolExecutor(self.options.concurrency, "alerts-send") as pool:
+        with (
+            ThreadPoolExecutor(self.options.concurrency, "alerts-send") as pool,
+            _closing(self.channels.values()),
+        ):
             while not self.stop_requested:
                 try:
                     entries = self.reader.next()
@@ -341,3 +345,13 @@ def _gather(
         except _Stopped:
             stopped += 1
     return outcomes, stopped
+
+
+@contextlib.contextmanager
+def _closing(channels: Iterable[Channel]) -> Iterator[None]:
+    """The channels' kept connections closed once the sends are over."""
+    try:
+        yield
+    finally:
+        for channel in channels:
+            channel.close()

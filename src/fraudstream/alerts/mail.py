@@ -51,6 +51,9 @@ class EmailChannel:
     def describe(self) -> str:
         return f"smtp {self.options.host}:{self.port} ({self.options.security})"
 
+    def close(self) -> None:
+        """Nothing kept: each message goes on a connection of its own."""
+
     def send(self, alert: Alert | DriftAlert) -> None:
         """Raises:
         AlertError: the server refused the message, or could not be reached; or a step-up

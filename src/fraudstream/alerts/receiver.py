@@ -37,6 +37,10 @@ each of those alerts arrived after TCP's 1-s retransmit (the demo's p95, decisio
 receiver, ~1,070 ms against a p50 of ~10)."""
 
 
+IDLE_S = 60.0
+"""A kept connection with no request for this long is closed (the sender opens another)."""
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = BACKLOG
 
@@ -89,11 +93,17 @@ class LocalReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept for the next alert
+            timeout = IDLE_S
+
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
+                if length > MAX_BODY:  # its body unread: the connection cannot go on
                     self.send_response(413)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
                     self.end_headers()
+                    self.close_connection = True
                     return
                 body = self.rfile.read(length)
                 ok = receiver._record(
@@ -101,7 +111,11 @@ class LocalReceiver:
                     self.headers.get("X-Fraudstream-Timestamp", ""),
                     self.headers.get("X-Fraudstream-Signature", ""),
                 )
-                self.send_response(204 if ok else 401)
+                if ok:
+                    self.send_response(204)  # no body, and no Content-Length (RFC 9110)
+                else:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002

@@ -168,6 +168,7 @@ def alerts_test(
     policy = RetryPolicy.of(settings, attempts=attempts)
     started = time.perf_counter()
     tried = with_retries(lambda: target.send(alert), policy)
+    target.close()
     ms = (time.perf_counter() - started) * 1000
     tries = f"{tried.attempts} attempt{'s' if tried.attempts > 1 else ''}"
     if tried.error is None:

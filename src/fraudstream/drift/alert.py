@@ -97,6 +97,7 @@ class DriftWatch:
         for name, channel in self.channels.items():
             alert = self._alert(figures, over, name, at)
             tried = with_retries(partial(channel.send, alert), self.policy)
+            channel.close()  # an episode's one alert: no connection worth keeping
             if tried.error is None:
                 checked.sent.append(name)
             else:
