@@ -69,9 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     lanes: int = 1
     """Batches a worker process keeps in flight, each on its own share of the process's
     partitions with its own scorer (a thread each): one computes while another waits on
-    Valkey. 1: one batch at a time. Measured no faster with 2 on a loaded 2-core host, where
-    the scoring's CPU, not the waits, bounds a worker (``benchmarks/bench_pipeline.py
-    --lanes 1,2``)."""
+    Valkey. 1: one batch at a time, the lowest latency. 2 drained a backlog of realistic
+    traffic 20–50 % faster on a 2-core host and doubled the p99 at a steady 2,000 tx/s
+    (docs/operations.md; ``benchmarks/bench_pipeline.py --lanes 1,2``)."""
     decisions_maxlen: int = 1_000_000
     """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
     features_enabled: bool = True
