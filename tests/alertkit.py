@@ -78,10 +78,12 @@ def webhook_receiver(
     default: int = 200,
     keep_alive: bool = False,
     drop_after_answer: bool = False,
+    tls: bool = False,
 ) -> Iterator[Receiver]:
     """``keep_alive``: HTTP/1.1, connections kept between requests (the client's port of
     each request in ``Receiver.ports``); ``drop_after_answer``: and yet each connection
-    closed after its answer, without saying so (as a receiver's idle timeout does)."""
+    closed after its answer, without saying so (as a receiver's idle timeout does);
+    ``tls``: https with `tls_cert`."""
     receiver = Receiver(statuses=list(statuses or []), default=default)
     receiver.gate.set()
 
@@ -104,9 +106,14 @@ def webhook_receiver(
             pass  # quiet
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls_cert())
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/fraud"
+    scheme = "https" if tls else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hooks/fraud"
     try:
         yield receiver
     finally:

@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import msgspec
+import pytest
 
-from alertkit import SECRET, webhook_receiver
+from alertkit import SECRET, tls_cert, webhook_receiver
 from fraudstream.alerts.consumer import AlertOptions
 from fraudstream.alerts.payload import Alert, sample_alert
 from fraudstream.alerts.receiver import LocalReceiver
 from fraudstream.alerts.webhook import WebhookChannel
+from fraudstream.errors import AlertError
 
 
 def _connected_within(port: int, n: int, seconds: float) -> int:
@@ -90,3 +92,22 @@ def test_the_local_receiver_keeps_connections_alive() -> None:
         assert channel._idle[0].sock is kept
         channel.close()
     assert [r.verified for r in receiver.received()] == [True] * 4
+
+
+def test_alerts_over_https_keep_one_verified_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver's certificate is checked (trusted here through ``SSL_CERT_FILE``, as a
+    private CA), and the TLS handshake is paid once for all the alerts."""
+    with webhook_receiver(keep_alive=True, tls=True) as receiver:
+        untrusting = WebhookChannel(receiver.url, SECRET, timeout_s=2.0)
+        with pytest.raises(AlertError, match="unreachable: .*CERTIFICATE_VERIFY_FAILED"):
+            untrusting.send(_alert(0))
+        untrusting.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert()[0]))
+        channel = WebhookChannel(receiver.url, SECRET, timeout_s=2.0)
+        for i in range(1, 6):
+            channel.send(_alert(i))
+        channel.close()
+    assert [json.loads(r.body)["alert_id"] for r in receiver.received] == [
+        f"a-{i}" for i in range(1, 6)
+    ]
+    assert len(set(receiver.ports)) == 1 and all(r.verified for r in receiver.received)
