@@ -98,6 +98,8 @@ def test_a_redirect_is_not_followed_but_counts_as_a_failure() -> None:
     [
         ("file:///etc/passwd", SECRET, "alerts_webhook_url: must be an http(s) URL"),
         ("http://", SECRET, "alerts_webhook_url: must be an http(s) URL"),
+        ("http://example.com:99999/h", SECRET, "alerts_webhook_url: Port out of range"),
+        ("http://example.com:8o/h", SECRET, "alerts_webhook_url: Port could not be cast"),
         ("https://example.com/h", "", "alerts_webhook_secret: required"),
     ],
 )

@@ -53,6 +53,11 @@ class WebhookChannel:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("alerts_webhook_url", f"must be an http(s) URL, got {url!r}")
+        try:
+            parts.port  # noqa: B018 (read to check it)
+        except ValueError as exc:
+            # the URL is not repeated: its path or query may hold a token
+            raise ConfigError("alerts_webhook_url", str(exc)) from None
         if not secret:
             raise ConfigError("alerts_webhook_secret", "required with alerts_webhook_url")
         self.url = url
