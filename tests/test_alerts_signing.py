@@ -96,7 +96,12 @@ def test_a_redirect_is_not_followed_but_counts_as_a_failure() -> None:
 @pytest.mark.parametrize(
     ("url", "secret", "message"),
     [
-        ("file:///etc/passwd", SECRET, "alerts_webhook_url: must be an http(s) URL"),
+        (
+            "file:///etc/passwd",
+            SECRET,
+            "alerts_webhook_url: must be an http(s) URL with a host (scheme 'file')",
+        ),
+        ("hooks.example.com/T0/B0/t0ken", SECRET, "http(s) URL with a host (no scheme)$"),
         ("http://", SECRET, "alerts_webhook_url: must be an http(s) URL"),
         ("http://example.com:99999/h", SECRET, "alerts_webhook_url: Port out of range"),
         ("http://example.com:8o/h", SECRET, "alerts_webhook_url: Port could not be cast"),

@@ -52,11 +52,12 @@ class WebhookChannel:
         ConfigError: the URL is not http(s), or there is no secret to sign with."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError("alerts_webhook_url", f"must be an http(s) URL, got {url!r}")
+            got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            # the URL is not repeated: its path or query may hold a token
+            raise ConfigError("alerts_webhook_url", f"must be an http(s) URL with a host ({got})")
         try:
             parts.port  # noqa: B018 (read to check it)
         except ValueError as exc:
-            # the URL is not repeated: its path or query may hold a token
             raise ConfigError("alerts_webhook_url", str(exc)) from None
         if not secret:
             raise ConfigError("alerts_webhook_secret", "required with alerts_webhook_url")
