@@ -20,7 +20,7 @@ from fraudstream.scoring import AmountPolicy, Scorer
 from fraudstream.stream.decided import DecidedStore
 from fraudstream.stream.fleet import wait_for_partitions
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys, partition_of
-from fraudstream.stream.lanes import Gate
+from fraudstream.stream.lanes import Gate, Width
 from fraudstream.stream.leases import HUNGRY_POLL_S, LeaseManager, holder
 from fraudstream.stream.producer import Producer
 from fraudstream.stream.worker import Worker, WorkerOptions
@@ -340,6 +340,7 @@ def test_two_lanes_decide_each_transaction_once_each_customer_in_order(
     decided = [d.transaction_id for d in _decisions(client, settings)]
     assert sorted(decided) == sorted(t.transaction_id for t in txs)
     assert stats.processed == 1200 and stats.retried_batches == 0
+    assert stats.widened >= 1  # the backlog opened the second lane
     assert all(e.stats.processed > 0 for e in engines)  # both lanes worked
     assert sum(e.stats.processed for e in engines) == 1200
     order = {d: i for i, d in enumerate(decided)}
@@ -347,6 +348,55 @@ def test_two_lanes_decide_each_transaction_once_each_customer_in_order(
     for tx in txs:
         by_customer.setdefault(tx.customer_id, []).append(order[tx.transaction_id])
     assert all(seq == sorted(seq) for seq in by_customer.values())
+
+
+def test_a_second_lane_opens_for_a_backlog_and_closes_once_it_is_drained() -> None:
+    width = Width(2, batch_size=64)
+    sizes = [64, 10, 64, 64, 64, 64, 30, 64, 0, 5, 12, 64]
+    assert [width.observe(n) for n in sizes] == [
+        None, None, None, 2, None, None, None, None, None, None, 1, None
+    ]  # fmt: skip
+    assert Width(1, batch_size=64).observe(64) is None  # one lane: nothing to open
+
+
+def test_a_trickle_keeps_one_lane_and_a_backlog_opens_the_second_until_it_drains(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """Batches smaller than ``batch_size`` never open the second lane; a backlog does, and
+    the small batches after it close it again. Every transaction is decided once."""
+    keys = _keys(settings)
+    engines = [FeatureEngine(client), FeatureEngine(client)]
+    scorers = [Scorer(AmountPolicy.from_settings(settings), features=e) for e in engines]
+    w = Worker(client, keys, scorers, WorkerOptions(batch_size=64, block_ms=20), consumer="w")
+    runner = threading.Thread(target=lambda: w.run(handle_signals=False), daemon=True)
+    runner.start()
+    producer = Producer(client, keys, batch_size=100)
+
+    def decided(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while w.stats.processed < n:
+            assert time.monotonic() < deadline, f"{w.stats.processed} of {n} decided"
+            time.sleep(0.01)
+
+    try:
+        for wave in range(5):  # a trickle: 10 at a time
+            producer.send(_txs(10, start=10 * wave))
+            decided(10 * (wave + 1))
+        assert (w.stats.widened, engines[1].stats.processed, w.width.open) == (0, 0, 1)
+        producer.send(_txs(1200, customers=60, start=50))
+        decided(1250)
+        assert w.stats.widened == 1 and engines[1].stats.processed > 0
+        deadline = time.monotonic() + 10
+        while w.width.open != 1:  # empty reads: the backlog is drained
+            assert time.monotonic() < deadline, "the second lane stayed open"
+            time.sleep(0.01)
+        producer.send(_txs(10, start=1250))
+        decided(1260)
+    finally:
+        w.request_stop()
+        runner.join(10)
+    ids = sorted(d.transaction_id for d in _decisions(client, settings))
+    assert ids == sorted(f"tx{i}" for i in range(1260))
 
 
 def test_the_heartbeat_runs_between_the_lanes_batches() -> None:

@@ -105,8 +105,9 @@ class BatchReader:
         self.claim_idle_ms = claim_idle_ms
         self.lane = lane
         self.lanes = lanes
-        """Read only this lane's share of the partitions held (`fraudstream.stream.lanes`);
-        the labels stream is lane 0's."""
+        """Read only this lane's share of the partitions held among this many open lanes
+        (`fraudstream.stream.lanes`; a lane beyond them is closed: no share); the labels
+        stream is lane 0's."""
         self._turn = 0
         self.wire = Wire(client)
 
@@ -114,7 +115,7 @@ class BatchReader:
         """Entries never delivered: an equal share of every stream (blocking until one has
         some), then what budget is left to the streams that filled their share."""
         held, counts = self._plan()
-        if not counts:  # a lane without partitions (more lanes than partitions held)
+        if not counts:  # a lane without partitions (closed, or more lanes than partitions)
             time.sleep(self.block_ms / 1000)
             return Batch([], [])
         if self.keys.cluster:
@@ -194,7 +195,8 @@ class BatchReader:
     def _plan(self) -> tuple[dict[str, Lease], dict[str, int]]:
         """The leases as held now (before the read: a batch is fenced by the leases it was
         read under, never by later ones) and this turn's share of each stream."""
-        mine = share_of(sorted(self.leases.held.items()), self.lane, self.lanes)
+        held_now = sorted(self.leases.held.items())
+        mine = share_of(held_now, self.lane, self.lanes) if self.lane < self.lanes else []
         held = {self.keys.input(p): lease for p, lease in mine}
         streams = [*held, self.keys.labels] if self.lane == 0 else [*held]
         self._turn += 1

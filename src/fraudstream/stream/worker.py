@@ -9,7 +9,8 @@ stalled past its lease while another took the partition over drops its batch ins
 deciding it a second time. A batch holds at most ``batch_size`` entries however many
 partitions the worker owns (`fraudstream.stream.batch`). Given several scorers, a worker
 runs one lane per scorer, each with one batch in flight on its own share of the partitions
-(`fraudstream.stream.lanes`): one lane computes while another waits on the server.
+(`fraudstream.stream.lanes`): one lane computes while another waits on the server. The lanes
+beyond the first open while a backlog lasts.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from fraudstream.stream.consumer import (
 )
 from fraudstream.stream.decided import DEFAULT_TTL_S
 from fraudstream.stream.keys import GROUP, PAYLOAD, StreamKeys
-from fraudstream.stream.lanes import Gate
+from fraudstream.stream.lanes import Gate, Width
 from fraudstream.stream.leases import LeaseManager
 from fraudstream.stream.relay import ClusterCommitter
 
@@ -73,6 +74,8 @@ class WorkerStats:
     """Batches given up because a lease was lost while they were in hand (see `_drop`)."""
     dropped: int = 0
     """Entries in those batches: decided by the partition's new owner, not by us."""
+    widened: int = 0
+    """Times the lanes beyond the first opened for a backlog (`fraudstream.stream.lanes`)."""
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -156,7 +159,8 @@ class Worker(TwoStageStop):
         self.options = options
         self.consumer = consumer or consumer_name()
         self.leases = LeaseManager(client, keys, self.consumer, options.lease_ttl_ms)
-        self.lanes = [Lane(self, i, len(scorers), s) for i, s in enumerate(scorers)]
+        self.width = Width(len(scorers), options.batch_size)
+        self.lanes = [Lane(self, i, self.width.open, s) for i, s in enumerate(scorers)]
         self.stats = WorkerStats()
         self._gate = Gate()
         self._lock = threading.Lock()
@@ -219,6 +223,8 @@ class Worker(TwoStageStop):
                     batch = self.next_batch(lane)
                     if batch.entries:
                         self.process(batch, lane)
+                if main:
+                    self._widen_or_narrow(len(batch.entries))
                 if not batch.entries and burst and self.drained():
                     break
                 if main and self.monitor is not None:
@@ -252,6 +258,22 @@ class Worker(TwoStageStop):
                 self.lanes[0].committer.recover(taken)  # a cluster's outboxes left unrelayed
                 for lane in self.lanes:
                     lane.claiming = True
+
+    def _widen_or_narrow(self, size: int) -> None:
+        """After a batch of the first lane: open the other lanes for a backlog, or close them
+        once it is drained (`Width`). Alone, between batches, as the heartbeat: the
+        partitions are shared anew while no lane has any of their entries in hand."""
+        opened = self.width.observe(size)
+        if opened is None:
+            return
+        with self._gate.alone():
+            for lane in self.lanes:
+                lane.reader.lanes = opened
+                lane.claiming = True
+        if opened > 1:
+            with self._lock:
+                self.stats.widened += 1
+        log.info("%d lane(s) open", opened)
 
     def next_batch(self, lane: Lane | None = None) -> Batch:
         """Stale pending entries first, as they are older; claiming goes on batch after batch
