@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -197,41 +195,33 @@ def test_a_batch_holding_decided_ids_scores_only_the_new_ones_once(
     assert [fields[b"d"] for _, fields in streamed] == [b"api-1", b"api-2", b"api-3"]
 
 
-OTHER_WRITER = """
-import sys, time, redis
-client = redis.Redis.from_url(sys.argv[1])
-key, ttl = sys.argv[2], int(sys.argv[3])
-for n in range(1, 10**9):
-    client.expire(key, ttl)
-    if n == 5:
-        print("writing", flush=True)
-    time.sleep(0.0002)
-"""
+class WrittenMeanwhile(Undecided):
+    """The batch's read delivered (its ``WATCH`` in place, its write not yet sent), another
+    writer stores the customer — for the next ``times`` attempts: each of them finds the
+    state changed at its ``EXEC``, as when another API process or a worker scores the same
+    customer at that moment. A real write by another client, at the one moment that counts,
+    every time (a writer on a timer of its own missed some attempts on a loaded host)."""
+
+    times = 0
+    client: redis.Redis
+    key = ""
+
+    def deliver(self, replies: list[Any]) -> None:
+        super().deliver(replies)
+        if WrittenMeanwhile.times > 0:
+            WrittenMeanwhile.times -= 1
+            WrittenMeanwhile.client.expire(WrittenMeanwhile.key, 3600)
 
 
-class OtherWriter:
-    """Another process writing one customer's state every ~0.3 ms until stopped: each
-    ``EXPIRE`` (to the TTL the key has) changes nothing but counts as a write for
-    ``WATCH``, as another API process or worker storing that customer would. (A thread of
-    this process would wait for the interpreter lock while a batch is computed, the very
-    moment a conflict needs it.)"""
-
-    def __init__(self, valkey_url: str, key: str, ttl_s: int) -> None:
-        self._args = [sys.executable, "-c", OTHER_WRITER, valkey_url, key, str(ttl_s)]
-        self.stopped_at = 0.0
-
-    def __enter__(self) -> OtherWriter:
-        self._process = subprocess.Popen(self._args, stdout=subprocess.PIPE, text=True)
-        assert self._process.stdout is not None
-        assert self._process.stdout.readline() == "writing\n"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._process.kill()
-        self._process.wait()
-        self.stopped_at = time.monotonic()
-        assert self._process.stdout is not None
-        self._process.stdout.close()
+@pytest.fixture
+def written_meanwhile(
+    monkeypatch: pytest.MonkeyPatch, valkey_url: str
+) -> Iterator[type[WrittenMeanwhile]]:
+    monkeypatch.setattr(batcher_module, "Undecided", WrittenMeanwhile)
+    with redis.Redis.from_url(valkey_url) as other:
+        WrittenMeanwhile.client = other
+        yield WrittenMeanwhile
+    WrittenMeanwhile.times = 0
 
 
 def _recording(decided: DecidedStore) -> Any:
@@ -246,35 +236,30 @@ def _recording(decided: DecidedStore) -> Any:
 
 
 def test_a_batch_whose_customer_another_writer_changes_is_computed_again_until_it_stops(
-    settings: Settings, client: redis.Redis
+    settings: Settings, client: redis.Redis, written_meanwhile: type[WrittenMeanwhile]
 ) -> None:
-    """Attempts while the other writer runs find the customer changed before their write
-    (more than `RETRIES` of them, all there were before); the batch goes through once it
-    stops, counted once."""
+    """More conflicts in a row than `RETRIES` (all the attempts there were before): the
+    batch goes through at the next attempt, counted once in the features."""
     scorer = build_scorer(settings, client)
     engine = scorer.features
     assert engine is not None
     decided = DecidedStore(client, settings.stream_prefix)
     batcher = MicroBatcher(scorer, decided, _recording(decided))
     asyncio.run(batcher.score(_tx(1), time.time()))  # the customer has state to change
-    key = engine.ctx.customer_key("c1")
-
-    async def contended() -> Answer:
-        with OtherWriter(settings.valkey_url, key, engine.ctx.ttl_s):
-            answer = asyncio.ensure_future(batcher.score(_tx(8), time.time()))
-            while engine.stats.conflicts <= batcher_module.RETRIES and not answer.done():
-                await asyncio.sleep(0.001)
-        return await answer
-
-    answer = asyncio.run(contended())
-    assert engine.stats.conflicts > batcher_module.RETRIES
+    written_meanwhile.key = engine.ctx.customer_key("c1")
+    written_meanwhile.times = batcher_module.RETRIES + 2
+    answer = asyncio.run(batcher.score(_tx(8), time.time()))
+    assert engine.stats.conflicts == batcher_module.RETRIES + 2
     assert answer.decision.transaction_id == "api-8" and not answer.replay
     counts = engine.compute_batch([_tx(15)])[:, engine.names.index("customer_tx_count_1d")]
     assert counts.tolist() == [3.0]  # api-1, api-8 once, and api-15 itself
 
 
 def test_a_batch_still_contended_after_the_budget_fails(
-    settings: Settings, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    written_meanwhile: type[WrittenMeanwhile],
 ) -> None:
     monkeypatch.setattr(batcher_module, "CONFLICT_BUDGET_S", 0.1)
     scorer = build_scorer(settings, client)
@@ -283,11 +268,13 @@ def test_a_batch_still_contended_after_the_budget_fails(
     decided = DecidedStore(client, settings.stream_prefix)
     batcher = MicroBatcher(scorer, decided, _recording(decided))
     asyncio.run(batcher.score(_tx(1), time.time()))
-    with OtherWriter(settings.valkey_url, engine.ctx.customer_key("c1"), engine.ctx.ttl_s):
-        started = time.monotonic()
-        with pytest.raises(StateConflict, match="changed by another writer"):
-            asyncio.run(batcher.score(_tx(8), time.time()))
-        assert 0.1 <= time.monotonic() - started < 5
+    written_meanwhile.key = engine.ctx.customer_key("c1")
+    written_meanwhile.times = 10**6
+    started = time.monotonic()
+    with pytest.raises(StateConflict, match="changed by another writer"):
+        asyncio.run(batcher.score(_tx(8), time.time()))
+    assert 0.1 <= time.monotonic() - started < 5
+    assert engine.stats.conflicts > batcher_module.RETRIES
     assert decided.get_many(["api-8"]) == [None]
 
 
