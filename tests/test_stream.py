@@ -385,7 +385,8 @@ def test_a_trickle_keeps_one_lane_and_a_backlog_opens_the_second_until_it_drains
         assert (w.stats.widened, engines[1].stats.processed, w.width.open) == (0, 0, 1)
         producer.send(_txs(1200, customers=60, start=50))
         decided(1250)
-        assert w.stats.widened == 1 and engines[1].stats.processed > 0
+        # at least once: the lanes' shares drain unevenly, so it may close and open again
+        assert w.stats.widened >= 1 and engines[1].stats.processed > 0
         deadline = time.monotonic() + 10
         while w.width.open != 1:  # empty reads: the backlog is drained
             assert time.monotonic() < deadline, "the second lane stayed open"
