@@ -400,6 +400,35 @@ def test_a_trickle_keeps_one_lane_and_a_backlog_opens_the_second_until_it_drains
     assert ids == sorted(f"tx{i}" for i in range(1260))
 
 
+def test_a_closed_lane_does_not_hold_the_heartbeat_back(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """Heartbeats every ~0.2 s, a read blocking up to 1.5 s: with its second lane closed, a
+    worker decides each small wave in well under that. (A closed lane that waited for its
+    empty read inside the gate made each heartbeat, and the open lane, wait for it.)"""
+    keys = _keys(settings)
+    scorers = [Scorer(AmountPolicy.from_settings(settings)) for _ in range(2)]
+    options = WorkerOptions(batch_size=64, block_ms=1500, lease_ttl_ms=600)
+    w = Worker(client, keys, scorers, options, consumer="w")
+    runner = threading.Thread(target=lambda: w.run(handle_signals=False), daemon=True)
+    runner.start()
+    producer = Producer(client, keys, batch_size=100)
+    took = []
+    try:
+        for wave in range(8):
+            time.sleep(0.15)
+            started = time.monotonic()
+            producer.send(_txs(5, start=5 * wave))
+            while w.stats.processed < 5 * (wave + 1):
+                assert time.monotonic() - started < 10, "the wave was not decided"
+                time.sleep(0.005)
+            took.append(time.monotonic() - started)
+    finally:
+        w.request_stop()
+        runner.join(10)
+    assert w.width.open == 1 and max(took) < 0.75, took
+
+
 def test_the_heartbeat_runs_between_the_lanes_batches() -> None:
     """`Gate.alone` waits for the batch in hand, and holds the next one back until done."""
     gate, log = Gate(), []
