@@ -66,12 +66,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Pending entries idle this long belong to a dead consumer and are claimed."""
     lease_ttl_ms: int = 10_000
     """A worker that does not renew its partition leases for this long loses them."""
-    lanes: int = 1
-    """Batches a worker process keeps in flight, each on its own share of the process's
+    lanes: int = 2
+    """Most batches a worker process keeps in flight, each on its own share of the process's
     partitions with its own scorer (a thread each): one computes while another waits on
-    Valkey. 1: one batch at a time, the lowest latency. 2 drained a backlog of realistic
-    traffic 20–50 % faster on a 2-core host and doubled the p99 at a steady 2,000 tx/s
-    (docs/operations.md; ``benchmarks/bench_pipeline.py --lanes 1,2``)."""
+    Valkey. The lanes beyond the first open only while a backlog lasts: 2 drained a backlog
+    of realistic traffic 15–38 % faster on a 2-core host, and at a steady 2,000 tx/s (one
+    lane open) the p99 is 1's (docs/operations.md; ``benchmarks/bench_pipeline.py
+    --lanes 1,2``). 1: never more than one batch."""
     decisions_maxlen: int = 1_000_000
     """Approximate cap on the decisions stream (the SQL sink is the system of record)."""
     features_enabled: bool = True

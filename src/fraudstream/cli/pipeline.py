@@ -266,7 +266,7 @@ def _work(
         stages.append(f"model {model.version}" if model is not None else "amount policy")
         err_console.print(
             f"worker {w.consumer}: {settings.partitions} partitions, batch {settings.batch_size}"
-            f", {settings.lanes} lane(s), stages: {', '.join(stages)}"
+            f", {_lanes(settings.lanes)}, stages: {', '.join(stages)}"
         )
     freeze_startup()
     stats = w.run(max_messages=max_messages, burst=burst)
@@ -287,6 +287,12 @@ def _work(
             )
         if scorer.models is not None:
             err_console.print(_models_line(scorer.models.health()), highlight=False)
+
+
+def _lanes(lanes: int) -> str:
+    if lanes == 1:
+        return "1 lane"
+    return f"up to {lanes} lanes (beyond the first while a backlog lasts)"
 
 
 def _feature_stats(scorers: list[Scorer]) -> EngineStats:
