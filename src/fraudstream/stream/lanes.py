@@ -14,8 +14,8 @@ flight. Every guarantee of one lane holds per lane, because lanes never share a 
   back, so leases are renewed, shed and taken between batches, as with one lane, and a
   partition changes lane only while no lane has any of its entries in hand.
 
-The lanes beyond the first open only while a backlog lasts (`Width`): a second lane drains
-a backlog 20–50 % faster, but at a steady rate two lanes' small batches each pay a batch's
+The lanes beyond the first open only while a backlog lasts (`Width`): a second lane drained
+a backlog 15–50 % faster here, but at a steady rate two lanes' small batches each pay a batch's
 fixed cost and take turns at the interpreter lock, and `fraudstream demo`'s p99 at 2,000
 tx/s doubled (docs/operations.md). The number of open lanes changes alone too, like the
 heartbeat: the partitions are shared anew between batches.
