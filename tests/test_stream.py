@@ -429,6 +429,32 @@ def test_a_closed_lane_does_not_hold_the_heartbeat_back(
     assert w.width.open == 1 and max(took) < 0.75, took
 
 
+def test_an_open_lane_without_a_partition_does_not_hold_the_heartbeat_back(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """One partition, two lanes: the backlog opens the second lane, which has nothing to
+    read. It waits outside the gate: the first lane drains the backlog without waiting at
+    each heartbeat (every ~0.1 s) for the second's empty read (up to 3 s)."""
+    keys = StreamKeys(settings.stream_prefix, 1)
+    scorers = [Scorer(AmountPolicy.from_settings(settings)) for _ in range(2)]
+    options = WorkerOptions(batch_size=64, block_ms=3000, lease_ttl_ms=300)
+    w = Worker(client, keys, scorers, options, consumer="w")
+    runner = threading.Thread(target=lambda: w.run(handle_signals=False), daemon=True)
+    runner.start()
+    try:
+        time.sleep(0.3)  # the partition taken
+        started = time.monotonic()
+        Producer(client, keys, batch_size=500).send(_txs(5000))
+        while w.stats.processed < 5000:
+            assert time.monotonic() - started < 20, "the backlog was not decided"
+            time.sleep(0.005)
+        took = time.monotonic() - started
+    finally:
+        w.request_stop()
+        runner.join(10)
+    assert w.stats.widened >= 1 and took < 2.0, took
+
+
 def test_the_heartbeat_runs_between_the_lanes_batches() -> None:
     """`Gate.alone` waits for the batch in hand, and holds the next one back until done."""
     gate, log = Gate(), []

@@ -111,6 +111,11 @@ class BatchReader:
         self._turn = 0
         self.wire = Wire(client)
 
+    def has_share(self) -> bool:
+        """Whether this lane is open and has a partition to read (`share_of` gives lane
+        ``i`` of ``n`` open lanes a share when it holds more than ``i`` partitions)."""
+        return self.lane < self.lanes and self.lane < len(self.leases.held)
+
     def read(self) -> Batch:
         """Entries never delivered: an equal share of every stream (blocking until one has
         some), then what budget is left to the streams that filled their share."""

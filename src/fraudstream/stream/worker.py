@@ -221,10 +221,14 @@ class Worker(TwoStageStop):
             try:
                 if main:
                     self.heartbeat()
-                elif lane.index >= lane.reader.lanes:  # closed: wait outside the gate, or
-                    # the heartbeat would wait for this lane's empty read (`block_ms`) and
-                    # hold the open lanes back meanwhile (a p99 of ~150 ms in the demo)
-                    self._opened.wait(self.options.block_ms / 1000)
+                elif not lane.reader.has_share():  # closed, or no partition for it: wait
+                    # outside the gate, or the heartbeat would wait for this lane's empty
+                    # read (`block_ms`) and hold the open lanes back meanwhile (a p99 of
+                    # ~150 ms in the demo)
+                    if lane.index >= lane.reader.lanes:
+                        self._opened.wait(self.options.block_ms / 1000)
+                    else:
+                        time.sleep(self.options.block_ms / 1000)
                     if burst and self.drained():
                         break
                     continue
