@@ -56,6 +56,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sink_linger_ms: int = 200
     """How long `fraudstream sink`, keeping up, lets decisions gather before it reads and
     stores them: fewer, larger database transactions for a store up to this much later."""
+    sink_nice: int = 10
+    """The niceness `fraudstream sink` lowers itself to (`fraudstream.priority`): on a host
+    shared with the workers, transactions waiting for their decision get the CPU before the
+    record of decided ones. 0: level with them."""
     stream_prefix: str = "tx"
     """Streams are ``{prefix}.in.{p}``, ``{prefix}.decisions``, ``{prefix}.deadletter``."""
     partitions: int = 16
@@ -193,6 +197,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"must be > 0, got {self.drift_psi_alert:g}",
         )
         _check(self.drift_window >= 1, "drift_window", f"must be >= 1, got {self.drift_window}")
+        _check(
+            0 <= self.sink_nice <= 19,
+            "sink_nice",
+            f"must be between 0 and 19, got {self.sink_nice}",
+        )
         _check(
             self.alerts_batch_size >= 1,
             "alerts_batch_size",

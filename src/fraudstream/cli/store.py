@@ -18,6 +18,7 @@ from fraudstream.cli.app import app
 from fraudstream.cli.common import ConfigOpt, JsonOpt, connect, console, settings_from
 from fraudstream.errors import StoreError
 from fraudstream.gcpolicy import freeze_startup
+from fraudstream.priority import yield_to_scoring
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -82,6 +83,7 @@ def sink(
     from fraudstream.stream.keys import StreamKeys
 
     settings = settings_from(config, database_url=database, sink_batch_size=batch)
+    nice = yield_to_scoring(settings.sink_nice)
     metrics.setup(settings.data_dir)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # `migrate` says what changed
@@ -97,7 +99,7 @@ def sink(
     )
     keys = StreamKeys.of(settings)
     streams = f"{keys.decisions} + {keys.label_log}"
-    print(f"sink: {streams} -> {describe(engine)}", file=sys.stderr, flush=True)
+    print(f"sink: {streams} -> {describe(engine)} (nice {nice})", file=sys.stderr, flush=True)
     client = connect(settings)
     runner = Sink(
         client,
