@@ -15,7 +15,7 @@ from clikit import run_cli
 from featkit import FIXED_CLOCK, tx
 from fraudstream.errors import SchemaError
 from fraudstream.features import FeatureEngine, default_feature_set
-from fraudstream.features.profiles import load_profiles, profile_records
+from fraudstream.features.profiles import load_profiles, profile_records, segment_codes
 
 PROFILES = pl.DataFrame(
     {
@@ -35,11 +35,29 @@ PROFILES = pl.DataFrame(
         (pl.DataFrame({"customer_id": ["a", "a"]}), "customer_id", "repeated"),
         (pl.DataFrame({"customer_id": ["a"], "segment": [-1]}), "segment", ">= 0"),
         (pl.DataFrame({"customer_id": ["a"], "segment": [1.5]}), "segment", "integer"),
+        (pl.DataFrame({"customer_id": ["a", None]}), "customer_id", "missing in row 2"),
+        (pl.DataFrame({"customer_id": ["a", "  "]}), "customer_id", "missing in row 2"),
+        (pl.DataFrame({"customer_id": ["a", "b", "a"]}), "customer_id", "rows 1, 3"),
+        (
+            pl.DataFrame({"customer_id": ["a", "b"], "x": ["1", "abc"], "y": [1, 2]}),
+            "x",
+            "not a number: 'abc' in row 2",
+        ),
+        (
+            pl.DataFrame({"customer_id": ["a", "b"], "x": [1.0, 2.0], "y": [5.0, 1e308]}),
+            "y",
+            "within 0..100, got 1e+308 in row 2",
+        ),
+        (
+            pl.DataFrame({"customer_id": ["a"], "home_lat": [1.0], "home_lon": [float("inf")]}),
+            "home_lon",
+            "within -180..180",
+        ),
         (pl.DataFrame({"customer_id": ["a"], "home_lat": [1.0]}), "home_lon", "both"),
         (
             pl.DataFrame({"customer_id": ["a"], "home_lat": [91.0], "home_lon": [0.0]}),
             "home_lat",
-            "±90",
+            "within -90..90, got 91 in row 1",
         ),
     ],
 )
@@ -93,3 +111,36 @@ def test_cli_loads_profiles_and_shows_them(
     profile = json.loads(shown.stdout)["profile"]
     assert profile["segment"] == 2 and profile["home"]["a"] == 13.0
     assert profile["preferred_card"] == "set"
+
+
+def test_segment_labels_get_one_code_whatever_else_the_file_holds() -> None:
+    """A bank's file names its segments: each label's code depends on its text alone, so a
+    model trained with one profile file reads the same codes from the next."""
+    one = segment_codes(pl.Series(["gold", "SME", None, ""]))
+    other = segment_codes(pl.Series(["retail", " gold ", "2"]))
+    assert one[0] == other[1] and one[0] != one[1]
+    assert one[2] == one[3] == -1  # no segment
+    assert other[2] == 2 == segment_codes(pl.Series([2]))[0]  # digits: the integer code
+    assert min(one[0], one[1], other[0]) >= 1 << 30  # never an integer code's
+
+
+@pytest.mark.integration
+def test_cli_loads_a_banks_csv_and_names_the_row_of_a_bad_value(
+    tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,segment,x,y\nc1,gold,10,20\nc2,silver,abc,5\n")
+    result = run_cli("features", "load-profiles", str(bad), valkey_url=valkey_url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: x: not a number: 'abc' in row 2"
+    assert client.dbsize() == 0
+    good = tmp_path / "bank.csv"
+    good.write_text("customer_id,segment,card_ids\nc1,gold,K1;K9\nc2,,K7\n")
+    result = run_cli("features", "load-profiles", str(good), valkey_url=valkey_url)
+    assert result.returncode == 0, result.stderr
+    e = FeatureEngine(client, default_feature_set(), clock=lambda: FIXED_CLOCK)
+    out = e.compute_batch([tx(1, customer="c1", card_id="K1"), tx(2, customer="c2")])
+    segment = out[:, e.names.index("customer_profile_segment")].tolist()
+    assert segment[0] == segment_codes(pl.Series(["gold"]))[0] and math.isnan(segment[1])
+    preferred = out[:, e.names.index("customer_is_preferred_card")].tolist()
+    assert preferred[0] == 1.0  # K1, the first of "K1;K9"

@@ -9,13 +9,18 @@ see the same profile. A profile is static: reloading replaces it, nothing expire
 
 Columns of a profile frame, all but ``customer_id`` optional:
 
-- ``segment``: the customer's segment as an integer code >= 0 (the simulator's: 0 everyday,
-  1 standard, 2 high spender, by usual amount);
+- ``segment``: the customer's segment, an integer code >= 0 (the simulator's: 0 everyday,
+  1 standard, 2 high spender, by usual amount) or a label (``"gold"``, ``"SME"``): a bank's
+  file names its segments. A label is coded by a hash of its text (`segment_codes`), so it
+  gets the same code in every file, online and in the backfill, whatever other labels the
+  file holds: a model trained on one profile file scores right with the next;
 - ``home_lat`` / ``home_lon`` (degrees), else ``x`` / ``y`` (the Handbook's grid): the
   declared home;
-- ``preferred_card``, else the first of ``card_ids``: the card the customer usually pays with.
+- ``preferred_card``, else the first of ``card_ids`` (a list in Parquet; in a CSV, ids
+  separated by ``;``, ``,``, ``|`` or spaces): the card the customer usually pays with.
 
 A transaction of a customer without a profile (or a profile without the field) gets NaN.
+A bad value is refused naming its column and its row (data rows counted from 1).
 """
 
 from __future__ import annotations
@@ -64,25 +69,23 @@ def profile_records(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     """Customer ids and their records, validated.
 
     Raises:
-        SchemaError: naming the column (missing ``customer_id``, a null or repeated id, a
-            negative or non-integer segment, a half-given home, coordinates out of range).
+        SchemaError: naming the column and the first row at fault (missing ``customer_id``,
+            a missing, blank or repeated id, a negative or fractional segment code, a
+            half-given home, a coordinate that is not a number or is out of range).
     """
     if "customer_id" not in frame.columns:
         raise SchemaError("customer_id", "required in a profile file")
-    ids = frame["customer_id"].cast(pl.String)
-    if ids.null_count():
-        raise SchemaError("customer_id", f"{ids.null_count()} profiles have no customer_id")
-    if ids.n_unique() != len(ids):
-        dup = ids.filter(ids.is_duplicated())[0]
-        raise SchemaError("customer_id", f"repeated in the profile file: {dup!r}")
+    ids = frame["customer_id"].cast(pl.String).str.strip_chars()
+    missing = ids.is_null() | (ids == "")
+    if missing.any():
+        raise SchemaError("customer_id", f"missing {_rows(missing)}")
+    repeated = ids.is_duplicated()
+    if repeated.any():
+        dup = ids.filter(repeated)[0]
+        raise SchemaError("customer_id", f"{dup!r} repeated ({_rows(ids == dup, 2)})")
     out = empty_profiles(len(frame))
     if "segment" in frame.columns:
-        seg = frame["segment"]
-        if not seg.dtype.is_integer():
-            raise SchemaError("segment", f"must be an integer code, got {seg.dtype}")
-        if (seg.fill_null(0) < 0).any():
-            raise SchemaError("segment", "must be >= 0")
-        out["segment"] = seg.fill_null(NO_SEGMENT).to_numpy()
+        out["segment"] = segment_codes(frame["segment"])
     home = _home(frame)
     if home is not None:
         sys_code, a, b = home
@@ -98,10 +101,66 @@ def profile_records(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     return ids.to_list(), out
 
 
+SEGMENT_LABEL_BITS = 30
+"""A label's code is this many bits of its text's hash, plus ``1 << SEGMENT_LABEL_BITS``:
+above every integer code accepted, within the record's int32."""
+
+
+def segment_codes(seg: pl.Series) -> NDArray[np.int32]:
+    """Per profile, its segment's code (`NO_SEGMENT` where empty): integer codes as given
+    (also as digits in a text column), labels by `value_hashes` of their text (trimmed; case
+    kept: "Gold" and "gold" may be two segments of a bank's own).
+
+    Raises:
+        SchemaError: a negative or fractional code, or a type that is neither.
+    """
+    if seg.dtype == pl.String:
+        labels = seg.str.strip_chars().replace("", None)
+        digits = labels.str.contains(r"^\d{1,9}$").fill_null(False)
+        names = labels.filter(~digits).drop_nulls().unique().to_list()
+        top = np.uint64(64 - SEGMENT_LABEL_BITS)
+        hashed = (value_hashes(names) >> top).astype(np.int64) + (1 << SEGMENT_LABEL_BITS)
+        codes = dict(zip(names, hashed.tolist(), strict=True))
+        coded = labels.replace_strict(codes, default=NO_SEGMENT, return_dtype=pl.Int64)
+        # "2" in a text column is code 2, as in a numeric one
+        coded = pl.select(
+            pl.when(digits).then(labels.cast(pl.Int64, strict=False)).otherwise(coded)
+        ).to_series()
+        return coded.to_numpy().astype(np.int32)
+    if seg.dtype.is_float():
+        fractional = seg.is_not_null() & (seg.is_nan() | (seg.round(0) != seg))
+        if fractional.any():
+            bad = seg.filter(fractional)[0]
+            raise SchemaError(
+                "segment", f"must be an integer code or a label, got {bad} {_rows(fractional)}"
+            )
+        seg = seg.cast(pl.Int64)
+    elif not seg.dtype.is_integer():
+        raise SchemaError("segment", f"must be an integer code or a label, got {seg.dtype}")
+    negative = seg.fill_null(0) < 0
+    if negative.any():
+        raise SchemaError("segment", f"must be >= 0 {_rows(negative)}")
+    if (seg.fill_null(0) >= 1 << SEGMENT_LABEL_BITS).any():
+        raise SchemaError(
+            "segment",
+            f"codes must be below {1 << SEGMENT_LABEL_BITS:,} "
+            f"{_rows(seg.fill_null(0) >= 1 << SEGMENT_LABEL_BITS)}",
+        )
+    return seg.fill_null(NO_SEGMENT).to_numpy().astype(np.int32)
+
+
+def _rows(mask: pl.Series, show: int = 1) -> str:
+    """Where ``mask`` holds: ``in row 3``, ``in rows 3, 7 (and 2 more)``."""
+    at = [i + 1 for i in mask.arg_true().head(show).to_list()]
+    more = int(mask.sum()) - len(at)
+    where = f"in row {at[0]}" if len(at) == 1 else "in rows " + ", ".join(map(str, at))
+    return where + (f" (and {more:,} more)" if more else "")
+
+
 def _home(frame: pl.DataFrame) -> tuple[int, NDArray[np.float64], NDArray[np.float64]] | None:
     for (ca, cb), sys_code, bounds in (
-        (("home_lat", "home_lon"), LATLON, (90.0, 180.0)),
-        (("x", "y"), GRID, (None, None)),
+        (("home_lat", "home_lon"), LATLON, ((-90.0, 90.0), (-180.0, 180.0))),
+        (("x", "y"), GRID, ((0.0, 100.0), (0.0, 100.0))),
     ):
         present = [c for c in (ca, cb) if c in frame.columns]
         if not present:
@@ -109,21 +168,46 @@ def _home(frame: pl.DataFrame) -> tuple[int, NDArray[np.float64], NDArray[np.flo
         if len(present) == 1:
             missing = cb if present[0] == ca else ca
             raise SchemaError(missing, f"a home needs both {ca} and {cb}")
-        a = frame[ca].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        b = frame[cb].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        for col, values, bound in ((ca, a, bounds[0]), (cb, b, bounds[1])):
-            if bound is not None and (np.abs(values[~np.isnan(values)]) > bound).any():
-                raise SchemaError(col, f"must be within ±{bound:g}")
+        a, b = (
+            _coordinate(frame[c], c, lo, hi) for c, (lo, hi) in zip((ca, cb), bounds, strict=True)
+        )
         return sys_code, a, b
     return None
 
 
+def _coordinate(column: pl.Series, name: str, lo: float, hi: float) -> NDArray[np.float64]:
+    """The column as floats, NaN where empty.
+
+    Raises:
+        SchemaError: a value that is not a number, or is outside ``lo``..``hi``.
+    """
+    values = column.cast(pl.Float64, strict=False)
+    text = column.cast(pl.String).str.strip_chars()
+    unreadable = values.is_null() & text.is_not_null() & (text != "")
+    if unreadable.any():
+        bad = column.filter(unreadable)[0]
+        raise SchemaError(name, f"not a number: {bad!r} {_rows(unreadable)}")
+    out = values.fill_null(np.nan).to_numpy()
+    outside = pl.Series(~np.isnan(out) & ((out < lo) | (out > hi) | ~np.isfinite(out)))
+    if outside.any():
+        bad_value = out[outside.arg_true()[0]]
+        raise SchemaError(
+            name, f"must be within {lo:g}..{hi:g}, got {bad_value:g} {_rows(outside)}"
+        )
+    return out
+
+
 def _preferred_cards(frame: pl.DataFrame) -> pl.Series | None:
     if "preferred_card" in frame.columns:
-        return frame["preferred_card"].cast(pl.String)
-    if "card_ids" in frame.columns:
-        return frame["card_ids"].list.first().cast(pl.String)
-    return None
+        return frame["preferred_card"].cast(pl.String).str.strip_chars().replace("", None)
+    if "card_ids" not in frame.columns:
+        return None
+    cards = frame["card_ids"]
+    if cards.dtype == pl.String:  # a CSV cannot hold a list: ids separated by ; , | or spaces
+        return cards.str.strip_chars().str.extract(r"^([^;,|\s]+)", 1)
+    if isinstance(cards.dtype, pl.List):
+        return cards.list.first().cast(pl.String)
+    return cards.cast(pl.String)
 
 
 def decode_profiles(raws: Sequence[bytes | None]) -> tuple[np.ndarray, NDArray[np.bool_]]:
