@@ -4,11 +4,13 @@ only from the states a caller may move it from, the verdict stored as a label.""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy as sa
 
+from clikit import run_cli
 from fraudstream.errors import ConflictError, NotFoundError
 from fraudstream.store import migrate
 from fraudstream.store import reviews as queue
@@ -103,3 +105,28 @@ def test_a_review_moves_only_from_open_or_from_the_callers_claim(store: sa.Engin
         with pytest.raises(NotFoundError, match="no review 999"):
             queue.claim(connection, 999, "alice", NOW)
         assert [r.assignee for r in queue.list_reviews(connection, "claimed")] == ["alice"]
+
+
+@pytest.mark.parametrize("review_id", [0, -1, 2**31, 10**23])
+def test_an_id_no_review_can_have_is_not_found_before_the_database_sees_it(
+    store: sa.Engine, review_id: int
+) -> None:
+    """10**23 made SQLite's driver raise ``OverflowError`` (a traceback from ``reviews
+    claim``); an id past PostgreSQL's ``INTEGER`` is refused by it as bad data."""
+    _queued(store, 3)
+    with store.begin() as connection:
+        for act in (
+            lambda: queue.claim(connection, review_id, "alice", NOW),
+            lambda: queue.resolve(connection, review_id, "alice", "fraud", "", NOW),
+            lambda: queue.get_review(connection, review_id),
+        ):
+            with pytest.raises(NotFoundError, match=f"no review {review_id}"):
+                act()
+
+
+def test_the_cli_says_a_huge_review_id_names_no_review(tmp_path: Path) -> None:
+    done = run_cli(
+        "reviews", "claim", str(10**23), "--as", "bob", env={"FRAUDSTREAM_DATA_DIR": str(tmp_path)}
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip() == f"error: review_id: no review {10**23}"

@@ -10,9 +10,7 @@ from fraudstream.api.spec import Param
 from fraudstream.errors import NotFoundError, SchemaError
 from fraudstream.store import reviews as queue
 
-REVIEW_ID_MAX = 2**31 - 1
-"""Review ids are SQL integers: a larger one names no review."""
-REVIEW_ID = Param("review_id", {"type": "integer", "minimum": 1, "maximum": REVIEW_ID_MAX})
+REVIEW_ID = Param("review_id", {"type": "integer", "minimum": 1, "maximum": queue.REVIEW_ID_MAX})
 QUEUE_PARAMS = (
     Param("status", {"enum": list(queue.STATUSES), "default": "open"}),
     Param("limit", {"type": "integer", "minimum": 1, "maximum": queue.MAX_LIMIT, "default": 100}),
@@ -26,7 +24,7 @@ def review_id_of(request: Request) -> int:
         NotFoundError: ``review_id``.
     """
     raw: str = request.path_params["review_id"]
-    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= REVIEW_ID_MAX:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= queue.REVIEW_ID_MAX:
         return int(raw)
     raise NotFoundError("review_id", f"no review {raw[:32]!r}")
 

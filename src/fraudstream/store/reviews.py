@@ -27,6 +27,9 @@ ReviewStatus = Literal["open", "claimed", "resolved"]
 STATUSES: tuple[ReviewStatus, ...] = get_args(ReviewStatus)
 Verdict = Literal["fraud", "genuine"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+REVIEW_ID_MAX = 2**31 - 1
+"""Review ids are SQL ``INTEGER``s (32 bits on PostgreSQL): a larger one names no review (and
+past 64 bits the driver refuses to send it at all)."""
 MAX_LIMIT = 1000
 S = TypeVar("S", bound=str)
 
@@ -123,7 +126,10 @@ def get_review(connection: sa.Connection, review_id: int) -> Review:
     """Raises:
     NotFoundError: ``review_id`` naming the id.
     """
-    row = connection.execute(_SELECT.where(reviews.c.review_id == review_id)).mappings().first()
+    row = None
+    if 1 <= review_id <= REVIEW_ID_MAX:
+        query = _SELECT.where(reviews.c.review_id == review_id)
+        row = connection.execute(query).mappings().first()
     if row is None:
         raise NotFoundError("review_id", f"no review {review_id}")
     return _review(row)
@@ -181,6 +187,8 @@ def resolve(
 
 def _move(connection: sa.Connection, review_id: int, assignee: str, **values: Any) -> None:
     """The one ``UPDATE`` that may change a review: from open, or from the caller's claim."""
+    if not 1 <= review_id <= REVIEW_ID_MAX:
+        raise NotFoundError("review_id", f"no review {review_id}")
     mine = sa.and_(reviews.c.status == "claimed", reviews.c.assignee == assignee)
     moved = connection.execute(
         sa.update(reviews)
