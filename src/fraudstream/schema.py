@@ -19,6 +19,7 @@ import msgspec
 from fraudstream.errors import SchemaError
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+"""Not blank either: `check_ids`."""
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
@@ -28,6 +29,12 @@ OUTCOMES: tuple[Outcome, ...] = ("approve", "step_up", "review", "block")
 """Mildest first. ``step_up`` holds the payment for a one-time code the buyer must enter
 (`fraudstream.challenges`); its final outcome, approve or block, follows as a second
 decision of the same transaction with a ``challenge:…`` reason."""
+GRID_SIZE = 100.0
+"""The Handbook's grid is 100 × 100 (the simulator places customers and terminals on it): a
+coordinate off it is a unit or encoding error, and its distances would overflow the features."""
+GridCoordinate = Annotated[float, msgspec.Meta(ge=0, le=GRID_SIZE)]
+TX_IDS = ("transaction_id", "customer_id", "terminal_id", "merchant_id", "card_id")
+"""Never blank (`check_ids`), and text even when a file gives numbers (`id_text`)."""
 AMOUNT_CEILING = 1e12
 """No payment is larger: above it an amount is a unit or encoding error (and its cents would
 leave float64's exact integers). The configurable, lower bound is ``Settings.max_amount``."""
@@ -53,15 +60,29 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     email: Text | None = None
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
-    x: float | None = None
+    x: GridCoordinate | None = None
     """Handbook grid coordinates (0–100), when there is no lat/lon."""
-    y: float | None = None
+    y: GridCoordinate | None = None
 
     def __post_init__(self) -> None:
+        check_ids(self, TX_IDS)
         check_amount(self.amount)
         check_time("timestamp", self.timestamp)
         if self.ip is not None:
             check_ip(self.ip)
+
+
+def check_ids(record: msgspec.Struct, names: tuple[str, ...]) -> None:
+    """Refuse an id that is only whitespace (a blank cell, a padded export): every such
+    payment would be one customer, terminal or transaction; the file readers refuse it too.
+
+    Raises:
+        ValueError: ``customer_id: …`` (msgspec turns it into a validation error naming it).
+    """
+    for name in names:
+        value = getattr(record, name)
+        if value is not None and value.isspace():
+            raise ValueError(f"{name}: must not be blank, got {value!r}")
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -154,6 +175,7 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     fraud_scenario: int | None = None
 
     def __post_init__(self) -> None:
+        check_ids(self, ("transaction_id", "customer_id", "terminal_id"))
         check_time("reported_at", self.reported_at)
         if self.tx_timestamp is not None:
             check_time("tx_timestamp", self.tx_timestamp)
@@ -228,25 +250,29 @@ HANDBOOK_COLUMNS: dict[str, str] = {
 """The Fraud Detection Handbook's column names and ours. ``TX_FRAUD`` becomes a `Label`;
 ``TX_TIME_SECONDS``/``TX_TIME_DAYS``/``TX_FRAUD_SCENARIO`` are derived or ground truth."""
 HANDBOOK_IGNORED = frozenset({"TX_TIME_SECONDS", "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO"})
-_ID_FIELDS = ("transaction_id", "customer_id", "terminal_id", "merchant_id", "card_id")
+EXACT_INTEGERS = 2.0**53
+"""Past it a float is not every integer: an id written as ``12345678901234567890.0`` would
+read back as another number."""
 
 
 def normalize_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """Map a Handbook-style or loosely typed row onto our field names and types.
 
     Handbook rows have integer ids, naive datetimes and no merchant, currency or channel:
-    ids become strings, naive times are taken as UTC, the terminal doubles as the merchant,
-    and the currency/channel default to EUR / card_present.
+    ids become strings (`id_text`), naive times are taken as UTC, the terminal doubles as the
+    merchant, and the currency/channel default to EUR / card_present.
+
+    Raises:
+        SchemaError: a number id that has no exact text, or a timestamp that does not parse.
     """
     out: dict[str, Any] = {}
     for key, value in record.items():
         if key in HANDBOOK_IGNORED or key.startswith("Unnamed"):
             continue
         out[HANDBOOK_COLUMNS.get(key, key)] = value
-    for key in _ID_FIELDS:
-        value = out.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = str(int(value))
+    for key in TX_IDS:
+        if key in out:
+            out[key] = id_text(key, out[key])
     stamp = out.get("timestamp")
     if isinstance(stamp, str):
         try:
@@ -261,6 +287,29 @@ def normalize_record(record: Mapping[str, Any]) -> dict[str, Any]:
     out.setdefault("currency", "EUR")
     out.setdefault("channel", "card_present")
     return {k: v for k, v in out.items() if v is not None}
+
+
+def id_text(name: str, value: Any) -> Any:
+    """A number id as text that keeps two ids two (truncating made ``1.5`` and ``1.7`` one
+    id, and the second payment a duplicate): an integer as its digits, an integral float too
+    (``42.0`` is ``"42"``: a column of float ids is an integer one that had a gap), any other
+    number as its shortest text (``1.5`` stays ``"1.5"``, as the history reader reads it).
+    Anything else is left to the schema to judge.
+
+    Raises:
+        SchemaError: not finite, or an integer too large for a float to hold exactly.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        raise SchemaError(name, f"must be text or a finite number, got {value!r}")
+    if not value.is_integer():
+        return repr(value)
+    if abs(value) > EXACT_INTEGERS:
+        raise SchemaError(name, f"a number this large is not exact, give it as text: {value!r}")
+    return str(int(value))
 
 
 def transaction_from_record(record: Mapping[str, Any]) -> Transaction:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -157,13 +158,7 @@ def create_app(
         return _json(bodies.BatchDecisions(results))
 
     async def ingest(request: Request) -> Response:
-        body = await request.body()
-        fields = _decode(body, dict[str, msgspec.Raw])
-        if set(fields) == {"transactions"}:
-            raw_items = _decode(body, bodies.RawBatch).transactions
-        else:  # one transaction
-            raw_items = [msgspec.Raw(body)]
-        items, errors = _validate_items(raw_items, batcher.scorer)
+        items, errors = _validate_items(_ingested(await request.body()), batcher.scorer)
         if not items:  # nothing to queue: the first item's error, as one transaction's
             raise errors[min(errors)]
         await to_thread.run_sync(producer.send, items)
@@ -585,6 +580,27 @@ def _routes(endpoints: Sequence[Endpoint]) -> list[Route]:
     return [route(path, methods) for path, methods in by_path.items()]
 
 
+def _ingested(body: bytes) -> list[msgspec.Raw]:
+    """The items of a batch (an object whose only field is ``transactions``), else the body
+    as the one transaction it is. Told apart by the batch's own decoder, which stops at the
+    first field that is not ``transactions``: decoding every value (as raw JSON) would walk a
+    deeply nested one to its end first.
+
+    Raises:
+        SchemaError: a batch that is not one (``transactions`` not a list of 1 to 1,000).
+    """
+    try:
+        return list(_decode(body, bodies.RawBatch).transactions)
+    except SchemaError as exc:
+        if exc.problem in (_UNKNOWN_FIELD, _MISSING_FIELD):  # not a batch
+            return [msgspec.Raw(body)]
+        raise
+
+
+_UNKNOWN_FIELD = "unknown field"
+_MISSING_FIELD = "required field is missing"
+
+
 def _validate_items(
     raw: Sequence[msgspec.Raw], scorer: Scorer
 ) -> tuple[list[Transaction], dict[int, SchemaError]]:
@@ -632,10 +648,62 @@ def _not_found(field: str, message: str) -> Response:
 
 
 def _decode(body: bytes, type_: Any) -> Any:
+    """``body`` as ``type_``.
+
+    Raises:
+        SchemaError: naming the field, also for a value nested too deep to decode (msgspec
+            recurses once per level and raises RecursionError, not a MsgspecError, past the
+            interpreter's limit: a batch's items are kept raw, so they are walked to their end).
+    """
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.MsgspecError as exc:
         raise schema_error(exc) from None
+    except RecursionError:
+        raise _too_deep(body) from None
+
+
+MAX_NESTING = 32
+"""Levels of arrays and objects that no valid body comes near (a batch's fields are three
+deep): the first value nested deeper is the one named when a body is too deep to decode."""
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
+
+
+def _too_deep(body: bytes) -> SchemaError:
+    """The error for a body too deeply nested to decode: its top-level field holding the
+    first value nested over `MAX_NESTING` levels, and the item when that field is a list.
+    Found by a flat scan of the tokens, as any recursive reading would fail as msgspec did."""
+    path: list[str | int] = []  # per open level: its key or its item's position
+    key_next = False
+    for token in _JSON_TOKEN.finditer(body):
+        text = token.group()
+        if text[:1] == b'"':
+            if key_next and path:
+                path[-1], key_next = _key(text), False
+        elif text in (b"{", b"["):
+            if len(path) == MAX_NESTING:
+                break
+            path.append("" if text == b"{" else 0)
+            key_next = text == b"{"
+        elif text in (b"}", b"]"):
+            del path[-1:]
+            key_next = False
+        elif path and isinstance(path[-1], int):  # a comma in a list
+            path[-1] += 1
+        else:  # a comma in an object
+            key_next = True
+    else:
+        return SchemaError("", "nested too deep to decode")
+    field = path[0] if isinstance(path[0], str) else ""
+    item = f"item {path[1]} is " if len(path) > 1 and isinstance(path[1], int) else ""
+    return SchemaError(field, f"{item}nested more than {MAX_NESTING} levels deep")
+
+
+def _key(token: bytes) -> str:
+    try:
+        return msgspec.json.decode(token, type=str)
+    except msgspec.DecodeError:
+        return token[1:-1].decode(errors="replace")
 
 
 async def _valkey_error(request: Request, exc: redis.RedisError) -> Response:
