@@ -105,6 +105,17 @@ def test_missing_field_is_named(name: str) -> None:
     assert "required field is missing" in str(info.value)
 
 
+def test_a_value_off_a_fields_choices_is_told_the_choices() -> None:
+    """A bank's export says "pos" or "online": the error says what the field takes."""
+    with pytest.raises(SchemaError) as tx:
+        _decode(_valid(channel="pos"))
+    assert str(tx.value) == "channel: invalid enum value 'pos' (one of card_present, ecommerce)"
+    label = {"transaction_id": "t1", "is_fraud": True, "reported_at": "2026-01-01T00:00:00Z"}
+    with pytest.raises(SchemaError) as lb:
+        decode_label(json.dumps({**label, "source": "bank"}).encode())
+    assert lb.value.field == "source" and "(one of chargeback, review, import)" in str(lb.value)
+
+
 @given(
     st.text(min_size=1, max_size=6).filter(
         lambda s: not (len(s) == 3 and s.isupper() and s.isascii() and s.isalpha())

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -25,6 +25,7 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 Channel = Literal["card_present", "ecommerce"]
 Outcome = Literal["approve", "step_up", "review", "block"]
+LabelSource = Literal["chargeback", "review", "import"]
 OUTCOMES: tuple[Outcome, ...] = ("approve", "step_up", "review", "block")
 """Mildest first. ``step_up`` holds the payment for a one-time code the buyer must enter
 (`fraudstream.challenges`); its final outcome, approve or block, follows as a second
@@ -167,7 +168,7 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     transaction_id: Id
     is_fraud: bool
     reported_at: AwareDatetime
-    source: Literal["chargeback", "review", "import"] = "chargeback"
+    source: LabelSource = "chargeback"
     customer_id: Id | None = None
     terminal_id: Id | None = None
     tx_timestamp: AwareDatetime | None = None
@@ -196,6 +197,9 @@ def schema_error(exc: msgspec.MsgspecError) -> SchemaError:
         return SchemaError("", f"not valid JSON: {message}")
     if m := _AT_PATH.match(message):
         problem = m["problem"]
+        choices = CHOICES.get(m["field"]) if problem.startswith("Invalid enum value") else None
+        if choices:  # a file's "pos" or "online": say what the field takes
+            problem += f" (one of {', '.join(choices)})"
         return SchemaError(m["field"], problem[:1].lower() + problem[1:])
     if m := _MISSING.match(message):
         return SchemaError(m["field"], "required field is missing")
@@ -204,6 +208,13 @@ def schema_error(exc: msgspec.MsgspecError) -> SchemaError:
     if m := _OWN.match(message):
         return SchemaError(m["field"], m["problem"])
     return SchemaError("", message)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "channel": get_args(Channel),
+    "source": get_args(LabelSource),
+}
+"""The values a field of fixed choices takes, named when a value is not one of them."""
 
 
 _tx_decoder = msgspec.json.Decoder(Transaction)
