@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -53,9 +53,16 @@ def rule_schema() -> RuleSchema:
 @rules_app.command("validate")
 def rules_validate(path: RulesFile) -> None:
     """Check a rule set; every problem is printed as file:line:col."""
+    from fraudstream.errors import DataFileError
     from fraudstream.rules import validate_ruleset
+    from fraudstream.rules.ruleset import read_text
 
-    errors = validate_ruleset(path.read_text(), rule_schema(), source=str(path))
+    try:
+        errors: list[Exception] = [
+            *validate_ruleset(read_text(path), rule_schema(), source=str(path))
+        ]
+    except DataFileError as exc:  # a problem of the file like the others: listed, exit 1
+        errors = [exc]
     for error in errors:
         err_console.print(str(error), highlight=False, soft_wrap=True)
     if errors:
@@ -71,9 +78,11 @@ def rules_publish(
 ) -> None:
     """Store a rule set as a new version and make it active (workers reload within seconds)."""
     from fraudstream.rules.registry import RuleRegistry
+    from fraudstream.rules.ruleset import read_text
 
+    text = read_text(path)
     registry = RuleRegistry(connect(settings_from(config)), rule_schema())
-    version = registry.publish(path.read_text(), message=message)
+    version = registry.publish(text, message=message, source=str(path))
     console.print(f"published and activated rules version {version}")
 
 
@@ -116,7 +125,12 @@ def rules_diff(old: str, new: str, as_json: JsonOpt = False, config: ConfigOpt =
 @rules_app.command("test")
 def rules_test(
     transaction: Annotated[
-        Path, typer.Argument(help="One transaction as JSON, features and model.score optional.")
+        Path,
+        typer.Argument(
+            help="One transaction as a JSON object; features (at the top level or under "
+            '"features") and model.score optional, missing values null. Unknown names and '
+            "wrongly typed values are refused."
+        ),
     ],
     rules_file: Annotated[
         Path | None, typer.Option("--rules", help="A YAML rule set (default: the active one).")
@@ -124,18 +138,16 @@ def rules_test(
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate one transaction: which rules hit, and the value of every sub-expression."""
-    from fraudstream.rules import columns_from_records, explain, load_ruleset
+    from fraudstream.rules import explain, load_ruleset
     from fraudstream.rules.lists import Lists
     from fraudstream.rules.registry import RuleRegistry
 
     schema = rule_schema()
+    columns = _transaction_columns(transaction, schema)
+    ruleset = load_ruleset(rules_file, schema) if rules_file is not None else None
     client = connect(settings_from(config))
-    if rules_file is not None:
-        ruleset = load_ruleset(rules_file, schema)
-    else:
+    if ruleset is None:
         ruleset = RuleRegistry(client, schema).active()[1]
-    record = json.loads(transaction.read_text())
-    columns = columns_from_records([record], schema)
     memberships = Lists(client).memberships(ruleset, columns)
     for item in explain(ruleset, columns, memberships):
         mark = "[green]hit[/]" if item.hit else "[dim]no[/]"
@@ -143,6 +155,58 @@ def rules_test(
         console.print(f"{mark} {item.rule_id} → {item.outcome}{extra}")
         for text, value in item.values:
             console.print(f"      {text} = {value!r}", highlight=False)
+
+
+def _transaction_columns(path: Path, schema: RuleSchema) -> dict[str, Any]:
+    """The columns of ``rules test``'s one transaction; read before Valkey is reached, so a
+    bad file is named whether or not a server runs.
+
+    Raises:
+        DataFileError: the file, where in it (line:column, or the field) and what is wrong.
+    """
+    from fraudstream.errors import DataFileError, SchemaError
+    from fraudstream.rules import columns_from_records
+    from fraudstream.rules.ruleset import read_text
+
+    text = read_text(path)
+    if not text.strip():
+        raise DataFileError(path, "empty file: expected one transaction as a JSON object")
+    try:
+        record = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_json_int)
+    except json.JSONDecodeError as exc:
+        problem = exc.msg[:1].lower() + exc.msg[1:]
+        raise DataFileError(
+            f"{path}:{exc.lineno}:{exc.colno}", f"not valid JSON: {problem}"
+        ) from None
+    except RecursionError:
+        raise DataFileError(path, "not valid JSON: nested too deeply") from None
+    except (SchemaError, ValueError) as exc:
+        raise DataFileError(path, str(exc)) from None
+    try:
+        return columns_from_records([record], schema)
+    except SchemaError as exc:
+        raise DataFileError(path, str(exc)) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a repeated key: json keeps the last one silently, and the
+    analyst would be testing a value they did not mean."""
+    from fraudstream.errors import SchemaError
+
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SchemaError(key[:64], "given twice in one object")
+        out[key] = value
+    return out
+
+
+def _json_int(text: str) -> int:
+    """An integer of the JSON, refusing the absurdly long before Python's 4300-digit limit
+    does it with a message about ``sys.set_int_max_str_digits``."""
+    if len(text) > 300:
+        raise ValueError(f"not valid JSON: a number of {len(text):,} digits")
+    return int(text)
 
 
 @rules_app.command("backtest")
@@ -179,6 +243,7 @@ def rules_backtest(
 ) -> None:
     """Replay a labelled history through a rule set: hits, precision, recall, amount caught."""
     from fraudstream.cli.data import features_for_history
+    from fraudstream.errors import DataFileError
     from fraudstream.rules import load_ruleset
     from fraudstream.rules.backtest import backtest
 
@@ -189,6 +254,12 @@ def rules_backtest(
     frame = features_for_history(
         *load_history(history, database, None, reading, None), date_from, date_to
     )
+    if history is not None and "is_fraud" not in frame.columns:  # the store's always has it
+        raise DataFileError(
+            history,
+            "no is_fraud column: a backtest needs labelled transactions (is_fraud or "
+            "TX_FRAUD, or map one with --column is_fraud=COLUMN)",
+        )
     scored = _model_scores(model, frame, config) if model is not None else None
     report = backtest(ruleset, frame, base, model=scored)
     if as_json:

@@ -13,16 +13,21 @@ once per column per batch and cached, so fifty rules reading ``amount`` convert 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
 
+from fraudstream.errors import SchemaError
 from fraudstream.rules.errors import RuleEvaluationError
 from fraudstream.rules.types import TRANSACTION_FIELDS, RuleSchema, Type
-from fraudstream.schema import Transaction
+from fraudstream.schema import Channel, Transaction, check_amount, check_ip
+
+CHANNELS: tuple[str, ...] = get_args(Channel)
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -202,37 +207,159 @@ def columns_from_records(
     records: Sequence[Mapping[str, Any]], schema: RuleSchema
 ) -> dict[str, Any]:
     """Columns for every schema field from plain dicts (JSON): flat (``customer_tx_count_1h``),
-    dotted (``"customer.tx_count_1h"``) or nested (``{"customer": {"tx_count_1h": 3}}``) keys.
+    dotted (``"customer.tx_count_1h"``) or nested (``{"customer": {"tx_count_1h": 3}}``) keys,
+    features also under a ``"features"`` object. See `record_values` for what is refused.
 
     Missing values are null. Used by ``rules test`` and by tests; workers build columns from
     `transaction_columns` and the feature engine's arrays instead.
+
+    Raises:
+        SchemaError: naming the field (and the row, ``(row N)``, when there are several).
     """
-    flat = [_flatten(r) for r in records]
-    for row in flat:
-        if isinstance(row.get("timestamp"), str):
-            row["timestamp"] = datetime.fromisoformat(row["timestamp"]).timestamp()
-        if "email_domain" not in row and isinstance(row.get("email"), str):
-            row["email_domain"] = _email_domain(row["email"])
-        if "hour" not in row and isinstance(row.get("timestamp"), int | float):
-            row["hour"] = float(int(row["timestamp"] // 3600 % 24))
+    flat: list[dict[str, Any]] = []
+    for i, record in enumerate(records):
+        try:
+            flat.append(record_values(record, schema))
+        except SchemaError as exc:
+            if len(records) == 1:
+                raise
+            raise SchemaError(exc.field, f"{exc.problem} (row {i + 1})") from None
     out: dict[str, Any] = {}
     for column, field in schema.fields.items():
         values = [row.get(column) for row in flat]
-        if field.type is Type.BOOL:
-            out[column] = np.array(
-                [np.nan if v is None else float(bool(v)) for v in values], dtype=np.float64
-            )
-        else:
-            out[column] = _column(values, field.type, len(flat))
+        out[column] = _column(
+            values, Type.NUMBER if field.type is Type.BOOL else field.type, len(flat)
+        )
     return out
 
 
-def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+FEATURES_KEY = "features"
+"""A top-level object whose keys are read as if written at the top level."""
+
+
+def record_values(record: object, schema: RuleSchema) -> dict[str, Any]:
+    """Flat column -> value of one transaction (numbers and flags as floats, strings as str).
+
+    What is refused would otherwise turn silently into a null or a wrong value and show a rule
+    that does not hit, so the analyst would trust a wrong answer: a name the schema does not
+    know (a typo), a name given twice (flat and nested), a value of the wrong type (``"abc"``,
+    ``"5000"``, ``true`` or an object as an amount), a non-finite number, and the values the
+    stream refuses (a negative amount, an IP that is not one, an unknown channel).
+
+    Raises:
+        SchemaError: naming the field as written (``model.score``) and the value.
+    """
+    if not isinstance(record, Mapping):
+        raise SchemaError("", f"expected one transaction as a JSON object, got {_shown(record)}")
     out: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{str(key).replace('.', '_')}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "_"))
-        else:
-            out[name] = value
+    written: dict[str, str] = {}
+    # (path as written, name without the features wrapper, value); a stack, not recursion:
+    # the depth is the user's
+    todo: list[tuple[str, str, Any]] = []
+    for key, value in reversed(list(record.items())):
+        key = str(key)
+        if key != FEATURES_KEY or key in schema.fields:
+            todo.append((key, key, value))
+        elif isinstance(value, Mapping):
+            todo.extend((f"{key}.{k}", str(k), v) for k, v in reversed(list(value.items())))
+        elif value is not None:
+            raise SchemaError(key, f"must be an object of feature values, got {_shown(value)}")
+    while todo:
+        shown, name, value = todo.pop()
+        column = name.replace(".", "_")
+        field = schema.fields.get(column)
+        if isinstance(value, Mapping) and (
+            field is None or any(c.startswith(column + "_") for c in schema.fields)
+        ):
+            todo.extend(
+                (f"{shown}.{k}", f"{name}.{k}", v) for k, v in reversed(list(value.items()))
+            )
+            continue
+        if field is None:
+            close = schema.suggest(name)
+            hint = f" (did you mean '{close}'?)" if close else ""
+            raise SchemaError(_cut(shown), f"unknown field{hint}")
+        if column in written:
+            first = written[column]
+            how = "dotted and nested" if first == shown else f"also as '{_cut(first)}'"
+            raise SchemaError(_cut(shown), f"given twice ({how})")
+        written[column] = shown
+        out[column] = _checked(shown, column, field.type, value)
+    _derive(out)
     return out
+
+
+def _checked(shown: str, column: str, type_: Type, value: Any) -> Any:
+    """The value as its column holds it, or `SchemaError` naming the field."""
+    if value is None:
+        return None
+    if column == "timestamp" and isinstance(value, str):
+        return _stamp(value)
+    if type_ is Type.STRING:
+        if not isinstance(value, str):
+            raise SchemaError(_cut(shown), f"must be a string, got {_shown(value)}")
+        if column == "ip":
+            _stream_check(shown, check_ip, value)
+        elif column == "channel" and value not in CHANNELS:
+            raise SchemaError(
+                _cut(shown), f"must be one of {', '.join(CHANNELS)}, got {_shown(value)}"
+            )
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if type_ is Type.BOOL:
+            if isinstance(value, bool):
+                return float(value)
+            raise SchemaError(_cut(shown), f"must be true or false, got {_shown(value)}")
+        what = "an ISO 8601 time or epoch seconds" if column == "timestamp" else "a number"
+        raise SchemaError(_cut(shown), f"must be {what}, got {_shown(value)}")
+    number = float(value) if not isinstance(value, int) or abs(value) < 1e300 else math.inf
+    if not math.isfinite(number):
+        raise SchemaError(_cut(shown), f"must be a finite number, got {_shown(value)}")
+    if type_ is Type.BOOL and number not in (0.0, 1.0):
+        raise SchemaError(_cut(shown), f"must be true or false (or 1 or 0), got {_shown(value)}")
+    if column == "amount":
+        _stream_check(shown, check_amount, number)
+    return number
+
+
+def _stamp(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time; one without a zone is UTC, as imports read it."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise SchemaError(
+            "timestamp", f"not an ISO 8601 datetime (nor epoch seconds): {_shown(text)}"
+        ) from None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+def _stream_check(shown: str, check: Callable[[Any], None], value: Any) -> None:
+    """What the stream refuses, refused here with its words (they start with the field)."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise SchemaError(_cut(shown), str(exc).partition(": ")[2]) from None
+
+
+def _derive(row: dict[str, Any]) -> None:
+    if row.get("email_domain") is None and isinstance(row.get("email"), str):
+        row["email_domain"] = _email_domain(row["email"])
+    if row.get("hour") is None and row.get("timestamp") is not None:
+        row["hour"] = float(int(row["timestamp"] // 3600 % 24))
+
+
+def _cut(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON spells it, cut short: messages echo what the user wrote."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1e300:
+        return "a number too large"
+    return _cut(json.dumps(value, ensure_ascii=False), 40)

@@ -85,8 +85,13 @@ class RuleRegistry:
     def set_key(self, version: str) -> str:
         return f"{self.prefix}:set:{version}"
 
-    def publish(self, text: str, *, message: str = "", activate: bool = True) -> str:
+    def publish(
+        self, text: str, *, message: str = "", activate: bool = True, source: str = "<publish>"
+    ) -> str:
         """Validate ``text`` against the schema, store it and (by default) make it active.
+
+        Args:
+            source: what errors name (the file the text came from).
 
         Returns:
             The version (content hash).
@@ -94,7 +99,7 @@ class RuleRegistry:
         Raises:
             RuleError: the document does not validate (nothing is stored).
         """
-        version = parse_ruleset(text, self.schema, source="<publish>").version
+        version = parse_ruleset(text, self.schema, source=source).version
         pipe = self.client.pipeline(transaction=False)
         pipe.hsetnx(self.set_key(version), "text", text)
         pipe.hsetnx(self.set_key(version), "published_at", repr(time.time()))

@@ -41,6 +41,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from fraudstream.errors import DataFileError
 from fraudstream.rules.compiler import CompiledExpr, ListRef, compile_rule
 from fraudstream.rules.errors import RuleError, RuleSetError
 from fraudstream.rules.grammar import DEFAULT_LIMITS, Limits
@@ -158,7 +159,32 @@ def validate_ruleset(
 def load_ruleset(path: Path | str, schema: RuleSchema) -> RuleSet:
     """`parse_ruleset` of a file; errors name the file."""
     path = Path(path)
-    return parse_ruleset(path.read_text(), schema, source=str(path))
+    return parse_ruleset(read_text(path), schema, source=str(path))
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_text(path: Path) -> str:
+    """A user's text file (a rule set, a transaction) as UTF-8, a leading BOM dropped: editors
+    on Windows add one, and it is no reason to refuse a file (nor to change its version).
+
+    Raises:
+        DataFileError: not UTF-8, naming the first bad byte's line and column.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if data.startswith(UTF16_BOMS):
+            raise DataFileError(path, "UTF-16 text, not UTF-8: save the file as UTF-8") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[start : exc.start].decode("utf-8", "replace")) + 1
+        raise DataFileError(
+            f"{path}:{line}:{column}",
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8",
+        ) from None
 
 
 def default_ruleset_text() -> str:
@@ -250,11 +276,11 @@ def _closest(word: str, options: tuple[str, ...]) -> str | None:
 def _load(
     text: str, schema: RuleSchema, source: str, limits: Limits
 ) -> tuple[list[RuleError], RuleSet | None]:
-    doc = _Doc(text, source)
-    try:
+    try:  # the reader refuses control characters as the loader is built
+        doc = _Doc(text, source)
         root = doc.loader.get_single_node()
     except yaml.YAMLError as exc:
-        return [_yaml_error(exc, source)], None
+        return [_yaml_error(exc, source, text)], None
     if root is None:
         return [RuleSetError("empty rule set document", line=1, column=1, source=source)], None
     top = doc.mapping(root, SET_KEYS, "the rule set")
@@ -264,7 +290,8 @@ def _load(
     description = doc.typed(top, "description", str, "")
     rules_node = top.get("rules")
     if rules_node is None:
-        doc.error(root, "missing key 'rules' (a list of rules)")
+        if isinstance(root, yaml.MappingNode):  # else "must be a mapping" said it already
+            doc.error(root, "missing key 'rules' (a list of rules)")
     elif not isinstance(rules_node, yaml.SequenceNode):
         doc.error(rules_node, "'rules' must be a list")
     rules = list(_rules(doc, rules_node, schema, limits))
@@ -275,7 +302,12 @@ def _load(
     return [], ruleset
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> RuleSetError:
+def _yaml_error(exc: yaml.YAMLError, source: str, text: str) -> RuleSetError:
+    if isinstance(exc, yaml.reader.ReaderError):  # no mark, a character offset instead
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - before.rfind("\n")
+        problem = f"invalid YAML: character #x{exc.character:04x} is not allowed in a rule set"
+        return RuleSetError(problem, line=line, column=column, source=source)
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
