@@ -64,6 +64,23 @@ def test_publish_list_and_test_a_transaction(
     assert any(line.startswith("no big_amount") for line in lines)
 
 
+def test_lists_show_prints_one_value_a_line_and_an_email_list_refuses_a_non_address(
+    valkey_url: str, client: redis.Redis
+) -> None:
+    def lists(*args: str) -> Any:
+        return _run("lists", *args, valkey_url=valkey_url)
+
+    added = lists("add", "mules", "Foo@Example.COM", "--kind", "email")
+    assert added.returncode == 0, added.stderr
+    refused = lists("add", "mules", "not-an-email")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: list 'mules': not a valid email: 'not-an-email'"
+    assert lists("add", "mules", "x@y.org", "--ttl", "3600").returncode == 0
+    shown = sorted(lists("show", "mules").stdout.splitlines())
+    assert shown[0] == "foo@example.com"  # was "ListEntry(value='foo@example.com', …)"
+    assert shown[1].startswith("x@y.org  (expires 20") and shown[1].endswith(" UTC)")
+
+
 def test_rule_published_during_generate_changes_outcomes_within_seconds(
     tmp_path: Path, valkey_url: str, live_change: Callable[..., tuple[float, float, list[Any]]]
 ) -> None:

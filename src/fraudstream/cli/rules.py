@@ -341,8 +341,15 @@ def lists_show(
             table.add_row(n, str(lists.kind(n)), f"{lists.size(n):,}")
         console.print(table)
         return
-    for entry in lists.entries(name):
-        console.print(str(entry), highlight=False)
+    for entry in lists.entries(name):  # one value a line, for scripts; an expiry after it
+        expires = "" if entry.expires_at is None else f"  (expires {_utc(entry.expires_at)})"
+        console.print(f"{entry.value}{expires}", highlight=False, markup=False)
+
+
+def _utc(epoch_s: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @lists_app.command("delete")

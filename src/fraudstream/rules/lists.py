@@ -74,15 +74,18 @@ def normalize(kind: str, value: str) -> str | None:
 
     >>> normalize("ip", "::ffff:198.51.100.7"), normalize("ip", "2001:DB8::1")
     ('198.51.100.7', '2001:db8::1')
-    >>> normalize("email", " A@B.COM "), normalize("ip", "x")
-    ('a@b.com', None)
+    >>> normalize("email", " A@B.COM "), normalize("ip", "x"), normalize("email", "no-at")
+    ('a@b.com', None, None)
     """
     if kind == "ip":
         try:
             return _unmapped(ipaddress.ip_address(value.strip())).compressed
         except ValueError:
             return None
-    if kind in ("email", "domain"):
+    if kind == "email":  # an address has a name and a domain
+        local, _, domain = value.strip().lower().rstrip(".").rpartition("@")
+        return f"{local}@{domain}" if local and domain else None
+    if kind == "domain":
         return value.strip().lower().rstrip(".") or None
     return value
 
