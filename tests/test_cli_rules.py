@@ -106,3 +106,16 @@ def test_rule_published_during_generate_changes_outcomes_within_seconds(
     ]
     assert late and all("rule:freeze" in d["reasons"] and d["outcome"] == "block" for d in late)
     assert early and not any("rule:freeze" in d["reasons"] for d in early)
+
+
+def test_a_backtest_of_the_default_store_reads_it_from_the_config_file(tmp_path: Path) -> None:
+    """``--database default`` is the config's ``database_url`` (it was the bare default's)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    config = tmp_path / "fraudstream.toml"
+    config.write_text(f'database_url = "sqlite:///{tmp_path}/elsewhere.db"\n')
+    env = {"FRAUDSTREAM_DATA_DIR": str(tmp_path / "data")}
+    args = ("rules", "backtest", str(rules), "--database", "default", "--config", str(config))
+    done = _run(*args, env=env)
+    assert done.returncode == 2
+    assert f"{tmp_path}/elsewhere.db: not a fraudstream store" in done.stderr

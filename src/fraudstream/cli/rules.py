@@ -252,7 +252,7 @@ def rules_backtest(
     base = load_ruleset(baseline, schema) if baseline is not None else None
     reading = read_options(columns, column, date_format, skip_invalid)
     frame = features_for_history(
-        *load_history(history, database, None, reading, None), date_from, date_to
+        *load_history(history, database, None, reading, config), date_from, date_to
     )
     if history is not None and "is_fraud" not in frame.columns:  # the store's always has it
         raise DataFileError(
