@@ -13,14 +13,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
 from fraudstream.errors import ConfigError
 from fraudstream.layouts import Layout, Match, recognise, unscorable
-from fraudstream.schema import AMOUNT_CEILING, HANDBOOK_COLUMNS
+from fraudstream.schema import AMOUNT_CEILING, EARLIEST, HANDBOOK_COLUMNS
 
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
 IDS = ("transaction_id", "customer_id", "terminal_id", "merchant_id", "card_id")
@@ -36,11 +36,22 @@ TRUTH = ("is_fraud", "fraud_scenario")
 FIELDS = (*REQUIRED, *IDS[3:], *TEXT, *TEXT_MORE, *FLOATS, *TRUTH)
 HANDBOOK_TRUTH = {"TX_FRAUD": "is_fraud", "TX_FRAUD_SCENARIO": "fraud_scenario"}
 CHANNELS = ("card_present", "ecommerce")
-_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_AWARE = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%d %H:%M%#z",
+)
 _NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+_ISO_MINUTES = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
+_ISO_FORMS = (*_AWARE, *_NAIVE, *_ISO_MINUTES)
+"""What an ISO 8601 time may look like, the one definition both readers use: the extended
+calendar form (``2026-01-01T10:00:00Z``, ``T`` or a space, seconds and fraction optional,
+``Z``/``z``/``+02:00``/``+0200``/``+02`` or no zone: UTC), or a bare date (midnight UTC).
+Basic (``20260101T100000Z``), week (``2026-W01-4``) and ordinal dates are refused: no export
+writes them, and accepting them in one reader only is what made the readers disagree."""
 _EXPORTS = (
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%dT%H:%M",
+    *_ISO_MINUTES,
     "%Y/%m/%d %H:%M:%S",
     "%Y/%m/%d %H:%M",
     "%d/%m/%Y %H:%M:%S",
@@ -52,7 +63,6 @@ _EXPORTS = (
 )
 """Layouts of spreadsheet and bank exports, naive, tried after ISO 8601 (which they are not)."""
 _FORMATS = (*_AWARE, *_NAIVE, *_EXPORTS)
-EXPORT_FORMATS = frozenset(_EXPORTS)
 _TWINS = {
     "%d/%m/%Y %H:%M:%S": "%m/%d/%Y %H:%M:%S",
     "%d/%m/%Y %H:%M": "%m/%d/%Y %H:%M",
@@ -62,8 +72,18 @@ _TWINS |= {month: day for day, month in _TWINS.items()}
 EPOCHS: dict[str, int] = {"epoch": 1_000_000, "epoch_ms": 1_000}
 """``--date-format`` values for numbers counting time since 1970-01-01 UTC (Unix time, as in
 many exports' ``unix_time``), each with its microseconds per unit."""
+UNIX = "unix"
+"""Sniffed for numbers (never given): Unix time, each value in seconds or milliseconds by its
+own size, so a column mixing the two reads right in both readers (a median-wide unit turned
+the minority into 1970 dates)."""
+ISO = "iso"
+"""Sniffed, never given: every form of `_ISO_FORMS`, value by value. Slower than one format
+(about 3x), so a read uses the sniffed form first and this only when a value did not parse
+(`fallback`): a file mixing ``…Z`` and zone-less rows, or minutes and seconds."""
 _MILLIS_FROM = 1e11
 """A Unix time this large in seconds would be past the year 5000: it counts milliseconds."""
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""Python's last instant: a later time (a huge Unix number) cannot become a `Transaction`."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +185,7 @@ def typed(name: str, raw: pl.Expr, dtype: pl.DataType, date_format: str | None) 
     if name == "timestamp":
         return _timestamp(raw, dtype, date_format)
     if name in IDS or name in TEXT or name in TEXT_MORE:
-        return raw.cast(pl.String)
+        return as_text(raw, dtype)
     if name == "is_fraud":
         if dtype == pl.String:
             text = raw.str.strip_chars().str.to_lowercase()
@@ -178,11 +198,35 @@ def typed(name: str, raw: pl.Expr, dtype: pl.DataType, date_format: str | None) 
 
 def as_number_text(name: str, raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     """A number field (``amount``, the coordinates) given as text, in the form a float cast
-    reads (`number_text`); any other column, or a typed one, as it is. The history reader
-    casts it; ``produce`` leaves the cast to the schema."""
+    reads (`number_text`); any other column, or a typed one, as it is (`typed` casts it, for
+    both readers: a float cast takes ``.5``, ``5.`` and ``+5``, which the schema does not)."""
     if dtype != pl.String or (name != "amount" and name not in FLOATS):
         return raw
     return number_text(raw, money=name == "amount")
+
+
+def as_text(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A text field as text: bytes (Parquet ``BINARY`` without a UTF-8 annotation, as some
+    writers leave strings) decoded, null where they are not UTF-8 (`reason` then names the
+    row; a plain cast would fail the whole file naming nothing)."""
+    if dtype != pl.Binary:
+        return raw.cast(pl.String)
+    return raw.map_batches(_utf8, return_dtype=pl.String, is_elementwise=True)
+
+
+def _utf8(values: pl.Series) -> pl.Series:
+    """Vectorised when every value decodes (the usual case), value by value otherwise."""
+    try:
+        return values.cast(pl.String)
+    except pl.exceptions.PolarsError:
+        return pl.Series(values.name, [_decoded(v) for v in values], dtype=pl.String)
+
+
+def _decoded(value: bytes | None) -> str | None:
+    try:
+        return None if value is None else value.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 _BOOLS = {
@@ -195,7 +239,7 @@ _BOOLS = {
 def sniff_date_format(sample: pl.Series, whole: Callable[[], pl.Series] | None = None) -> str:
     """The layout most of ``sample`` (a file's first timestamps, as text) is in: a file has
     one layout, and parsing with one format is five times faster than trying them all on
-    every row. Numbers are Unix time, in seconds or milliseconds by size.
+    every row. Numbers are Unix time (`UNIX`: seconds or milliseconds, value by value).
 
     The first rows of a time-ordered export often fit day-first and month-first alike (all
     on the first days of a month); ``whole`` (the entire column, read only then) settles it.
@@ -206,8 +250,7 @@ def sniff_date_format(sample: pl.Series, whole: Callable[[], pl.Series] | None =
     text = sample.cast(pl.String).str.strip_chars()
     numbers = text.cast(pl.Float64, strict=False)
     if numbers.len() and numbers.null_count() == 0:
-        median = numbers.abs().median()
-        return epoch_format(median if isinstance(median, float) else 0.0) or "epoch"
+        return UNIX
     parsed = {f: _parsed_count(text, f) for f in _FORMATS}
     best = max(_FORMATS, key=lambda f: parsed[f])
     twin = _TWINS.get(best)
@@ -230,34 +273,28 @@ def _parsed_count(text: pl.Series, fmt: str) -> int:
     return text.str.to_datetime(fmt, strict=False, time_unit="us").count()
 
 
-def epoch_format(value: str | float) -> str | None:
-    """``"epoch"`` / ``"epoch_ms"`` when one value reads as a Unix time, else None: the
-    row-by-row readers' `sniff_date_format`."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except ValueError:
-        return None
-    return "epoch_ms" if abs(number) >= _MILLIS_FROM else "epoch"
+def fallback(date_format: str | None, sniffed: bool) -> str | None:
+    """The format to read the timestamps again with when some did not parse: `ISO`, value by
+    value, when the sniffed layout was one ISO form (the first rows had ``Z``, later ones none;
+    seconds, then minutes). None when there is nothing else to try: the user's
+    ``--date-format`` is taken at its word, and a spreadsheet layout is one per file."""
+    return ISO if sniffed and date_format in _ISO_FORMS else None
 
 
-def from_epoch(value: str | float, date_format: str) -> datetime:
-    """The UTC time of a Unix time in ``date_format``'s unit (`EPOCHS`).
+def zone_less(raw: pl.Expr) -> pl.Expr:
+    """True where an `ISO` text time has no zone (taken as UTC, which the readers say)."""
+    return raw.is_not_null() & ~raw.cast(pl.String).str.strip_chars().str.contains(_ZONE)
 
-    Raises:
-        ValueError: not a number, or out of the calendar's range.
-    """
-    number = float(value.strip() if isinstance(value, str) else value)
-    micros = round(number * EPOCHS[date_format])
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+_ZONE = r"(?i)(z|[+-]\d\d(:?\d\d)?)$"
 
 
 def is_naive(dtype: pl.DataType, date_format: str | None) -> bool:
-    """Timestamps of this type (and text layout) carry no time zone: they are taken as UTC."""
+    """Timestamps of this type (and text layout) carry no time zone: they are taken as UTC.
+    (`ISO` decides value by value: `zone_less`.)"""
     if isinstance(dtype, pl.Datetime):
         return dtype.time_zone is None
-    if date_format in EPOCHS:
+    if date_format in EPOCHS or date_format in (UNIX, ISO):
         return False
     if dtype == pl.String:
         return date_format is not None and not any(z in date_format for z in ("%z", "%#z", "%:z"))
@@ -265,31 +302,54 @@ def is_naive(dtype: pl.DataType, date_format: str | None) -> bool:
 
 
 def _timestamp(raw: pl.Expr, dtype: pl.DataType, date_format: str | None) -> pl.Expr:
+    """The instant in UTC, null where the value does not parse (see `bounded`)."""
     if isinstance(dtype, pl.Datetime):
+        value = raw.dt.cast_time_unit("us")
         if dtype.time_zone is None:
-            return raw.dt.cast_time_unit("us").dt.replace_time_zone("UTC")
-        return raw.dt.cast_time_unit("us").dt.convert_time_zone("UTC")
-    if dtype == pl.Date:
-        return raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    if date_format in EPOCHS:
-        micros = raw.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
-        micros = (micros * EPOCHS[date_format]).round(0)
+            value = value.dt.replace_time_zone("UTC")
+        else:
+            value = value.dt.convert_time_zone("UTC")
+    elif dtype == pl.Date:
+        value = raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    elif date_format in EPOCHS or date_format == UNIX:
+        number = raw.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        if date_format == UNIX:
+            scale = pl.when(number.abs() >= _MILLIS_FROM).then(1_000).otherwise(1_000_000)
+            micros = (number * scale).round(0)
+        else:
+            micros = (number * EPOCHS[date_format]).round(0)
         finite = micros.is_finite() & (micros.abs() < 2.0**62)
         whole = pl.when(finite).then(micros).cast(pl.Int64)
-        return pl.from_epoch(whole, time_unit="us").dt.replace_time_zone("UTC")
-    text = raw.cast(pl.String).str.strip_chars()
-    return text.str.to_datetime(
-        date_format or _FORMATS[0], strict=False, time_unit="us", time_zone="UTC"
-    ).cast(pl.Datetime("us", "UTC"))
+        value = pl.from_epoch(whole, time_unit="us").dt.replace_time_zone("UTC")
+    else:
+        text = raw.cast(pl.String).str.strip_chars()
+        forms = _ISO_FORMS if date_format == ISO else (date_format or _FORMATS[0],)
+        parsed = [
+            text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC").cast(
+                pl.Datetime("us", "UTC")
+            )
+            for f in forms
+        ]
+        value = parsed[0] if len(parsed) == 1 else pl.coalesce(parsed)
+    return value
 
 
-def reason(name: str, raw: pl.Expr, value: pl.Expr) -> pl.Expr:
-    """Null where the field's value is fine, else ``"field: problem, got <raw>"``."""
-    got = raw.cast(pl.String).fill_null("nothing")
+def bounded(name: str, value: pl.Expr) -> pl.Expr:
+    """A parsed field's value, a time past `LATEST` made null (a huge Unix number: Python
+    has no such date). Apply it to the parsed column, not the parse: an expression used
+    twice in a streaming query is computed twice (parsing a time is the costly part)."""
+    return pl.when(value <= LATEST).then(value) if name == "timestamp" else value
+
+
+def reason(name: str, raw: pl.Expr, value: pl.Expr, dtype: pl.DataType | None = None) -> pl.Expr:
+    """Null where the field's value is fine, else ``"field: problem, got <raw>"`` (bytes that
+    are not UTF-8 shown in hex)."""
+    text = raw.bin.encode("hex") if dtype == pl.Binary else raw.cast(pl.String)
+    got = text.fill_null("nothing")
     problems: list[tuple[pl.Expr, str]] = []
     if name in REQUIRED:
         problems.append((raw.is_null() | (got.str.strip_chars() == ""), "required"))
-    problems.append((raw.is_not_null() & value.is_null(), _unparsed(name)))
+    problems.append((raw.is_not_null() & value.is_null(), _unparsed(name, dtype)))
     problems += _range_checks(name, value)
     whens = [
         pl.when(bad).then(pl.format(f"{name}: {text}, got {{}}", got)) for bad, text in problems
@@ -298,7 +358,10 @@ def reason(name: str, raw: pl.Expr, value: pl.Expr) -> pl.Expr:
 
 
 def _range_checks(name: str, value: pl.Expr) -> list[tuple[pl.Expr, str]]:
-    """The field's own rules beyond parsing (zero is a valid amount: card verification)."""
+    """The field's own rules beyond parsing (zero is a valid amount: card verification; no
+    event is older than the schema's `EARLIEST`, the message its own)."""
+    if name == "timestamp":
+        return [(value < EARLIEST, f"must not be before {EARLIEST.isoformat()}")]
     if name == "amount":
         return [
             (value.is_nan() | value.is_infinite(), "must be finite"),
@@ -316,7 +379,9 @@ def _range_checks(name: str, value: pl.Expr) -> list[tuple[pl.Expr, str]]:
     return []
 
 
-def _unparsed(name: str) -> str:
+def _unparsed(name: str, dtype: pl.DataType | None = None) -> str:
+    if dtype == pl.Binary:
+        return "not UTF-8 text"
     if name == "timestamp":
         return "not a date-time in the file's layout (see --date-format)"
     if name == "is_fraud":

@@ -8,10 +8,19 @@
   the Handbook's names, then ours (`fraudstream.columns`);
   a required field without a column is named before any row is read. Extra columns
   (``TX_TIME_SECONDS``, …) are dropped.
+- **Rows** are numbered as the user sees them in the file: a CSV's data rows from 1, the
+  header not counted, blank lines counted (so row N is line N+1 in an editor, unless a
+  quoted value spans lines); a JSON lines file's lines from 1. Blank lines (and CSV rows
+  empty in every column read) hold nothing and are skipped.
 - **Bad rows**: checked in one vectorised pass. By default the first bad row stops the read
-  with the file, its row (data rows from 1, the header not counted), the field, the reason
-  and how many rows are bad; with ``skip_invalid`` they are left out and written, with their
-  reasons and original values, to a rejects CSV.
+  with the file, its row, the field, the reason and how many rows are bad; with
+  ``skip_invalid`` they are left out and written, with their reasons and original values,
+  to a rejects CSV. A CSV row polars cannot split (more values than the header has columns)
+  is such a bad row too; a quote that never closes stops the read naming its row and field.
+- **Duplicate ids**: a row whose ``transaction_id`` an earlier row has is left out and
+  counted (`History.duplicates`): the first in file order is kept, as the workers keep the
+  first to arrive (``produce`` sends in file order; a later one is scored but changes no
+  state), so the offline features are the online ones.
 - **Memory**: the file is scanned lazily and collected by polars' streaming engine, so only
   the typed columns we keep are ever held, never the file's text.
 """
@@ -19,16 +28,28 @@
 from __future__ import annotations
 
 import codecs
+import csv
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
 import polars as pl
 
-from fraudstream.columns import ColumnMap, is_naive, reason, sniff_date_format, typed
+from fraudstream.columns import (
+    ColumnMap,
+    bounded,
+    fallback,
+    is_naive,
+    reason,
+    sniff_date_format,
+    typed,
+    zone_less,
+)
 from fraudstream.errors import BadRowsError, DataFileError
+from fraudstream.layouts import Layout
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +81,10 @@ class History:
     layout: str | None = None
     """``the Sparkov layout: customer_id=cc_num, …`` when the columns were recognised as a
     well-known public dataset's (`fraudstream.layouts`)."""
+    duplicates: int = 0
+    """Rows left out because an earlier row has their ``transaction_id``."""
+    duplicate: str | None = None
+    """The first of them: ``row 2 repeats t1 of row 1``."""
 
 
 def resolve(path: Path) -> Path:
@@ -105,7 +130,13 @@ def file_format(path: Path) -> str:
     if path.suffix.lower() in PARQUET_SUFFIXES:
         looks = "text (a CSV? name it .csv)" if _is_text(head) else "something else"
         raise DataFileError(path, f"not a Parquet file (no PAR1 header; it looks like {looks})")
-    return "jsonl" if head.lstrip().startswith(b"{") else "csv"
+    text = head.removeprefix(BOM).lstrip()
+    if not text and len(head) < 256:
+        raise DataFileError(path, "the file is empty (no rows)")
+    return "jsonl" if text.startswith(b"{") else "csv"
+
+
+BOM = codecs.BOM_UTF8
 
 
 _PACKED = {
@@ -143,16 +174,198 @@ def scan(path: Path, fmt: str | None = None) -> pl.LazyFrame:
     if fmt == "parquet":
         return pl.scan_parquet(path)
     if fmt == "jsonl":
-        return pl.scan_ndjson(path, infer_schema_length=10_000)
+        return pl.scan_ndjson(readable_jsonl(path).source, infer_schema_length=10_000)
     source, dialect = readable_csv(path)
     return pl.scan_csv(source, infer_schema=False, separator=dialect.separator)
 
 
+def numbered(lazy: pl.LazyFrame, path: Path, fmt: str, read: Collection[str] = ()) -> pl.LazyFrame:
+    """``lazy`` (`scan`) with each row's number as the user sees it in ``_row`` (see the
+    module's docstring), and, in a CSV, without the rows empty in every column of ``read``:
+    blank lines (polars gives them as rows of nulls) and a spreadsheet's empty rows, which
+    hold nothing to refuse. Columns outside ``read`` are not consulted: they are never
+    loaded (a layout's personal columns)."""
+    lazy = lazy.with_row_index("_row", offset=1)
+    if fmt == "jsonl" and (lines := readable_jsonl(path).rows_to_lines) is not None:
+        # polars skips blank lines: row r is the r-th line that is not blank
+        row = pl.col("_row").cast(pl.Int64)
+        lazy = lazy.with_columns(row + pl.lit(lines).search_sorted(row, side="right"))
+    if fmt == "csv" and read:
+        lazy = lazy.filter(~pl.all_horizontal(pl.col(c).is_null() for c in read))
+    return lazy
+
+
+@dataclass(frozen=True)
+class JsonLines:
+    source: Path
+    """The file, or a copy without its byte-order mark (polars reads none)."""
+    rows_to_lines: pl.Series | None = None
+    """When blank lines precede a row: per blank line, how many rows come before it (plus
+    one), for `numbered` to turn polars' row numbers into line numbers."""
+
+
+def readable_jsonl(path: Path) -> JsonLines:
+    """A JSON lines file as polars reads it; found once per file version. A file of no
+    blank line and no byte-order mark (the usual) costs one scan for ``\\n\\n`` (~1.3 s a GB).
+
+    Raises:
+        DataFileError: the file cannot be read.
+    """
+    try:
+        key = _version(path)
+        if key not in _JSONL:
+            _JSONL[key] = _jsonl(path)
+    except OSError as exc:
+        raise DataFileError(path, exc.strerror or str(exc)) from None
+    return _JSONL[key]
+
+
+def _jsonl(path: Path) -> JsonLines:
+    with path.open("rb") as fh:
+        head = fh.read(CHUNK)
+        bom = head.startswith(BOM)
+        blank = _blank_line(fh, head)
+    if not bom and not blank:
+        return JsonLines(path)
+    source = path
+    if bom:
+        source = _temporary(path, "nobom")
+        with path.open("rb") as src, source.open("wb") as dst:
+            dst.write(src.read(CHUNK).removeprefix(BOM))
+            while chunk := src.read(CHUNK):
+                dst.write(chunk)
+    if not blank:
+        return JsonLines(source)
+    blanks: list[int] = []
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                blanks.append(number - len(blanks))
+    return JsonLines(source, pl.Series(blanks, dtype=pl.Int64))
+
+
+_BLANK = re.compile(rb"\n[ \t\r]*\n")
+
+
+def _blank_line(fh: BinaryIO, head: bytes) -> bool:
+    """Whether a blank line comes before a line that is not (trailing ones shift nothing)."""
+    buffer = b"\n" + head  # the file's start begins a line
+    while buffer:
+        found = _BLANK.search(buffer)
+        if found is not None:
+            rest = buffer[found.end() :]
+            while not rest.strip():
+                rest = fh.read(CHUNK)
+                if not rest:
+                    return False
+            return True
+        cut = buffer.rfind(b"\n")
+        chunk = fh.read(CHUNK)
+        buffer = buffer[cut:] + chunk if chunk else b""
+    return False
+
+
+_JSONL: dict[Version, JsonLines] = {}
+
+
 def readable_csv(path: Path) -> tuple[Path, CsvDialect]:
-    """A CSV as polars can read it (UTF-8: the file itself, or its `utf8_copy`), and its
-    dialect."""
+    """A CSV as polars can read it (UTF-8: the file itself, or its `utf8_copy`; its
+    `repair_csv` copy once a read found rows polars cannot split), and its dialect."""
     dialect = csv_dialect(path)
+    key = _version(path)
+    if key in _REPAIRED:
+        return _REPAIRED[key].source, dialect
     return (path if dialect.encoding is None else utf8_copy(path, dialect.encoding)), dialect
+
+
+@dataclass(frozen=True)
+class Repaired:
+    source: Path
+    """The file with each ragged row replaced by a blank line: numbering kept, row skipped."""
+    ragged: pl.DataFrame
+    """``_row``, ``_reason``: why each was taken out."""
+
+
+_REPAIRED: dict[Version, Repaired] = {}
+
+
+def ragged_rows(path: Path) -> pl.DataFrame:
+    """``_row``, ``_reason`` of the rows `repair_csv` took out of the file (none before)."""
+    found = _REPAIRED.get(_version(path))
+    return found.ragged if found is not None else pl.DataFrame(schema=_RAGGED)
+
+
+_RAGGED = {"_row": pl.Int64, "_reason": pl.String}
+
+
+def repair_csv(path: Path) -> bool:
+    """After polars failed to split a CSV into rows: find the rows with more values than the
+    header has columns (an unquoted separator in a value: ``12,5``) and make the copy
+    `readable_csv` gives from then on, each such row replaced by a blank line. Row by row in
+    Python (~1 s a million rows), so only once a read failed. False when there is none.
+
+    Raises:
+        DataFileError: a quote opens and never closes, naming its row and field (where it
+            ends is a guess, so no row after it can be trusted).
+    """
+    source, dialect = readable_csv(path)
+    sep = dialect.separator
+    out = _temporary(path, "repaired")
+    header: list[str] = []
+    ragged: list[tuple[int, str]] = []
+    row = 0
+    with source.open(encoding="utf-8-sig", newline="") as src, out.open("w") as dst:
+        record = ""
+        for line in src:
+            record += line
+            if record.count('"') % 2:
+                continue  # a quoted value goes on to the next line
+            body = record.rstrip("\r\n")
+            values = _unquoted(body).count(sep) + 1
+            if not header:
+                header = next(csv.reader([body], delimiter=sep))
+                dst.write(record)
+            elif body.strip() and values != len(header):
+                row += 1
+                ragged.append((row, _ragged(values, len(header), sep, record.count("\n"))))
+                dst.write("\n")
+            else:
+                row += 1
+                dst.write(record)
+            record = ""
+        if record:
+            opened = _unquoted(record[: record.rfind('"')]).count(sep)
+            name = header[opened] if opened < len(header) else f"column {opened + 1}"
+            raise DataFileError(
+                path,
+                f'row {row + 1}: {name}: a quote (") opens here and is never closed (the '
+                "rest of the file would be one value)",
+            )
+    if not ragged:
+        return False
+    _REPAIRED[_version(path)] = Repaired(out, pl.DataFrame(ragged, schema=_RAGGED, orient="row"))
+    return True
+
+
+def _ragged(values: int, columns: int, sep: str, lines: int) -> str:
+    if lines > 1:
+        return (
+            f"{values} values over {lines} lines where the header has {columns} columns (a "
+            "quote that does not close where it should?)"
+        )
+    return (
+        f"{values} values where the header has {columns} columns (a value holding {sep!r} "
+        f'must be quoted, e.g. "12{sep}5")'
+    )
+
+
+def _temporary(path: Path, what: str) -> Path:
+    """A new file's path in the temporary folder removed at exit."""
+    global _COPY_DIR
+    if _COPY_DIR is None:
+        _COPY_DIR = tempfile.TemporaryDirectory(prefix="fraudstream-utf8-")
+    folder = Path(_COPY_DIR.name)
+    return folder / f"{sum(1 for _ in folder.iterdir())}-{what}-{path.name}"
 
 
 @dataclass(frozen=True)
@@ -232,12 +445,9 @@ def _version(path: Path) -> Version:
 def utf8_copy(path: Path, encoding: str) -> Path:
     """The file re-encoded as UTF-8 in a temporary folder (removed at exit), made once per
     file version: polars reads UTF-8 only."""
-    global _COPY_DIR
     key = _version(path)
     if key not in _COPIES:
-        if _COPY_DIR is None:
-            _COPY_DIR = tempfile.TemporaryDirectory(prefix="fraudstream-utf8-")
-        out = Path(_COPY_DIR.name) / f"{len(_COPIES)}-{path.name}"
+        out = _temporary(path, "utf8")
         with path.open("rb") as src, out.open("wb") as dst:
             decoder = codecs.getincrementaldecoder(encoding)()
             while chunk := src.read(CHUNK):
@@ -248,7 +458,7 @@ def utf8_copy(path: Path, encoding: str) -> Path:
 
 
 def read_history(path: Path, options: ReadOptions | None = None) -> History:
-    """Every valid row of a history file, in our columns and types.
+    """Every valid row of a history file, in our columns and types, each id once.
 
     Raises:
         DataFileError: the file is unreadable or a required field has no column.
@@ -258,59 +468,203 @@ def read_history(path: Path, options: ReadOptions | None = None) -> History:
     options = options or ReadOptions()
     path = resolve(path)
     fmt = file_format(path)
+    loaded = load(path, fmt, options.columns)
+    history = _checked(path, fmt, loaded, options)
+    if fmt == "csv" and (encoding := csv_dialect(path).encoding) is not None:
+        history = replace(history, encoding=encoding)
+    return history
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A file's rows as both readers load them (`load`)."""
+
+    frame: pl.DataFrame
+    """``_row`` (`numbered`), each field, ``_reason`` (null: nothing found wrong), and for
+    each field `load` parsed, its original value in ``<field>`` + `ORIGINAL` if asked."""
+    ragged: pl.DataFrame
+    """``_row``, ``_reason`` of the rows polars could not split (`repair_csv`)."""
+    layout: Layout | None
+    sources: dict[str, str]
+    read: list[str]
+    """The file's columns read (a layout's personal ones never are)."""
+    naive: bool
+    """Some timestamps had no time zone and were taken as UTC."""
+
+    @property
+    def said(self) -> str | None:
+        """``the Sparkov layout: customer_id=cc_num, …`` for a recognised layout."""
+        if self.layout is None:
+            return None
+        return f"the {self.layout.name} layout: {self.layout.describe(self.sources)}"
+
+
+ORIGINAL = ":original"
+
+
+def load(
+    path: Path,
+    fmt: str,
+    columns: ColumnMap,
+    *,
+    as_is: Collection[str] = (),
+    without: Collection[str] = (),
+    originals: bool = False,
+) -> Loaded:
+    """The one way a file becomes rows, for the offline commands and ``produce`` alike: its
+    columns mapped, derived (a layout), numbered, blank rows skipped, each field typed and
+    checked in one vectorised pass with the same rules (`fraudstream.columns`). Fields in
+    ``as_is`` are passed through as the file has them (``produce`` leaves their checks to
+    the schema), those in ``without`` not read; ``originals`` keeps the parsed fields' raw
+    values beside them (``produce``'s rejects show what the file held).
+
+    Raises:
+        DataFileError: unreadable, a required field without a column, a stray quote.
+        ConfigError: the column map names a column the file does not have.
+    """
+    try:
+        return _load(path, fmt, columns, as_is, without, originals)
+    except MalformedCsvError:
+        if fmt != "csv" or not repair_csv(path):
+            raise
+    return _load(path, fmt, columns, as_is, without, originals)
+
+
+def _load(
+    path: Path,
+    fmt: str,
+    columns: ColumnMap,
+    as_is: Collection[str],
+    without: Collection[str],
+    originals: bool,
+) -> Loaded:
     lazy = scan(path, fmt)
-    columns = guarded(path, lazy.collect_schema).names()
-    sources, layout = options.columns.plan(columns)
+    names = guarded(path, lazy.collect_schema).names()
+    sources, layout = columns.plan(names)
+    sources = {n: c for n, c in sources.items() if n not in without}
     if layout is not None:
         lazy = layout.derive(lazy, sources)
-    lazy = lazy.with_row_index("_row", offset=1)
+    reads = layout.reads(sources) if layout is not None else set(sources.values())
+    read = [c for c in names if c in reads]
+    lazy = numbered(lazy, path, fmt, read)
+    frame, naive = typed_rows(
+        path, lazy, sources, columns.date_format, layout, as_is=as_is, originals=originals
+    )
+    return Loaded(frame, ragged_rows(path), layout, sources, read, naive)
+
+
+def typed_rows(
+    path: Path,
+    lazy: pl.LazyFrame,
+    sources: dict[str, str],
+    date_format: str | None,
+    layout: Layout | None = None,
+    *,
+    as_is: Collection[str] = (),
+    originals: bool = False,
+) -> tuple[pl.DataFrame, bool]:
+    """``lazy`` (with ``_row``) as `Loaded.frame`, and whether some times had no zone. The
+    timestamps' layout is the user's, else sniffed from the first 1000; when that was one ISO
+    form and a value further down is another, the rows are read again value by value
+    (`fallback`): the usual file pays for one format only.
+
+    Raises:
+        DataFileError: unreadable (`MalformedCsvError`: polars could not split a CSV).
+    """
     schema = guarded(path, lazy.collect_schema)
     stamp = sources["timestamp"]
-    date_format = options.columns.date_format
-    if date_format is None and (schema[stamp] == pl.String or schema[stamp].is_numeric()):
+    sniffed = date_format is None and (schema[stamp] == pl.String or schema[stamp].is_numeric())
+    if sniffed:
         sample = guarded(path, lazy.select(stamp).drop_nulls().head(1000).collect)
         whole = lazy.select(stamp).drop_nulls()
         date_format = sniff_date_format(
             sample[stamp], lambda: guarded(path, whole.collect, engine="streaming")[stamp]
         )
-    exprs: list[pl.Expr] = []
-    reasons: list[pl.Expr] = []
-    for name, source in sources.items():
-        raw, dtype = pl.col(source), schema[source]
-        value = typed(name, raw, dtype, date_format)
-        exprs.append(value.alias(name))
-        derived = layout.derives(name, source) if layout is not None else None
-        reasons.append(reason(name, raw, value) if derived is None else derived.reason(name, value))
-    select = lazy.select("_row", *exprs, pl.coalesce(reasons).alias("_reason"))
-    frame = guarded(path, select.collect, engine="streaming")
+
+    def rows(date_format: str | None, extra: pl.Expr | None = None) -> pl.DataFrame:
+        # two steps: each field parsed once, then checked from the parsed column (a
+        # streaming query computes an expression as often as it is used)
+        parsed = lazy.with_columns(
+            typed(name, pl.col(source), schema[source], date_format).alias(name + _PARSED)
+            for name, source in sources.items()
+            if name not in as_is or schema[source] == pl.Binary
+        )
+        exprs: list[pl.Expr] = []
+        reasons: list[pl.Expr] = []
+        for name, source in sources.items():
+            raw, dtype = pl.col(source), schema[source]
+            if name in as_is and dtype != pl.Binary:
+                exprs.append(raw.alias(name))
+                continue
+            value = bounded(name, pl.col(name + _PARSED))
+            exprs.append(value.alias(name))
+            if originals:
+                exprs.append(raw.alias(name + ORIGINAL))
+            derived = layout.derives(name, source) if layout is not None else None
+            reasons.append(
+                reason(name, raw, value, dtype) if derived is None else derived.reason(name, value)
+            )
+        why = pl.coalesce(reasons) if reasons else pl.lit(None, dtype=pl.String)
+        more = [] if extra is None else [extra.alias("_extra")]
+        select = parsed.select(pl.col("_row").cast(pl.Int64), *exprs, why.alias("_reason"), *more)
+        return guarded(path, select.collect, engine="streaming")
+
+    raw_stamp = pl.col(stamp)
+    again = fallback(date_format, sniffed)
     naive = is_naive(schema[stamp], date_format)
-    kept = None if layout is None else [c for c in columns if c in layout.reads(sources)]
-    history = _checked(path, fmt, frame, options, naive, kept)
-    if fmt == "csv" and (encoding := csv_dialect(path).encoding) is not None:
-        history = replace(history, encoding=encoding)
-    if layout is None:
-        return history
-    return replace(history, layout=f"the {layout.name} layout: {layout.describe(sources)}")
+    if again is None:
+        return rows(date_format), naive
+    value = pl.col("timestamp" + _PARSED)
+    frame = rows(date_format, raw_stamp.is_not_null() & value.is_null())
+    if frame["_extra"].any():  # another ISO form further down: value by value
+        frame = rows(again, zone_less(raw_stamp))
+        naive = bool(frame["_extra"].any())
+    return frame.drop("_extra"), naive
 
 
-def _checked(
-    path: Path,
-    fmt: str,
-    frame: pl.DataFrame,
-    options: ReadOptions,
-    naive_times: bool,
-    kept: list[str] | None = None,
-) -> History:
-    bad = frame.filter(pl.col("_reason").is_not_null()).select("_row", "_reason")
+_PARSED = ":parsed"
+
+
+def _checked(path: Path, fmt: str, loaded: Loaded, options: ReadOptions) -> History:
+    frame = loaded.frame
+    bad = pl.concat(
+        [frame.filter(pl.col("_reason").is_not_null()).select("_row", "_reason"), loaded.ragged]
+    ).sort("_row")
     rejects: Path | None = None
     if bad.height:
+        total = frame.height + loaded.ragged.height
         if not options.skip_invalid:
             row, why = bad.row(0)
-            raise BadRowsError(path, row, why, bad.height, frame.height)
+            raise BadRowsError(path, row, why, bad.height, total)
         rejects = options.rejects or path.with_name(f"{path.stem}.rejects.csv")
+        kept = loaded.read if loaded.layout is not None else None
         write_rejects(path, fmt, bad, rejects, kept)
         frame = frame.filter(pl.col("_reason").is_null())
-    return History(_defaults(frame.drop("_row", "_reason")), path, bad.height, rejects, naive_times)
+    frame, duplicates, duplicate = _first_of_each_id(frame)
+    return History(
+        _defaults(frame.drop("_row", "_reason")),
+        path,
+        bad.height,
+        rejects,
+        loaded.naive,
+        layout=loaded.said,
+        duplicates=duplicates,
+        duplicate=duplicate,
+    )
+
+
+def _first_of_each_id(frame: pl.DataFrame) -> tuple[pl.DataFrame, int, str | None]:
+    """``frame`` with each ``transaction_id`` once (the first row), how many rows went and
+    the first of them: ``row 2 repeats t1 of row 1``. The same rule as the online engine's
+    idempotency, so a backfill computes the features the workers did."""
+    ids = frame.get_column("transaction_id")
+    if ids.n_unique() == frame.height:  # the usual case: one hash pass, no copy
+        return frame, 0, None
+    first = frame.get_column("transaction_id").is_first_distinct()
+    repeats = frame.filter(~first)
+    row, tid = repeats.select("_row", "transaction_id").row(0)
+    earlier = frame.filter(pl.col("transaction_id") == tid).get_column("_row")[0]
+    return frame.filter(first), repeats.height, f"row {row} repeats {tid} of row {earlier}"
 
 
 def _defaults(frame: pl.DataFrame) -> pl.DataFrame:
@@ -332,22 +686,30 @@ def write_rejects(
 ) -> None:
     """``row, field, reason`` and the row's original values (as text), one line per bad row:
     every column, or only ``kept`` (a known layout's: its personal columns are never read).
+    A row polars could not split has no field, and no values (the row tells where it is).
 
     Raises:
         DataFileError: the rejects file cannot be written.
     """
+    field_ = pl.col("_reason").str.split_exact(":", 1).struct.field("field_0")
     reasons = bad.select(
         pl.col("_row").alias("row"),
-        pl.col("_reason").str.split_exact(":", 1).struct.field("field_0").alias("field"),
+        pl.when(pl.col("_reason").str.contains(":"))
+        .then(field_)
+        .otherwise(pl.lit(""))
+        .alias("field"),
         pl.col("_reason").alias("reason"),
     )
     original = scan(path, fmt)
     if kept is not None:
         original = original.select(kept)
-    original = original.with_row_index("row", offset=1)
+    original = numbered(original, path, fmt).with_columns(
+        pl.col("_row").cast(pl.Int64), pl.col(pl.Binary).bin.encode("hex")
+    )
     originals = guarded(
         path,
-        original.join(reasons.lazy(), on="row", how="inner")
+        reasons.lazy()
+        .join(original.rename({"_row": "row"}), on="row", how="left")
         .select(
             "row", "field", "reason", pl.all().exclude("row", "field", "reason").cast(pl.String)
         )
@@ -440,11 +802,22 @@ def read_table(path: Path) -> pl.DataFrame:
 
 
 def guarded(path: Path, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``fn(...)``, its polars or OS error turned into one line naming ``path``."""
+    """``fn(...)``, its polars or OS error turned into one line naming ``path``
+    (`MalformedCsvError` when polars could not split a CSV into rows)."""
     try:
         return fn(*args, **kwargs)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataFileError(path, _first_line(exc)) from None
+        line = _first_line(exc)
+        if isinstance(exc, pl.exceptions.PolarsError) and any(m in line for m in _MALFORMED):
+            raise MalformedCsvError(path, line) from None
+        raise DataFileError(path, line) from None
+
+
+class MalformedCsvError(DataFileError):
+    """Polars could not split a CSV into rows: `load` looks for the rows (`repair_csv`)."""
+
+
+_MALFORMED = ("found more fields than defined", "CSV malformed", "could not parse `")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,40 +1,41 @@
 """Transactions from a file for ``produce``: every row validated as the stream will see it.
 
-The format is read from the content and columns are mapped as `fraudstream.history` does
-(the user's map, the Handbook's names, ours; extra columns and ground truth are dropped).
-Each row then goes through the `Transaction` schema itself, so what is sent is exactly what a
-worker accepts; a bad row is kept with its row (data rows from 1, the header not counted;
-for JSON lines, the line), its reason and its original values, for the caller to stop on or
-write out.
+The file is loaded as the offline commands load it (`fraudstream.history.load`: the format
+from the content, the columns mapped, blank rows skipped, rows numbered alike, and the
+timestamps, amounts and coordinates parsed and checked by the same expressions), so both
+paths accept and refuse the same values with the same messages; extra columns and ground
+truth are dropped (in JSON lines too). Each row then goes through the `Transaction` schema
+itself, so what is sent is exactly what a worker accepts. A bad row is kept with its row
+(a CSV's data rows from 1, the header not counted, blank lines counted; a JSON lines file's
+line), its reason (showing the value) and its original values, for the caller to stop on or
+write out. An empty or null optional value is an absent one.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import polars as pl
 
-from fraudstream.columns import (
-    EPOCHS,
-    EXPORT_FORMATS,
-    TRUTH,
-    ColumnMap,
-    as_number_text,
-    epoch_format,
-    from_epoch,
-    sniff_date_format,
-    typed,
-)
+from fraudstream.columns import FIELDS, FLOATS, TRUTH, ColumnMap
 from fraudstream.errors import BadRowsError, DataFileError, SchemaError
-from fraudstream.history import csv_dialect, file_format, guarded, scan
-from fraudstream.schema import Transaction, transaction_from_record
+from fraudstream.history import (
+    BOM,
+    ORIGINAL,
+    Loaded,
+    csv_dialect,
+    file_format,
+    guarded,
+    load,
+    typed_rows,
+)
+from fraudstream.schema import HANDBOOK_COLUMNS, Transaction, transaction_from_record
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Rejected:
 
     row: int
     field: str
-    """``""`` when the row as a whole is at fault (not JSON, not an object)."""
+    """``""`` when the row as a whole is at fault (not JSON, not an object, ragged)."""
     reason: str
     record: object
 
@@ -66,9 +67,15 @@ class Ingested:
 
 
 def read_transactions(
-    path: Path, columns: ColumnMap | None = None, progress: Progress | None = None
+    path: Path,
+    columns: ColumnMap | None = None,
+    progress: Progress | None = None,
+    check: Callable[[Transaction], object] | None = None,
 ) -> Ingested:
-    """Validate every row of a file.
+    """Validate every row of a file (the rejected in row order). ``check`` is what the
+    workers also refuse of a valid transaction (`fraudstream.features.FeatureEngine.check`:
+    dated too far ahead of the clock): given it, such a row is rejected here, with the
+    workers' own message, rather than sent to be dead-lettered.
 
     Raises:
         DataFileError: the file is unreadable.
@@ -76,11 +83,12 @@ def read_transactions(
     """
     columns = columns or ColumnMap()
     fmt = file_format(path)
-    said: list[str] = []
+    said = None
     if fmt == "jsonl":
         rows = _json_lines(path, columns)
     else:
-        rows = _table_rows(path, fmt, columns, said)
+        loaded = load(path, fmt, columns, as_is=_AS_IS, without=TRUTH, originals=True)
+        rows, said = _table_rows(loaded), loaded.said
     good: list[Transaction] = []
     bad: list[Rejected] = []
     for number, row, original in rows:
@@ -91,11 +99,21 @@ def read_transactions(
                 raise row
             if not isinstance(row, dict):
                 raise SchemaError("", f"expected an object, got {type(row).__name__}")
-            good.append(transaction_from_record(_parsed(row, columns.date_format)))
+            present = {k: v for k, v in row.items() if v is not None}
+            tx = transaction_from_record(present)
         except SchemaError as exc:
+            bad.append(Rejected(number, exc.field, _showing(exc, row), original))
+            continue
+        try:
+            if check is not None:
+                check(tx)
+        except SchemaError as exc:  # the workers' message, as they would dead-letter it
             bad.append(Rejected(number, exc.field, str(exc), original))
+            continue
+        good.append(tx)
+    bad.sort(key=lambda r: r.row)
     encoding = csv_dialect(path).encoding if fmt == "csv" else None
-    return Ingested(good, bad, said[0] if said else None, encoding)
+    return Ingested(good, bad, said, encoding)
 
 
 Progress = Callable[[int], None]
@@ -103,84 +121,109 @@ Progress = Callable[[int], None]
 PROGRESS_ROWS = 10_000
 Row = tuple[int, object, object]
 """(row or line number, the decoded row or why it could not be, the original values)."""
+_PARSED = ("timestamp", "amount", *FLOATS)
+"""Fields `load` parses and checks as the history reader does; the others reach the schema
+as the file has them (ids keep their type: the schema decides what a numeric id becomes)."""
+_AS_IS = tuple(f for f in FIELDS if f not in _PARSED)
+_KNOWN = frozenset({*FIELDS, *HANDBOOK_COLUMNS}) - frozenset(TRUTH)
+"""The keys of a JSON line that are read; any other (``is_fraud``, a note) is ignored, as a
+CSV's extra columns are."""
 
 
-def _table_rows(path: Path, fmt: str, columns: ColumnMap, said: list[str]) -> Iterator[Row]:
-    """The rows; ``said`` gets the note on a recognised layout (before the first row)."""
-    lazy = scan(path, fmt)
-    sources, layout = columns.plan(guarded(path, lazy.collect_schema).names())
-    if layout is not None:
-        lazy = layout.derive(lazy, sources)
-        said.append(f"the {layout.name} layout: {layout.describe(sources)}")
-    schema = guarded(path, lazy.collect_schema)
-    picked = lazy.select(
-        as_number_text(name, pl.col(source), schema[source]).alias(name)
-        for name, source in sources.items()
-        if name not in TRUTH
-    )
-    frame = _export_times(guarded(path, picked.collect), columns.date_format)
-    for number, row in enumerate(frame.iter_rows(named=True), start=1):
-        parsed = row.pop(_PARSED, None)
-        yield number, (row if parsed is None else {**row, "timestamp": parsed}), row
-
-
-_PARSED = "_timestamp"
-
-
-def _export_times(frame: pl.DataFrame, date_format: str | None) -> pl.DataFrame:
-    """``frame`` with its timestamps parsed beside them (`_PARSED`) when, with no
-    ``--date-format``, they are in a spreadsheet's layout (`EXPORT_FORMATS`): the history
-    reader reads the same files. ISO 8601 and Unix times are parsed row by row; a value that
-    does not parse keeps its text, and the row is rejected naming it."""
-    stamps = frame.get_column("timestamp", default=None)
-    if date_format is not None or stamps is None or stamps.dtype != pl.String:
-        return frame
-    present = stamps.drop_nulls()
-    sniffed = sniff_date_format(present.head(1000), lambda: present)
-    if sniffed not in EXPORT_FORMATS:
-        return frame
-    return frame.with_columns(
-        typed("timestamp", pl.col("timestamp"), pl.String(), sniffed).alias(_PARSED)
-    )
+def _table_rows(loaded: Loaded) -> Iterator[Row]:
+    for number, why in loaded.ragged.iter_rows():
+        yield number, SchemaError("", why), None
+    for row in loaded.frame.iter_rows(named=True):
+        number, why = row.pop("_row"), row.pop("_reason")
+        held = {name[: -len(ORIGINAL)]: row.pop(name) for name in list(row) if ORIGINAL in name}
+        original = {**row, **held}
+        if why is None:
+            yield number, row, original
+        else:
+            field, _, problem = why.partition(": ")
+            yield number, SchemaError(field, problem), original
 
 
 def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:
+    """Every line, decoded, then the timestamps of all parsed at once by the history
+    reader's rule (`fraudstream.history.typed_rows`)."""
     renames = {source: name for name, source in columns.sources.items()}
+    rows: list[tuple[int, object, object]] = []
     with guarded(path, path.open, "rb") as fh:
         for number, line in enumerate(fh, start=1):
+            line = line.removeprefix(BOM) if number == 1 else line
             if not line.strip():
                 continue
             try:
                 row = msgspec.json.decode(line)
             except msgspec.DecodeError as exc:
-                yield (
-                    number,
-                    SchemaError("", f"not valid JSON: {exc}"),
-                    line.decode(errors="replace"),
-                )
+                why = SchemaError("", f"not valid JSON: {exc}")
+                rows.append((number, why, line.decode(errors="replace")))
                 continue
-            if isinstance(row, dict) and renames:
-                row = {renames.get(k, k): v for k, v in row.items()}
-            yield number, row, row
+            except RecursionError:  # msgspec recurses per level: ~1,000 deep is its limit
+                why = SchemaError("", "not valid JSON: nested too deep to read")
+                rows.append((number, why, line[:100].decode(errors="replace") + "…"))
+                continue
+            original = row
+            if isinstance(row, dict):
+                row = {renames.get(k) or HANDBOOK_COLUMNS.get(k, k): v for k, v in row.items()}
+                row = {k: v for k, v in row.items() if k in _KNOWN}
+            rows.append((number, row, original))
+    yield from _with_times(path, rows, columns.date_format)
 
 
-def _parsed(row: Mapping[str, Any], date_format: str | None) -> Mapping[str, Any]:
-    stamp = row.get("timestamp")
-    if isinstance(stamp, (str, int, float)) and not isinstance(stamp, bool):
-        unit = date_format if date_format in EPOCHS else None
-        if date_format is None:
-            unit = epoch_format(stamp)
-        if unit is not None:
-            try:
-                return {**row, "timestamp": from_epoch(stamp, unit)}
-            except (ValueError, OverflowError):
-                raise SchemaError("timestamp", f"not a Unix time, got {stamp!r}") from None
-    if date_format is None or not isinstance(stamp, str):
-        return row
-    try:
-        return {**row, "timestamp": datetime.strptime(stamp.strip(), date_format)}
-    except ValueError:
-        raise SchemaError("timestamp", f"not in {date_format!r}, got {stamp!r}") from None
+def _with_times(
+    path: Path, rows: list[tuple[int, object, object]], date_format: str | None
+) -> list[tuple[int, object, object]]:
+    """``rows`` with each text or number timestamp parsed (or the row's reason why not);
+    other values (a boolean, an object) are left for the schema to name."""
+    at = [
+        i
+        for i, (_, row, _) in enumerate(rows)
+        if isinstance(row, dict) and _stamp_text(row.get("timestamp")) is not None
+    ]
+    if not at:
+        return rows
+    texts = [_stamp_text(rows[i][1]["timestamp"]) for i in at]  # type: ignore[index]
+    numbers = [rows[i][0] for i in at]
+    lazy = pl.LazyFrame({"_row": numbers, "timestamp": texts}, schema=_STAMPS)
+    frame, _ = typed_rows(path, lazy, {"timestamp": "timestamp"}, date_format)
+    out = list(rows)
+    for i, value, why in zip(at, frame["timestamp"], frame["_reason"], strict=True):
+        number, row, original = out[i]
+        assert isinstance(row, dict)
+        if why is None:
+            out[i] = (number, {**row, "timestamp": value}, original)
+        else:
+            field, _, problem = why.partition(": ")
+            out[i] = (number, SchemaError(field, problem), original)
+    return out
+
+
+_STAMPS = {"_row": pl.Int64, "timestamp": pl.String}
+
+
+def _stamp_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return None
+
+
+def _showing(exc: SchemaError, row: object) -> str:
+    """The schema's message with the value it refused, when the message lacks it
+    (``amount: expected `float`, got `str` '12,50'``): the user must see what to fix."""
+    message = str(exc)
+    if not exc.field or not isinstance(row, Mapping) or exc.field not in row:
+        return message
+    value = row[exc.field]
+    shown = repr(value) if len(repr(value)) <= 64 else repr(value)[:63] + "…"
+    if re.search(r"got `\w+`$", exc.problem):
+        return f"{message} {shown}"
+    if ", got " in exc.problem or str(value) in exc.problem or shown in exc.problem:
+        return message
+    return f"{message}, got {shown}"
 
 
 def write_rejects(rejected: list[Rejected], out: Path) -> None:

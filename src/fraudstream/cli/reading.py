@@ -115,7 +115,7 @@ def read_history(path: Path, options: ReadOptions) -> pl.DataFrame:
 
 def tell(history: History) -> None:
     """A recognised public layout, naive times taken as UTC, a text encoding other than
-    UTF-8, and rows skipped (with where they went)."""
+    UTF-8, rows skipped (with where they went) and repeated ids left out (with the rule)."""
     if history.layout:
         tell_layout(history.path, history.layout)
     if history.naive_times:
@@ -130,6 +130,15 @@ def tell(history: History) -> None:
         err_console.print(
             f"skipped {history.skipped:,} invalid rows of {history.path.name}; "
             f"they and their reasons are in {history.rejects}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if history.duplicates:
+        n = history.duplicates
+        err_console.print(
+            f"note: {history.path.name}: left out {n:,} row{'' if n == 1 else 's'} whose "
+            f"transaction_id an earlier row has ({history.duplicate}): the first in the file "
+            "is kept, as the workers keep the first to arrive",
             highlight=False,
             soft_wrap=True,
         )
