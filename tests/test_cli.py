@@ -103,6 +103,28 @@ def test_produce_stops_on_bad_lines_or_skips_them_when_told(
     assert rejects[0] == "row,field,reason,record" and rejects[2].startswith("3,,not valid JSON")
 
 
+def test_produce_refuses_up_front_what_the_workers_would_dead_letter(
+    tmp_path: Path, valkey_url: str, client: redis.Redis
+) -> None:
+    """Dated years ahead, or over ``max_amount``: the schema allows both, the workers do not;
+    produce said "sent 3, rejected 0" and the workers dead-lettered two."""
+    path = tmp_path / "ahead.csv"
+    path.write_text(
+        "transaction_id,timestamp,customer_id,terminal_id,amount\n"
+        "f1,2031-01-01T00:00:00Z,c1,T1,10\n"
+        "f2,2024-06-01T00:00:00Z,c1,T1,900\n"
+        "f3,2024-06-01T00:01:00Z,c1,T1,10\n"
+    )
+    env = {"FRAUDSTREAM_VALKEY_URL": valkey_url, "FRAUDSTREAM_MAX_AMOUNT": "500"}
+    stopped = _run("produce", str(path), env=env)
+    assert stopped.returncode == 2
+    assert "row 1: timestamp: 2031-01-01T00:00:00+00:00 is " in stopped.stderr
+    assert "s in the future (max skew 300 s) (2 of 3 rows are bad;" in stopped.stderr
+    result = _run("produce", str(path), "--skip-invalid", env=env)
+    assert "ahead.csv:2: amount: must be at most 500 (max_amount), got 900" in result.stderr
+    assert "sent 1 transactions, rejected 2" in result.stdout
+
+
 def test_produce_accepts_handbook_csv(tmp_path: Path, valkey_url: str, client: redis.Redis) -> None:
     path = tmp_path / "handbook.csv"
     path.write_text(

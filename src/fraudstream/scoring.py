@@ -418,7 +418,7 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
             no registry key; a worker or API must not start scoring without the model the
             registry names.
     """
-    from fraudstream.features import FeatureEngine, default_feature_set
+    from fraudstream.features import default_feature_set
     from fraudstream.models import KeySource, ModelRegistry, ModelWatcher
     from fraudstream.rules import RuleSchema, default_ruleset
     from fraudstream.rules.lists import Lists
@@ -431,15 +431,7 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
         source = KeySource(settings.model_registry_key, settings.data_path)
         models = ModelWatcher(ModelRegistry(client, source), default_feature_set())
         models.start()
-    features = None
-    if settings.features_enabled:
-        features = FeatureEngine(
-            client,
-            namespace=settings.feature_namespace,
-            lateness_s=settings.feature_lateness_s,
-            max_future_skew_s=settings.feature_max_future_skew_s,
-            ttl_s=settings.feature_ttl_s,
-        )
+    features = _feature_engine(settings, client) if settings.features_enabled else None
     rules = lists = None
     if settings.rules_enabled:
         schema = RuleSchema.build(features.names if features else [])
@@ -454,3 +446,29 @@ def build_scorer(settings: Settings, client: redis.Redis) -> Scorer:
         models=models,
         max_amount=settings.max_amount,
     )
+
+
+def _feature_engine(
+    settings: Settings, client: redis.Redis, *, warm_up: bool = True
+) -> FeatureEngine:
+    from fraudstream.features import FeatureEngine
+
+    return FeatureEngine(
+        client,
+        namespace=settings.feature_namespace,
+        lateness_s=settings.feature_lateness_s,
+        max_future_skew_s=settings.feature_max_future_skew_s,
+        ttl_s=settings.feature_ttl_s,
+        warm_up=warm_up,
+    )
+
+
+def intake_check(settings: Settings, client: redis.Redis) -> Callable[[Transaction], None]:
+    """`Scorer.validate` as the workers run it (the amount's ``max_amount``, the event time's
+    skew ahead of the clock), without their model, rules or compiled kernels: ``produce``
+    refuses such a row up front, naming it, instead of sending it to be dead-lettered."""
+    features = (
+        _feature_engine(settings, client, warm_up=False) if settings.features_enabled else None
+    )
+    policy = AmountPolicy.from_settings(settings)
+    return Scorer(policy, features=features, max_amount=settings.max_amount).validate

@@ -340,13 +340,16 @@ def produce(
     from fraudstream.cli.reading import tell_encoding, tell_layout
     from fraudstream.columns import column_map
     from fraudstream.ingest import read_transactions, write_rejects
+    from fraudstream.scoring import intake_check
     from fraudstream.stream.keys import StreamKeys
     from fraudstream.stream.producer import Producer
 
     settings = settings_from(config)
+    client = connect(settings)
+    check = intake_check(settings, client)  # what the workers would dead-letter
     with Steps(f"validating {path.name}", None, unit="rows") as step:
         ingested = read_transactions(
-            path, column_map(columns, column or [], date_format), progress=step.update
+            path, column_map(columns, column or [], date_format), step.update, check
         )
     if ingested.layout:
         tell_layout(path, ingested.layout)
@@ -368,11 +371,7 @@ def produce(
             highlight=False,
             soft_wrap=True,
         )
-    producer = Producer(
-        connect(settings),
-        StreamKeys.of(settings),
-        batch_size=settings.batch_size,
-    )
+    producer = Producer(client, StreamKeys.of(settings), batch_size=settings.batch_size)
     with Steps("sending", len(ingested.transactions), unit="transactions") as step:
         sent = producer.send(ingested.transactions, on_sent=step.update)
     console.print(f"sent {sent:,} transactions, rejected {len(rejected):,}")
