@@ -395,3 +395,31 @@ def test_a_time_too_far_ahead_is_refused_with_the_workers_rule_and_message(
     assert read.rejected[1].reason == (
         "timestamp: 2031-01-01T00:00:00+00:00 is 157680000 s in the future (max skew 300 s)"
     )
+
+
+def test_float_ids_read_alike_on_both_paths(tmp_path: Path) -> None:
+    """A JSON lines or Parquet column of integer ids with a gap comes as floats: 42.0 is id
+    "42" on both paths (offline read "42.0", so its features went to another transaction),
+    1.5 stays "1.5"."""
+    stamp = "2026-01-01T10:00:00Z"
+    records = [_tx(42.0, stamp), _tx(1.5, "2026-01-01T10:01:00Z")]  # type: ignore[arg-type]
+    read = both(_jsonl(tmp_path / "floats.jsonl", *records))
+    assert [r[0] for r in read.rows] == ["42", "1.5"]
+    parquet = tmp_path / "floats.parquet"
+    pl.DataFrame(
+        {
+            "transaction_id": [42.0, 1.5],
+            "timestamp": [datetime(2026, 1, 1, 10, tzinfo=UTC), datetime(2026, 1, 1, 10, 1)],
+            "customer_id": ["c1", "c1"],
+            "terminal_id": ["T1", "T1"],
+            "amount": [10.0, 10.0],
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    ).write_parquet(parquet)
+    assert [r[0] for r in both(parquet).rows] == ["42", "1.5"]
+
+
+def test_grid_coordinates_off_the_grid_are_refused_on_both_paths(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "grid.jsonl", _tx("a", "2026-01-01T10:00:00Z", x=5.0, y=150.0))
+    for read in (offline(path), online(path)):  # in words of their own (the schema's, online)
+        assert read.rows == [] and read.bad[0][0] == 1 and read.bad[0][1].startswith("y: ")

@@ -20,7 +20,7 @@ import polars as pl
 
 from fraudstream.errors import ConfigError
 from fraudstream.layouts import Layout, Match, recognise, unscorable
-from fraudstream.schema import AMOUNT_CEILING, EARLIEST, HANDBOOK_COLUMNS
+from fraudstream.schema import AMOUNT_CEILING, EARLIEST, EXACT_INTEGERS, GRID_SIZE, HANDBOOK_COLUMNS
 
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
 IDS = ("transaction_id", "customer_id", "terminal_id", "merchant_id", "card_id")
@@ -29,8 +29,8 @@ TEXT_MORE = ("device_id", "email")
 FLOATS: dict[str, tuple[float, float] | None] = {
     "lat": (-90.0, 90.0),
     "lon": (-180.0, 180.0),
-    "x": None,
-    "y": None,
+    "x": (0.0, GRID_SIZE),
+    "y": (0.0, GRID_SIZE),
 }
 TRUTH = ("is_fraud", "fraud_scenario")
 FIELDS = (*REQUIRED, *IDS[3:], *TEXT, *TEXT_MORE, *FLOATS, *TRUTH)
@@ -184,6 +184,8 @@ def typed(name: str, raw: pl.Expr, dtype: pl.DataType, date_format: str | None) 
     """The field as our type (null where the value does not parse)."""
     if name == "timestamp":
         return _timestamp(raw, dtype, date_format)
+    if name in IDS and dtype.is_float():
+        return id_text(raw)
     if name in IDS or name in TEXT or name in TEXT_MORE:
         return as_text(raw, dtype)
     if name == "is_fraud":
@@ -203,6 +205,14 @@ def as_number_text(name: str, raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if dtype != pl.String or (name != "amount" and name not in FLOATS):
         return raw
     return number_text(raw, money=name == "amount")
+
+
+def id_text(raw: pl.Expr) -> pl.Expr:
+    """Float ids as the schema writes them (`fraudstream.schema.id_text`): an integral value
+    as its digits (``42.0`` is ``"42"``: a Parquet or JSON column of integer ids with a gap
+    comes as floats), any other as its text; so a file's ids are the same on both paths."""
+    integral = (raw == raw.round(0)) & (raw.abs() <= EXACT_INTEGERS)
+    return pl.when(integral).then(raw.cast(pl.Int64).cast(pl.String)).otherwise(raw.cast(pl.String))
 
 
 def as_text(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
