@@ -20,13 +20,20 @@ import polars as pl
 
 from fraudstream.errors import ConfigError
 from fraudstream.layouts import Layout, Match, recognise, unscorable
-from fraudstream.schema import AMOUNT_CEILING, EARLIEST, EXACT_INTEGERS, GRID_SIZE, HANDBOOK_COLUMNS
+from fraudstream.schema import (
+    AMOUNT_CEILING,
+    CHANNELS,
+    EARLIEST,
+    EXACT_INTEGERS,
+    GRID_SIZE,
+    HANDBOOK_COLUMNS,
+)
 
 REQUIRED = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
 IDS = ("transaction_id", "customer_id", "terminal_id", "merchant_id", "card_id")
 TEXT = ("currency", "channel", "mcc", "product_category", "product_subcategory", "ip")
 TEXT_MORE = ("device_id", "email")
-FLOATS: dict[str, tuple[float, float] | None] = {
+FLOATS: dict[str, tuple[float, float]] = {
     "lat": (-90.0, 90.0),
     "lon": (-180.0, 180.0),
     "x": (0.0, GRID_SIZE),
@@ -35,7 +42,6 @@ FLOATS: dict[str, tuple[float, float] | None] = {
 TRUTH = ("is_fraud", "fraud_scenario")
 FIELDS = (*REQUIRED, *IDS[3:], *TEXT, *TEXT_MORE, *FLOATS, *TRUTH)
 HANDBOOK_TRUTH = {"TX_FRAUD": "is_fraud", "TX_FRAUD_SCENARIO": "fraud_scenario"}
-CHANNELS = ("card_present", "ecommerce")
 _AWARE = (
     "%Y-%m-%dT%H:%M:%S%.f%#z",
     "%Y-%m-%d %H:%M:%S%.f%#z",

@@ -660,7 +660,7 @@ def _first_of_each_id(frame: pl.DataFrame) -> tuple[pl.DataFrame, int, str | Non
     ids = frame.get_column("transaction_id")
     if ids.n_unique() == frame.height:  # the usual case: one hash pass, no copy
         return frame, 0, None
-    first = frame.get_column("transaction_id").is_first_distinct()
+    first = ids.is_first_distinct()
     repeats = frame.filter(~first)
     row, tid = repeats.select("_row", "transaction_id").row(0)
     earlier = frame.filter(pl.col("transaction_id") == tid).get_column("_row")[0]

@@ -99,8 +99,7 @@ def read_transactions(
                 raise row
             if not isinstance(row, dict):
                 raise SchemaError("", f"expected an object, got {type(row).__name__}")
-            present = {k: v for k, v in row.items() if v is not None}
-            tx = transaction_from_record(present)
+            tx = transaction_from_record(row)
         except SchemaError as exc:
             bad.append(Rejected(number, exc.field, _showing(exc, row), original))
             continue
@@ -148,7 +147,7 @@ def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:
     """Every line, decoded, then the timestamps of all parsed at once by the history
     reader's rule (`fraudstream.history.typed_rows`)."""
     renames = {source: name for name, source in columns.sources.items()}
-    rows: list[tuple[int, object, object]] = []
+    rows: list[Row] = []
     with guarded(path, path.open, "rb") as fh:
         for number, line in enumerate(fh, start=1):
             line = line.removeprefix(BOM) if number == 1 else line
@@ -172,9 +171,7 @@ def _json_lines(path: Path, columns: ColumnMap) -> Iterator[Row]:
     yield from _with_times(path, rows, columns.date_format)
 
 
-def _with_times(
-    path: Path, rows: list[tuple[int, object, object]], date_format: str | None
-) -> list[tuple[int, object, object]]:
+def _with_times(path: Path, rows: list[Row], date_format: str | None) -> list[Row]:
     """``rows`` with each text or number timestamp parsed (or the row's reason why not);
     other values (a boolean, an object) are left for the schema to name."""
     at = [

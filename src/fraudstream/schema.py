@@ -24,6 +24,7 @@ Text = Annotated[str, msgspec.Meta(max_length=256)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 Channel = Literal["card_present", "ecommerce"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
 Outcome = Literal["approve", "step_up", "review", "block"]
 LabelSource = Literal["chargeback", "review", "import"]
 OUTCOMES: tuple[Outcome, ...] = ("approve", "step_up", "review", "block")
@@ -211,7 +212,7 @@ def schema_error(exc: msgspec.MsgspecError) -> SchemaError:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "channel": get_args(Channel),
+    "channel": CHANNELS,
     "source": get_args(LabelSource),
 }
 """The values a field of fixed choices takes, named when a value is not one of them."""
@@ -271,14 +272,15 @@ def normalize_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
     Handbook rows have integer ids, naive datetimes and no merchant, currency or channel:
     ids become strings (`id_text`), naive times are taken as UTC, the terminal doubles as the
-    merchant, and the currency/channel default to EUR / card_present.
+    merchant, and the currency/channel default to EUR / card_present. A null value (an empty
+    cell) is an absent one: the default applies.
 
     Raises:
         SchemaError: a number id that has no exact text, or a timestamp that does not parse.
     """
     out: dict[str, Any] = {}
     for key, value in record.items():
-        if key in HANDBOOK_IGNORED or key.startswith("Unnamed"):
+        if value is None or key in HANDBOOK_IGNORED or key.startswith("Unnamed"):
             continue
         out[HANDBOOK_COLUMNS.get(key, key)] = value
     for key in TX_IDS:

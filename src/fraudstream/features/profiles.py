@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from fraudstream.columns import FLOATS
 from fraudstream.errors import SchemaError
 from fraudstream.features.layout import GRID, LATLON
 from fraudstream.features.route import wire_for
@@ -159,8 +160,8 @@ def _rows(mask: pl.Series, show: int = 1) -> str:
 
 def _home(frame: pl.DataFrame) -> tuple[int, NDArray[np.float64], NDArray[np.float64]] | None:
     for (ca, cb), sys_code, bounds in (
-        (("home_lat", "home_lon"), LATLON, ((-90.0, 90.0), (-180.0, 180.0))),
-        (("x", "y"), GRID, ((0.0, 100.0), (0.0, 100.0))),
+        (("home_lat", "home_lon"), LATLON, (FLOATS["lat"], FLOATS["lon"])),
+        (("x", "y"), GRID, (FLOATS["x"], FLOATS["y"])),
     ):
         present = [c for c in (ca, cb) if c in frame.columns]
         if not present:

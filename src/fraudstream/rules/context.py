@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +25,7 @@ import numpy.typing as npt
 from fraudstream.errors import SchemaError
 from fraudstream.rules.errors import RuleEvaluationError
 from fraudstream.rules.types import TRANSACTION_FIELDS, RuleSchema, Type
-from fraudstream.schema import Channel, Transaction, check_amount, check_ip
-
-CHANNELS: tuple[str, ...] = get_args(Channel)
+from fraudstream.schema import CHANNELS, Transaction, check_amount, check_ip
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
