@@ -8,15 +8,16 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from apikit import feature_state, sample_tx
 from fraudstream.api import batcher as batcher_module
-from fraudstream.api.batcher import Answer, DecideThread, MicroBatcher
+from fraudstream.api.batcher import REPLY_SPIN_S, Answer, DecideThread, Keeper, MicroBatcher
 from fraudstream.config import Settings
 from fraudstream.features.wire import StateConflict
 from fraudstream.schema import Decision, Explanation, Transaction, decode_transaction
@@ -28,29 +29,29 @@ def _tx(i: int) -> Transaction:
     return decode_transaction(json.dumps(sample_tx(i)))
 
 
-class HeldFirst:
-    """A record hook that holds the first batch in flight until the test releases it, and
-    keeps each batch's size."""
+def _entry(d: Decision, tx: Transaction, why: Explanation | None) -> dict[FieldT, EncodableT]:
+    return {"d": d.transaction_id}
 
-    def __init__(self, decided: DecidedStore) -> None:
-        self.decided = decided
+
+def _keeper(decided: DecidedStore, on_kept: Any = None) -> Keeper:
+    """Decisions kept and streamed to ``s`` (their ids), ``on_kept`` told of the kept."""
+    return Keeper(decided, "s", 99, _entry, *([on_kept] if on_kept else []))
+
+
+class HeldFirst:
+    """An ``on_kept`` hook that holds the first batch in flight until the test releases it,
+    and keeps each batch's size."""
+
+    def __init__(self) -> None:
         self.sizes: list[int] = []
         self.in_flight = threading.Event()
         self.release = threading.Event()
 
-    def __call__(
-        self,
-        decisions: Sequence[Decision],
-        txs: Sequence[Transaction],
-        why: Mapping[str, Explanation],
-    ) -> list[Decision | None]:
+    def __call__(self, decisions: Sequence[Decision]) -> None:
         self.sizes.append(len(decisions))
         if len(self.sizes) == 1:
             self.in_flight.set()
             assert self.release.wait(30), "the test never released the first batch"
-        return self.decided.keep_streamed(
-            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
-        )
 
 
 def test_requests_arriving_during_a_batch_go_together_as_the_next(
@@ -58,9 +59,9 @@ def test_requests_arriving_during_a_batch_go_together_as_the_next(
 ) -> None:
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
-    record = HeldFirst(decided)
-    sizes, first_in_flight, release = record.sizes, record.in_flight, record.release
-    batcher = MicroBatcher(scorer, decided, record)
+    held = HeldFirst()
+    sizes, first_in_flight, release = held.sizes, held.in_flight, held.release
+    batcher = MicroBatcher(scorer, _keeper(decided, held))
 
     async def scenario() -> list[str]:
         lone = asyncio.ensure_future(batcher.score(_tx(0), time.time()))
@@ -88,9 +89,9 @@ def test_after_a_batch_of_concurrent_requests_the_next_waits_for_as_many(
     the timer (2 s here: a wait fails the test's 1.5 s)."""
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
-    record = HeldFirst(decided)
-    sizes, first_in_flight, release = record.sizes, record.in_flight, record.release
-    batcher = MicroBatcher(scorer, decided, record, max_wait_s=2.0)
+    held = HeldFirst()
+    sizes, first_in_flight, release = held.sizes, held.in_flight, held.release
+    batcher = MicroBatcher(scorer, _keeper(decided, held), max_wait_s=2.0)
 
     async def scenario() -> None:
         eight = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(8)]
@@ -124,18 +125,19 @@ def test_a_failed_batch_tells_every_waiting_request(
     down = threading.Event()
     down.set()
 
-    def record(
-        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> list[Decision | None]:
+    def entry(d: Decision, tx: Transaction, why: Explanation | None) -> dict[FieldT, EncodableT]:
         if down.is_set():
             raise redis.ConnectionError("valkey went away")
-        return decided.keep_streamed(decisions, [{"d": "x"} for _ in decisions], "s", 99)
+        return {"d": "x"}
 
-    batcher = MicroBatcher(scorer, decided, record)
+    batcher = MicroBatcher(scorer, Keeper(decided, "s", 99, entry))
+    before = feature_state(client)
 
     async def scenario() -> list[BaseException | None]:
         futures = [asyncio.ensure_future(batcher.score(_tx(i), time.time())) for i in range(5)]
         done = await asyncio.gather(*futures, return_exceptions=True)
+        # the features were computed, their write held for the decisions: dropped with them
+        assert feature_state(client) == before
         down.clear()
         after = await batcher.score(_tx(0), time.time())  # the batcher still works
         assert not after.replay  # nothing was kept when recording failed: decided afresh
@@ -143,6 +145,46 @@ def test_a_failed_batch_tells_every_waiting_request(
 
     failures = asyncio.run(scenario())
     assert all(isinstance(f, redis.ConnectionError) for f in failures)
+
+
+def test_a_lone_request_is_kept_in_the_transaction_that_stores_its_features(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """One ``MULTI``/``EXEC`` stores the customer's new state and keeps and streams the
+    decision (the script by ``EVAL`` inside it): both or neither, and the request waits on
+    Valkey twice, not three times (no ``EVALSHA`` of its own after the write)."""
+    scorer = build_scorer(settings, client)
+    decided = DecidedStore(client, settings.stream_prefix)
+    batcher = MicroBatcher(scorer, _keeper(decided))
+    assert scorer.features is not None and scorer.features.hold_writes
+    asyncio.run(batcher.score(_tx(0), time.time()))  # scripts and connections warm
+    before = feature_state(client)
+    client.config_resetstat()
+    answer = asyncio.run(batcher.score(_tx(1), time.time()))
+    stats: Any = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()}
+    assert calls.get("exec") == 1 and calls.get("eval") == 1 and "evalsha" not in calls
+    assert decided.get_many(["api-1"]) == [answer.decision] and not answer.replay
+    streamed: Any = client.xrange("s")
+    assert [fields[b"d"] for _, fields in streamed] == [b"api-0", b"api-1"]
+    assert feature_state(client) != before
+
+
+def test_the_batchers_feature_round_trips_poll_for_their_replies(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """A worker's engine sleeps on its socket at once (its other lane computes meanwhile);
+    the API's batcher makes its engine poll first (`REPLY_SPIN_S`), and it still decides."""
+    scorer = build_scorer(settings, client)
+    assert scorer.features is not None and scorer.features.reply_spin_s == 0.0
+    decided = DecidedStore(client, settings.stream_prefix)
+
+    batcher = MicroBatcher(scorer, _keeper(decided))
+    assert scorer.features.reply_spin_s == REPLY_SPIN_S > 0
+    with scorer.features.ctx.wire.session() as session:
+        assert session.spin_s == REPLY_SPIN_S
+    answers = asyncio.run(batcher.score_many([_tx(0), _tx(1)], time.time()))
+    assert [a.decision.transaction_id for a in answers] == ["api-0", "api-1"]
 
 
 def test_the_idempotency_check_rides_with_the_read_and_abandons_it_before_any_write(
@@ -171,14 +213,7 @@ def test_a_batch_holding_decided_ids_scores_only_the_new_ones_once(
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
 
-    def record(
-        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> list[Decision | None]:
-        return decided.keep_streamed(
-            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
-        )
-
-    batcher = MicroBatcher(scorer, decided, record)
+    batcher = MicroBatcher(scorer, _keeper(decided))
 
     async def scenario() -> tuple[list[Answer], list[Answer]]:
         first = await batcher.score_many([_tx(1)], time.time())
@@ -224,17 +259,6 @@ def written_meanwhile(
     WrittenMeanwhile.times = 0
 
 
-def _recording(decided: DecidedStore) -> Any:
-    def record(
-        decisions: Sequence[Decision], txs: Sequence[Transaction], why: Mapping[str, Explanation]
-    ) -> list[Decision | None]:
-        return decided.keep_streamed(
-            decisions, [{"d": d.transaction_id} for d in decisions], "s", 99
-        )
-
-    return record
-
-
 def test_a_batch_whose_customer_another_writer_changes_is_computed_again_until_it_stops(
     settings: Settings, client: redis.Redis, written_meanwhile: type[WrittenMeanwhile]
 ) -> None:
@@ -244,7 +268,7 @@ def test_a_batch_whose_customer_another_writer_changes_is_computed_again_until_i
     engine = scorer.features
     assert engine is not None
     decided = DecidedStore(client, settings.stream_prefix)
-    batcher = MicroBatcher(scorer, decided, _recording(decided))
+    batcher = MicroBatcher(scorer, _keeper(decided))
     asyncio.run(batcher.score(_tx(1), time.time()))  # the customer has state to change
     written_meanwhile.key = engine.ctx.customer_key("c1")
     written_meanwhile.times = batcher_module.RETRIES + 2
@@ -266,7 +290,7 @@ def test_a_batch_still_contended_after_the_budget_fails(
     engine = scorer.features
     assert engine is not None
     decided = DecidedStore(client, settings.stream_prefix)
-    batcher = MicroBatcher(scorer, decided, _recording(decided))
+    batcher = MicroBatcher(scorer, _keeper(decided))
     asyncio.run(batcher.score(_tx(1), time.time()))
     written_meanwhile.key = engine.ctx.customer_key("c1")
     written_meanwhile.times = 10**6

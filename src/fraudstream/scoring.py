@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fraudstream.config import Settings
 from fraudstream.errors import SchemaError
-from fraudstream.features.wire import Together
+from fraudstream.features.wire import Command, Together
 from fraudstream.lookup import Lookup, LookupQuery
 from fraudstream.rules import RuleContext, evaluate_columns
 from fraudstream.rules.evaluate import RuleResult
@@ -250,7 +250,7 @@ class Scorer:
         ruled = time.time()
         self._explain_flagged(base, features, verdicts)
         explained = time.time()
-        if self.features is not None:
+        if self.features is not None and not self.features.hold_writes:
             self.features.confirm()
         now = time.time()
         if self.on_scored is not None and base.model is not None and features is not None:
@@ -286,6 +286,14 @@ class Scorer:
             if decisions[i].outcome != "approve"
         }
         return Scored(decisions, explanations)
+
+    def commit(self, trailer: Sequence[Command]) -> list[Any]:
+        """Store the last batch's feature state held by its engine (``hold_writes``) with
+        ``trailer`` in the same transaction, and return the ``trailer``'s replies
+        (`FeatureEngine.confirm`). Raises as it does."""
+        if self.features is None:
+            raise ValueError("commit: there is no feature engine holding a write")
+        return self.features.confirm(trailer)
 
     def carries(self, client: object) -> bool:
         """Whether riders on ``client`` can go in the feature read's round trip."""

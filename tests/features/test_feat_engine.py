@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -27,7 +29,7 @@ from fraudstream.features import (
 from fraudstream.features.batch import BatchRun
 from fraudstream.features.profiles import profile_key
 from fraudstream.features.sample import synthetic_history
-from fraudstream.features.wire import Session, Wire
+from fraudstream.features.wire import Session, Wire, _poll_until_readable
 from fraudstream.schema import Label, Transaction
 
 FRAUD_AT_T9 = Label(
@@ -632,3 +634,56 @@ def test_sessions_reuse_receive_buffers_and_never_share_one(client: redis.Redis)
     for session in (second, third, fourth):
         session.close()
     assert len(wire._buffers) == 3
+
+
+@pytest.mark.integration
+def test_a_polling_session_reads_quick_and_slow_replies(client: redis.Redis) -> None:
+    """With ``spin_s`` (the API's engines), a reply there within the poll is read, and one
+    that takes longer (a ``BLPOP`` timing out after 0.2 s) is waited for in ``recv`` as
+    without it: the poll only shortens the wait."""
+    wire = Wire(client)
+    wire.spin_s = 0.001
+    with wire.session() as session:
+        assert session.spin_s == 0.001
+        assert session.run([("ECHO", "a"), ("ECHO", "b" * 300_000)]) == [b"a", b"b" * 300_000]
+        started = time.perf_counter()
+        assert session.run([("BLPOP", "fs:test:nothing-here", 0.2)]) == [None]
+        assert time.perf_counter() - started >= 0.19
+
+
+def test_polling_returns_as_soon_as_there_is_something_to_read() -> None:
+    """`_poll_until_readable` returns when bytes arrive, long before its limit, and at its
+    limit when none do."""
+    a, b = socket.socketpair()
+    with a, b:
+        started = time.perf_counter()
+        _poll_until_readable(a, 0.05)
+        assert time.perf_counter() - started >= 0.05  # nothing to read: polled to the end
+        b.sendall(b"+OK\r\n")
+        started = time.perf_counter()
+        _poll_until_readable(a, 30.0)
+        assert time.perf_counter() - started < 5.0
+        assert a.recv(16) == b"+OK\r\n"
+
+
+@pytest.mark.integration
+def test_a_held_write_goes_with_the_callers_commands_or_not_at_all(client: redis.Redis) -> None:
+    """With ``hold_writes`` a batch's state is stored only by `confirm`, together with the
+    caller's commands in one transaction (their replies returned); `abandon` drops it, and
+    a new batch cannot start over a held one."""
+    e = engine(client)
+    e.hold_writes = True
+    e.submit([tx(1)])
+    empty = snapshot(client)
+    assert not any(b"{c:" in k for k in empty)  # computed, nothing stored yet
+    with pytest.raises(RuntimeError, match="held write"):
+        e.submit([tx(2, minutes=1)])
+    assert e.confirm([("SET", "fs:test:mark", "1"), ("INCR", "fs:test:mark")]) == [b"OK", 2]
+    stored = snapshot(client)
+    assert stored != empty and client.get("fs:test:mark") == b"2"
+    out = e.submit([tx(3, minutes=2)])
+    e.abandon()  # the caller failed after the features: nothing of this batch is kept
+    assert snapshot(client) == stored
+    assert col(e, out, "customer_tx_count_1d") == [2.0]
+    assert col(e, e.submit([tx(4, minutes=3)]), "customer_tx_count_1d") == [2.0]  # not 3
+    assert e.confirm() == []

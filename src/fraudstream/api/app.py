@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from importlib.metadata import version as package_version
 from typing import Any
@@ -26,6 +26,7 @@ import msgspec
 import redis
 import sqlalchemy as sa
 from anyio import to_thread
+from redis.typing import EncodableT, FieldT
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -35,7 +36,7 @@ from starlette.routing import Route
 from fraudstream import metrics
 from fraudstream.api import bodies, console
 from fraudstream.api.auth import ApiKeyMiddleware, Authenticator, require
-from fraudstream.api.batcher import Answer, MicroBatcher
+from fraudstream.api.batcher import Answer, Keeper, MicroBatcher
 from fraudstream.api.docs import asset, docs_page
 from fraudstream.api.keys import BOOTSTRAP, KeyStore, digest
 from fraudstream.api.limits import BodyLimitMiddleware
@@ -99,22 +100,15 @@ def create_app(
     sessions = SessionStore(client, store, digest(api_key))
     auth = Authenticator(api_key, store, sessions)
 
-    def record(
-        decisions: Sequence[Decision],
-        txs: Sequence[Transaction],
-        explanations: Mapping[str, Explanation],
-    ) -> list[Decision | None]:
-        entries = [  # trimmed like the workers'
-            decision_entry(d, encode(tx), explanations.get(d.transaction_id))
-            for d, tx in zip(decisions, txs, strict=True)
-        ]
-        earlier = decided.keep_streamed(
-            decisions, entries, keys.decisions, settings.decisions_maxlen
-        )
-        metrics.observe([d for d, e in zip(decisions, earlier, strict=True) if e is None], "api")
+    def entry(
+        decision: Decision, tx: Transaction, explanation: Explanation | None
+    ) -> dict[FieldT, EncodableT]:
+        return decision_entry(decision, encode(tx), explanation)  # trimmed like the workers'
+
+    def kept(decisions: Sequence[Decision]) -> None:
+        metrics.observe(decisions, "api")
         if drift is not None:
             drift.tick()
-        return earlier
 
     scorer = build_scorer(settings, client)
     # its own window (``api-<host>-<pid>``): traffic scored here counts in the fleet's drift
@@ -122,7 +116,8 @@ def create_app(
     drift = DriftMonitor.attached(
         settings, client, [scorer], consumer=f"api-{socket.gethostname()}-{os.getpid()}"
     )
-    batcher = MicroBatcher(scorer, decided, record)
+    keeper = Keeper(decided, keys.decisions, settings.decisions_maxlen, entry, kept)
+    batcher = MicroBatcher(scorer, keeper)
     database = engine or create_engine(database_url(settings))
     desk = ReviewDesk(database, producer)
     challenges = ChallengeDesk(database, client, settings)

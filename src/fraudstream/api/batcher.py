@@ -37,10 +37,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.typing import EncodableT, FieldT
+
 from fraudstream.features.wire import FeatureStoreError, StateConflict
 from fraudstream.schema import Decision, Explanation, Transaction
 from fraudstream.scoring import Scored, Scorer
-from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
+from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided, kept_before
 
 RETRIES = 3
 """Attempts at a batch the feature store fails (other than a `StateConflict`)."""
@@ -50,6 +52,11 @@ Two ``serve`` processes (``--workers 2``) given the same customers at full speed
 conflict in about one batch in ten; three attempts in a row, all there was before, failed
 often enough that a benchmark run got a 503."""
 CONFLICT_PAUSE_S = 0.002
+REPLY_SPIN_S = 0.0003
+"""How long the batch's thread polls for each feature round trip's reply before it sleeps
+(`FeatureEngine.reply_spin_s`). A lone request's replies come in ~50 µs; sleeping for them
+added ~35 µs a round trip in waking up. `benchmarks/bench_api.py` side by side (6 runs of
+800 lone requests each, alternated): p50 2.44 → 2.38 ms."""
 CONCURRENT = 4
 """A batch of at least this many requests makes the next one wait for company (see above)."""
 
@@ -61,13 +68,27 @@ class Answer:
     """True when ``decision`` was kept from an earlier request for the same id."""
 
 
-Record = Callable[
-    [Sequence[Decision], Sequence[Transaction], Mapping[str, Explanation]], list[Decision | None]
-]
-"""Keeps each decision unless its id has one already, appending the kept ones, each with its
-transaction (and, when flagged, what the model saw), to the decisions stream, both or
-neither (`DecidedStore.keep_streamed`); per decision, the one kept before it (None where
-this one was kept). Runs in the batch's thread."""
+Entry = Callable[[Decision, Transaction, Explanation | None], Mapping[FieldT, EncodableT]]
+"""A decision's entry in the decisions stream, with its transaction (and, when flagged,
+what the model saw)."""
+
+
+def _nothing(decisions: Sequence[Decision]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Keeper:
+    """How the batcher keeps what it decides: each decision unless its id has one already,
+    appended (its `entry`) to the decisions stream, both or neither
+    (`DecidedStore.keep_streamed`). ``on_kept`` then sees the ones kept (the app's metrics
+    and drift). Runs in the batch's thread."""
+
+    decided: DecidedStore
+    stream: str
+    maxlen: int
+    entry: Entry
+    on_kept: Callable[[Sequence[Decision]], None] = _nothing
 
 
 class DecideThread:
@@ -131,22 +152,29 @@ class MicroBatcher:
     def __init__(
         self,
         scorer: Scorer,
-        decided: DecidedStore,
-        record: Record,
+        keeper: Keeper,
         *,
         max_wait_s: float = 0.002,
     ) -> None:
         self.scorer = scorer
         self.max_wait_s = max_wait_s
         self._last_size = 0
-        self.decided = decided
-        self.record = record
+        self.keeper = keeper
+        self.decided = keeper.decided
         self._pending: list[Waiting] = []
         self._draining = False
         self._want = 0
         self._company_came: asyncio.Future[None] | None = None
         self._drainer: asyncio.Future[None] | None = None  # held: the loop keeps weak refs
         self._thread = DecideThread()
+        features = scorer.features
+        self._together = (
+            features is not None and not features.cluster and scorer.carries(self.decided.client)
+        )
+        """Decisions kept in the transaction that stores their feature state."""
+        if features is not None:
+            features.reply_spin_s = REPLY_SPIN_S
+            features.hold_writes = self._together
 
     async def score(self, tx: Transaction, arrived_at: float) -> Answer:
         return (await self.score_many([tx], arrived_at))[0]
@@ -212,15 +240,12 @@ class MicroBatcher:
         """Kept decisions for known ids; the first request of each new id scored, kept
         (first writer wins) and streamed; its repeats in the batch answered as replays."""
         ids = [tx.transaction_id for tx in txs]
-        known, scored = self._first_scored(txs, arrivals)
+        known, scored, kept_before = self._first_scored(txs, arrivals)
         first = {i: n for n, i in reversed(list(enumerate(ids))) if i not in known}
         fresh = scored.decisions
-        by_id = {tx.transaction_id: tx for tx in txs}
-        kept_before = self.record(
-            fresh, [by_id[d.transaction_id] for d in fresh], scored.explanations
-        )
         for d, earlier in zip(fresh, kept_before, strict=True):
             known[d.transaction_id] = Answer(d, False) if earlier is None else Answer(earlier, True)
+        self.keeper.on_kept([d for d, e in zip(fresh, kept_before, strict=True) if e is None])
         return [
             known[i] if first.get(i) == n else Answer(known[i].decision, True)
             for n, i in enumerate(ids)
@@ -228,40 +253,43 @@ class MicroBatcher:
 
     def _first_scored(
         self, txs: Sequence[Transaction], arrivals: Sequence[float]
-    ) -> tuple[dict[str, Answer], Scored]:
+    ) -> tuple[dict[str, Answer], Scored, list[Decision | None]]:
         """The kept decisions of the batch's known ids, and the first request of each other
-        id scored. The check rides with the feature read (`Undecided`: one round trip, not
-        two): when it finds an id decided, that read is abandoned before it wrote anything
-        and the batch goes again without the known ids, as if they had been looked up
-        first. Without a feature read to ride with (no feature engine on this client), the
-        ids are looked up first."""
+        id scored and kept (`_score`). The check rides with the feature read (`Undecided`:
+        one round trip, not two): when it finds an id decided, that read is abandoned before
+        it wrote anything and the batch goes again without the known ids, as if they had
+        been looked up first. Without a feature read to ride with (no feature engine on
+        this client), the ids are looked up first."""
         ids = [tx.transaction_id for tx in txs]
         first = {i: n for n, i in reversed(list(enumerate(ids)))}
         if self.scorer.carries(self.decided.client):
             todo = sorted(first.values())
             unseen = Undecided(self.decided, [ids[n] for n in todo])
             try:
-                return {}, self._score([txs[n] for n in todo], [arrivals[n] for n in todo], unseen)
+                scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo], unseen)
+                return {}, *scored
             except AlreadyDecided as exc:
                 kept = exc.found
         else:
             kept = {i: d for i, d in zip(ids, self.decided.get_many(ids), strict=True) if d}
         known = {i: Answer(d, True) for i, d in kept.items()}
         todo = sorted(n for i, n in first.items() if i not in known)
-        return known, self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
+        return known, *self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
 
     def _score(
         self, txs: Sequence[Transaction], arrivals: Sequence[float], unseen: Undecided | None = None
-    ) -> Scored:
-        """The batch scored; computed again when another writer changed one of its customers
-        meanwhile (for up to `CONFLICT_BUDGET_S`, after a pause of up to `CONFLICT_PAUSE_S`
-        so that two processes on one customer fall out of step), and up to `RETRIES` times
-        in all when the feature store failed otherwise."""
+    ) -> tuple[Scored, list[Decision | None]]:
+        """The batch scored and kept (`_keep`: per decision, the one kept before it);
+        computed again when another writer changed one of its customers meanwhile (for up
+        to `CONFLICT_BUDGET_S`, after a pause of up to `CONFLICT_PAUSE_S` so that two
+        processes on one customer fall out of step), and up to `RETRIES` times in all when
+        the feature store failed otherwise."""
         deadline = time.monotonic() + CONFLICT_BUDGET_S
         failures = 0
         while True:
             try:
-                return self.scorer.score_explained(txs, arrivals, riders=unseen)
+                scored = self.scorer.score_explained(txs, arrivals, riders=unseen)
+                return scored, self._keep(scored, txs)
             except StateConflict:
                 if time.monotonic() >= deadline:
                     raise
@@ -270,3 +298,26 @@ class MicroBatcher:
                 failures += 1
                 if failures == RETRIES:
                     raise
+            finally:  # a batch that failed before its write went: nothing of it is stored
+                if self.scorer.features is not None:
+                    self.scorer.features.abandon()
+
+    def _keep(self, scored: Scored, txs: Sequence[Transaction]) -> list[Decision | None]:
+        """Keep and stream the batch's decisions: on one node in the ``MULTI``/``EXEC``
+        that stores the batch's feature state (held by the engine since its features were
+        computed), so a decision is kept if and only if its transaction counts in the
+        features, and a lone request waits on Valkey twice (the read, this) instead of
+        three times; elsewhere on their own (`DecidedStore.keep_streamed`)."""
+        k, decisions = self.keeper, scored.decisions
+        by_id = {tx.transaction_id: tx for tx in txs}
+        why = scored.explanations
+        entries = [
+            k.entry(d, by_id[d.transaction_id], why.get(d.transaction_id)) for d in decisions
+        ]
+        if not self._together:
+            return k.decided.keep_streamed(decisions, entries, k.stream, k.maxlen)
+        if not decisions:
+            self.scorer.commit([])
+            return []
+        command = k.decided.keep_streamed_command(decisions, entries, k.stream, k.maxlen)
+        return kept_before(self.scorer.commit([command])[0])

@@ -217,6 +217,8 @@ class BatchRun(Writer):
             raise
         if stored is None:
             session.close()
+        elif self.held is not None:
+            e.held = (session, stored, self.held)
         else:
             e.pending = (session, stored)
         return features

@@ -23,6 +23,7 @@ from fraudstream.features.seen import HashCache
 from fraudstream.features.windows import WindowSpec
 from fraudstream.features.wire import (
     FeatureStoreError,
+    Packed,
     Session,
     StateConflict,
     WatchConflict,
@@ -107,6 +108,11 @@ class EngineContext:
         self.pending: tuple[Session, int] | None = None
         """The submitted batch's write awaiting `FeatureEngine.confirm`: its session, and
         how many transactions it stores."""
+        self.hold_writes = False
+        """Keep each batch's write unsent until `FeatureEngine.confirm` (one node only)."""
+        self.held: tuple[Session, int, list[Packed]] | None = None
+        """The batch's write held for `FeatureEngine.confirm`: its session (holding the
+        read's ``WATCH``), how many transactions it stores, its commands."""
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -132,8 +138,10 @@ class EngineContext:
         self.timings[phase] = self.timings.get(phase, 0.0) + now - since
         return now
 
-    def collect(self, session: Session, stored: int) -> None:
-        """The outcome of a batch's write, the next reply on ``session``."""
+    def collect(self, session: Session, stored: int, trailing: int = 0) -> list[Any]:
+        """The outcome of a batch's write, the next reply on ``session``; the replies of
+        the ``trailing`` commands sent after it in its transaction (`FeatureEngine.confirm`)
+        are returned as they came."""
         t = time.perf_counter()
         try:
             replies = session.receive()
@@ -144,9 +152,11 @@ class EngineContext:
                 "written (another process scoring the same customer at the same moment)"
             ) from None
         self.tick("write", t)
-        if (err := first_error(replies)) is not None:
+        split = len(replies) - trailing
+        if (err := first_error(replies[:split])) is not None:
             raise FeatureStoreError(f"writing feature state failed: {err}")
         self.stats.processed += stored
+        return replies[split:]
 
     def count_labels(self, replies: list[Any]) -> None:
         if (err := first_error(replies)) is not None:

@@ -54,6 +54,7 @@ from fraudstream.features.route import wire_for
 from fraudstream.features.wire import (
     FUNCTIONS,
     Client,
+    Command,
     Riders,
     is_cluster,
 )
@@ -206,6 +207,30 @@ class FeatureEngine:
     def record_io(self, on: bool) -> None:
         self.ctx.record_io = on
 
+    @property
+    def reply_spin_s(self) -> float:
+        """How long a round trip polls for its reply before sleeping (`wire.Session`): for a
+        caller that waits on each batch's replies with nothing else to do (the API's lone
+        requests). 0 (sleep at once) by default."""
+        return self.ctx.wire.spin_s
+
+    @reply_spin_s.setter
+    def reply_spin_s(self, seconds: float) -> None:
+        self.ctx.wire.spin_s = seconds
+
+    @property
+    def hold_writes(self) -> bool:
+        """Keep each batch's write unsent until `confirm`, which sends it with the caller's
+        own commands in one transaction (the API keeps its decisions there). One node only:
+        a cluster writes a batch's state as it computes it (`Writer._write_cluster`)."""
+        return self.ctx.hold_writes
+
+    @hold_writes.setter
+    def hold_writes(self, on: bool) -> None:
+        if on and self.cluster:
+            raise ValueError("a cluster cannot hold a batch's write for one transaction")
+        self.ctx.hold_writes = on
+
     # --- validation ------------------------------------------------------------------------
 
     def check(self, tx: Transaction) -> int:
@@ -318,6 +343,8 @@ class FeatureEngine:
         computes one while the server serves the other. Raises as `submit`."""
         if self._started:
             raise RuntimeError("finish the started batch first")
+        if self.ctx.held is not None:
+            raise RuntimeError("confirm or abandon the held write first")
         if self.cluster:
             self.apply_labels(labels)
             labels = ()
@@ -348,22 +375,44 @@ class FeatureEngine:
             self.last_io = (run._read_keys, run._commands)
         return features
 
-    def confirm(self) -> None:
+    def confirm(self, trailer: Sequence[Command] = ()) -> list[Any]:
         """Wait for the last submitted batch's write: once this returns, its state is stored.
+        A held write (`hold_writes`) is sent now, with ``trailer`` inside its ``MULTI`` /
+        ``EXEC``: both are stored or neither, in one round trip. Without a held write the
+        ``trailer`` runs after the write is confirmed, on its own. Returns the ``trailer``'s
+        replies (errors as exception objects).
 
         Raises:
             FeatureStoreError: Valkey failed, or another writer changed one of the batch's
-                customers (nothing of the batch was stored then; submit it again).
+                customers (nothing of the batch, nor the ``trailer`` sent with it, was stored
+                then; submit it again).
         """
-        if self.ctx.pending is None:
-            return
-        (session, stored), self.ctx.pending = self.ctx.pending, None
-        try:
-            self.ctx.collect(session, stored)
-        except BaseException:
-            session.close(broken=True)
-            raise
-        session.close()
+        if self.ctx.held is not None:
+            (session, stored, packed), self.ctx.held = self.ctx.held, None
+            try:
+                session.send([*packed, *trailer], atomic=True)
+                replies = self.ctx.collect(session, stored, trailing=len(trailer))
+            except BaseException:
+                session.close(broken=True)
+                raise
+            session.close()
+            return replies
+        if self.ctx.pending is not None:
+            (session, stored), self.ctx.pending = self.ctx.pending, None
+            try:
+                self.ctx.collect(session, stored)
+            except BaseException:
+                session.close(broken=True)
+                raise
+            session.close()
+        return self.ctx.wire.run(trailer) if trailer else []
+
+    def abandon(self) -> None:
+        """Drop a held write unsent (the batch failed after its features): nothing of the
+        batch is stored, and the next batch may start."""
+        if self.ctx.held is not None:
+            (session, _, _), self.ctx.held = self.ctx.held, None
+            session.close()
 
     def apply_labels(self, labels: Sequence[Label]) -> None:
         """Count fraud labels in the terminal state of their transaction's tile, once each.

@@ -15,6 +15,9 @@ cannot run one ``MULTI`` across slots, so ``atomic`` is refused there.
 
 from __future__ import annotations
 
+import select
+import socket
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -96,6 +99,9 @@ class Wire:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.spin_s = 0.0
+        """How long a session polls for a reply before it sleeps on the socket (`Session`:
+        the API sets it; a worker, whose other lane computes meanwhile, leaves it at 0)."""
         self._buffers: list[bytearray] = []
         """Receive buffers of closed sessions, for the next ones (`Session.close`)."""
 
@@ -145,7 +151,7 @@ class Wire:
             conn.disconnect()  # type: ignore[no-untyped-call]
             pool.release(conn)
             raise
-        return Session(conn, pool, self._buffers)
+        return Session(conn, pool, self._buffers, self.spin_s)
 
 
 RECV_BUFFER = 1 << 18
@@ -154,11 +160,21 @@ RECV_BUFFER = 1 << 18
 
 class Session:
     """Round trips on one borrowed connection; `send` and `receive` apart let the caller
-    work while the server executes (`FeatureEngine.submit`)."""
+    work while the server executes (`FeatureEngine.submit`).
 
-    def __init__(self, conn: Any, pool: Any, spare: list[bytearray] | None = None) -> None:
+    With ``spin_s`` a reply not there yet is polled for (``poll`` with no timeout, the GIL
+    let go each time) for up to that long before the thread sleeps in ``recv``. A thread
+    that sleeps waits for the kernel to wake it as well as for the server: a lone ``GET``
+    on this 2-core host took a median 87 µs sleeping, 50 µs polling (scratch measurement,
+    5,000 round trips each, alternated). An API request makes two or three such round
+    trips, each on the path of its answer."""
+
+    def __init__(
+        self, conn: Any, pool: Any, spare: list[bytearray] | None = None, spin_s: float = 0.0
+    ) -> None:
         self.conn = conn
         self.pool = pool
+        self.spin_s = spin_s
         self.watching = False
         self._spare = [] if spare is None else spare
         """Where the receive buffer comes from and goes back to on `close` (a session a
@@ -252,10 +268,21 @@ class Session:
                 out.append(reply)
             if len(out) == count:
                 return out
+            if self.spin_s:
+                _poll_until_readable(sock, self.spin_s)
             size = sock.recv_into(buf)
             if not size:
                 raise redis.ConnectionError("connection closed by server")
             reader.feed(buf, 0, size)  # type: ignore[arg-type]
+
+
+def _poll_until_readable(sock: socket.socket, for_s: float) -> None:
+    """Return once ``sock`` has bytes to read, or ``for_s`` seconds have passed."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    end = time.perf_counter() + for_s
+    while not poller.poll(0) and time.perf_counter() < end:
+        pass
 
 
 @contextmanager

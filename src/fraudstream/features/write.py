@@ -66,6 +66,8 @@ class Writer:
     """Family index -> (the ``valid`` mask, `_contrib` of it)."""
     _encoded: tuple[NDArray[np.uint8], I64]
     """The read's keys as bytes (`fraudstream.features.resp.encode_keys`)."""
+    held: list[Packed] | None = None
+    """The write, built and not sent (`EngineContext.hold_writes`)."""
 
     def prefixes(self, fam: Family) -> list[str]:
         """Block key of each distinct entity of the batch, without the block number."""
@@ -129,9 +131,10 @@ class Writer:
         valid: NDArray[np.bool_],
     ) -> int | None:
         """Send the batch's state: on one node one ``MULTI``/``EXEC`` (``session`` holds the
-        read's ``WATCH``) left for `FeatureEngine.confirm`, returning how many transactions
-        it stores; on a cluster (``session`` None) `_write_cluster`'s two steps, done here.
-        None: nothing left to confirm."""
+        read's ``WATCH``) left for `FeatureEngine.confirm` (or, with ``hold_writes``, kept
+        in `held` for it to send), returning how many transactions it stores; on a cluster
+        (``session`` None) `_write_cluster`'s two steps, done here. None: nothing left to
+        confirm."""
         self._commands: list[tuple[Any, ...]] = []
         if not valid.any():
             return None
@@ -146,7 +149,11 @@ class Writer:
         if e.record_io:
             sets = [("SET", keys[u], new, "EX", ttl) for u, new in self._states(blobs, rows)]
             self._commands = sets + blocks.commands(keys)
-        session.send(self._packed_write(blobs, rows, blocks), atomic=True)
+        packed = self._packed_write(blobs, rows, blocks)
+        if e.hold_writes:
+            self.held = packed
+        else:
+            session.send(packed, atomic=True)
         e.tick("encode", t)
         return int(valid.sum())
 

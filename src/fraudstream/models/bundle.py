@@ -23,6 +23,7 @@ from fraudstream.models.anomaly import IsolationForestModel
 from fraudstream.models.combine import Stacker, to_score
 from fraudstream.models.errors import ModelError
 from fraudstream.models.explain import PathExplainer, reason_codes
+from fraudstream.models.onerow import OneRow
 from fraudstream.schema import Explanation
 
 F64 = NDArray[np.float64]
@@ -63,6 +64,7 @@ class ModelBundle:
     """Threads per predict call; 1 keeps a worker on its own core."""
     _columns: NDArray[np.int64] | None = field(default=None, repr=False)
     _paths: PathExplainer | None = field(default=None, repr=False)
+    _one_row: OneRow | None = field(default=None, repr=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -113,15 +115,22 @@ class ModelBundle:
 
     def raw(self, X: F64) -> F64:
         """The booster's log-odds (its own, uncalibrated)."""
-        out = self.booster.predict(self._x(X), raw_score=True, num_threads=self.threads)
+        return self._raw(self._x(X))
+
+    def _raw(self, x: F64) -> F64:
+        """A lone row (an API request) through LightGBM's single-row path (`OneRow`: the
+        same value, without ``predict``'s ~60 µs of set-up)."""
+        if len(x) == 1:
+            if self._one_row is None:
+                self._one_row = OneRow(self.booster, x.shape[1])
+            return np.array([self._one_row.raw(x)])
+        out = self.booster.predict(x, raw_score=True, num_threads=self.threads)
         return np.asarray(out, dtype=np.float64)
 
     def probability(self, X: F64) -> F64:
         """Calibrated probability of fraud per row (the stacked model)."""
         x = self._x(X)
-        raw = np.asarray(
-            self.booster.predict(x, raw_score=True, num_threads=self.threads), dtype=np.float64
-        )
+        raw = self._raw(x)
         anomaly = self.anomaly.score(x) if self.anomaly is not None else None
         return self.stacker.probability(raw, anomaly)
 

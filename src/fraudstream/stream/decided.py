@@ -121,6 +121,18 @@ def unpack(blob: bytes) -> Decision:
     )
 
 
+def kept_before(reply: Any) -> list[Decision | None]:
+    """``KEEP_STREAMED_LUA``'s reply: per decision, the one kept before it (None where this
+    one was kept and streamed).
+
+    Raises:
+        redis.ResponseError: the script failed (nothing of it was kept or streamed).
+    """
+    if isinstance(reply, Exception):
+        raise reply if isinstance(reply, redis.RedisError) else redis.ResponseError(str(reply))
+    return [unpack(blob) if blob else None for blob in reply]
+
+
 class AlreadyDecided(Exception):
     """Some of a batch's ids were decided before (`Undecided`): the batch was abandoned
     before it wrote anything."""
@@ -211,14 +223,39 @@ class DecidedStore:
                     pipe.xadd(stream, dict(entry), maxlen=maxlen, approximate=True)
             pipe.execute()
             return earlier
+        keys, args = self._streamed_arguments(decisions, entries, stream, maxlen)
+        return kept_before(self._keep_streamed(keys, args))
+
+    def keep_streamed_command(
+        self,
+        decisions: Sequence[Decision],
+        entries: Sequence[Mapping[FieldT, EncodableT]],
+        stream: str,
+        maxlen: int,
+    ) -> tuple[Any, ...]:
+        """`keep_streamed` as one command for the caller's transaction (one node): the API
+        keeps its decisions in the ``MULTI``/``EXEC`` that stores their feature state
+        (`FeatureEngine.confirm`), so a decision is kept if and only if its transaction
+        counts in the features, in the round trip that stores them. ``EVAL``, not
+        ``EVALSHA``: inside a ``MULTI`` a script missing from the server's cache would fail
+        after the rest of the transaction applied. Its reply goes to `kept_before`."""
+        keys, args = self._streamed_arguments(decisions, entries, stream, maxlen)
+        return ("EVAL", KEEP_STREAMED_LUA, len(keys), *keys, *args)
+
+    def _streamed_arguments(
+        self,
+        decisions: Sequence[Decision],
+        entries: Sequence[Mapping[FieldT, EncodableT]],
+        stream: str,
+        maxlen: int,
+    ) -> tuple[list[str], list[EncodableT]]:
+        """``KEEP_STREAMED_LUA``'s keys and arguments."""
         args: list[EncodableT] = [self.ttl_s, maxlen]
         for d, entry in zip(decisions, entries, strict=True):
             args += [pack(d), len(entry)]
             for name, value in entry.items():
                 args += [name, value]
-        keys = [stream, *(self.key(d.transaction_id) for d in decisions)]
-        replies: Any = self._keep_streamed(keys, args)
-        return [unpack(blob) if blob else None for blob in replies]
+        return [stream, *(self.key(d.transaction_id) for d in decisions)], args
 
     def keep_commands(self, decisions: Sequence[Decision]) -> list[tuple[Any, ...]]:
         """`keep` without the answers, as commands for the caller's transaction: the stream
