@@ -23,7 +23,7 @@ from fraudstream.features.compiled import cells_of, finalize
 from fraudstream.features.context import Batch, EngineContext
 from fraudstream.features.definitions import ENTITIES
 from fraudstream.features.history import DUPLICATE, LATE, Found, admit, mark_new_places
-from fraudstream.features.kernels import NONE_TS, RawInputs, history_entry
+from fraudstream.features.kernels import NONE_TS, RawInputs, StackedSums, history_entry
 from fraudstream.features.layout import (
     BLOB_VERSION,
     SHIFT,
@@ -389,10 +389,10 @@ class BatchRun(Writer):
 
     def _windows(
         self, fam: Family, blobs: np.ndarray, blocks: dict[int, dict[str, I64]], valid: Any
-    ) -> list[dict[str, I64]]:
-        """Per aggregate of the family, its counters over its window as each transaction
-        sees them: stored tiles + earlier valid transactions of the batch + itself
-        (`fraudstream.features.windows`)."""
+    ) -> I64:
+        """Per aggregate of the family and counter (row ``aggregate * counters + counter``),
+        its value over the aggregate's window as each transaction sees it: stored tiles +
+        earlier valid transactions of the batch + itself (`fraudstream.features.windows`)."""
         tile = self.b.ts // fam.tile_us
         counters = fam.counters
         spec = self.e.window_spec(fam)
@@ -417,7 +417,8 @@ class BatchRun(Writer):
             spec.lags,
             spec.lengths,
         )
-        return [{c: out[a, j] for j, c in enumerate(counters)} for a in range(out.shape[0])]
+        stacked: I64 = out.reshape(-1, self.n)
+        return stacked
 
     def _previous(self, entity: str) -> I64:
         if entity not in self._prev:
@@ -427,11 +428,9 @@ class BatchRun(Writer):
     def _raw(self, st: _State) -> RawInputs:
         b = self.b
         blobs, valid = st.blobs, st.valid
-        sums: dict[str, dict[str, I64]] = {}
-        for fam in self.plan.families:
-            windows = self._windows(fam, blobs, st.blocks, valid)
-            for agg, values in zip(fam.aggregates, windows, strict=True):
-                sums[agg.name] = values
+        blocks = [self._windows(fam, blobs, st.blocks, valid) for fam in self.plan.families]
+        matrix = np.concatenate(blocks) if blocks else np.zeros((0, self.n), dtype=np.int64)
+        sums = StackedSums(matrix, self.e.sum_layout)
         found = st.found
         return RawInputs(
             ts=b.ts,

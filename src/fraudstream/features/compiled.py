@@ -35,6 +35,7 @@ from fraudstream.features.kernels import (
     LATLON_CELLS,
     NONE_TS,
     RawInputs,
+    StackedSums,
     _aggregate_value,
     _derived,
     distance,
@@ -222,9 +223,12 @@ def compiled_finalize(plan: Plan, raw: RawInputs) -> F64:
     prog = program_of(plan)
     n = len(raw.ts)
     out = np.empty((n, prog.width))
-    sums = np.empty((len(prog.sum_keys), n), dtype=np.int64)
-    for r, (name, counter) in enumerate(prog.sum_keys):
-        sums[r] = raw.sums[name][counter]
+    if isinstance(raw.sums, StackedSums):
+        sums = raw.sums.matrix[raw.sums.layout.gather(prog.sum_keys)]
+    else:
+        sums = np.empty((len(prog.sum_keys), n), dtype=np.int64)
+        for r, (name, counter) in enumerate(prog.sum_keys):
+            sums[r] = raw.sums[name][counter]
     present = np.empty((len(ENTITIES), n), dtype=np.bool_)
     for e, r in ENTITY_ROW.items():
         present[r] = raw.present[e]

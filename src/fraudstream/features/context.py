@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fraudstream.features.kernels import SumLayout
 from fraudstream.features.layout import KEY_TAG, US, Family, Plan
 from fraudstream.features.seen import HashCache
 from fraudstream.features.windows import WindowSpec
@@ -72,6 +73,18 @@ class Batch:
     loc_b: NDArray[np.float64]
 
 
+def sum_layout(plan: Plan) -> SumLayout:
+    """The families' window outputs stacked in plan order, each ``(aggregates, counters)``
+    row-major (`BatchRun._windows`)."""
+    rows: dict[str, dict[str, int]] = {}
+    at = 0
+    for fam in plan.families:
+        for agg in fam.aggregates:
+            rows[agg.name] = {c: at + j for j, c in enumerate(fam.counters)}
+            at += len(fam.counters)
+    return SumLayout(rows)
+
+
 class EngineContext:
     """An engine's configuration and running state, as its batches see them."""
 
@@ -102,6 +115,8 @@ class EngineContext:
         self.hashes = HashCache()
         self.window_specs: dict[int, WindowSpec] = {}
         """Family index -> its `WindowSpec` (`BatchRun._windows`)."""
+        self.sum_layout = sum_layout(plan)
+        """Where `BatchRun._raw` stacks each aggregate's window sums."""
         self.watermark = NO_WATERMARK
         """Newest event time this process has seen: what `FeatureEngine.sweep` deems
         unreachable. Lateness is judged per customer, from its state."""

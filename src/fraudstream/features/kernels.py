@@ -8,6 +8,7 @@ once, in numpy, so the two paths agree bit for bit rather than to a tolerance.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,51 @@ DAY_US, HOUR_US = 86_400 * US, 3_600 * US
 
 
 @dataclass
+class SumLayout:
+    """Where each (aggregate, counter) window sum sits in a `StackedSums` matrix."""
+
+    rows: dict[str, dict[str, int]]
+    """Aggregate name -> counter -> row."""
+    _gathers: dict[tuple[tuple[str, str], ...], I64] = field(default_factory=dict)
+
+    def gather(self, keys: tuple[tuple[str, str], ...]) -> I64:
+        """The rows of ``keys`` ((aggregate, counter) pairs), as an index (built once)."""
+        index = self._gathers.get(keys)
+        if index is None:
+            index = np.array([self.rows[a][c] for a, c in keys], dtype=np.int64)
+            self._gathers[keys] = index
+        return index
+
+
+class StackedSums(Mapping[str, Mapping[str, I64]]):
+    """Window sums as one matrix (a row per aggregate and counter, a column per
+    transaction), read as ``sums[aggregate][counter]``. The online engine's windows come out
+    of one compiled call per family as such a block; a dict of row views per aggregate and
+    counter cost ~6 µs a family for a lone transaction (~60 views), and the compiled
+    features then gathered them back into a matrix one by one. Now the compiled features
+    take the rows they need in one indexing (`SumLayout.gather`); the dicts are built only
+    for the aggregates something asks for by name (the columns `kernels` computes)."""
+
+    def __init__(self, matrix: I64, layout: SumLayout) -> None:
+        self.matrix = matrix
+        self.layout = layout
+        self._views: dict[str, dict[str, I64]] = {}
+
+    def __getitem__(self, name: str) -> dict[str, I64]:
+        view = self._views.get(name)
+        if view is None:
+            view = {c: self.matrix[r] for c, r in self.layout.rows[name].items()}
+            self._views[name] = view
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layout.rows)
+
+    def __len__(self) -> int:
+        return len(self.layout.rows)
+
+
+@dataclass
 class RawInputs:
     """Exact inputs for a set of transactions (rows in the caller's order)."""
 
@@ -49,8 +95,8 @@ class RawInputs:
     loc_sys: NDArray[np.uint8]
     loc_a: F64
     loc_b: F64
-    sums: dict[str, dict[str, I64]]
-    """Aggregate name -> counter -> window sum."""
+    sums: Mapping[str, Mapping[str, I64]]
+    """Aggregate name -> counter -> window sum (online: a `StackedSums`)."""
     present: dict[str, NDArray[np.bool_]]
     """Entity -> the transaction has an id for it."""
     prev_ts: I64
@@ -228,7 +274,7 @@ def finalize(plan: Plan, raw: RawInputs) -> F64:
 
 
 def _aggregate_value(
-    spec: Aggregate, sums: dict[str, I64], present: NDArray[np.bool_], n: int
+    spec: Aggregate, sums: Mapping[str, I64], present: NDArray[np.bool_], n: int
 ) -> F64:
     """One aggregate's column (inside `finalize`'s error state)."""
     agg = spec.agg
@@ -254,7 +300,7 @@ def _aggregate_value(
     return np.where(present, out, np.nan)
 
 
-def _std_cents(sums: dict[str, I64]) -> F64:
+def _std_cents(sums: Mapping[str, I64]) -> F64:
     n = sums["n"].astype(np.float64)
     s = sums["s"].astype(np.float64)
     q = sums["q"].astype(np.float64)
