@@ -151,8 +151,9 @@ def test_a_lone_request_is_kept_in_the_transaction_that_stores_its_features(
     settings: Settings, client: redis.Redis
 ) -> None:
     """One ``MULTI``/``EXEC`` stores the customer's new state and keeps and streams the
-    decision (the script by ``EVAL`` inside it): both or neither, and the request waits on
-    Valkey twice, not three times (no ``EVALSHA`` of its own after the write)."""
+    decision (a ``SET`` and an ``XADD`` inside it, under the ``WATCH`` of the id's key):
+    both or neither, and the request waits on Valkey twice, not three times (no script of
+    its own after the write)."""
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
     batcher = MicroBatcher(scorer, _keeper(decided))
@@ -163,11 +164,60 @@ def test_a_lone_request_is_kept_in_the_transaction_that_stores_its_features(
     answer = asyncio.run(batcher.score(_tx(1), time.time()))
     stats: Any = client.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()}
-    assert calls.get("exec") == 1 and calls.get("eval") == 1 and "evalsha" not in calls
+    assert calls.get("exec") == 1 and calls.get("xadd") == 1
+    assert "eval" not in calls and "evalsha" not in calls
     assert decided.get_many(["api-1"]) == [answer.decision] and not answer.replay
     streamed: Any = client.xrange("s")
     assert [fields[b"d"] for _, fields in streamed] == [b"api-0", b"api-1"]
     assert feature_state(client) != before
+
+
+class KeptMeanwhile(Undecided):
+    """The batch's ids found undecided (their keys ``WATCH``ed), another process keeps a
+    decision for the first of them before the batch's ``EXEC``: once."""
+
+    client: redis.Redis
+    other: Decision | None = None
+
+    def deliver(self, replies: list[Any]) -> None:
+        super().deliver(replies)
+        if KeptMeanwhile.other is not None:
+            DecidedStore(KeptMeanwhile.client, "tx").keep([KeptMeanwhile.other])
+            KeptMeanwhile.other = None
+
+
+def test_a_decision_kept_meanwhile_by_another_process_wins_and_counts_once(
+    settings: Settings,
+    client: redis.Redis,
+    valkey_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kept with a plain ``SET`` in the batch's transaction, a decision still never
+    overwrites one another process kept between the batch's read and its write: the
+    ``WATCH`` on the id aborts the transaction (nothing of it stored), the batch goes again,
+    finds the id decided and answers with that decision as a replay; the customer's
+    features count the transaction once (the other process's), the stream has no entry of
+    ours."""
+    monkeypatch.setattr(batcher_module, "Undecided", KeptMeanwhile)
+    scorer = build_scorer(settings, client)
+    engine = scorer.features
+    assert engine is not None
+    decided = DecidedStore(client, settings.stream_prefix)
+    assert decided.prefix == "tx"
+    batcher = MicroBatcher(scorer, _keeper(decided))
+    asyncio.run(batcher.score(_tx(1), time.time()))
+    # another process scored it (its features count) and keeps it at the worst moment
+    theirs = build_scorer(settings, client).score_batch([_tx(8)])[0]
+    with redis.Redis.from_url(valkey_url) as other:
+        KeptMeanwhile.client, KeptMeanwhile.other = other, theirs
+        state = feature_state(client)
+        answer = asyncio.run(batcher.score(_tx(8), time.time()))
+    assert answer.replay and answer.decision == theirs
+    assert decided.get_many(["api-8"]) == [theirs]
+    assert feature_state(client) == state  # our attempt stored nothing
+    streamed: Any = client.xrange("s")
+    assert [fields[b"d"] for _, fields in streamed] == [b"api-1"]
+    assert engine.stats.conflicts == 1
 
 
 def test_the_batchers_feature_round_trips_poll_for_their_replies(

@@ -687,3 +687,10 @@ def test_a_held_write_goes_with_the_callers_commands_or_not_at_all(client: redis
     assert col(e, out, "customer_tx_count_1d") == [2.0]
     assert col(e, e.submit([tx(4, minutes=3)]), "customer_tx_count_1d") == [2.0]  # not 3
     assert e.confirm() == []
+    # a batch with nothing to store (a repeat) still sends the caller's commands in a
+    # transaction under its read's WATCH
+    e.submit([tx(4, minutes=3)])
+    client.config_resetstat()
+    assert e.confirm([("INCR", "fs:test:mark")]) == [3]
+    stats: Any = client.info("commandstats")
+    assert stats["cmdstat_exec"]["calls"] == 1 and stats["cmdstat_incr"]["calls"] == 1

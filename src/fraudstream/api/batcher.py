@@ -21,8 +21,10 @@ feature store refuses (another process wrote the same customer meanwhile) is com
 Deciding is idempotent by ``transaction_id`` (`DecidedStore`): an id decided before — by this
 process, another one, or the same batch — gets the kept decision back, flagged as a replay,
 and is not scored again, so a retried request leaves the customer's features untouched. New
-decisions are kept and appended to the decisions stream, together, in the thread, off the
-event loop.
+decisions are kept and appended to the decisions stream in the ``MULTI``/``EXEC`` that stores
+the batch's feature state (`Keeper`, `MicroBatcher._keep`; one node), in the thread, off the
+event loop: a decision is kept if and only if its transaction counts in the features, and a
+lone request waits on Valkey twice, for its read and for that transaction.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ from typing import Any
 
 from redis.typing import EncodableT, FieldT
 
-from fraudstream.features.wire import FeatureStoreError, StateConflict
+from fraudstream.features.wire import FeatureStoreError, StateConflict, raise_first_error
 from fraudstream.schema import Decision, Explanation, Transaction
 from fraudstream.scoring import Scored, Scorer
-from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided, kept_before
+from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
 
 RETRIES = 3
 """Attempts at a batch the feature store fails (other than a `StateConflict`)."""
@@ -264,9 +266,8 @@ class MicroBatcher:
         first = {i: n for n, i in reversed(list(enumerate(ids)))}
         if self.scorer.carries(self.decided.client):
             todo = sorted(first.values())
-            unseen = Undecided(self.decided, [ids[n] for n in todo])
             try:
-                scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo], unseen)
+                scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo], True)
                 return {}, *scored
             except AlreadyDecided as exc:
                 kept = exc.found
@@ -274,18 +275,25 @@ class MicroBatcher:
             kept = {i: d for i, d in zip(ids, self.decided.get_many(ids), strict=True) if d}
         known = {i: Answer(d, True) for i, d in kept.items()}
         todo = sorted(n for i, n in first.items() if i not in known)
-        return known, *self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
+        # the others were found undecided a moment ago; kept with a plain SET, they are
+        # checked again under the WATCH that makes it safe
+        check = self._together
+        return known, *self._score([txs[n] for n in todo], [arrivals[n] for n in todo], check)
 
     def _score(
-        self, txs: Sequence[Transaction], arrivals: Sequence[float], unseen: Undecided | None = None
+        self, txs: Sequence[Transaction], arrivals: Sequence[float], check: bool = False
     ) -> tuple[Scored, list[Decision | None]]:
-        """The batch scored and kept (`_keep`: per decision, the one kept before it);
+        """The batch scored and kept (`_keep`: per decision, the one kept before it), its
+        ids found undecided in its feature read if ``check`` (`Undecided`, ``WATCH``ed when
+        the decisions are kept in the batch's transaction);
         computed again when another writer changed one of its customers meanwhile (for up
         to `CONFLICT_BUDGET_S`, after a pause of up to `CONFLICT_PAUSE_S` so that two
         processes on one customer fall out of step), and up to `RETRIES` times in all when
         the feature store failed otherwise."""
         deadline = time.monotonic() + CONFLICT_BUDGET_S
         failures = 0
+        ids = [tx.transaction_id for tx in txs]
+        unseen = Undecided(self.decided, ids, watch=self._together) if check else None
         while True:
             try:
                 scored = self.scorer.score_explained(txs, arrivals, riders=unseen)
@@ -305,9 +313,10 @@ class MicroBatcher:
     def _keep(self, scored: Scored, txs: Sequence[Transaction]) -> list[Decision | None]:
         """Keep and stream the batch's decisions: on one node in the ``MULTI``/``EXEC``
         that stores the batch's feature state (held by the engine since its features were
-        computed), so a decision is kept if and only if its transaction counts in the
-        features, and a lone request waits on Valkey twice (the read, this) instead of
-        three times; elsewhere on their own (`DecidedStore.keep_streamed`)."""
+        computed, its ids ``WATCH``ed since they were found undecided:
+        `DecidedStore.keep_watched`), so a decision is kept if and only if its transaction
+        counts in the features, and a lone request waits on Valkey twice (the read, this)
+        instead of three times; elsewhere on their own (`DecidedStore.keep_streamed`)."""
         k, decisions = self.keeper, scored.decisions
         by_id = {tx.transaction_id: tx for tx in txs}
         why = scored.explanations
@@ -316,8 +325,12 @@ class MicroBatcher:
         ]
         if not self._together:
             return k.decided.keep_streamed(decisions, entries, k.stream, k.maxlen)
-        if not decisions:
-            self.scorer.commit([])
-            return []
-        command = k.decided.keep_streamed_command(decisions, entries, k.stream, k.maxlen)
-        return kept_before(self.scorer.commit([command])[0])
+        replies = self.scorer.commit(k.decided.keep_watched(decisions, entries, k.stream, k.maxlen))
+        unstreamed = [
+            d.transaction_id
+            for d, added in zip(decisions, replies[1::2], strict=True)
+            if isinstance(added, Exception)
+        ]
+        k.decided.forget(unstreamed)  # kept only if streamed: a retry is decided afresh
+        raise_first_error(replies)
+        return [None] * len(decisions)

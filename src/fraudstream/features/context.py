@@ -163,8 +163,9 @@ class EngineContext:
         except WatchConflict:
             self.stats.conflicts += 1
             raise StateConflict(
-                "customer state changed by another writer during the batch; nothing was "
-                "written (another process scoring the same customer at the same moment)"
+                "customer state (or another watched key) changed by another writer during "
+                "the batch; nothing was written (another process scoring the same customer "
+                "at the same moment)"
             ) from None
         self.tick("write", t)
         split = len(replies) - trailing

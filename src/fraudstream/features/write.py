@@ -137,6 +137,9 @@ class Writer:
         confirm."""
         self._commands: list[tuple[Any, ...]] = []
         if not valid.any():
+            if self.e.hold_writes and session is not None:
+                self.held = []  # the caller's commands still go under the read's WATCH
+                return 0
             return None
         t = time.perf_counter()
         e = self.e
