@@ -163,3 +163,34 @@ def test_servers_parse_http_in_c_on_uvloop() -> None:
         assert type(loop).__module__.startswith("uvloop")
     finally:
         loop.close()
+
+
+def thread_cores(pid: int) -> list[set[int]]:
+    """The cores each thread of process ``pid`` may run on."""
+    return [os.sched_getaffinity(int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def test_one_server_process_keeps_its_threads_on_one_core(tmp_path: Path, valkey_url: str) -> None:
+    """``serve`` in one process pins itself before its app starts a thread, so the deciding
+    thread (started by the first request) shares the event loop's core; with
+    ``api_pin_core`` off, or as children of ``--workers 2``, nothing is pinned."""
+    allowed = os.sched_getaffinity(0)
+    assert len(allowed) >= 2, "this test needs a host of two cores or more"
+    one, base = start_server(valkey_url, tmp_path / "one", KEY)
+    off, off_base = start_server(valkey_url, tmp_path / "off", KEY, api_pin_core="false")
+    many, _ = start_server(valkey_url, tmp_path / "many", KEY, args=["--workers", "2"])
+    try:
+        for server in (base, off_base):
+            assert post(server, "/v1/score", sample_tx(1))[0] == 200  # the thread starts
+        pinned = thread_cores(one.pid)
+        assert len(pinned) >= 2 and all(c == {max(allowed)} for c in pinned)
+        assert all(c == allowed for c in thread_cores(off.pid))
+        children = descendants(many.pid)
+        assert children and all(c == allowed for p in children for c in thread_cores(p))
+    finally:
+        said = {}
+        for name, proc in (("one", one), ("off", off), ("many", many)):
+            proc.terminate()
+            said[name] = proc.communicate(timeout=30)[1]
+    assert f"on core {max(allowed)})".encode() in said["one"]
+    assert b"on core" not in said["off"]

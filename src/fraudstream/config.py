@@ -127,6 +127,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_valkey_timeout_s: float = 5.0
     """A Valkey command of the API unanswered for this long fails its request with 503
     (a frozen Valkey must not hang requests, nor ``/healthz``)."""
+    api_pin_core: bool = True
+    """`fraudstream serve` in one process keeps its threads on one core (`fraudstream.cores`:
+    its event loop and its deciding thread hand requests over in place)."""
     """Key of the HTTP API; empty = one generated once into ``data_dir/api.key``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     alerts_file: str = ""

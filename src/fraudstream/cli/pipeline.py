@@ -406,6 +406,7 @@ def serve(
     from fraudstream.api import create_app
     from fraudstream.api.auth import ensure_api_key
     from fraudstream.api.serving import serve_processes, uvicorn_options
+    from fraudstream.cores import pin_to_one_core
 
     settings = settings_from(config, api_host=host, api_port=port)
     metrics.setup(settings.data_dir)  # before the app and its children: one folder for all
@@ -419,9 +420,12 @@ def serve(
             f"processes (API key {where})"
         )
         raise typer.Exit(serve_processes(settings.api_host, settings.api_port, workers))
+    # before the app starts any thread: they inherit the core
+    core = pin_to_one_core() if settings.api_pin_core else None
     app_ = create_app(settings, connect(settings, timeout_s=settings.api_valkey_timeout_s), key)
+    on = "" if core is None else f", on core {core}"
     err_console.print(
-        f"serving on http://{settings.api_host}:{settings.api_port} (API key {where})"
+        f"serving on http://{settings.api_host}:{settings.api_port} (API key {where}{on})"
     )
     uvicorn.run(
         app_,
