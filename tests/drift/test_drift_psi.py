@@ -9,7 +9,7 @@ import pytest
 
 from fraudstream.drift.psi import EPSILON, bin_counts, level, psi
 from fraudstream.drift.reference import Reference, build_reference
-from fraudstream.drift.window import DriftWindow
+from fraudstream.drift.window import BIN_ROWS, DriftWindow
 from fraudstream.errors import DriftError
 
 
@@ -118,3 +118,23 @@ def test_too_few_rows_give_no_figure() -> None:
     window.observe(np.zeros((10, 3)), np.zeros(10))
     figures = window.figures()
     assert figures.rows == 10 and figures.score.psi is None and figures.worst() is None
+
+
+def test_lone_rows_count_as_the_same_rows_in_one_batch() -> None:
+    """An API process observes one row at a time: binned `BIN_ROWS` together (or when the
+    counts are read), they count exactly as the same rows scored as one batch, including
+    a column the live features lack (``b``: counted as missing)."""
+    rng = np.random.default_rng(5)
+    ref = reference(rng)
+    X = np.column_stack([rng.normal(0, 1, 700), rng.integers(0, 3, 700)])
+    scores = np.clip(rng.exponential(40, 700), 0, 1000).round()
+    whole = DriftWindow(ref, "v1", ["a", "c"], capacity=10_000)
+    whole.observe(X, scores)
+    lone = DriftWindow(ref, "v1", ["a", "c"], capacity=10_000)
+    for i in range(600):
+        lone.observe(X[i : i + 1], scores[i : i + 1])
+    assert lone._pending_rows == 600 - 2 * BIN_ROWS  # binned twice, the rest waits
+    lone.observe(X[600:], scores[600:])
+    assert lone.rows == whole.rows == 700
+    assert np.array_equal(lone.counts, whole.counts) and lone.counts.sum() > 0
+    assert lone.figures() == whole.figures()
