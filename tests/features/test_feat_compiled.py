@@ -160,14 +160,13 @@ def test_compiled_equals_numpy_on_drawn_inputs(
 
 
 def test_every_default_kind_is_compiled() -> None:
-    """The default feature set leaves only the trends (numba already) and the co-visitation
-    share (one vectorised call on the sketches' words, `neighbours.covisit_share`, the
-    backfill's own) to `kernels`."""
+    """The default feature set leaves only the co-visitation share (one vectorised call on
+    the sketches' words, `neighbours.covisit_share`, the backfill's own) to `kernels`; the
+    four trend columns of a window come from one `daily_trends` call (numba already)."""
     prog = compiled.program_of(compile_plan(default_feature_set()))
     assert not prog.fallback_aggs
-    assert {d.kind for _, d in prog.fallback_derived} <= {
-        "amount_trend", "rising_days", "max_trend", "rising_max_days", "terminal_covisit_share",
-    }  # fmt: skip
+    assert {d.kind for _, d in prog.fallback_derived} <= {"terminal_covisit_share"}
+    assert sorted(days for days, _ in prog.trends) == [7, 14]
 
 
 def recording(into: list[tuple[Plan, RawInputs]]) -> Callable[[Plan, RawInputs], np.ndarray]:

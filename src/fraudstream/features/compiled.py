@@ -11,12 +11,13 @@ operations IEEE 754 rounds exactly (``+ - * /``, ``sqrt``, comparisons, integer 
 with Python's floor semantics), and pick a branch where numpy computes both and
 ``np.where``\\ s. What numpy computes with its own SIMD routines (``log``, ``sin``, ``cos``,
 ``arcsin``, ``hypot``: a compiled loop might round them otherwise) stays numpy: the
-distances are computed with `kernels.distance` and handed in; ``distinct`` aggregates, the
-trends and any kind this module does not know go through `kernels` column by column (the
-*fallback*), so a new kind works before it is compiled. The offline backfill keeps
-`kernels.finalize`, and so do online batches above `COMPILED_ROWS`: the parity tests
-compare the two paths on every feature, and ``tests/features/test_feat_compiled.py``
-compares them bit for bit.
+distances are computed with `kernels.distance` and handed in; the trends come from
+`trends.daily_trends` (compiled already: its four columns of a window from one call, as in
+`kernels`); ``distinct`` aggregates and any kind this module does not know go through
+`kernels` column by column (the *fallback*), so a new kind works before it is compiled.
+The offline backfill keeps `kernels.finalize`, and so do online batches above
+`COMPILED_ROWS`: the parity tests compare the two paths on every feature, and
+``tests/features/test_feat_compiled.py`` compares them bit for bit.
 
 Compiled once into numba's cache (`FeatureEngine._warm_up` runs it before the first batch).
 """
@@ -30,18 +31,27 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from fraudstream.features.definitions import ENTITIES, Aggregate, Derived, parse_duration
+from fraudstream.features.definitions import (
+    ENTITIES,
+    HISTORY_DERIVED,
+    Aggregate,
+    Derived,
+    parse_duration,
+)
 from fraudstream.features.kernels import (
     LATLON_CELLS,
     NONE_TS,
+    TREND_ORDER,
     RawInputs,
     StackedSums,
     _aggregate_value,
     _derived,
     distance,
+    history_entry,
 )
 from fraudstream.features.kernels import finalize as kernels_finalize
 from fraudstream.features.layout import EMPTY_LO, GRID, HISTORY_CENTS_MAX, LATLON, US, Plan
+from fraudstream.features.trends import daily_trends
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -120,6 +130,9 @@ class Program:
     """(ops, `OP_WIDTH`): column, kind, parameters (see `_derived_op`)."""
     fallback_aggs: tuple[tuple[int, Aggregate], ...]
     fallback_derived: tuple[tuple[int, Derived], ...]
+    trends: tuple[tuple[int, tuple[int, ...]], ...]
+    """Per window of trend columns (days): the column of each of `daily_trends`' four
+    values (-1: not a feature), all four from one call."""
     distances: tuple[int, ...]
     """Which distance rows the ops read."""
     seen: tuple[str, ...]
@@ -155,7 +168,13 @@ def _build(plan: Plan) -> Program:
         third = row(agg, AGG_X[kind]) if kind in AGG_X else -1
         aggs.append([j, kind, row(agg, "n"), row(agg, "s"), third, ENTITY_ROW[agg.entity], 0])
     derived, fallback_derived, distances = [], [], set()
+    trends: dict[int, list[int]] = {}
     for j, d in enumerate(fs.derived, start=len(fs.aggregates)):
+        if d.kind in HISTORY_DERIVED:
+            assert d.window is not None
+            days = trends.setdefault(parse_duration(d.window) // 86_400, [-1] * 4)
+            days[TREND_ORDER.index(d.kind)] = j
+            continue
         op = _derived_op(d, row)
         if op is None:
             fallback_derived.append((j, d))
@@ -170,6 +189,7 @@ def _build(plan: Plan) -> Program:
         derived=np.array(derived, dtype=np.int64).reshape(-1, OP_WIDTH),
         fallback_aggs=tuple(fallback_aggs),
         fallback_derived=tuple(fallback_derived),
+        trends=tuple((days, tuple(cols)) for days, cols in trends.items()),
         distances=tuple(sorted(distances)),
         seen=tuple(s.name for s in fs.first_seen),
     )
@@ -248,6 +268,13 @@ def compiled_finalize(plan: Plan, raw: RawInputs) -> F64:
         none.view(np.uint64) if st is None else st.card,
         plan.features.impossible_speed_kmh, plan.features.min_travel_km, NONE_TS,
     )  # fmt: skip
+    if prog.trends:
+        kept_ts, kept_cents = history_entry(raw.ts, raw.cents)
+        for days, columns in prog.trends:
+            values = daily_trends(raw.prev_ts, raw.prev_cents, kept_ts, kept_cents, days)
+            for j, v in zip(columns, values, strict=True):
+                if j >= 0:
+                    out[:, j] = v
     if prog.fallback_aggs or prog.fallback_derived:
         cache: dict[str, F64] = {}
         with np.errstate(divide="ignore", invalid="ignore"):
