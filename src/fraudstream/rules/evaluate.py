@@ -186,7 +186,9 @@ def _all_matched(plan: _Plan, hits: BoolArray, shadow: BoolArray) -> BatchResult
         floors = np.where(hits, plan.floor[:, None], np.nan)
         any_floor = ~np.isnan(floors).all(axis=0)
         floor = np.full(n, np.nan)
-        floor[any_floor] = np.nanmax(floors[:, any_floor], axis=0)
+        # each column has a number: the largest, NaNs passed over (``np.nanmax``'s value,
+        # without its ~10 µs of checks and warnings handling)
+        floor[any_floor] = np.fmax.reduce(floors[:, any_floor], axis=0)
     else:
         outcome, add, floor = np.full(n, -1), np.zeros(n), np.full(n, np.nan)
     live_ids, shadow_ids = _ids(plan)
