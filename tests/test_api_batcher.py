@@ -220,6 +220,48 @@ def test_a_decision_kept_meanwhile_by_another_process_wins_and_counts_once(
     assert engine.stats.conflicts == 1
 
 
+class DecidedBetweenPasses(Undecided):
+    """The first read's check (finding one id decided) is followed, before the batch goes
+    again, by another process keeping a decision for one of the others."""
+
+    client: redis.Redis
+    other: Decision | None = None
+
+    def deliver(self, replies: list[Any]) -> None:
+        try:
+            super().deliver(replies)
+        finally:
+            if DecidedBetweenPasses.other is not None:
+                DecidedStore(DecidedBetweenPasses.client, "tx").keep([DecidedBetweenPasses.other])
+                DecidedBetweenPasses.other = None
+
+
+def test_ids_decided_by_others_between_passes_are_all_replayed(
+    settings: Settings,
+    client: redis.Redis,
+    valkey_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch finds one id decided and goes again without it; another id decided meanwhile
+    is found by that pass's check in turn (it used to go unchecked), and so on until the
+    rest are new: every request answered, the decided ones as replays."""
+    monkeypatch.setattr(batcher_module, "Undecided", DecidedBetweenPasses)
+    scorer = build_scorer(settings, client)
+    decided = DecidedStore(client, settings.stream_prefix)
+    batcher = MicroBatcher(scorer, _keeper(decided))
+    first = asyncio.run(batcher.score(_tx(1), time.time())).decision
+    theirs = build_scorer(settings, client).score_batch([_tx(2)])[0]
+    with redis.Redis.from_url(valkey_url) as other:
+        DecidedBetweenPasses.client, DecidedBetweenPasses.other = other, theirs
+        answers = asyncio.run(batcher.score_many([_tx(1), _tx(2), _tx(3)], time.time()))
+    assert [(a.decision.transaction_id, a.replay) for a in answers] == [
+        ("api-1", True), ("api-2", True), ("api-3", False)
+    ]  # fmt: skip
+    assert answers[0].decision == first and answers[1].decision == theirs
+    streamed: Any = client.xrange("s")
+    assert [fields[b"d"] for _, fields in streamed] == [b"api-1", b"api-3"]
+
+
 def test_the_batchers_feature_round_trips_poll_for_their_replies(
     settings: Settings, client: redis.Redis
 ) -> None:

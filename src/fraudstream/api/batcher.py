@@ -41,7 +41,7 @@ from typing import Any
 
 from redis.typing import EncodableT, FieldT
 
-from fraudstream.features.wire import FeatureStoreError, StateConflict, raise_first_error
+from fraudstream.features.wire import FeatureStoreError, StateConflict
 from fraudstream.schema import Decision, Explanation, Transaction
 from fraudstream.scoring import Scored, Scorer
 from fraudstream.stream.decided import AlreadyDecided, DecidedStore, Undecided
@@ -82,9 +82,9 @@ def _nothing(decisions: Sequence[Decision]) -> None:
 @dataclass(frozen=True)
 class Keeper:
     """How the batcher keeps what it decides: each decision unless its id has one already,
-    appended (its `entry`) to the decisions stream, both or neither
-    (`DecidedStore.keep_streamed`). ``on_kept`` then sees the ones kept (the app's metrics
-    and drift). Runs in the batch's thread."""
+    appended (its `entry`) to the decisions stream, both or neither (`MicroBatcher._keep`).
+    ``on_kept`` then sees the ones kept (the app's metrics and drift). Runs in the batch's
+    thread."""
 
     decided: DecidedStore
     stream: str
@@ -264,32 +264,32 @@ class MicroBatcher:
         this client), the ids are looked up first."""
         ids = [tx.transaction_id for tx in txs]
         first = {i: n for n, i in reversed(list(enumerate(ids)))}
+        known: dict[str, Answer] = {}
         if self.scorer.carries(self.decided.client):
-            todo = sorted(first.values())
-            try:
-                scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo], True)
-                return {}, *scored
-            except AlreadyDecided as exc:
-                kept = exc.found
-        else:
-            kept = {i: d for i, d in zip(ids, self.decided.get_many(ids), strict=True) if d}
+            while True:  # each pass finds at least one more id decided: it ends
+                todo = sorted(n for i, n in first.items() if i not in known)
+                try:
+                    scored = self._score([txs[n] for n in todo], [arrivals[n] for n in todo], True)
+                    return known, *scored
+                except AlreadyDecided as exc:
+                    known.update((i, Answer(d, True)) for i, d in exc.found.items())
+        kept = {i: d for i, d in zip(ids, self.decided.get_many(ids), strict=True) if d}
         known = {i: Answer(d, True) for i, d in kept.items()}
         todo = sorted(n for i, n in first.items() if i not in known)
-        # the others were found undecided a moment ago; kept with a plain SET, they are
-        # checked again under the WATCH that makes it safe
-        check = self._together
-        return known, *self._score([txs[n] for n in todo], [arrivals[n] for n in todo], check)
+        return known, *self._score([txs[n] for n in todo], [arrivals[n] for n in todo])
 
     def _score(
         self, txs: Sequence[Transaction], arrivals: Sequence[float], check: bool = False
     ) -> tuple[Scored, list[Decision | None]]:
         """The batch scored and kept (`_keep`: per decision, the one kept before it), its
         ids found undecided in its feature read if ``check`` (`Undecided`, ``WATCH``ed when
-        the decisions are kept in the batch's transaction);
-        computed again when another writer changed one of its customers meanwhile (for up
-        to `CONFLICT_BUDGET_S`, after a pause of up to `CONFLICT_PAUSE_S` so that two
-        processes on one customer fall out of step), and up to `RETRIES` times in all when
-        the feature store failed otherwise."""
+        the decisions are kept in the batch's transaction); computed again when another
+        writer changed one of its customers meanwhile (for up to `CONFLICT_BUDGET_S`, after
+        a pause of up to `CONFLICT_PAUSE_S` so that two processes on one customer fall out of
+        step), and up to `RETRIES` times in all when the feature store failed otherwise.
+
+        Raises:
+            AlreadyDecided: ``check`` found some ids decided (nothing was stored)."""
         deadline = time.monotonic() + CONFLICT_BUDGET_S
         failures = 0
         ids = [tx.transaction_id for tx in txs]
@@ -325,12 +325,6 @@ class MicroBatcher:
         ]
         if not self._together:
             return k.decided.keep_streamed(decisions, entries, k.stream, k.maxlen)
-        replies = self.scorer.commit(k.decided.keep_watched(decisions, entries, k.stream, k.maxlen))
-        unstreamed = [
-            d.transaction_id
-            for d, added in zip(decisions, replies[1::2], strict=True)
-            if isinstance(added, Exception)
-        ]
-        k.decided.forget(unstreamed)  # kept only if streamed: a retry is decided afresh
-        raise_first_error(replies)
+        commands = k.decided.keep_watched(decisions, entries, k.stream, k.maxlen)
+        k.decided.settle_watched(decisions, self.scorer.commit(commands))
         return [None] * len(decisions)

@@ -246,8 +246,8 @@ class DecidedStore:
         features, in the round trip that stores them. A ``SET`` and an ``XADD`` per
         decision cost the server ~10 µs where the script took ~40. A transaction does not
         roll back a command that fails: a decision whose ``XADD`` failed (the stream key
-        holding something else) is kept by its ``SET`` all the same, and the caller must
-        `forget` it, so that its retry is decided and streamed, not replayed."""
+        holding something else) is kept by its ``SET`` all the same; `settle_watched` unkeeps
+        it."""
         commands: list[tuple[Any, ...]] = []
         for d, entry in zip(decisions, entries, strict=True):
             fields = [part for item in entry.items() for part in item]
@@ -255,10 +255,21 @@ class DecidedStore:
             commands.append(("XADD", stream, "MAXLEN", "~", maxlen, "*", *fields))
         return commands
 
-    def forget(self, transaction_ids: Sequence[str]) -> None:
-        """Drop the kept decisions of these ids (`keep_watched`: ones never streamed)."""
-        if transaction_ids:
-            self.client.delete(*(self.key(t) for t in transaction_ids))
+    def settle_watched(self, decisions: Sequence[Decision], replies: Sequence[Any]) -> None:
+        """After `keep_watched`'s commands ran (``replies``, theirs in order): a decision whose
+        ``XADD`` failed is unkept, so that its retry is decided and streamed, not replayed.
+
+        Raises:
+            redis.RedisError: a command failed (its decisions are not kept).
+        """
+        unstreamed = [
+            self.key(d.transaction_id)
+            for d, added in zip(decisions, replies[1::2], strict=True)
+            if isinstance(added, Exception)
+        ]
+        if unstreamed:
+            self.client.delete(*unstreamed)
+        raise_first_error(replies)
 
     def keep_commands(self, decisions: Sequence[Decision]) -> list[tuple[Any, ...]]:
         """`keep` without the answers, as commands for the caller's transaction: the stream
