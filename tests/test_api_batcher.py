@@ -173,17 +173,20 @@ def test_a_lone_request_is_kept_in_the_transaction_that_stores_its_features(
 
 
 class KeptMeanwhile(Undecided):
-    """The batch's ids found undecided (their keys ``WATCH``ed), another process keeps a
-    decision for the first of them before the batch's ``EXEC``: once."""
+    """Right after a batch's check of its ids is delivered (found undecided, their keys
+    ``WATCH``ed; or some found decided, the batch about to go again), another process keeps
+    the decision ``other``: once."""
 
     client: redis.Redis
     other: Decision | None = None
 
     def deliver(self, replies: list[Any]) -> None:
-        super().deliver(replies)
-        if KeptMeanwhile.other is not None:
-            DecidedStore(KeptMeanwhile.client, "tx").keep([KeptMeanwhile.other])
-            KeptMeanwhile.other = None
+        try:
+            super().deliver(replies)
+        finally:
+            if KeptMeanwhile.other is not None:
+                DecidedStore(KeptMeanwhile.client, "tx").keep([KeptMeanwhile.other])
+                KeptMeanwhile.other = None
 
 
 def test_a_decision_kept_meanwhile_by_another_process_wins_and_counts_once(
@@ -220,22 +223,6 @@ def test_a_decision_kept_meanwhile_by_another_process_wins_and_counts_once(
     assert engine.stats.conflicts == 1
 
 
-class DecidedBetweenPasses(Undecided):
-    """The first read's check (finding one id decided) is followed, before the batch goes
-    again, by another process keeping a decision for one of the others."""
-
-    client: redis.Redis
-    other: Decision | None = None
-
-    def deliver(self, replies: list[Any]) -> None:
-        try:
-            super().deliver(replies)
-        finally:
-            if DecidedBetweenPasses.other is not None:
-                DecidedStore(DecidedBetweenPasses.client, "tx").keep([DecidedBetweenPasses.other])
-                DecidedBetweenPasses.other = None
-
-
 def test_ids_decided_by_others_between_passes_are_all_replayed(
     settings: Settings,
     client: redis.Redis,
@@ -245,14 +232,14 @@ def test_ids_decided_by_others_between_passes_are_all_replayed(
     """A batch finds one id decided and goes again without it; another id decided meanwhile
     is found by that pass's check in turn (it used to go unchecked), and so on until the
     rest are new: every request answered, the decided ones as replays."""
-    monkeypatch.setattr(batcher_module, "Undecided", DecidedBetweenPasses)
+    monkeypatch.setattr(batcher_module, "Undecided", KeptMeanwhile)
     scorer = build_scorer(settings, client)
     decided = DecidedStore(client, settings.stream_prefix)
     batcher = MicroBatcher(scorer, _keeper(decided))
     first = asyncio.run(batcher.score(_tx(1), time.time())).decision
     theirs = build_scorer(settings, client).score_batch([_tx(2)])[0]
     with redis.Redis.from_url(valkey_url) as other:
-        DecidedBetweenPasses.client, DecidedBetweenPasses.other = other, theirs
+        KeptMeanwhile.client, KeptMeanwhile.other = other, theirs
         answers = asyncio.run(batcher.score_many([_tx(1), _tx(2), _tx(3)], time.time()))
     assert [(a.decision.transaction_id, a.replay) for a in answers] == [
         ("api-1", True), ("api-2", True), ("api-3", False)
